@@ -1,0 +1,630 @@
+//! The datums: their msgpack maps and their type bytes.
+//!
+//! Every body is a msgpack MAP keyed by the RFC's field names. Unknown extra keys are ignored
+//! when decoding, so optional extensions (such as `User.online`) never break a strict peer.
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::{self, FrameError};
+use crate::keys::PublicKey;
+
+/// The datum type byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DatumKind {
+    /// 0: the server's AUTH challenge.
+    Auth = 0,
+    /// 1: the client's answer to the challenge.
+    AuthResponse = 1,
+    /// 2: a command to the server (`AUTH`, `ROSTER`, ...).
+    Command = 2,
+    /// 3: a message from one user to another.
+    Message = 3,
+    /// 4: a list of users.
+    Roster = 4,
+    /// 5: one user (or the server itself, right after the header).
+    User = 5,
+    /// 6: the server's answer, error or notice.
+    Status = 6,
+    /// 7: members of a room (reserved; numbered as flexim-go did).
+    RoomMemberList = 7,
+    /// 8: a member joined a room (reserved).
+    RoomMemberJoin = 8,
+    /// 9: a member left a room (reserved).
+    RoomMemberPart = 9,
+    /// 10: the v1 draft's connection request (reserved).
+    Request = 10,
+    /// 11: the v1 draft's acknowledgement (reserved).
+    Acknowledge = 11,
+    /// 12: the v1 draft's connection description (reserved).
+    Connection = 12,
+}
+
+impl DatumKind {
+    /// The kind for a type byte, or `None` for a byte no datum uses.
+    pub fn from_u8(b: u8) -> Option<Self> {
+        use DatumKind::*;
+        Some(match b {
+            0 => Auth,
+            1 => AuthResponse,
+            2 => Command,
+            3 => Message,
+            4 => Roster,
+            5 => User,
+            6 => Status,
+            7 => RoomMemberList,
+            8 => RoomMemberJoin,
+            9 => RoomMemberPart,
+            10 => Request,
+            11 => Acknowledge,
+            12 => Connection,
+            _ => return None,
+        })
+    }
+
+    /// The datum's name as the documentation and error messages spell it.
+    pub fn name(self) -> &'static str {
+        use DatumKind::*;
+        match self {
+            Auth => "Auth",
+            AuthResponse => "AuthResponse",
+            Command => "Command",
+            Message => "Message",
+            Roster => "Roster",
+            User => "User",
+            Status => "Status",
+            RoomMemberList => "RoomMemberList",
+            RoomMemberJoin => "RoomMemberJoin",
+            RoomMemberPart => "RoomMemberPart",
+            Request => "Request",
+            Acknowledge => "Acknowledge",
+            Connection => "Connection",
+        }
+    }
+}
+
+/// The server's challenge (type 0). `challenge` is base64 of `nonce(24) || sealed secret`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Auth {
+    /// When the challenge was made (Unix seconds); bound into the sealing as associated data.
+    pub date: i64,
+    /// The sealed challenge secret (see [`crate::handshake`]).
+    pub challenge: String,
+    /// The previous time this key was seen (Unix seconds), 0 if never.
+    pub last_seen: i64,
+}
+
+/// The client's answer (type 1): the same secret sealed under the client-to-server key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthResponse {
+    /// base64 of `nonce(24) || sealed secret`.
+    pub challenge: String,
+}
+
+/// A command (type 2), e.g. `{cmd: "AUTH", payload: ["<hex key>"]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// The command name, see [`crate::status::cmd`].
+    pub cmd: String,
+    /// The command's arguments.
+    #[serde(default)]
+    pub payload: Vec<String>,
+}
+
+impl Command {
+    /// A command with the given arguments.
+    pub fn new(cmd: &str, payload: &[&str]) -> Self {
+        Command {
+            cmd: cmd.to_string(),
+            payload: payload.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// A message (type 3). The server reads only `to` and `from`; `msg` is an end-to-end box.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// The recipient: a key (64 hex digits) or a registered alias.
+    pub to: String,
+    /// The sender: its own key or one of its aliases; the server refuses anything else.
+    pub from: String,
+    /// Client-side flags such as `NOTIFY`; the server passes them through untouched.
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// When the message was sent (Unix seconds).
+    pub date: i64,
+    /// The sealed body (see [`crate::e2e`]).
+    pub msg: String,
+}
+
+/// A list of users (type 4). Encoded as `{users: [...]}`; a bare array is also accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Roster {
+    /// The users.
+    pub users: Vec<User>,
+}
+
+impl<'de> Deserialize<'de> for Roster {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Map { users: Vec<User> },
+            Bare(Vec<User>),
+        }
+        Ok(match Either::deserialize(d)? {
+            Either::Map { users } | Either::Bare(users) => Roster { users },
+        })
+    }
+}
+
+/// One user (type 5): a key and what the server knows about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Aliases this key has registered (for the server's own User datum: the server's name).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// The X25519 public key, msgpack `bin` of exactly 32 bytes.
+    pub key: PublicKey,
+    /// Last time the user was seen online (Unix seconds), 0 if never.
+    #[serde(default)]
+    pub last_seen: i64,
+    /// Extension: whether the user is online now. Present in ROSTER, SEARCH and GETUSER answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<bool>,
+}
+
+/// The server's answer (type 6): negative codes are errors, positive ones success or notices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The code, see [`crate::status`].
+    pub status: i8,
+    /// A human-readable explanation, or the code's documented argument (a key for presence).
+    #[serde(default)]
+    pub payload: String,
+}
+
+impl Status {
+    /// A status with the given code and text.
+    pub fn new(status: i8, payload: impl Into<String>) -> Self {
+        Status {
+            status,
+            payload: payload.into(),
+        }
+    }
+}
+
+/// Members of a room (type 7, reserved).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomMemberList {
+    /// The room.
+    pub room: String,
+    /// Its members (keys or aliases).
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// A member joined a room (type 8, reserved).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomMemberJoin {
+    /// The room.
+    pub room: String,
+    /// Who joined.
+    pub member: String,
+}
+
+/// A member left a room (type 9, reserved).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomMemberPart {
+    /// The room.
+    pub room: String,
+    /// Who left.
+    pub member: String,
+}
+
+/// The v1 draft's connection request (type 10, reserved).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// `user@host:port/resource` addresses.
+    pub to: Vec<String>,
+    /// The requester's address.
+    pub from: String,
+    /// Protocol options.
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+/// The v1 draft's acknowledgement (type 11, reserved).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledge {
+    /// The id advertised by the request.
+    pub id: String,
+}
+
+/// The v1 draft's connection description (type 12, reserved).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    /// Connection id.
+    pub id: String,
+    /// Users involved.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Last activity (Unix seconds).
+    #[serde(default)]
+    pub last_active: i64,
+}
+
+/// Any datum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Datum {
+    Auth(Auth),
+    AuthResponse(AuthResponse),
+    Command(Command),
+    Message(Message),
+    Roster(Roster),
+    User(User),
+    Status(Status),
+    RoomMemberList(RoomMemberList),
+    RoomMemberJoin(RoomMemberJoin),
+    RoomMemberPart(RoomMemberPart),
+    Request(Request),
+    Acknowledge(Acknowledge),
+    Connection(Connection),
+}
+
+/// Why a frame's body is not a datum. The framing itself is intact, so a connection can go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatumError {
+    /// The type byte names no datum.
+    #[error("unknown datum type {0}")]
+    UnknownType(u8),
+    /// The body is valid msgpack of the wrong shape at the top (an array, a string, ...), or not
+    /// msgpack at all.
+    #[error("{kind} body must be a msgpack map")]
+    NotAMap {
+        /// The datum's name.
+        kind: &'static str,
+    },
+    /// The map is missing a field, has a field of the wrong type, or is cut short.
+    #[error("malformed {kind}: {reason}")]
+    Malformed {
+        /// The datum's name.
+        kind: &'static str,
+        /// What the decoder found wrong.
+        reason: String,
+    },
+}
+
+/// True when the first byte of `body` starts a msgpack map (fixmap, map16 or map32).
+fn starts_a_map(body: &[u8]) -> bool {
+    matches!(body.first(), Some(0x80..=0x8f | 0xde | 0xdf))
+}
+
+/// True when the first byte of `body` starts a msgpack array (fixarray, array16 or array32).
+fn starts_an_array(body: &[u8]) -> bool {
+    matches!(body.first(), Some(0x90..=0x9f | 0xdc | 0xdd))
+}
+
+fn decode_body<T: serde::de::DeserializeOwned>(
+    kind: DatumKind,
+    body: &[u8],
+) -> Result<T, DatumError> {
+    // Reading through `&[u8]` (an `io::Read` that advances) lets us see what is left over.
+    let mut de = rmp_serde::Deserializer::new(body);
+    let value = T::deserialize(&mut de).map_err(|e| DatumError::Malformed {
+        kind: kind.name(),
+        reason: e.to_string(),
+    })?;
+    let used = de.get_ref().len();
+    if used != 0 {
+        return Err(DatumError::Malformed {
+            kind: kind.name(),
+            reason: format!("{used} bytes after the map"),
+        });
+    }
+    Ok(value)
+}
+
+impl Datum {
+    /// The datum's kind.
+    pub fn kind(&self) -> DatumKind {
+        match self {
+            Datum::Auth(_) => DatumKind::Auth,
+            Datum::AuthResponse(_) => DatumKind::AuthResponse,
+            Datum::Command(_) => DatumKind::Command,
+            Datum::Message(_) => DatumKind::Message,
+            Datum::Roster(_) => DatumKind::Roster,
+            Datum::User(_) => DatumKind::User,
+            Datum::Status(_) => DatumKind::Status,
+            Datum::RoomMemberList(_) => DatumKind::RoomMemberList,
+            Datum::RoomMemberJoin(_) => DatumKind::RoomMemberJoin,
+            Datum::RoomMemberPart(_) => DatumKind::RoomMemberPart,
+            Datum::Request(_) => DatumKind::Request,
+            Datum::Acknowledge(_) => DatumKind::Acknowledge,
+            Datum::Connection(_) => DatumKind::Connection,
+        }
+    }
+
+    /// Decodes a frame body of the given type byte.
+    pub fn decode(kind: u8, body: &[u8]) -> Result<Datum, DatumError> {
+        let kind = DatumKind::from_u8(kind).ok_or(DatumError::UnknownType(kind))?;
+        let bare_roster = kind == DatumKind::Roster && starts_an_array(body);
+        if !starts_a_map(body) && !bare_roster {
+            return Err(DatumError::NotAMap { kind: kind.name() });
+        }
+        Ok(match kind {
+            DatumKind::Auth => Datum::Auth(decode_body(kind, body)?),
+            DatumKind::AuthResponse => Datum::AuthResponse(decode_body(kind, body)?),
+            DatumKind::Command => Datum::Command(decode_body(kind, body)?),
+            DatumKind::Message => Datum::Message(decode_body(kind, body)?),
+            DatumKind::Roster => Datum::Roster(decode_body(kind, body)?),
+            DatumKind::User => Datum::User(decode_body(kind, body)?),
+            DatumKind::Status => Datum::Status(decode_body(kind, body)?),
+            DatumKind::RoomMemberList => Datum::RoomMemberList(decode_body(kind, body)?),
+            DatumKind::RoomMemberJoin => Datum::RoomMemberJoin(decode_body(kind, body)?),
+            DatumKind::RoomMemberPart => Datum::RoomMemberPart(decode_body(kind, body)?),
+            DatumKind::Request => Datum::Request(decode_body(kind, body)?),
+            DatumKind::Acknowledge => Datum::Acknowledge(decode_body(kind, body)?),
+            DatumKind::Connection => Datum::Connection(decode_body(kind, body)?),
+        })
+    }
+
+    /// The msgpack body (a map with the RFC's field names).
+    pub fn encode_body(&self) -> Vec<u8> {
+        fn named<T: Serialize>(v: &T) -> Vec<u8> {
+            // Serializing plain structs of strings, integers and byte arrays into a Vec
+            // cannot fail; a failure here would be a bug in this crate's types.
+            rmp_serde::to_vec_named(v).expect("datum serializes")
+        }
+        match self {
+            Datum::Auth(d) => named(d),
+            Datum::AuthResponse(d) => named(d),
+            Datum::Command(d) => named(d),
+            Datum::Message(d) => named(d),
+            Datum::Roster(d) => named(d),
+            Datum::User(d) => named(d),
+            Datum::Status(d) => named(d),
+            Datum::RoomMemberList(d) => named(d),
+            Datum::RoomMemberJoin(d) => named(d),
+            Datum::RoomMemberPart(d) => named(d),
+            Datum::Request(d) => named(d),
+            Datum::Acknowledge(d) => named(d),
+            Datum::Connection(d) => named(d),
+        }
+    }
+
+    /// The whole frame: type byte, big-endian length, body.
+    pub fn to_frame(&self) -> Result<Vec<u8>, FrameError> {
+        let body = self.encode_body();
+        let mut out = Vec::with_capacity(frame::PREFIX_LEN + body.len());
+        frame::encode_into(self.kind() as u8, &body, &mut out)?;
+        Ok(out)
+    }
+}
+
+macro_rules! from_struct {
+    ($($t:ident),*) => {$(
+        impl From<$t> for Datum {
+            fn from(d: $t) -> Datum { Datum::$t(d) }
+        }
+    )*};
+}
+from_struct!(
+    Auth,
+    AuthResponse,
+    Command,
+    Message,
+    Roster,
+    User,
+    Status,
+    RoomMemberList,
+    RoomMemberJoin,
+    RoomMemberPart,
+    Request,
+    Acknowledge,
+    Connection
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(d: Datum) {
+        let frame = d.to_frame().unwrap();
+        let (kind, body) = crate::frame::split_exact(&frame, 65535).unwrap();
+        assert_eq!(Datum::decode(kind, body).unwrap(), d);
+    }
+
+    #[test]
+    fn every_datum_round_trips() {
+        let user = User {
+            aliases: vec!["alice".into()],
+            key: PublicKey([1; 32]),
+            last_seen: 5,
+            online: Some(true),
+        };
+        round_trip(
+            Auth {
+                date: 1,
+                challenge: "c".into(),
+                last_seen: 2,
+            }
+            .into(),
+        );
+        round_trip(AuthResponse { challenge: "x".into() }.into());
+        round_trip(Command::new("AUTH", &["k"]).into());
+        round_trip(
+            Message {
+                to: "bob".into(),
+                from: "alice".into(),
+                flags: vec!["NOTIFY".into()],
+                date: 3,
+                msg: "m".into(),
+            }
+            .into(),
+        );
+        round_trip(Roster { users: vec![user.clone()] }.into());
+        round_trip(user.into());
+        round_trip(Status::new(-7, "spoof").into());
+        round_trip(
+            RoomMemberList {
+                room: "r".into(),
+                members: vec!["a".into()],
+            }
+            .into(),
+        );
+        round_trip(
+            RoomMemberJoin {
+                room: "r".into(),
+                member: "a".into(),
+            }
+            .into(),
+        );
+        round_trip(
+            RoomMemberPart {
+                room: "r".into(),
+                member: "a".into(),
+            }
+            .into(),
+        );
+        round_trip(
+            Request {
+                to: vec!["a@h:1/r".into()],
+                from: "b@h:1/r".into(),
+                options: vec![],
+            }
+            .into(),
+        );
+        round_trip(Acknowledge { id: "i".into() }.into());
+        round_trip(
+            Connection {
+                id: "i".into(),
+                users: vec![],
+                last_active: 9,
+            }
+            .into(),
+        );
+    }
+
+    #[test]
+    fn bodies_are_maps_with_field_names() {
+        let body = Datum::Status(Status::new(1, "ok")).encode_body();
+        // fixmap of 2, then "status"
+        assert_eq!(body[0], 0x82);
+        assert_eq!(&body[1..8], b"\xa6status");
+    }
+
+    #[test]
+    fn user_key_is_bin_32() {
+        let body = Datum::User(User {
+            aliases: vec![],
+            key: PublicKey([9; 32]),
+            last_seen: 0,
+            online: None,
+        })
+        .encode_body();
+        let needle = [0xc4, 32];
+        assert!(body.windows(2).any(|w| w == needle));
+    }
+
+    #[test]
+    fn a_short_key_is_malformed() {
+        #[derive(Serialize)]
+        struct BadUser {
+            aliases: Vec<String>,
+            #[serde(with = "serde_bytes")]
+            key: Vec<u8>,
+            last_seen: i64,
+        }
+        let body = rmp_serde::to_vec_named(&BadUser {
+            aliases: vec![],
+            key: vec![1; 31],
+            last_seen: 0,
+        })
+        .unwrap();
+        assert!(matches!(
+            Datum::decode(5, &body),
+            Err(DatumError::Malformed { kind: "User", .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_keys_are_ignored() {
+        #[derive(Serialize)]
+        struct Extended {
+            status: i8,
+            payload: String,
+            id: String,
+        }
+        let body = rmp_serde::to_vec_named(&Extended {
+            status: 2,
+            payload: "p".into(),
+            id: "x".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            Datum::decode(6, &body),
+            Ok(Datum::Status(Status::new(2, "p")))
+        );
+    }
+
+    #[test]
+    fn bad_bodies_get_named_errors() {
+        assert_eq!(Datum::decode(42, b"\x80"), Err(DatumError::UnknownType(42)));
+        // A positional array is not accepted for a Message.
+        let arr = rmp_serde::to_vec(&("a", "b", Vec::<String>::new(), 1, "m")).unwrap();
+        assert_eq!(
+            Datum::decode(3, &arr),
+            Err(DatumError::NotAMap { kind: "Message" })
+        );
+        assert_eq!(
+            Datum::decode(3, b""),
+            Err(DatumError::NotAMap { kind: "Message" })
+        );
+        // `to` as an integer.
+        #[derive(Serialize)]
+        struct WrongTypes {
+            to: i32,
+            from: String,
+            date: i64,
+            msg: String,
+        }
+        let body = rmp_serde::to_vec_named(&WrongTypes {
+            to: 5,
+            from: "a".into(),
+            date: 1,
+            msg: "m".into(),
+        })
+        .unwrap();
+        assert!(matches!(
+            Datum::decode(3, &body),
+            Err(DatumError::Malformed {
+                kind: "Message",
+                ..
+            })
+        ));
+        // A map cut short.
+        let mut body = Datum::Status(Status::new(1, "hello")).encode_body();
+        body.truncate(body.len() - 2);
+        assert!(matches!(
+            Datum::decode(6, &body),
+            Err(DatumError::Malformed { kind: "Status", .. })
+        ));
+    }
+
+    #[test]
+    fn roster_accepts_a_bare_array() {
+        let user = User {
+            aliases: vec![],
+            key: PublicKey([2; 32]),
+            last_seen: 0,
+            online: None,
+        };
+        let body = rmp_serde::to_vec_named(&vec![user.clone()]).unwrap();
+        assert_eq!(
+            Datum::decode(4, &body),
+            Ok(Datum::Roster(Roster { users: vec![user] }))
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! Status codes and command names.
+//!
+//! Negative codes are errors, positive codes success or notices, following the original Go
+//! server (fleximd). The one exception is presence: `-10` means "went offline" and is a notice,
+//! not an error, kept for compatibility with fleximd's 10 / -10 pair.
+
+/// The command went through (REGISTER, OFFLINES, ...); the payload says what happened.
+pub const OK: i8 = 1;
+/// The recipient is offline; the message is durably stored and will be delivered at its login.
+pub const STORED: i8 = 2;
+/// The recipient is online; the message was handed to its connection.
+pub const RELAYED: i8 = 3;
+/// GHOST succeeded: this connection is now the key's active session.
+pub const GHOSTED: i8 = 4;
+/// Sent after the User datum when the key already has an active session elsewhere: this
+/// connection may send, but messages for the key keep going to the older session until this
+/// one sends GHOST.
+pub const SESSION_EXISTS: i8 = 5;
+/// Presence: the user whose key is the payload came online.
+pub const PRESENCE_ONLINE: i8 = 10;
+/// Presence: the user whose key is the payload went offline (a notice, not an error).
+pub const PRESENCE_OFFLINE: i8 = -10;
+
+/// The frame's body does not decode as the datum its type byte names (not a map, a field
+/// missing or of the wrong type).
+pub const MALFORMED: i8 = -1;
+/// The type byte names no datum.
+pub const UNKNOWN_DATUM: i8 = -2;
+/// The frame's length is over the server's limit; the frame was skipped.
+pub const TOO_LARGE: i8 = -3;
+/// The connection ended, or a WebSocket message ended, in the middle of a frame.
+pub const TRUNCATED: i8 = -4;
+/// Only AUTH is accepted before authentication succeeds.
+pub const UNAUTHENTICATED: i8 = -5;
+/// The challenge-response failed (bad key, wrong answer, expired or reused challenge); the
+/// server closes the connection after this status.
+pub const AUTH_FAILED: i8 = -6;
+/// A Message's `from` does not name the authenticated sender; nothing was forwarded.
+pub const SPOOF: i8 = -7;
+/// No user has that alias (or key, for GETUSER).
+pub const NO_SUCH_USER: i8 = -8;
+/// REGISTER: the alias belongs to another key.
+pub const ALIAS_TAKEN: i8 = -9;
+/// The command name is not one the server knows.
+pub const UNKNOWN_COMMAND: i8 = -11;
+/// A command's or a message's argument is invalid (bad alias, bad key, missing argument).
+pub const BAD_ARGUMENT: i8 = -12;
+/// The recipient's offline queue is full; the message was not stored.
+pub const QUEUE_FULL: i8 = -13;
+/// The server could not complete the request (a storage failure); nothing was lost that had
+/// been confirmed, and the client may retry.
+pub const INTERNAL: i8 = -14;
+/// This session was taken over by a newer session of the same key (GHOST); the server closes
+/// the connection after this status.
+pub const TAKEN_OVER: i8 = -15;
+/// The datum is valid but not one a client may send to this server (Roster, Status, rooms, ...).
+pub const UNSUPPORTED: i8 = -16;
+/// The server is shutting down; reconnect later.
+pub const SHUTTING_DOWN: i8 = -17;
+
+/// A short name for a code, for logs and command-line output.
+pub fn name(code: i8) -> &'static str {
+    match code {
+        OK => "ok",
+        STORED => "stored",
+        RELAYED => "relayed",
+        GHOSTED => "ghosted",
+        SESSION_EXISTS => "session-exists",
+        PRESENCE_ONLINE => "online",
+        PRESENCE_OFFLINE => "offline",
+        MALFORMED => "malformed",
+        UNKNOWN_DATUM => "unknown-datum",
+        TOO_LARGE => "too-large",
+        TRUNCATED => "truncated",
+        UNAUTHENTICATED => "unauthenticated",
+        AUTH_FAILED => "auth-failed",
+        SPOOF => "spoof",
+        NO_SUCH_USER => "no-such-user",
+        ALIAS_TAKEN => "alias-taken",
+        UNKNOWN_COMMAND => "unknown-command",
+        BAD_ARGUMENT => "bad-argument",
+        QUEUE_FULL => "queue-full",
+        INTERNAL => "internal",
+        TAKEN_OVER => "taken-over",
+        UNSUPPORTED => "unsupported",
+        SHUTTING_DOWN => "shutting-down",
+        _ => "unknown",
+    }
+}
+
+/// True for codes that report a failure (every negative code except presence).
+pub fn is_error(code: i8) -> bool {
+    code < 0 && code != PRESENCE_OFFLINE
+}
+
+/// Command names (the `cmd` field of a Command datum).
+pub mod cmd {
+    /// `[hex key, optional alias]`: start the challenge-response.
+    pub const AUTH: &str = "AUTH";
+    /// `[]`: known users with presence, as a Roster.
+    pub const ROSTER: &str = "ROSTER";
+    /// `[key or alias]`: one user, as a User datum.
+    pub const GETUSER: &str = "GETUSER";
+    /// `[text]`: users whose alias contains the text, as a Roster.
+    pub const SEARCH: &str = "SEARCH";
+    /// `[alias]`: claim an alias for this key.
+    pub const REGISTER: &str = "REGISTER";
+    /// `[]`: deliver the messages stored while this key was offline.
+    pub const OFFLINES: &str = "OFFLINES";
+    /// `[]`: make this connection the key's active session, closing the older one.
+    pub const GHOST: &str = "GHOST";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_distinct_name() {
+        let codes = [
+            OK,
+            STORED,
+            RELAYED,
+            GHOSTED,
+            SESSION_EXISTS,
+            PRESENCE_ONLINE,
+            PRESENCE_OFFLINE,
+            MALFORMED,
+            UNKNOWN_DATUM,
+            TOO_LARGE,
+            TRUNCATED,
+            UNAUTHENTICATED,
+            AUTH_FAILED,
+            SPOOF,
+            NO_SUCH_USER,
+            ALIAS_TAKEN,
+            UNKNOWN_COMMAND,
+            BAD_ARGUMENT,
+            QUEUE_FULL,
+            INTERNAL,
+            TAKEN_OVER,
+            UNSUPPORTED,
+            SHUTTING_DOWN,
+        ];
+        let mut names: Vec<_> = codes.iter().map(|c| name(*c)).collect();
+        assert!(!names.contains(&"unknown"));
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), codes.len());
+        assert!(!is_error(PRESENCE_OFFLINE));
+        assert!(is_error(SPOOF));
+        assert!(!is_error(STORED));
+    }
+}
