@@ -1,0 +1,88 @@
+//! Every limit and setting of the server, named and documented in one place.
+//!
+//! Each channel says what happens when it is full: the relay never blocks on a slow peer.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the server listens and keeps its data.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address of the raw TCP listener (FLEX with the `\xa4FLEX` header).
+    pub tcp: SocketAddr,
+    /// Address of the HTTP listener: `/ws`, the static browser client, `/healthz`, `/metrics`.
+    pub http: SocketAddr,
+    /// Directory for the server key and the embedded store; created if missing.
+    pub data: PathBuf,
+    /// Directory served at `/` (the browser client). Not served if it does not exist.
+    pub static_dir: PathBuf,
+    /// The name the server announces as its alias in the User datum it sends after the header.
+    pub name: String,
+    /// The protocol limits.
+    pub limits: Limits,
+}
+
+/// The protocol limits. Defaults are what `flexim-server` runs with; all are documented in
+/// `docs/PROTOCOL.md` so clients can stay inside them.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest accepted datum body in bytes. A frame announcing more is answered with Status
+    /// TOO_LARGE and skipped without being buffered. 48 KiB holds the largest sealed message
+    /// (32 KiB of text) with room to spare.
+    pub max_body: usize,
+    /// How long a TCP or WebSocket client has to send the header before it is reset.
+    pub header_timeout: Duration,
+    /// How long a connection may stay unauthenticated before it is closed. Bounds the resources
+    /// a client that never authenticates can hold.
+    pub auth_timeout: Duration,
+    /// How long an AUTH challenge stays valid.
+    pub challenge_ttl: Duration,
+    /// Frames waiting for one session's writer. When full, the session is a slow reader: a
+    /// Message for it is stored for later delivery instead (nothing is lost), presence notices
+    /// for it are dropped, and the session is disconnected so it can log in again and catch up.
+    pub outbound_queue: usize,
+    /// Stored messages per offline recipient; beyond it the sender gets Status QUEUE_FULL.
+    pub max_offline_messages: u64,
+    /// Stored bytes per offline recipient; beyond it the sender gets Status QUEUE_FULL.
+    pub max_offline_bytes: u64,
+    /// Stored messages delivered per batch at login or on OFFLINES; each batch is removed from
+    /// the store only after it was written to the connection.
+    pub offline_batch: usize,
+    /// Most users in a ROSTER answer (online users first, then the most recently seen); also
+    /// bounded by what fits in one datum.
+    pub roster_limit: usize,
+    /// Most users in a SEARCH answer.
+    pub search_limit: usize,
+    /// Most aliases one key may register.
+    pub max_aliases: usize,
+    /// Largest WebSocket message accepted: one frame at `max_body` plus its 3-byte prefix.
+    /// Larger messages close the socket (WebSocket cannot skip them the way TCP can).
+    pub ws_max_message: usize,
+    /// WebSocket write buffer per connection. tungstenite's default (128 KiB) is far too much
+    /// memory for many idle connections; frames are small.
+    pub ws_write_buffer: usize,
+    /// WebSocket read buffer per connection, for the same reason.
+    pub ws_read_buffer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body: 48 * 1024,
+            header_timeout: Duration::from_secs(5),
+            auth_timeout: Duration::from_secs(30),
+            challenge_ttl: Duration::from_secs(30),
+            outbound_queue: 1024,
+            max_offline_messages: 10_000,
+            max_offline_bytes: 64 * 1024 * 1024,
+            offline_batch: 256,
+            roster_limit: 500,
+            search_limit: 50,
+            max_aliases: 8,
+            ws_max_message: 48 * 1024 + 3,
+            ws_write_buffer: 8 * 1024,
+            ws_read_buffer: 8 * 1024,
+        }
+    }
+}

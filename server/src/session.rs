@@ -1,0 +1,523 @@
+//! One connection's protocol driver: the handshake, then datums in and frames out.
+//!
+//! It is generic over a `Stream` of inbound frames and a `Sink` of outbound frames, so the TCP
+//! and WebSocket transports share it byte for byte, and tests can drive it with channels. It
+//! never sees a socket: the transports turn bytes into [`Inbound`] items and back.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use flexim_protocol::datum::{Command, Status, User};
+use flexim_protocol::frame::{FrameError, PREFIX_LEN};
+use flexim_protocol::handshake::{PendingChallenge, parse_auth};
+use flexim_protocol::status::{self, cmd};
+use flexim_protocol::{Datum, DatumError, PublicKey};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::relay::{self, Kick, Metrics, Relay, names_sender, status_frame};
+
+/// What a transport hands the driver.
+#[derive(Debug)]
+pub enum Inbound {
+    /// One whole frame: type byte, length, body.
+    Frame(Bytes),
+    /// A framing problem the transport recovered from (an oversized frame it skipped, a
+    /// truncated frame at the end of input). The driver answers with a Status.
+    Bad(FrameError),
+    /// Something that breaks the transport's rules (a WebSocket text message). The driver
+    /// stops; the transport closes with a protocol error.
+    Violation(&'static str),
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+pub enum End {
+    /// The client closed the connection.
+    Closed,
+    /// The transport rule named was broken.
+    Violation(&'static str),
+    /// Authentication failed or timed out.
+    AuthFailed,
+    /// The core closed the session (GHOST, slow reader).
+    Kicked,
+    /// The server is shutting down.
+    Shutdown,
+    /// Writing to the client failed.
+    Io(io::Error),
+}
+
+/// Where the connection is in the handshake.
+enum Phase {
+    /// Header seen; waiting for AUTH.
+    Fresh,
+    /// Challenge sent; waiting for the AuthResponse.
+    Challenged {
+        /// The single-use challenge; consumed by the first AuthResponse.
+        pending: PendingChallenge,
+        /// The alias the AUTH command asked for, claimed after success.
+        alias: Option<String>,
+    },
+    /// Authenticated.
+    Authed(Authed),
+}
+
+/// An authenticated session.
+struct Authed {
+    /// The session's key.
+    key: PublicKey,
+    /// Its id among the key's sessions.
+    id: u64,
+    /// The key's aliases, for the `from` check; kept current by REGISTER on this session.
+    aliases: Vec<String>,
+}
+
+/// The outcome of handling one datum.
+enum Flow {
+    Continue,
+    Stop(End),
+}
+
+/// Runs one connection after its header: sends the server's User datum, then serves datums
+/// until the client leaves, breaks a rule, is kicked, or the server shuts down.
+pub async fn run<St, Si>(
+    relay: Arc<Relay>,
+    inbound: &mut St,
+    outbound: &mut Si,
+    mut shutdown: watch::Receiver<bool>,
+) -> End
+where
+    St: Stream<Item = Inbound> + Unpin,
+    Si: Sink<Bytes, Error = io::Error> + Unpin,
+{
+    Metrics::inc(&relay.metrics.connections_open);
+    let mut session = Session {
+        relay: relay.clone(),
+        phase: Phase::Fresh,
+        rx: None,
+        kick: None,
+    };
+    let end = session.serve(inbound, outbound, &mut shutdown).await;
+    if let Phase::Authed(a) = &session.phase {
+        relay.logout(a.key, a.id).await;
+        tracing::debug!(key = %a.key, ?end, "session ended");
+    }
+    relay.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    end
+}
+
+/// The per-connection state the driver carries between datums.
+struct Session {
+    /// The shared core.
+    relay: Arc<Relay>,
+    /// Where the handshake stands.
+    phase: Phase,
+    /// Frames the core sends this session (messages, presence); set at login.
+    rx: Option<mpsc::Receiver<Bytes>>,
+    /// The core's close signal; set at login.
+    kick: Option<Arc<Kick>>,
+}
+
+/// Completes when the server starts shutting down (the watch guard is dropped inside, so the
+/// session future stays `Send`).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+async fn wait_kick(kick: &Option<Arc<Kick>>) -> Status {
+    match kick {
+        Some(k) => k.fired().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_queued(rx: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn io_flow(r: io::Result<()>) -> Flow {
+    match r {
+        Ok(()) => Flow::Continue,
+        Err(e) => Flow::Stop(End::Io(e)),
+    }
+}
+
+impl Session {
+    async fn serve<St, Si>(
+        &mut self,
+        inbound: &mut St,
+        outbound: &mut Si,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> End
+    where
+        St: Stream<Item = Inbound> + Unpin,
+        Si: Sink<Bytes, Error = io::Error> + Unpin,
+    {
+        if let Err(e) = outbound.send(self.relay.hello()).await {
+            return End::Io(e);
+        }
+        let auth_deadline = tokio::time::sleep(self.relay.limits.auth_timeout);
+        tokio::pin!(auth_deadline);
+        loop {
+            let authed = matches!(self.phase, Phase::Authed(_));
+            let flow = tokio::select! {
+                _ = stopped(shutdown) => {
+                    let _ = outbound
+                        .send(status_frame(status::SHUTTING_DOWN, "the server is shutting down"))
+                        .await;
+                    Flow::Stop(End::Shutdown)
+                }
+                reason = wait_kick(&self.kick) => self.kicked(reason, outbound).await,
+                queued = recv_queued(&mut self.rx) => match queued {
+                    Some(first) => io_flow(self.write_queued(first, outbound).await),
+                    // The core dropped this session (GHOST): its kick says why.
+                    None => {
+                        let reason = wait_kick(&self.kick).await;
+                        self.kicked(reason, outbound).await
+                    }
+                },
+                _ = &mut auth_deadline, if !authed => {
+                    self.auth_failed(outbound, "authentication timed out").await
+                }
+                item = inbound.next() => match item {
+                    None => Flow::Stop(End::Closed),
+                    Some(Inbound::Violation(why)) => Flow::Stop(End::Violation(why)),
+                    Some(Inbound::Bad(e)) => {
+                        let code = match e {
+                            FrameError::TooLarge { .. } => status::TOO_LARGE,
+                            _ => status::TRUNCATED,
+                        };
+                        self.reply(outbound, Status::new(code, e.to_string())).await
+                    }
+                    Some(Inbound::Frame(frame)) => self.handle(frame, outbound).await,
+                },
+            };
+            if let Flow::Stop(end) = flow {
+                return end;
+            }
+        }
+    }
+
+    /// Writes a queued frame and whatever else is queued, then flushes once: many frames per
+    /// system call when the relay is busy.
+    async fn write_queued<Si>(&mut self, first: Bytes, outbound: &mut Si) -> io::Result<()>
+    where
+        Si: Sink<Bytes, Error = io::Error> + Unpin,
+    {
+        outbound.feed(first).await?;
+        if let Some(rx) = self.rx.as_mut() {
+            while let Ok(more) = rx.try_recv() {
+                outbound.feed(more).await?;
+            }
+        }
+        outbound.flush().await
+    }
+
+    async fn kicked<Si>(&mut self, reason: Status, outbound: &mut Si) -> Flow
+    where
+        Si: Sink<Bytes, Error = io::Error> + Unpin,
+    {
+        // Best effort with a deadline: a slow reader may never read this.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            outbound.send(relay::frame(reason)),
+        )
+        .await;
+        Flow::Stop(End::Kicked)
+    }
+
+    /// Sends a Status; errors are counted for `/metrics`.
+    async fn reply<Si>(&self, outbound: &mut Si, s: Status) -> Flow
+    where
+        Si: Sink<Bytes, Error = io::Error> + Unpin,
+    {
+        if status::is_error(s.status) {
+            Metrics::inc(&self.relay.metrics.errors);
+        }
+        io_flow(outbound.send(relay::frame(s)).await)
+    }
+
+    /// Handles one whole frame.
+    async fn handle<Si>(&mut self, frame: Bytes, outbound: &mut Si) -> Flow
+    where
+        Si: Sink<Bytes, Error = io::Error> + Unpin,
+    {
+        let datum = match Datum::decode(frame[0], &frame[PREFIX_LEN..]) {
+            Ok(d) => d,
+            Err(e) => {
+                let code = match e {
+                    DatumError::UnknownType(_) => status::UNKNOWN_DATUM,
+                    _ => status::MALFORMED,
+                };
+                return self.reply(outbound, Status::new(code, e.to_string())).await;
+            }
+        };
+        match std::mem::replace(&mut self.phase, Phase::Fresh) {
+            Phase::Authed(authed) => {
+                self.phase = Phase::Authed(authed);
+                self.handle_authed(datum, frame, outbound).await
+            }
+            Phase::Challenged { pending, alias } => match datum {
+                Datum::AuthResponse(resp) => {
+                    let ttl = self.relay.limits.challenge_ttl.as_secs() as i64;
+                    match pending.verify(&resp, relay::now(), ttl) {
+                        Ok(key) => self.login(key, alias, outbound).await,
+                        Err(e) => self.auth_failed(outbound, &e.to_string()).await,
+                    }
+                }
+                other => {
+                    self.phase = Phase::Challenged { pending, alias };
+                    self.handle_fresh(other, outbound).await
+                }
+            },
+            Phase::Fresh => self.handle_fresh(datum, outbound).await,
+        }
+    }
+
+    /// Before authentication only AUTH (and the AuthResponse to it) is accepted.
+    async fn handle_fresh<Si>(&mut self, datum: Datum, outbound: &mut Si) -> Flow
+    where
+        Si: Sink<Bytes, Error = io::Error> + Unpin,
+    {
+        match datum {
+            Datum::Command(c) if c.cmd == cmd::AUTH => {
+                let key = match parse_auth(&c) {
+                    Ok((key, _)) => key,
+                    Err(e) => return self.auth_failed(outbound, &e.to_string()).await,
+                };
+                match self.relay.challenge(key).await {
+                    Ok((pending, auth)) => {
+                        // A second AUTH replaces the first challenge: only the newest is live.
+                        self.phase = Phase::Challenged {
+                            pending,
+                            alias: c.payload.get(1).cloned(),
+                        };
+                        io_flow(outbound.send(auth).await)
+                    }
+                    Err(e) => self.auth_failed(outbound, &e.to_string()).await,
+                }
+            }
+            Datum::AuthResponse(_) => {
+                self.auth_failed(outbound, "no challenge is pending: send AUTH first")
+                    .await
+            }
+            other => {
+                let text = format!(
+                    "authenticate first: {} is not accepted before AUTH",
+                    other.kind().name()
+                );
+                self.reply(outbound, Status::new(status::UNAUTHENTICATED, text))
+                    .await
+            }
+        }
+    }
+
+    async fn auth_failed<Si>(&mut self, outbound: &mut Si, why: &str) -> Flow
+    where
+        Si: Sink<Bytes, Error = io::Error> + Unpin,
+    {
+        Metrics::inc(&self.relay.metrics.auth_failures);
+        self.phase = Phase::Fresh;
+        let _ = outbound
+            .send(status_frame(
+                status::AUTH_FAILED,
+                format!("authentication failed: {why}"),
+            ))
+            .await;
+        Flow::Stop(End::AuthFailed)
+    }
+
+    /// AUTH succeeded: register with the core, send the client its User datum, claim the
+    /// alias it asked for, and deliver what was stored while it was away.
+    async fn login<Si>(&mut self, key: PublicKey, alias: Option<String>, outbound: &mut Si) -> Flow
+    where
+        Si: Sink<Bytes, Error = io::Error> + Unpin,
+    {
+        let login = match self.relay.login(key).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "login failed in the store");
+                let _ = outbound
+                    .send(status_frame(status::INTERNAL, "storage failure; try again"))
+                    .await;
+                return Flow::Stop(End::AuthFailed);
+            }
+        };
+        tracing::info!(key = %key, primary = login.primary, "authenticated");
+        self.phase = Phase::Authed(Authed {
+            key,
+            id: login.id,
+            aliases: login.before.aliases.clone(),
+        });
+        self.rx = Some(login.rx);
+        self.kick = Some(login.kick);
+        let me = User {
+            aliases: login.before.aliases,
+            key,
+            last_seen: login.before.last_seen,
+            online: Some(true),
+        };
+        if let Err(e) = outbound.send(relay::frame(me)).await {
+            return Flow::Stop(End::Io(e));
+        }
+        if let Some(alias) = alias {
+            if let Flow::Stop(end) = self.register(&alias, outbound).await {
+                return Flow::Stop(end);
+            }
+        }
+        if !login.primary {
+            let text = "this key already has an active session; messages go there until you send GHOST";
+            return self
+                .reply(outbound, Status::new(status::SESSION_EXISTS, text))
+                .await;
+        }
+        self.deliver_offline(outbound, false).await
+    }
+
+    /// Writes the stored messages in batches; each batch leaves the store only after it was
+    /// written and flushed. With `always_report`, a Status follows even when nothing waited.
+    async fn deliver_offline<Si>(&mut self, outbound: &mut Si, always_report: bool) -> Flow
+    where
+        Si: Sink<Bytes, Error = io::Error> + Unpin,
+    {
+        let Phase::Authed(a) = &self.phase else {
+            return Flow::Continue;
+        };
+        let key = a.key;
+        let mut total = 0usize;
+        loop {
+            let batch = match self.relay.peek_offline(key).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not read stored messages");
+                    let text = format!("storage failure after {total} stored messages; send OFFLINES to retry");
+                    return self.reply(outbound, Status::new(status::INTERNAL, text)).await;
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            let mut seqs = Vec::with_capacity(batch.len());
+            for stored in batch {
+                seqs.push(stored.seq);
+                if let Err(e) = outbound.feed(stored.frame).await {
+                    return Flow::Stop(End::Io(e));
+                }
+            }
+            if let Err(e) = outbound.flush().await {
+                return Flow::Stop(End::Io(e));
+            }
+            total += seqs.len();
+            if let Err(e) = self.relay.remove_offline(key, seqs).await {
+                tracing::error!(error = %e, "could not remove delivered messages");
+                let text = "storage failure; some messages may arrive again";
+                return self.reply(outbound, Status::new(status::INTERNAL, text)).await;
+            }
+        }
+        if total > 0 || always_report {
+            let text = format!("delivered {total} stored messages");
+            return self.reply(outbound, Status::new(status::OK, text)).await;
+        }
+        Flow::Continue
+    }
+
+    async fn register<Si>(&mut self, alias: &str, outbound: &mut Si) -> Flow
+    where
+        Si: Sink<Bytes, Error = io::Error> + Unpin,
+    {
+        let Phase::Authed(a) = &mut self.phase else {
+            return Flow::Continue;
+        };
+        let answer = self.relay.register(a.key, alias).await;
+        if answer.status == status::OK {
+            a.aliases = self.relay.aliases(a.key).await;
+        }
+        self.reply(outbound, answer).await
+    }
+
+    /// After authentication: messages and commands.
+    async fn handle_authed<Si>(&mut self, datum: Datum, frame: Bytes, outbound: &mut Si) -> Flow
+    where
+        Si: Sink<Bytes, Error = io::Error> + Unpin,
+    {
+        let Phase::Authed(a) = &self.phase else {
+            return Flow::Continue;
+        };
+        let (key, id) = (a.key, a.id);
+        match datum {
+            Datum::Message(m) => {
+                if !names_sender(&m.from, &key, &a.aliases) {
+                    let text = format!(
+                        "spoof: from {:?} is not you; use your key or one of your aliases",
+                        m.from
+                    );
+                    return self.reply(outbound, Status::new(status::SPOOF, text)).await;
+                }
+                let answer = match self.relay.resolve(&m.to).await {
+                    Ok(Some(to)) => self.relay.route(to, frame).await,
+                    Ok(None) => Status::new(
+                        status::NO_SUCH_USER,
+                        format!("no user {:?}: use a 64-digit hex key or a registered alias", m.to),
+                    ),
+                    Err(_) => Status::new(status::INTERNAL, "storage failure: message not sent"),
+                };
+                self.reply(outbound, answer).await
+            }
+            Datum::Command(c) => self.command(c, key, id, outbound).await,
+            other => {
+                let text = format!("{} datums are not accepted from clients", other.kind().name());
+                self.reply(outbound, Status::new(status::UNSUPPORTED, text)).await
+            }
+        }
+    }
+
+    async fn command<Si>(&mut self, c: Command, key: PublicKey, id: u64, outbound: &mut Si) -> Flow
+    where
+        Si: Sink<Bytes, Error = io::Error> + Unpin,
+    {
+        let arg = c.payload.first().map(String::as_str);
+        let answer: Result<Datum, Status> = match (c.cmd.as_str(), arg) {
+            (cmd::ROSTER, _) => self.relay.roster(None).await,
+            (cmd::SEARCH, Some(needle)) if !needle.is_empty() => {
+                self.relay.roster(Some(needle)).await
+            }
+            (cmd::GETUSER, Some(who)) => self.relay.get_user(who).await,
+            (cmd::REGISTER, Some(alias)) => {
+                let alias = alias.to_string();
+                return self.register(&alias, outbound).await;
+            }
+            (cmd::OFFLINES, _) => return self.deliver_offline(outbound, true).await,
+            (cmd::GHOST, _) => {
+                if self.relay.ghost(key, id) {
+                    let text = "this session now receives this key's messages";
+                    if let Flow::Stop(end) =
+                        self.reply(outbound, Status::new(status::GHOSTED, text)).await
+                    {
+                        return Flow::Stop(end);
+                    }
+                    return self.deliver_offline(outbound, false).await;
+                }
+                Err(Status::new(status::INTERNAL, "this session is closing"))
+            }
+            (cmd::AUTH, _) => Err(Status::new(status::BAD_ARGUMENT, "already authenticated")),
+            (cmd::SEARCH | cmd::GETUSER | cmd::REGISTER, _) => Err(Status::new(
+                status::BAD_ARGUMENT,
+                format!("{} needs an argument", c.cmd),
+            )),
+            (other, _) => Err(Status::new(
+                status::UNKNOWN_COMMAND,
+                format!("unknown command {other:?}"),
+            )),
+        };
+        match answer {
+            Ok(datum) => io_flow(outbound.send(relay::frame(datum)).await),
+            Err(s) => self.reply(outbound, s).await,
+        }
+    }
+}

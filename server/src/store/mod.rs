@@ -1,0 +1,125 @@
+//! Durable state behind one trait: users, aliases and offline message queues.
+//!
+//! The relay core talks only to [`Store`], so the embedded engine (the default, no other
+//! service needed) and a networked engine can be swapped without the core noticing.
+
+mod embedded;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use flexim_protocol::PublicKey;
+use serde::{Deserialize, Serialize};
+
+pub use embedded::EmbeddedStore;
+
+/// A boxed future, so the trait stays usable as `dyn Store`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the store keeps about a user.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// Registered aliases, as the user spelled them.
+    pub aliases: Vec<String>,
+    /// Last time the user logged in or out (Unix seconds).
+    pub last_seen: i64,
+}
+
+/// One stored message waiting for its recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The store's sequence number; messages come back in this order and are removed by it.
+    pub seq: u64,
+    /// The Message frame exactly as the sender sent it.
+    pub frame: Bytes,
+}
+
+/// The outcome of claiming an alias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The alias is now this key's.
+    Registered,
+    /// The key already had it: nothing changed.
+    AlreadyYours,
+    /// Another key has it.
+    Taken,
+    /// The key already has the most aliases allowed.
+    TooMany,
+}
+
+/// Per-recipient bounds on a queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Most messages.
+    pub messages: u64,
+    /// Most bytes.
+    pub bytes: u64,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The recipient's queue is at one of its limits.
+    #[error("the recipient's offline queue is full ({messages} messages, {bytes} bytes)")]
+    QueueFull {
+        /// Messages queued now.
+        messages: u64,
+        /// Bytes queued now.
+        bytes: u64,
+    },
+    /// The engine failed (disk, corruption, a lost connection).
+    #[error("storage failure: {0}")]
+    Engine(String),
+}
+
+/// Durable storage. Every write is durable (synced) when its future completes.
+pub trait Store: Send + Sync + 'static {
+    /// The record of a user, if the key was ever seen.
+    fn user(&self, key: PublicKey) -> BoxFuture<'_, Result<Option<UserRecord>, StoreError>>;
+
+    /// Sets `last_seen`, creating the user if new; returns the record as it was before.
+    fn touch(
+        &self,
+        key: PublicKey,
+        now: i64,
+    ) -> BoxFuture<'_, Result<UserRecord, StoreError>>;
+
+    /// Claims `alias` (already validated) for `key`; uniqueness ignores ASCII case.
+    fn claim_alias(
+        &self,
+        key: PublicKey,
+        alias: String,
+        max_aliases: usize,
+    ) -> BoxFuture<'_, Result<Claim, StoreError>>;
+
+    /// The key that registered `alias` (any case), if any.
+    fn resolve_alias(&self, alias: String) -> BoxFuture<'_, Result<Option<PublicKey>, StoreError>>;
+
+    /// All known users, most recently seen first, at most `limit`.
+    fn users(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(PublicKey, UserRecord)>, StoreError>>;
+
+    /// Users with an alias containing `needle` (ASCII case ignored), at most `limit`.
+    fn search(
+        &self,
+        needle: String,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(PublicKey, UserRecord)>, StoreError>>;
+
+    /// Appends a message frame to `to`'s queue, durably, within `limits`.
+    fn enqueue(
+        &self,
+        to: PublicKey,
+        frame: Bytes,
+        limits: QueueLimits,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The oldest `max` messages in `to`'s queue, without removing them.
+    fn peek(&self, to: PublicKey, max: usize) -> BoxFuture<'_, Result<Vec<Stored>, StoreError>>;
+
+    /// Removes delivered messages from `to`'s queue.
+    fn remove(&self, to: PublicKey, seqs: Vec<u64>) -> BoxFuture<'_, Result<(), StoreError>>;
+}
