@@ -1,1 +1,437 @@
-//! placeholder
+//! Helpers for the end-to-end suite: a real `flexim-server` process on ports chosen by the OS,
+//! with its own temporary data directory, and a raw FLEX connection for sending exactly the
+//! bytes a test wants (including wrong ones).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use flexim_protocol::datum::{Message, Status};
+use flexim_protocol::frame::{self, HEADER};
+use flexim_protocol::handshake::{ClientHandshake, ClientStep};
+use flexim_protocol::{Datum, PublicKey, SecretKey};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long a test waits for any single expected datum before failing.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The directory holding the workspace's binaries (`target/debug`), built if missing.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // The test executable lives in target/<profile>/deps/.
+        let exe = std::env::current_exe().expect("test executable path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>")
+            .to_path_buf();
+        if !dir.join("flexim-server").exists() || !dir.join("flexim").exists() {
+            // `cargo test` builds only this package's targets; build the binaries it runs.
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", "flexim-server", "-p", "flexim-client", "--bins"])
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building the binaries failed");
+        }
+        dir
+    })
+}
+
+/// A fresh temporary directory, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Makes a new empty directory under the system temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        let mut rnd = [0u8; 8];
+        getrandom::fill(&mut rnd).unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "flexim-{tag}-{}",
+            flexim_protocol::keys::hex(&rnd)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `flexim-server` process.
+pub struct TestServer {
+    /// The child process.
+    child: Option<Child>,
+    /// Its data directory (kept across restarts).
+    pub dir: TempDir,
+    /// The bound TCP address.
+    pub tcp: SocketAddr,
+    /// The WebSocket URL.
+    pub ws: String,
+    /// The HTTP base URL.
+    pub http: String,
+    /// The server key as printed.
+    pub key: String,
+    /// Every stdout line it printed at start.
+    pub banner: Vec<String>,
+}
+
+impl TestServer {
+    /// Starts a server on 127.0.0.1 port 0 with a new data directory.
+    pub fn start() -> TestServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra flags.
+    pub fn start_with(extra: &[&str]) -> TestServer {
+        let dir = TempDir::new("server");
+        Self::spawn(dir, extra).expect("server starts")
+    }
+
+    fn spawn(dir: TempDir, extra: &[&str]) -> Result<TestServer> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.0.join("server.log"))?;
+        let mut child = Command::new(bin_dir().join("flexim-server"))
+            .args(["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log", "trace"])
+            .arg("--data")
+            .arg(dir.0.join("data"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .stdin(Stdio::null())
+            .spawn()
+            .context("spawning flexim-server")?;
+        let stdout = child.stdout.take().unwrap();
+        let mut banner = Vec::new();
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
+            let line = line?;
+            let done = line == "ready";
+            banner.push(line);
+            if done {
+                break;
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let field = |name: &str| {
+            banner
+                .iter()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+                .ok_or_else(|| anyhow!("no {name} in banner {banner:?}"))
+        };
+        Ok(TestServer {
+            tcp: field("tcp")?.parse()?,
+            ws: field("ws")?,
+            http: field("http")?,
+            key: field("key")?,
+            banner: banner.clone(),
+            child: Some(child),
+            dir,
+        })
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.0.join("data")
+    }
+
+    /// Everything the server logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("server.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Stops the server and starts it again on the same data directory (new ports).
+    pub fn restart(mut self) -> TestServer {
+        assert!(self.stop(), "server exits cleanly on SIGTERM");
+        let dir = TempDir(std::mem::take(&mut self.dir.0));
+        Self::spawn(dir, &[]).expect("server restarts")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Random bytes from the OS.
+pub fn random(buf: &mut [u8]) {
+    getrandom::fill(buf).unwrap();
+}
+
+/// A new random identity.
+pub fn new_key() -> SecretKey {
+    let mut b = [0u8; 32];
+    random(&mut b);
+    SecretKey::from_bytes(b)
+}
+
+/// A raw FLEX connection over TCP: exact bytes in, decoded datums out.
+pub struct Raw {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read but not yet decoded.
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    /// Connects and sends the header.
+    pub async fn connect(addr: SocketAddr) -> Result<Raw> {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(&HEADER).await?;
+        Ok(Raw {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Connects, sends the header and authenticates as `key`.
+    pub async fn login(addr: SocketAddr, key: &SecretKey) -> Result<Raw> {
+        let mut raw = Raw::connect(addr).await?;
+        let mut hs = ClientHandshake::new(key.clone(), None);
+        loop {
+            let datum = raw.recv().await?;
+            match hs.handle(datum, &mut random)? {
+                ClientStep::Send(d) => raw.send(&d).await?,
+                ClientStep::Done { .. } => return Ok(raw),
+            }
+        }
+    }
+
+    /// Sends a datum.
+    pub async fn send(&mut self, d: &Datum) -> Result<()> {
+        self.send_bytes(&d.to_frame()?).await
+    }
+
+    /// Sends raw bytes.
+    pub async fn send_bytes(&mut self, b: &[u8]) -> Result<()> {
+        self.stream.write_all(b).await?;
+        Ok(())
+    }
+
+    /// Sends a frame with the given type and raw body.
+    pub async fn send_frame(&mut self, kind: u8, body: &[u8]) -> Result<()> {
+        let mut out = Vec::new();
+        frame::encode_into(kind, body, &mut out)?;
+        self.send_bytes(&out).await
+    }
+
+    /// The next datum, waiting at most [`WAIT`]; an error if the server closed.
+    pub async fn recv(&mut self) -> Result<Datum> {
+        tokio::time::timeout(WAIT, self.recv_inner())
+            .await
+            .map_err(|_| anyhow!("no datum within {WAIT:?}"))?
+    }
+
+    async fn recv_inner(&mut self) -> Result<Datum> {
+        let bytes = self.recv_frame_inner().await?;
+        Ok(Datum::decode(bytes[0], &bytes[frame::PREFIX_LEN..])?)
+    }
+
+    /// The next whole frame as raw bytes, waiting at most [`WAIT`].
+    pub async fn recv_frame(&mut self) -> Result<Vec<u8>> {
+        tokio::time::timeout(WAIT, self.recv_frame_inner())
+            .await
+            .map_err(|_| anyhow!("no frame within {WAIT:?}"))?
+    }
+
+    async fn recv_frame_inner(&mut self) -> Result<Vec<u8>> {
+        loop {
+            if let Some(info) = frame::check(&self.buf, frame::MAX_BODY)? {
+                return Ok(self.buf.drain(..info.total()).collect());
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("connection closed");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The next Status that is not a presence notice.
+    pub async fn status(&mut self) -> Result<Status> {
+        loop {
+            match self.recv().await? {
+                Datum::Status(s) if s.status.abs() == 10 => continue,
+                Datum::Status(s) => return Ok(s),
+                other => bail!("expected a Status, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next Message, skipping presence and other notices.
+    pub async fn message(&mut self) -> Result<Message> {
+        loop {
+            match self.recv().await? {
+                Datum::Message(m) => return Ok(m),
+                Datum::Status(s) if s.status.abs() == 10 => continue,
+                other => bail!("expected a Message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Whether the server closes the connection (EOF or reset) within [`WAIT`], ignoring any
+    /// datums it sends first.
+    pub async fn closed(&mut self) -> bool {
+        let wait = async {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => continue,
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, wait).await.unwrap_or(false)
+    }
+}
+
+/// A plain (unsealed) Message from `from` to `to`, for tests of routing rules where the body
+/// does not matter; the server never reads it.
+pub fn message(from: &PublicKey, to: &str, body: &str) -> Datum {
+    Datum::Message(Message {
+        to: to.to_string(),
+        from: from.to_hex(),
+        flags: vec![],
+        date: 1_700_000_000,
+        msg: body.to_string(),
+    })
+}
+
+/// A raw FLEX connection over WebSocket: one frame per binary message.
+pub struct WsRaw {
+    /// The WebSocket.
+    pub ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<TcpStream>,
+    >,
+}
+
+/// What a raw WebSocket read produced.
+#[derive(Debug)]
+pub enum WsEvent {
+    /// A datum in a binary message.
+    Datum(Datum),
+    /// The server closed with this code and reason.
+    Close(u16, String),
+    /// The connection ended without a close frame.
+    Gone,
+}
+
+impl WsRaw {
+    /// Connects to `url` and sends `header` as the first binary message.
+    pub async fn connect_with(url: &str, header: &[u8]) -> Result<WsRaw> {
+        use futures_util::SinkExt;
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+        ws.send(tokio_tungstenite::tungstenite::Message::Binary(header.to_vec().into()))
+            .await?;
+        Ok(WsRaw { ws })
+    }
+
+    /// Connects and sends the right header.
+    pub async fn connect(url: &str) -> Result<WsRaw> {
+        Self::connect_with(url, &HEADER).await
+    }
+
+    /// Connects and authenticates as `key`.
+    pub async fn login(url: &str, key: &SecretKey) -> Result<WsRaw> {
+        let mut raw = WsRaw::connect(url).await?;
+        let mut hs = ClientHandshake::new(key.clone(), None);
+        loop {
+            let WsEvent::Datum(datum) = raw.next().await? else {
+                bail!("closed during the handshake");
+            };
+            match hs.handle(datum, &mut random)? {
+                ClientStep::Send(d) => raw.send_bytes(&d.to_frame()?).await?,
+                ClientStep::Done { .. } => return Ok(raw),
+            }
+        }
+    }
+
+    /// Sends one binary message.
+    pub async fn send_bytes(&mut self, b: &[u8]) -> Result<()> {
+        use futures_util::SinkExt;
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::Binary(b.to_vec().into()))
+            .await?;
+        Ok(())
+    }
+
+    /// Sends one text message (a protocol violation).
+    pub async fn send_text(&mut self, t: &str) -> Result<()> {
+        use futures_util::SinkExt;
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::Text(t.into()))
+            .await?;
+        Ok(())
+    }
+
+    /// The next datum or close, waiting at most [`WAIT`].
+    pub async fn next(&mut self) -> Result<WsEvent> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message as M;
+        let read = async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(M::Binary(b))) => {
+                        let (kind, body) = frame::split_exact(&b, frame::MAX_BODY)?;
+                        return Ok(WsEvent::Datum(Datum::decode(kind, body)?));
+                    }
+                    Some(Ok(M::Close(Some(c)))) => {
+                        return Ok(WsEvent::Close(c.code.into(), c.reason.to_string()));
+                    }
+                    Some(Ok(M::Close(None))) | None | Some(Err(_)) => return Ok(WsEvent::Gone),
+                    Some(Ok(_)) => continue,
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, read)
+            .await
+            .map_err(|_| anyhow!("nothing from the WebSocket within {WAIT:?}"))?
+    }
+
+    /// The next Status that is not a presence notice.
+    pub async fn status(&mut self) -> Result<Status> {
+        loop {
+            match self.next().await? {
+                WsEvent::Datum(Datum::Status(s)) if s.status.abs() == 10 => continue,
+                WsEvent::Datum(Datum::Status(s)) => return Ok(s),
+                other => bail!("expected a Status, got {other:?}"),
+            }
+        }
+    }
+}

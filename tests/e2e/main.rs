@@ -1,1 +1,8 @@
+//! The end-to-end suite: real `flexim-server` processes on 127.0.0.1 port 0 with temporary data
+//! directories, real sockets (TCP and WebSocket), real clients and real cryptography.
 
+mod bad_input;
+mod handshake;
+mod offline;
+mod routing;
+mod server_cli;
