@@ -35,7 +35,14 @@ pub fn bin_dir() -> &'static Path {
             // `cargo test` builds only this package's targets; build the binaries it runs.
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
-                .args(["build", "-p", "flexim-server", "-p", "flexim-client", "--bins"])
+                .args([
+                    "build",
+                    "-p",
+                    "flexim-server",
+                    "-p",
+                    "flexim-client",
+                    "--bins",
+                ])
                 .status()
                 .expect("cargo runs");
             assert!(status.success(), "building the binaries failed");
@@ -52,10 +59,8 @@ impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         let mut rnd = [0u8; 8];
         getrandom::fill(&mut rnd).unwrap();
-        let dir = std::env::temp_dir().join(format!(
-            "flexim-{tag}-{}",
-            flexim_protocol::keys::hex(&rnd)
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("flexim-{tag}-{}", flexim_protocol::keys::hex(&rnd)));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
@@ -103,7 +108,14 @@ impl TestServer {
             .append(true)
             .open(dir.0.join("server.log"))?;
         let mut child = Command::new(bin_dir().join("flexim-server"))
-            .args(["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log", "trace"])
+            .args([
+                "--tcp",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--log",
+                "trace",
+            ])
             .arg("--data")
             .arg(dir.0.join("data"))
             .args(extra)
@@ -336,9 +348,7 @@ pub fn message(from: &PublicKey, to: &str, body: &str) -> Datum {
 /// A raw FLEX connection over WebSocket: one frame per binary message.
 pub struct WsRaw {
     /// The WebSocket.
-    pub ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<TcpStream>,
-    >,
+    pub ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
 }
 
 /// What a raw WebSocket read produced.
@@ -357,8 +367,10 @@ impl WsRaw {
     pub async fn connect_with(url: &str, header: &[u8]) -> Result<WsRaw> {
         use futures_util::SinkExt;
         let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
-        ws.send(tokio_tungstenite::tungstenite::Message::Binary(header.to_vec().into()))
-            .await?;
+        ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+            header.to_vec().into(),
+        ))
+        .await?;
         Ok(WsRaw { ws })
     }
 
@@ -386,7 +398,9 @@ impl WsRaw {
     pub async fn send_bytes(&mut self, b: &[u8]) -> Result<()> {
         use futures_util::SinkExt;
         self.ws
-            .send(tokio_tungstenite::tungstenite::Message::Binary(b.to_vec().into()))
+            .send(tokio_tungstenite::tungstenite::Message::Binary(
+                b.to_vec().into(),
+            ))
             .await?;
         Ok(())
     }

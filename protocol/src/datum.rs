@@ -452,7 +452,12 @@ mod tests {
             }
             .into(),
         );
-        round_trip(AuthResponse { challenge: "x".into() }.into());
+        round_trip(
+            AuthResponse {
+                challenge: "x".into(),
+            }
+            .into(),
+        );
         round_trip(Command::new("AUTH", &["k"]).into());
         round_trip(
             Message {
@@ -464,7 +469,12 @@ mod tests {
             }
             .into(),
         );
-        round_trip(Roster { users: vec![user.clone()] }.into());
+        round_trip(
+            Roster {
+                users: vec![user.clone()],
+            }
+            .into(),
+        );
         round_trip(user.into());
         round_trip(Status::new(-7, "spoof").into());
         round_trip(

@@ -113,7 +113,11 @@ pub fn padded_len(len: usize) -> usize {
     }
     // 1 << (floor(log2(len - 1)) + 1), i.e. one bit above the highest set bit of len - 1.
     let next_power = 1usize << (usize::BITS - (len - 1).leading_zeros());
-    let chunk = if next_power <= 256 { 32 } else { next_power / 8 };
+    let chunk = if next_power <= 256 {
+        32
+    } else {
+        next_power / 8
+    };
     chunk * ((len - 1) / chunk + 1)
 }
 

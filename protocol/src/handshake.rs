@@ -103,7 +103,12 @@ fn aad(date: i64) -> Vec<u8> {
 }
 
 /// Seals `plaintext` under `key` and returns `nonce || ciphertext`.
-pub(crate) fn seal_raw(key: &[u8; 32], nonce: [u8; NONCE_LEN], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+pub(crate) fn seal_raw(
+    key: &[u8; 32],
+    nonce: [u8; NONCE_LEN],
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Vec<u8> {
     let cipher = XChaCha20Poly1305::new(key.into());
     let ct = cipher
         .encrypt(
@@ -135,7 +140,12 @@ pub(crate) fn open_raw(key: &[u8; 32], sealed: &[u8], aad: &[u8]) -> Option<Vec<
 /// The sealed length of a challenge: nonce, secret, Poly1305 tag.
 const SEALED_LEN: usize = NONCE_LEN + SECRET_LEN + 16;
 
-fn seal_secret(key: &[u8; 32], secret: &[u8; SECRET_LEN], date: i64, nonce: [u8; NONCE_LEN]) -> String {
+fn seal_secret(
+    key: &[u8; 32],
+    secret: &[u8; SECRET_LEN],
+    date: i64,
+    nonce: [u8; NONCE_LEN],
+) -> String {
     B64.encode(seal_raw(key, nonce, secret, &aad(date)))
 }
 
@@ -351,7 +361,10 @@ mod tests {
     }
 
     fn pair() -> (SecretKey, SecretKey) {
-        (SecretKey::from_bytes([1; 32]), SecretKey::from_bytes([2; 32]))
+        (
+            SecretKey::from_bytes([1; 32]),
+            SecretKey::from_bytes([2; 32]),
+        )
     }
 
     #[test]
@@ -398,13 +411,18 @@ mod tests {
         let reflected = AuthResponse {
             challenge: auth.challenge.clone(),
         };
-        let (p2, _) = PendingChallenge::issue(&server, client.public_key(), 1000, 0, &mut rng).unwrap();
+        let (p2, _) =
+            PendingChallenge::issue(&server, client.public_key(), 1000, 0, &mut rng).unwrap();
         assert_eq!(p2.verify(&reflected, 1000, 30), Err(HandshakeError::Sealed));
         // A correct answer given too late fails.
         let good = answer(&client, &server.public_key(), &auth, [5; 24]).unwrap();
-        assert_eq!(pending.verify(&good, 1031, 30), Err(HandshakeError::Expired));
+        assert_eq!(
+            pending.verify(&good, 1031, 30),
+            Err(HandshakeError::Expired)
+        );
         // A correct answer to an earlier challenge (a replay) fails against a new one.
-        let (p3, _) = PendingChallenge::issue(&server, client.public_key(), 1000, 0, &mut rng).unwrap();
+        let (p3, _) =
+            PendingChallenge::issue(&server, client.public_key(), 1000, 0, &mut rng).unwrap();
         assert_eq!(p3.verify(&good, 1000, 30), Err(HandshakeError::Mismatch));
     }
 
@@ -418,7 +436,13 @@ mod tests {
         ));
         let (p, _) = PendingChallenge::issue(&server, PublicKey([9; 32]), 0, 0, &mut rng).unwrap();
         assert_eq!(
-            p.verify(&AuthResponse { challenge: "!!".into() }, 0, 30),
+            p.verify(
+                &AuthResponse {
+                    challenge: "!!".into()
+                },
+                0,
+                30
+            ),
             Err(HandshakeError::BadEncoding { expected: 72 })
         );
         assert_eq!(

@@ -16,6 +16,10 @@ pub const GHOSTED: i8 = 4;
 /// connection may send, but messages for the key keep going to the older session until this
 /// one sends GHOST.
 pub const SESSION_EXISTS: i8 = 5;
+/// Sent unasked after login (or GHOST) when stored messages were delivered: "delivered N
+/// stored messages". OFFLINES, which asks, is answered with OK instead, so a client can always
+/// tell its command's answer from this notice.
+pub const DELIVERED_STORED: i8 = 6;
 /// Presence: the user whose key is the payload came online.
 pub const PRESENCE_ONLINE: i8 = 10;
 /// Presence: the user whose key is the payload went offline (a notice, not an error).
@@ -28,7 +32,8 @@ pub const MALFORMED: i8 = -1;
 pub const UNKNOWN_DATUM: i8 = -2;
 /// The frame's length is over the server's limit; the frame was skipped.
 pub const TOO_LARGE: i8 = -3;
-/// The connection ended, or a WebSocket message ended, in the middle of a frame.
+/// The connection ended in the middle of a frame, or a WebSocket message did not hold exactly
+/// one frame (too short for its length prefix, or bytes after it).
 pub const TRUNCATED: i8 = -4;
 /// Only AUTH is accepted before authentication succeeds.
 pub const UNAUTHENTICATED: i8 = -5;
@@ -57,6 +62,9 @@ pub const TAKEN_OVER: i8 = -15;
 pub const UNSUPPORTED: i8 = -16;
 /// The server is shutting down; reconnect later.
 pub const SHUTTING_DOWN: i8 = -17;
+/// This session did not read its messages fast enough; the server stored what it could not
+/// deliver and closes the connection. Reconnect to receive the rest.
+pub const TOO_SLOW: i8 = -18;
 
 /// A short name for a code, for logs and command-line output.
 pub fn name(code: i8) -> &'static str {
@@ -66,6 +74,7 @@ pub fn name(code: i8) -> &'static str {
         RELAYED => "relayed",
         GHOSTED => "ghosted",
         SESSION_EXISTS => "session-exists",
+        DELIVERED_STORED => "delivered-stored",
         PRESENCE_ONLINE => "online",
         PRESENCE_OFFLINE => "offline",
         MALFORMED => "malformed",
@@ -84,6 +93,7 @@ pub fn name(code: i8) -> &'static str {
         TAKEN_OVER => "taken-over",
         UNSUPPORTED => "unsupported",
         SHUTTING_DOWN => "shutting-down",
+        TOO_SLOW => "too-slow",
         _ => "unknown",
     }
 }
@@ -123,6 +133,7 @@ mod tests {
             RELAYED,
             GHOSTED,
             SESSION_EXISTS,
+            DELIVERED_STORED,
             PRESENCE_ONLINE,
             PRESENCE_OFFLINE,
             MALFORMED,
@@ -141,6 +152,7 @@ mod tests {
             TAKEN_OVER,
             UNSUPPORTED,
             SHUTTING_DOWN,
+            TOO_SLOW,
         ];
         let mut names: Vec<_> = codes.iter().map(|c| name(*c)).collect();
         assert!(!names.contains(&"unknown"));

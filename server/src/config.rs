@@ -56,8 +56,9 @@ pub struct Limits {
     pub search_limit: usize,
     /// Most aliases one key may register.
     pub max_aliases: usize,
-    /// Largest WebSocket message accepted: one frame at `max_body` plus its 3-byte prefix.
-    /// Larger messages close the socket (WebSocket cannot skip them the way TCP can).
+    /// Largest WebSocket message accepted: the largest frame the framing can express (65535 +
+    /// 3 bytes), so that a frame over `max_body` gets Status TOO_LARGE exactly as on TCP. A
+    /// bigger message cannot be one frame; the socket is closed with code 1009.
     pub ws_max_message: usize,
     /// WebSocket write buffer per connection. tungstenite's default (128 KiB) is far too much
     /// memory for many idle connections; frames are small.
@@ -80,7 +81,7 @@ impl Default for Limits {
             roster_limit: 500,
             search_limit: 50,
             max_aliases: 8,
-            ws_max_message: 48 * 1024 + 3,
+            ws_max_message: flexim_protocol::MAX_BODY + flexim_protocol::frame::PREFIX_LEN,
             ws_write_buffer: 8 * 1024,
             ws_read_buffer: 8 * 1024,
         }

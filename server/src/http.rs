@@ -37,16 +37,48 @@ async fn metrics(State(state): State<AppState>) -> String {
     let m = &state.relay.metrics;
     let mut out = String::new();
     for (name, help, value) in [
-        ("flexim_connections_total", "Connections accepted (TCP and WebSocket).", &m.connections_total),
-        ("flexim_connections_open", "Connections past the header now.", &m.connections_open),
+        (
+            "flexim_connections_total",
+            "Connections accepted (TCP and WebSocket).",
+            &m.connections_total,
+        ),
+        (
+            "flexim_connections_open",
+            "Connections past the header now.",
+            &m.connections_open,
+        ),
         ("flexim_logins_total", "Successful AUTHs.", &m.logins),
-        ("flexim_auth_failures_total", "Failed AUTHs.", &m.auth_failures),
-        ("flexim_messages_relayed_total", "Messages handed to an online recipient.", &m.relayed),
-        ("flexim_messages_stored_total", "Messages written to the offline store.", &m.stored),
-        ("flexim_messages_delivered_offline_total", "Stored messages delivered.", &m.delivered_offline),
-        ("flexim_errors_total", "Datums answered with an error Status.", &m.errors),
+        (
+            "flexim_auth_failures_total",
+            "Failed AUTHs.",
+            &m.auth_failures,
+        ),
+        (
+            "flexim_messages_relayed_total",
+            "Messages handed to an online recipient.",
+            &m.relayed,
+        ),
+        (
+            "flexim_messages_stored_total",
+            "Messages written to the offline store.",
+            &m.stored,
+        ),
+        (
+            "flexim_messages_delivered_offline_total",
+            "Stored messages delivered.",
+            &m.delivered_offline,
+        ),
+        (
+            "flexim_errors_total",
+            "Datums answered with an error Status.",
+            &m.errors,
+        ),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n{name} {}", value.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n{name} {}",
+            value.load(Ordering::Relaxed)
+        );
     }
     out
 }

@@ -68,7 +68,10 @@ mod tests {
         assert!(new_a && !new_b);
         assert_eq!(a.public_key(), b.public_key());
         std::fs::write(&path, "garbage").unwrap();
-        assert!(matches!(load_or_create(&path), Err(KeyFileError::Format(_))));
+        assert!(matches!(
+            load_or_create(&path),
+            Err(KeyFileError::Format(_))
+        ));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -84,7 +84,12 @@ impl Server {
         };
         let tcp = bind(config.tcp).await?;
         let http = bind(config.http).await?;
-        let relay = Arc::new(Relay::new(key, &config.name, Arc::new(store), config.limits));
+        let relay = Arc::new(Relay::new(
+            key,
+            &config.name,
+            Arc::new(store),
+            config.limits,
+        ));
         Ok(Server {
             tcp,
             http,

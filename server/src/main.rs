@@ -13,7 +13,10 @@ use flexim_server::{Config, Limits, Server};
 /// addresses it bound and its key fingerprint; clients compare that fingerprint to pin the
 /// server. Stop it with Ctrl-C (SIGINT) or SIGTERM.
 #[derive(Parser, Debug)]
-#[command(version, after_help = "Example:\n  flexim-server --tcp 0.0.0.0:4321 --http 0.0.0.0:8080 --data /var/lib/flexim")]
+#[command(
+    version,
+    after_help = "Example:\n  flexim-server --tcp 0.0.0.0:4321 --http 0.0.0.0:8080 --data /var/lib/flexim"
+)]
 struct Cli {
     /// Address for raw FLEX over TCP (port 0 picks a free port).
     #[arg(long, env = "FLEXIM_TCP", default_value = "127.0.0.1:4321")]
@@ -67,7 +70,6 @@ async fn main() -> anyhow::Result<()> {
     let limits = Limits {
         max_offline_messages: cli.max_offline_messages,
         max_body: cli.max_body.into(),
-        ws_max_message: usize::from(cli.max_body) + flexim_protocol::frame::PREFIX_LEN,
         ..Limits::default()
     };
     let config = Config {
@@ -78,7 +80,9 @@ async fn main() -> anyhow::Result<()> {
         name: cli.name,
         limits,
     };
-    let server = Server::bind(config).await.context("flexim-server cannot start")?;
+    let server = Server::bind(config)
+        .await
+        .context("flexim-server cannot start")?;
     let key = server.public_key();
     // One "name: value" per line on stdout, so people and scripts (the tests) can read it.
     println!("flexim-server {}", env!("CARGO_PKG_VERSION"));
@@ -89,7 +93,10 @@ async fn main() -> anyhow::Result<()> {
     println!("key: {}", key.to_hex());
     println!("fingerprint: {}", key.fingerprint());
     if server.new_key {
-        println!("note: a new server key was created in {}", cli.data.display());
+        println!(
+            "note: a new server key was created in {}",
+            cli.data.display()
+        );
     }
     println!("ready");
     server.run(shutdown_signal()).await?;

@@ -147,7 +147,12 @@ pub struct Relay {
 /// Frames a datum the server built itself. Server datums are far below 64 KiB by
 /// construction (rosters are trimmed to fit), so a failure is a bug.
 pub fn frame(datum: impl Into<Datum>) -> Bytes {
-    Bytes::from(datum.into().to_frame().expect("server datums fit in a frame"))
+    Bytes::from(
+        datum
+            .into()
+            .to_frame()
+            .expect("server datums fit in a frame"),
+    )
 }
 
 /// A Status frame.
@@ -287,8 +292,10 @@ impl Relay {
         };
         let new = s.others.remove(pos);
         let old = std::mem::replace(&mut s.primary, new);
-        old.kick
-            .fire(status::TAKEN_OVER, "a newer session of this key took over (GHOST)");
+        old.kick.fire(
+            status::TAKEN_OVER,
+            "a newer session of this key took over (GHOST)",
+        );
         true
     }
 
@@ -346,7 +353,7 @@ impl Relay {
                     // The recipient does not read fast enough. Keep the message safe in the
                     // store and drop the session; it catches up at its next login.
                     peer.kick.fire(
-                        status::INTERNAL,
+                        status::TOO_SLOW,
                         "you are not reading fast enough; reconnect to get the rest",
                     );
                 }
@@ -371,7 +378,10 @@ impl Relay {
             ),
             Err(e) => {
                 tracing::error!(error = %e, "could not store a message");
-                Status::new(status::INTERNAL, "storage failure: the message was not stored")
+                Status::new(
+                    status::INTERNAL,
+                    "storage failure: the message was not stored",
+                )
             }
         }
     }
@@ -394,7 +404,10 @@ impl Relay {
     /// Claims an alias for `key`.
     pub async fn register(&self, key: PublicKey, alias: &str) -> Status {
         if let Err(e) = validate_alias(alias) {
-            return Status::new(status::BAD_ARGUMENT, format!("invalid alias {alias:?}: {e}"));
+            return Status::new(
+                status::BAD_ARGUMENT,
+                format!("invalid alias {alias:?}: {e}"),
+            );
         }
         match self
             .store
@@ -456,16 +469,18 @@ impl Relay {
     pub async fn roster(&self, needle: Option<&str>) -> Result<Datum, Status> {
         let found = match needle {
             None => self.store.users(self.limits.roster_limit).await,
-            Some(n) => self.store.search(n.to_string(), self.limits.search_limit).await,
+            Some(n) => {
+                self.store
+                    .search(n.to_string(), self.limits.search_limit)
+                    .await
+            }
         }
         .map_err(|_| Status::new(status::INTERNAL, "storage failure"))?;
         let mut users: Vec<User> = found
             .into_iter()
             .map(|(k, r)| self.user_datum(k, r))
             .collect();
-        users.sort_by(|a, b| {
-            (b.online, b.last_seen).cmp(&(a.online, a.last_seen))
-        });
+        users.sort_by_key(|u| std::cmp::Reverse((u.online, u.last_seen)));
         let mut roster = Roster { users };
         while Datum::Roster(roster.clone()).encode_body().len() > flexim_protocol::MAX_BODY {
             let keep = roster.users.len() * 9 / 10;

@@ -105,7 +105,10 @@ where
         relay.logout(a.key, a.id).await;
         tracing::debug!(key = %a.key, ?end, "session ended");
     }
-    relay.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    relay
+        .metrics
+        .connections_open
+        .fetch_sub(1, Ordering::Relaxed);
     end
 }
 
@@ -366,13 +369,14 @@ impl Session {
         if let Err(e) = outbound.send(relay::frame(me)).await {
             return Flow::Stop(End::Io(e));
         }
-        if let Some(alias) = alias {
-            if let Flow::Stop(end) = self.register(&alias, outbound).await {
-                return Flow::Stop(end);
-            }
+        if let Some(alias) = alias
+            && let Flow::Stop(end) = self.register(&alias, outbound).await
+        {
+            return Flow::Stop(end);
         }
         if !login.primary {
-            let text = "this key already has an active session; messages go there until you send GHOST";
+            let text =
+                "this key already has an active session; messages go there until you send GHOST";
             return self
                 .reply(outbound, Status::new(status::SESSION_EXISTS, text))
                 .await;
@@ -396,8 +400,12 @@ impl Session {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "could not read stored messages");
-                    let text = format!("storage failure after {total} stored messages; send OFFLINES to retry");
-                    return self.reply(outbound, Status::new(status::INTERNAL, text)).await;
+                    let text = format!(
+                        "storage failure after {total} stored messages; send OFFLINES to retry"
+                    );
+                    return self
+                        .reply(outbound, Status::new(status::INTERNAL, text))
+                        .await;
                 }
             };
             if batch.is_empty() {
@@ -417,12 +425,19 @@ impl Session {
             if let Err(e) = self.relay.remove_offline(key, seqs).await {
                 tracing::error!(error = %e, "could not remove delivered messages");
                 let text = "storage failure; some messages may arrive again";
-                return self.reply(outbound, Status::new(status::INTERNAL, text)).await;
+                return self
+                    .reply(outbound, Status::new(status::INTERNAL, text))
+                    .await;
             }
         }
-        if total > 0 || always_report {
-            let text = format!("delivered {total} stored messages");
+        let text = format!("delivered {total} stored messages");
+        if always_report {
             return self.reply(outbound, Status::new(status::OK, text)).await;
+        }
+        if total > 0 {
+            return self
+                .reply(outbound, Status::new(status::DELIVERED_STORED, text))
+                .await;
         }
         Flow::Continue
     }
@@ -463,7 +478,10 @@ impl Session {
                     Ok(Some(to)) => self.relay.route(to, frame).await,
                     Ok(None) => Status::new(
                         status::NO_SUCH_USER,
-                        format!("no user {:?}: use a 64-digit hex key or a registered alias", m.to),
+                        format!(
+                            "no user {:?}: use a 64-digit hex key or a registered alias",
+                            m.to
+                        ),
                     ),
                     Err(_) => Status::new(status::INTERNAL, "storage failure: message not sent"),
                 };
@@ -471,8 +489,12 @@ impl Session {
             }
             Datum::Command(c) => self.command(c, key, id, outbound).await,
             other => {
-                let text = format!("{} datums are not accepted from clients", other.kind().name());
-                self.reply(outbound, Status::new(status::UNSUPPORTED, text)).await
+                let text = format!(
+                    "{} datums are not accepted from clients",
+                    other.kind().name()
+                );
+                self.reply(outbound, Status::new(status::UNSUPPORTED, text))
+                    .await
             }
         }
     }
@@ -496,8 +518,9 @@ impl Session {
             (cmd::GHOST, _) => {
                 if self.relay.ghost(key, id) {
                     let text = "this session now receives this key's messages";
-                    if let Flow::Stop(end) =
-                        self.reply(outbound, Status::new(status::GHOSTED, text)).await
+                    if let Flow::Stop(end) = self
+                        .reply(outbound, Status::new(status::GHOSTED, text))
+                        .await
                     {
                         return Flow::Stop(end);
                     }
@@ -519,5 +542,96 @@ impl Session {
             Ok(datum) => io_flow(outbound.send(relay::frame(datum)).await),
             Err(s) => self.reply(outbound, s).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The driver on channels instead of sockets: the same code path both transports use.
+
+    use super::*;
+    use crate::config::Limits;
+    use crate::store::EmbeddedStore;
+    use flexim_protocol::datum::Message;
+    use flexim_protocol::handshake::{ClientHandshake, ClientStep};
+    use flexim_protocol::{SecretKey, frame};
+
+    fn decode(b: &Bytes) -> Datum {
+        let (kind, body) = frame::split_exact(b, frame::MAX_BODY).unwrap();
+        Datum::decode(kind, body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn handshake_routing_and_spoofing_without_sockets() {
+        let dir = std::env::temp_dir().join(format!("flexim-session-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = EmbeddedStore::open(&dir.join("db")).unwrap();
+        let relay = Arc::new(Relay::new(
+            SecretKey::from_bytes([1; 32]),
+            "test",
+            Arc::new(store),
+            Limits::default(),
+        ));
+        let (in_tx, in_rx) = mpsc::unbounded_channel::<Inbound>();
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut inbound = Box::pin(futures_util::stream::unfold(in_rx, |mut r| async move {
+                r.recv().await.map(|x| (x, r))
+            }));
+            let mut outbound = Box::pin(futures_util::sink::unfold(
+                out_tx,
+                |tx, b: Bytes| async move {
+                    tx.send(b).map_err(io::Error::other)?;
+                    Ok::<_, io::Error>(tx)
+                },
+            ));
+            run(relay, &mut inbound, &mut outbound, stop_rx).await
+        });
+
+        let me = SecretKey::from_bytes([2; 32]);
+        let mut hs = ClientHandshake::new(me.clone(), Some("alice".into()));
+        let mut rng = |b: &mut [u8]| b.fill(9);
+        loop {
+            let datum = decode(&out_rx.recv().await.unwrap());
+            match hs.handle(datum, &mut rng).unwrap() {
+                ClientStep::Send(d) => in_tx
+                    .send(Inbound::Frame(d.to_frame().unwrap().into()))
+                    .unwrap(),
+                ClientStep::Done { me: user, .. } => {
+                    assert_eq!(user.key, me.public_key());
+                    break;
+                }
+            }
+        }
+        // The alias asked for in AUTH was registered.
+        assert!(
+            matches!(decode(&out_rx.recv().await.unwrap()), Datum::Status(s) if s.status == status::OK)
+        );
+
+        let to_self = |from: &str| Message {
+            to: "alice".into(),
+            from: from.into(),
+            flags: vec![],
+            date: 0,
+            msg: "sealed".into(),
+        };
+        let frame = Bytes::from(Datum::Message(to_self("ALICE")).to_frame().unwrap());
+        in_tx.send(Inbound::Frame(frame.clone())).unwrap();
+        let mut got = vec![out_rx.recv().await.unwrap(), out_rx.recv().await.unwrap()];
+        got.sort_by_key(|b| b[0]);
+        assert_eq!(got[0], frame, "the message comes back byte for byte");
+        assert!(matches!(decode(&got[1]), Datum::Status(s) if s.status == status::RELAYED));
+
+        let spoof = Datum::Message(to_self("bob")).to_frame().unwrap();
+        in_tx.send(Inbound::Frame(spoof.into())).unwrap();
+        assert!(
+            matches!(decode(&out_rx.recv().await.unwrap()), Datum::Status(s) if s.status == status::SPOOF)
+        );
+
+        drop(in_tx);
+        assert!(matches!(task.await.unwrap(), End::Closed));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -71,7 +71,10 @@ async fn handle(
     shutdown: watch::Receiver<bool>,
 ) -> Option<session::End> {
     let timeout = relay.limits.header_timeout;
-    if !matches!(tokio::time::timeout(timeout, read_header(&mut stream)).await, Ok(true)) {
+    if !matches!(
+        tokio::time::timeout(timeout, read_header(&mut stream)).await,
+        Ok(true)
+    ) {
         reset(stream);
         return None;
     }
@@ -156,6 +159,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
 /// The reader as a `Stream`. Cancel-safe: an unfinished read stays inside the stream.
 pub fn frames<R: AsyncRead + Unpin>(reader: FrameReader<R>) -> impl Stream<Item = Inbound> {
-    futures_util::stream::unfold(reader, |mut r| async move { r.next().await.map(|i| (i, r)) })
+    futures_util::stream::unfold(
+        reader,
+        |mut r| async move { r.next().await.map(|i| (i, r)) },
+    )
 }
-

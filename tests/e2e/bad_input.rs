@@ -137,9 +137,13 @@ async fn malformed_datums_get_status_errors_and_the_connection_stays_up() {
     assert_eq!(m.status().await.unwrap().status, status::UNSUPPORTED);
 
     // After all that, Mallory's connection still works.
-    m.send(&message(&mallory.public_key(), &by.bob_key.to_hex(), "ok now"))
-        .await
-        .unwrap();
+    m.send(&message(
+        &mallory.public_key(),
+        &by.bob_key.to_hex(),
+        "ok now",
+    ))
+    .await
+    .unwrap();
     assert_eq!(m.status().await.unwrap().status, status::RELAYED);
     assert_eq!(by.bob.message().await.unwrap().msg, "ok now");
     let _ = &by.alice_key;
@@ -196,4 +200,34 @@ async fn a_websocket_with_a_bad_header_is_closed_with_a_protocol_error() {
         }
         other => panic!("expected a close, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn an_oversized_websocket_frame_gets_too_large_and_the_socket_stays_up() {
+    let server = TestServer::start();
+    let mut by = Bystanders::new(&server).await;
+    let mut w = WsRaw::login(&server.ws, &new_key()).await.unwrap();
+    let mut huge = vec![3u8, 0xff, 0xff];
+    huge.extend(std::iter::repeat_n(0x41, 65535));
+    w.send_bytes(&huge).await.unwrap();
+    let s = w.status().await.unwrap();
+    assert_eq!(s.status, status::TOO_LARGE, "{s:?}");
+    w.send_bytes(
+        &Datum::Command(flexim_protocol::Command::new("ROSTER", &[]))
+            .to_frame()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        w.next().await.unwrap(),
+        WsEvent::Datum(Datum::Roster(_))
+    ));
+    // A message no frame could fill is refused by the WebSocket layer: close 1009.
+    w.send_bytes(&vec![0u8; 70_000]).await.unwrap();
+    match w.next().await.unwrap() {
+        WsEvent::Close(code, _) => assert_eq!(code, 1009),
+        other => panic!("expected a close, got {other:?}"),
+    }
+    by.check().await;
 }

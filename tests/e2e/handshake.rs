@@ -160,9 +160,13 @@ async fn datums_before_auth_get_an_error_and_are_not_routed() {
     let stranger = new_key();
     let mut raw = Raw::connect(server.tcp).await.unwrap();
     raw.recv().await.unwrap();
-    raw.send(&message(&stranger.public_key(), &bob.public_key().to_hex(), "hi"))
-        .await
-        .unwrap();
+    raw.send(&message(
+        &stranger.public_key(),
+        &bob.public_key().to_hex(),
+        "hi",
+    ))
+    .await
+    .unwrap();
     let s = raw.status().await.unwrap();
     assert_eq!(s.status, status::UNAUTHENTICATED, "{s:?}");
     raw.send(&Command::new(cmd::ROSTER, &[]).into())
@@ -173,7 +177,11 @@ async fn datums_before_auth_get_an_error_and_are_not_routed() {
     let alice = new_key();
     let mut alice_conn = Raw::login(server.tcp, &alice).await.unwrap();
     alice_conn
-        .send(&message(&alice.public_key(), &bob.public_key().to_hex(), "first"))
+        .send(&message(
+            &alice.public_key(),
+            &bob.public_key().to_hex(),
+            "first",
+        ))
         .await
         .unwrap();
     assert_eq!(alice_conn.status().await.unwrap().status, status::RELAYED);

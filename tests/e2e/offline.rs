@@ -1,8 +1,8 @@
 //! Offline delivery: stored durably, delivered at login, surviving a restart.
 
+use flexim_protocol::Datum;
 use flexim_protocol::datum::Command;
 use flexim_protocol::status::{self, cmd};
-use flexim_protocol::Datum;
 use flexim_tests::{Raw, TestServer, message, new_key};
 
 #[tokio::test]
@@ -18,7 +18,11 @@ async fn an_offline_message_survives_a_restart_and_arrives_at_login() {
     assert_eq!(b.status().await.unwrap().status, status::OK);
     drop(b);
     let mut a = Raw::login(server.tcp, &alice).await.unwrap();
-    let first = message(&alice.public_key(), &bob.public_key().to_hex(), "first, by key");
+    let first = message(
+        &alice.public_key(),
+        &bob.public_key().to_hex(),
+        "first, by key",
+    );
     let second = message(&alice.public_key(), "BOB", "second, by alias");
     for m in [&first, &second] {
         a.send(m).await.unwrap();
@@ -35,12 +39,18 @@ async fn an_offline_message_survives_a_restart_and_arrives_at_login() {
     assert_eq!(got1, first.to_frame().unwrap(), "byte-for-byte, in order");
     assert_eq!(got2, second.to_frame().unwrap());
     let s = b.status().await.unwrap();
-    assert_eq!((s.status, s.payload.as_str()), (status::OK, "delivered 2 stored messages"));
+    assert_eq!(
+        (s.status, s.payload.as_str()),
+        (status::DELIVERED_STORED, "delivered 2 stored messages")
+    );
     // Delivered messages are gone from the store; the alias survived the restart too.
     b.send(&Command::new(cmd::OFFLINES, &[]).into())
         .await
         .unwrap();
-    assert_eq!(b.status().await.unwrap().payload, "delivered 0 stored messages");
+    assert_eq!(
+        b.status().await.unwrap().payload,
+        "delivered 0 stored messages"
+    );
     b.send(&Command::new(cmd::GETUSER, &["bob"]).into())
         .await
         .unwrap();

@@ -1,8 +1,8 @@
 //! Routing by key and alias, the `from` rule, commands, presence and GHOST.
 
+use flexim_protocol::Datum;
 use flexim_protocol::datum::Command;
 use flexim_protocol::status::{self, cmd};
-use flexim_protocol::Datum;
 use flexim_tests::{Raw, TestServer, WsRaw, message, new_key};
 
 #[tokio::test]
@@ -12,22 +12,34 @@ async fn a_spoofed_from_is_refused_and_not_forwarded() {
     let mut a = Raw::login(server.tcp, &alice).await.unwrap();
     let mut b = Raw::login(server.tcp, &bob).await.unwrap();
     // Alice claims to be Carol.
-    a.send(&message(&carol.public_key(), &bob.public_key().to_hex(), "spoofed"))
-        .await
-        .unwrap();
+    a.send(&message(
+        &carol.public_key(),
+        &bob.public_key().to_hex(),
+        "spoofed",
+    ))
+    .await
+    .unwrap();
     let s = a.status().await.unwrap();
     assert_eq!(s.status, status::SPOOF, "{s:?}");
     // ...or uses an alias that is not hers.
-    let mut forged = message(&alice.public_key(), &bob.public_key().to_hex(), "spoofed too");
+    let mut forged = message(
+        &alice.public_key(),
+        &bob.public_key().to_hex(),
+        "spoofed too",
+    );
     if let Datum::Message(m) = &mut forged {
         m.from = "carol".into();
     }
     a.send(&forged).await.unwrap();
     assert_eq!(a.status().await.unwrap().status, status::SPOOF);
     // Bob's next message is the honest one: the spoofs were never forwarded.
-    a.send(&message(&alice.public_key(), &bob.public_key().to_hex(), "honest"))
-        .await
-        .unwrap();
+    a.send(&message(
+        &alice.public_key(),
+        &bob.public_key().to_hex(),
+        "honest",
+    ))
+    .await
+    .unwrap();
     assert_eq!(a.status().await.unwrap().status, status::RELAYED);
     assert_eq!(b.message().await.unwrap().msg, "honest");
 }
@@ -94,7 +106,11 @@ async fn aliases_route_are_unique_and_first_come() {
         .unwrap();
     assert_eq!(b.status().await.unwrap().status, status::RELAYED);
     assert_eq!(a.message().await.unwrap().msg, "to your alias");
-    let mut from_alias = message(&alice.public_key(), &bob.public_key().to_hex(), "from my alias");
+    let mut from_alias = message(
+        &alice.public_key(),
+        &bob.public_key().to_hex(),
+        "from my alias",
+    );
     if let Datum::Message(m) = &mut from_alias {
         m.from = "alice".into();
     }
@@ -118,11 +134,17 @@ async fn commands_answer_roster_getuser_search_and_unknown() {
         .unwrap();
     a.status().await.unwrap();
     let mut b = Raw::login(server.tcp, &bob).await.unwrap();
-    b.send(&Command::new(cmd::ROSTER, &[]).into()).await.unwrap();
+    b.send(&Command::new(cmd::ROSTER, &[]).into())
+        .await
+        .unwrap();
     let Datum::Roster(r) = b.recv().await.unwrap() else {
         panic!("expected a Roster")
     };
-    let entry = r.users.iter().find(|u| u.key == alice.public_key()).unwrap();
+    let entry = r
+        .users
+        .iter()
+        .find(|u| u.key == alice.public_key())
+        .unwrap();
     assert_eq!(entry.online, Some(true));
     assert_eq!(entry.aliases, ["alice"]);
     b.send(&Command::new(cmd::GETUSER, &["ALICE"]).into())
@@ -150,7 +172,10 @@ async fn commands_answer_roster_getuser_search_and_unknown() {
         .await
         .unwrap();
     let s = b.status().await.unwrap();
-    assert_eq!((s.status, s.payload.as_str()), (status::OK, "delivered 0 stored messages"));
+    assert_eq!(
+        (s.status, s.payload.as_str()),
+        (status::OK, "delivered 0 stored messages")
+    );
 }
 
 #[tokio::test]
@@ -164,9 +189,15 @@ async fn presence_reaches_others_and_last_seen_is_kept() {
         Datum::Status(s) => (s.status, s.payload),
         other => panic!("expected presence, got {other:?}"),
     };
-    assert_eq!(presence(a.recv().await.unwrap()), (status::PRESENCE_ONLINE, bob_hex.clone()));
+    assert_eq!(
+        presence(a.recv().await.unwrap()),
+        (status::PRESENCE_ONLINE, bob_hex.clone())
+    );
     drop(b);
-    assert_eq!(presence(a.recv().await.unwrap()), (status::PRESENCE_OFFLINE, bob_hex.clone()));
+    assert_eq!(
+        presence(a.recv().await.unwrap()),
+        (status::PRESENCE_OFFLINE, bob_hex.clone())
+    );
     a.send(&Command::new(cmd::GETUSER, &[&bob_hex]).into())
         .await
         .unwrap();
@@ -185,20 +216,32 @@ async fn ghost_moves_delivery_to_the_newer_session() {
     let mut b = Raw::login(server.tcp, &bob).await.unwrap();
     let mut new = WsRaw::login(&server.ws, &alice).await.unwrap();
     assert_eq!(new.status().await.unwrap().status, status::SESSION_EXISTS);
-    b.send(&message(&bob.public_key(), &alice.public_key().to_hex(), "to the old one"))
-        .await
-        .unwrap();
+    b.send(&message(
+        &bob.public_key(),
+        &alice.public_key().to_hex(),
+        "to the old one",
+    ))
+    .await
+    .unwrap();
     assert_eq!(b.status().await.unwrap().status, status::RELAYED);
     assert_eq!(old.message().await.unwrap().msg, "to the old one");
-    new.send_bytes(&Datum::Command(Command::new(cmd::GHOST, &[])).to_frame().unwrap())
-        .await
-        .unwrap();
+    new.send_bytes(
+        &Datum::Command(Command::new(cmd::GHOST, &[]))
+            .to_frame()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(new.status().await.unwrap().status, status::GHOSTED);
     assert_eq!(old.status().await.unwrap().status, status::TAKEN_OVER);
     assert!(old.closed().await);
-    b.send(&message(&bob.public_key(), &alice.public_key().to_hex(), "to the new one"))
-        .await
-        .unwrap();
+    b.send(&message(
+        &bob.public_key(),
+        &alice.public_key().to_hex(),
+        "to the new one",
+    ))
+    .await
+    .unwrap();
     assert_eq!(b.status().await.unwrap().status, status::RELAYED);
     loop {
         match new.next().await.unwrap() {

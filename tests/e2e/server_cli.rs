@@ -27,7 +27,14 @@ fn help_explains_flags_and_environment() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for needle in ["--tcp", "FLEXIM_TCP", "--http", "FLEXIM_HTTP", "--data", "FLEXIM_DATA"] {
+    for needle in [
+        "--tcp",
+        "FLEXIM_TCP",
+        "--http",
+        "FLEXIM_HTTP",
+        "--data",
+        "FLEXIM_DATA",
+    ] {
         assert!(text.contains(needle), "--help lacks {needle}:\n{text}");
     }
 }
@@ -51,7 +58,12 @@ fn addresses_can_come_from_the_environment() {
         .collect();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(lines.iter().any(|l| l.starts_with("tcp: 127.0.0.1:") && !l.ends_with(":4321")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("tcp: 127.0.0.1:") && !l.ends_with(":4321")),
+        "{lines:?}"
+    );
     assert!(dir.0.join("d").join("server.key").exists());
 }
 

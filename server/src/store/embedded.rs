@@ -188,7 +188,7 @@ impl Store for EmbeddedStore {
     ) -> BoxFuture<'_, Result<Vec<(PublicKey, UserRecord)>, StoreError>> {
         self.blocking(move |db| {
             let mut all = Self::read_users(db)?;
-            all.sort_by(|a, b| b.1.last_seen.cmp(&a.1.last_seen));
+            all.sort_by_key(|(_, u)| std::cmp::Reverse(u.last_seen));
             all.truncate(limit);
             Ok(all)
         })
@@ -209,7 +209,7 @@ impl Store for EmbeddedStore {
                         .any(|a| a.to_ascii_lowercase().contains(&needle))
                 })
                 .collect();
-            found.sort_by(|a, b| b.1.last_seen.cmp(&a.1.last_seen));
+            found.sort_by_key(|(_, u)| std::cmp::Reverse(u.last_seen));
             found.truncate(limit);
             Ok(found)
         })
@@ -240,7 +240,11 @@ impl Store for EmbeddedStore {
                     )
                     .map_err(eng)?;
                 let mut meta = txn.open_table(META).map_err(eng)?;
-                let seq = meta.get("seq").map_err(eng)?.map(|v| v.value()).unwrap_or(0);
+                let seq = meta
+                    .get("seq")
+                    .map_err(eng)?
+                    .map(|v| v.value())
+                    .unwrap_or(0);
                 meta.insert("seq", seq + 1).map_err(eng)?;
                 let mut offline = txn.open_table(OFFLINE).map_err(eng)?;
                 offline
@@ -326,22 +330,45 @@ mod tests {
     async fn queue_keeps_order_limits_and_survives_reopen() {
         let (store, dir) = temp_store();
         let bob = PublicKey([2; 32]);
-        store.enqueue(bob, Bytes::from_static(b"one"), LIMITS).await.unwrap();
-        store.enqueue(bob, Bytes::from_static(b"two"), LIMITS).await.unwrap();
+        store
+            .enqueue(bob, Bytes::from_static(b"one"), LIMITS)
+            .await
+            .unwrap();
+        store
+            .enqueue(bob, Bytes::from_static(b"two"), LIMITS)
+            .await
+            .unwrap();
         assert!(matches!(
-            store.enqueue(bob, Bytes::from_static(b"three"), LIMITS).await,
+            store
+                .enqueue(bob, Bytes::from_static(b"three"), LIMITS)
+                .await,
             Err(StoreError::QueueFull { messages: 2, .. })
         ));
         drop(store);
         let store = EmbeddedStore::open(&dir.join("db.redb")).unwrap();
         let got = store.peek(bob, 10).await.unwrap();
         let frames: Vec<_> = got.iter().map(|s| s.frame.clone()).collect();
-        assert_eq!(frames, [Bytes::from_static(b"one"), Bytes::from_static(b"two")]);
+        assert_eq!(
+            frames,
+            [Bytes::from_static(b"one"), Bytes::from_static(b"two")]
+        );
         store.remove(bob, vec![got[0].seq]).await.unwrap();
         // Removing frees room in the queue.
-        store.enqueue(bob, Bytes::from_static(b"three"), LIMITS).await.unwrap();
-        let left: Vec<_> = store.peek(bob, 10).await.unwrap().into_iter().map(|s| s.frame).collect();
-        assert_eq!(left, [Bytes::from_static(b"two"), Bytes::from_static(b"three")]);
+        store
+            .enqueue(bob, Bytes::from_static(b"three"), LIMITS)
+            .await
+            .unwrap();
+        let left: Vec<_> = store
+            .peek(bob, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.frame)
+            .collect();
+        assert_eq!(
+            left,
+            [Bytes::from_static(b"two"), Bytes::from_static(b"three")]
+        );
         assert!(store.peek(PublicKey([3; 32]), 10).await.unwrap().is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -350,12 +377,27 @@ mod tests {
     async fn aliases_are_unique_ignoring_case() {
         let (store, dir) = temp_store();
         let (a, b) = (PublicKey([1; 32]), PublicKey([2; 32]));
-        assert_eq!(store.claim_alias(a, "Alice".into(), 2).await.unwrap(), Claim::Registered);
-        assert_eq!(store.claim_alias(a, "alice".into(), 2).await.unwrap(), Claim::AlreadyYours);
-        assert_eq!(store.claim_alias(b, "ALICE".into(), 2).await.unwrap(), Claim::Taken);
+        assert_eq!(
+            store.claim_alias(a, "Alice".into(), 2).await.unwrap(),
+            Claim::Registered
+        );
+        assert_eq!(
+            store.claim_alias(a, "alice".into(), 2).await.unwrap(),
+            Claim::AlreadyYours
+        );
+        assert_eq!(
+            store.claim_alias(b, "ALICE".into(), 2).await.unwrap(),
+            Claim::Taken
+        );
         assert_eq!(store.resolve_alias("aLiCe".into()).await.unwrap(), Some(a));
-        assert_eq!(store.claim_alias(a, "al2".into(), 2).await.unwrap(), Claim::Registered);
-        assert_eq!(store.claim_alias(a, "al3".into(), 2).await.unwrap(), Claim::TooMany);
+        assert_eq!(
+            store.claim_alias(a, "al2".into(), 2).await.unwrap(),
+            Claim::Registered
+        );
+        assert_eq!(
+            store.claim_alias(a, "al3".into(), 2).await.unwrap(),
+            Claim::TooMany
+        );
         let before = store.touch(a, 50).await.unwrap();
         assert_eq!(before.aliases, ["Alice", "al2"]);
         assert_eq!(store.user(a).await.unwrap().unwrap().last_seen, 50);

@@ -79,11 +79,7 @@ pub trait Store: Send + Sync + 'static {
     fn user(&self, key: PublicKey) -> BoxFuture<'_, Result<Option<UserRecord>, StoreError>>;
 
     /// Sets `last_seen`, creating the user if new; returns the record as it was before.
-    fn touch(
-        &self,
-        key: PublicKey,
-        now: i64,
-    ) -> BoxFuture<'_, Result<UserRecord, StoreError>>;
+    fn touch(&self, key: PublicKey, now: i64) -> BoxFuture<'_, Result<UserRecord, StoreError>>;
 
     /// Claims `alias` (already validated) for `key`; uniqueness ignores ASCII case.
     fn claim_alias(

@@ -1,0 +1,29 @@
+# flexim: `just serve` runs the server, `just test` runs everything CI runs.
+# Both install what they need on a fresh machine that has Rust and `just`.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# Build and run the server: FLEX/TCP on 127.0.0.1:4321, HTTP and WebSocket on 127.0.0.1:8080.
+# Flags pass through (`just serve --help`); FLEXIM_TCP, FLEXIM_HTTP, FLEXIM_DATA override too.
+serve *ARGS:
+    cargo run --release -p flexim-server -- {{ARGS}}
+
+# Run the native client, e.g. `just flexim keygen --out alice.key` (see `just flexim --help`).
+flexim *ARGS:
+    @cargo run --quiet --release -p flexim-client -- {{ARGS}}
+
+# Install what the build and the tests need and this machine lacks.
+setup:
+    rustup target add wasm32-unknown-unknown
+
+# The whole suite: formatting, lints, the wasm32 build of the protocol crate, every test.
+test: setup
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo build -p flexim-protocol --target wasm32-unknown-unknown
+    cargo build --workspace --bins
+    if command -v cargo-nextest >/dev/null; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi

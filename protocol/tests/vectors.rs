@@ -1,0 +1,675 @@
+//! The test vectors of `docs/PROTOCOL.md`.
+//!
+//! Every vector is recomputed here in two ways where the crate allows it: through the crate's
+//! public API, and independently from the primitives (HKDF-SHA256, XChaCha20-Poly1305, base64)
+//! following the byte layouts the document gives. Both must equal the literals below, and every
+//! literal must appear in `docs/PROTOCOL.md`, so the document and the code cannot drift apart.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use flexim_protocol::datum::{AuthResponse, Command, Datum, Message, Roster, Status, User};
+use flexim_protocol::e2e::{self, ConversationKey, Envelope};
+use flexim_protocol::frame;
+use flexim_protocol::handshake::{self, ClientHandshake, ClientStep, PendingChallenge};
+use flexim_protocol::keys::{PublicKey, SecretKey, hex};
+use hkdf::Hkdf;
+use sha2::Sha256;
+
+/// The document the vectors must appear in.
+const DOC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md");
+
+/// The fixed date of every vector (the RFC's example date).
+const DATE: i64 = 1_539_890_190;
+/// The date of Bob's reply.
+const REPLY_DATE: i64 = DATE + 1;
+/// Alice's message to Bob.
+const TEXT_1: &str = "HEY, LISTEN!";
+/// Bob's reply to Alice.
+const TEXT_2: &str = "The quick brown fox jumps over the lazy dog";
+
+/// The deterministic fill function of the vectors: a byte counter starting at 0x00 that keeps
+/// counting across calls (the challenge takes 0x00..=0x1f as its secret and 0x20..=0x37 as its
+/// nonce, the client's answer 0x38..=0x4f as its nonce).
+fn counter() -> impl FnMut(&mut [u8]) {
+    let mut n = 0u8;
+    move |buf: &mut [u8]| {
+        for b in buf {
+            *b = n;
+            n = n.wrapping_add(1);
+        }
+    }
+}
+
+/// `N` bytes counting up from `start`.
+fn run<const N: usize>(start: u8) -> [u8; N] {
+    std::array::from_fn(|i| start.wrapping_add(i as u8))
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    assert!(s.len().is_multiple_of(2));
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn hkdf(salt: &[u8], ikm: &[u8], info: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    Hkdf::<Sha256>::new(Some(salt), ikm)
+        .expand(info, &mut out)
+        .unwrap();
+    out
+}
+
+fn xchacha_seal(key: &[u8; 32], nonce: &[u8; 24], msg: &[u8], aad: &[u8]) -> Vec<u8> {
+    let ct = XChaCha20Poly1305::new(key.into())
+        .encrypt(&XNonce::from(*nonce), Payload { msg, aad })
+        .unwrap();
+    [&nonce[..], &ct].concat()
+}
+
+/// The E2E associated data, built from the document's layout.
+fn e2e_aad(sender: &PublicKey, recipient: &PublicKey, date: i64, flags: &[&str]) -> Vec<u8> {
+    let mut a = b"FLEX-E2E-v1".to_vec();
+    a.push(1);
+    a.extend_from_slice(sender.as_bytes());
+    a.extend_from_slice(recipient.as_bytes());
+    a.extend_from_slice(&date.to_be_bytes());
+    a.extend_from_slice(&(flags.len() as u16).to_be_bytes());
+    for f in flags {
+        a.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        a.extend_from_slice(f.as_bytes());
+    }
+    a
+}
+
+/// The padded plaintext, built from the document's layout.
+fn padded(text: &str, bucket: usize) -> Vec<u8> {
+    let mut p = (text.len() as u16).to_be_bytes().to_vec();
+    p.extend_from_slice(text.as_bytes());
+    p.resize(2 + bucket, 0);
+    p
+}
+
+/// Every named vector, computed through the crate and cross-checked against an independent
+/// computation from the primitives.
+fn compute() -> Vec<(&'static str, String)> {
+    let mut v: Vec<(&'static str, String)> = Vec::new();
+    let server = SecretKey::from_bytes([0x01; 32]);
+    let alice = SecretKey::from_bytes([0x02; 32]);
+    let bob = SecretKey::from_bytes([0x03; 32]);
+    let (s, a, b) = (server.public_key(), alice.public_key(), bob.public_key());
+    v.push(("server public key", s.to_hex()));
+    v.push(("alice public key", a.to_hex()));
+    v.push(("bob public key", b.to_hex()));
+    v.push(("alice fingerprint", a.fingerprint()));
+    v.push(("bob fingerprint", b.fingerprint()));
+
+    // The server's greeting.
+    let server_user = User {
+        aliases: vec!["flexim".into()],
+        key: s,
+        last_seen: 0,
+        online: None,
+    };
+    let frame_server_user = Datum::User(server_user.clone()).to_frame().unwrap();
+    v.push(("frame: server User", hex(&frame_server_user)));
+
+    // AUTH, through the client state machine and by hand.
+    let mut rng = counter();
+    let mut hs = ClientHandshake::new(alice.clone(), Some("alice".into()));
+    let ClientStep::Send(auth_cmd) = hs.handle(Datum::User(server_user), &mut rng).unwrap() else {
+        panic!("the client must answer the server's User with AUTH");
+    };
+    let by_hand = Datum::Command(Command::new("AUTH", &[&a.to_hex(), "alice"]));
+    assert_eq!(auth_cmd, by_hand);
+    v.push(("frame: Command AUTH", hex(&auth_cmd.to_frame().unwrap())));
+
+    // Shared secret and handshake keys.
+    let shared = server.diffie_hellman(&a).unwrap();
+    assert_eq!(alice.diffie_hellman(&s), Some(shared));
+    v.push(("X25519 server-alice", hex(&shared)));
+    let keys = handshake::auth_keys(&shared, &s, &a);
+    let info_s2c = [&b"s2c"[..], s.as_bytes(), a.as_bytes()].concat();
+    let info_c2s = [&b"c2s"[..], s.as_bytes(), a.as_bytes()].concat();
+    assert_eq!(keys.s2c, hkdf(b"FLEX-AUTH-v1", &shared, &info_s2c));
+    assert_eq!(keys.c2s, hkdf(b"FLEX-AUTH-v1", &shared, &info_c2s));
+    v.push(("HKDF info s2c", hex(&info_s2c)));
+    v.push(("k_s2c", hex(&keys.s2c)));
+    v.push(("k_c2s", hex(&keys.c2s)));
+
+    // The challenge.
+    let auth_aad = [&b"FLEX-AUTH-v1"[..], &DATE.to_be_bytes()].concat();
+    v.push(("auth AAD", hex(&auth_aad)));
+    let (pending, auth) = PendingChallenge::issue(&server, a, DATE, 0, &mut rng).unwrap();
+    let secret: [u8; 32] = run(0x00);
+    let want = xchacha_seal(&keys.s2c, &run(0x20), &secret, &auth_aad);
+    assert_eq!(auth.challenge, B64.encode(&want));
+    assert_eq!(auth.challenge.len(), 96);
+    v.push(("Auth.challenge bytes", hex(&want)));
+    v.push(("Auth.challenge", auth.challenge.clone()));
+    v.push((
+        "frame: Auth",
+        hex(&Datum::Auth(auth.clone()).to_frame().unwrap()),
+    ));
+
+    // The answer, through the state machine (nonce 0x38..) and through `answer`.
+    let ClientStep::Send(Datum::AuthResponse(response)) =
+        hs.handle(Datum::Auth(auth.clone()), &mut rng).unwrap()
+    else {
+        panic!("the client must answer the challenge");
+    };
+    assert_eq!(
+        handshake::answer(&alice, &s, &auth, run(0x38)).unwrap(),
+        response
+    );
+    let want = xchacha_seal(&keys.c2s, &run(0x38), &secret, &auth_aad);
+    assert_eq!(response.challenge, B64.encode(&want));
+    v.push(("AuthResponse.challenge bytes", hex(&want)));
+    v.push(("AuthResponse.challenge", response.challenge.clone()));
+    v.push((
+        "frame: AuthResponse",
+        hex(&Datum::AuthResponse(response.clone()).to_frame().unwrap()),
+    ));
+
+    // Reflection, wrong key, expiry and replay all fail; the right answer passes once.
+    let reflected = AuthResponse {
+        challenge: auth.challenge.clone(),
+    };
+    let (p, _) = PendingChallenge::issue(&server, a, DATE, 0, &mut counter()).unwrap();
+    assert_eq!(
+        p.verify(&reflected, DATE, 30),
+        Err(handshake::HandshakeError::Sealed)
+    );
+    assert_eq!(
+        handshake::answer(&bob, &s, &auth, [0; 24]),
+        Err(handshake::HandshakeError::Sealed)
+    );
+    let (p, _) = PendingChallenge::issue(&server, a, DATE, 0, &mut counter()).unwrap();
+    assert_eq!(
+        p.verify(&response, DATE + 31, 30),
+        Err(handshake::HandshakeError::Expired)
+    );
+    let (p, _) = PendingChallenge::issue(&server, a, DATE + 5, 0, &mut counter()).unwrap();
+    assert_eq!(
+        p.verify(&response, DATE + 5, 30),
+        Err(handshake::HandshakeError::Sealed)
+    );
+    assert_eq!(pending.verify(&response, DATE + 30, 30), Ok(a));
+
+    // The server's welcome.
+    let me = User {
+        aliases: vec!["alice".into()],
+        key: a,
+        last_seen: 0,
+        online: Some(true),
+    };
+    let ClientStep::Done { me: got, .. } = hs.handle(Datum::User(me.clone()), &mut rng).unwrap()
+    else {
+        panic!("the handshake must end on the client's User");
+    };
+    assert_eq!(got, me);
+    v.push((
+        "frame: alice User",
+        hex(&Datum::User(me).to_frame().unwrap()),
+    ));
+
+    // Status datums.
+    v.push((
+        "frame: Status relayed",
+        hex(&Datum::Status(Status::new(3, "relayed")).to_frame().unwrap()),
+    ));
+    v.push((
+        "frame: Status spoof",
+        hex(&Datum::Status(Status::new(-7, "spoof")).to_frame().unwrap()),
+    ));
+    v.push((
+        "frame: Command ROSTER",
+        hex(&Datum::Command(Command::new("ROSTER", &[]))
+            .to_frame()
+            .unwrap()),
+    ));
+    v.push((
+        "frame: empty Roster",
+        hex(&Datum::Roster(Roster { users: vec![] }).to_frame().unwrap()),
+    ));
+
+    // E2E: the conversation key, from both ends.
+    let ka = ConversationKey::derive(&alice, &b).unwrap();
+    let kb = ConversationKey::derive(&bob, &a).unwrap();
+    let ab_shared = alice.diffie_hellman(&b).unwrap();
+    v.push(("X25519 alice-bob", hex(&ab_shared)));
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let conv_info = [lo.as_bytes().as_slice(), hi.as_bytes()].concat();
+    let conv = hkdf(b"FLEX-E2E-v1", &ab_shared, &conv_info);
+    v.push(("conversation info", hex(&conv_info)));
+    v.push(("conversation key", hex(&conv)));
+
+    // Alice to Bob, flags [NOTIFY], nonce 0x50..
+    let flags_1 = vec!["NOTIFY".to_string()];
+    let env_1 = Envelope {
+        sender: &a,
+        recipient: &b,
+        date: DATE,
+        flags: &flags_1,
+    };
+    let msg_1 = e2e::seal(&ka, &env_1, TEXT_1, run(0x50)).unwrap();
+    let aad_1 = e2e_aad(&a, &b, DATE, &["NOTIFY"]);
+    let pad_1 = padded(TEXT_1, 32);
+    let want = [&[1u8][..], &xchacha_seal(&conv, &run(0x50), &pad_1, &aad_1)].concat();
+    assert_eq!(msg_1, B64.encode(&want));
+    assert_eq!(e2e::open(&kb, &env_1, &msg_1).unwrap(), TEXT_1);
+    v.push(("msg 1 AAD", hex(&aad_1)));
+    v.push(("msg 1 padded", hex(&pad_1)));
+    v.push(("msg 1 bytes", hex(&want)));
+    v.push(("msg 1", msg_1.clone()));
+    let message = Message {
+        to: b.to_hex(),
+        from: a.to_hex(),
+        flags: flags_1.clone(),
+        date: DATE,
+        msg: msg_1,
+    };
+    v.push((
+        "frame: Message 1",
+        hex(&Datum::Message(message).to_frame().unwrap()),
+    ));
+
+    // Bob to Alice, no flags, nonce 0x68..
+    let env_2 = Envelope {
+        sender: &b,
+        recipient: &a,
+        date: REPLY_DATE,
+        flags: &[],
+    };
+    let msg_2 = e2e::seal(&kb, &env_2, TEXT_2, run(0x68)).unwrap();
+    let aad_2 = e2e_aad(&b, &a, REPLY_DATE, &[]);
+    let pad_2 = padded(TEXT_2, 64);
+    let want = [&[1u8][..], &xchacha_seal(&conv, &run(0x68), &pad_2, &aad_2)].concat();
+    assert_eq!(msg_2, B64.encode(&want));
+    assert_eq!(e2e::open(&ka, &env_2, &msg_2).unwrap(), TEXT_2);
+    // Re-dating, reflecting or re-flagging makes it fail.
+    let redated = Envelope {
+        date: DATE,
+        ..env_2
+    };
+    assert!(e2e::open(&ka, &redated, &msg_2).is_err());
+    let reflected = Envelope {
+        sender: &a,
+        recipient: &b,
+        ..env_2
+    };
+    assert!(e2e::open(&kb, &reflected, &msg_2).is_err());
+    v.push(("msg 2 AAD", hex(&aad_2)));
+    v.push(("msg 2", msg_2));
+
+    // The largest message: 32 KiB of text, hex keys in `to` and `from`, no flags.
+    let env_max = Envelope {
+        flags: &[],
+        ..env_1
+    };
+    let text_max = "x".repeat(e2e::MAX_PLAINTEXT);
+    let msg_max = e2e::seal(&ka, &env_max, &text_max, run(0)).unwrap();
+    let largest = Message {
+        to: b.to_hex(),
+        from: a.to_hex(),
+        flags: vec![],
+        date: DATE,
+        msg: msg_max,
+    };
+    let body = Datum::Message(largest).encode_body().len();
+    assert!(body <= 48 * 1024);
+    v.push(("largest Message body", body.to_string()));
+
+    v
+}
+
+/// `(plaintext length, padded length, box bytes, base64 characters)`: the padding table.
+const PADDING: &[(usize, usize, usize, usize)] = &[
+    (1, 32, 75, 100),
+    (32, 32, 75, 100),
+    (33, 64, 107, 144),
+    (64, 64, 107, 144),
+    (65, 96, 139, 188),
+    (100, 128, 171, 228),
+    (256, 256, 299, 400),
+    (257, 320, 363, 484),
+    (320, 320, 363, 484),
+    (321, 384, 427, 572),
+    (400, 448, 491, 656),
+    (1000, 1024, 1067, 1424),
+    (1025, 1280, 1323, 1764),
+    (5000, 5120, 5163, 6884),
+    (32768, 32768, 32811, 43748),
+];
+
+/// The low-order X25519 public keys the document lists: each must be refused.
+const LOW_ORDER: &[&str] = &[
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+];
+
+/// The expected value of every named vector.
+const EXPECTED: &[(&str, &str)] = &[
+    (
+        "server public key",
+        "a4e09292b651c278b9772c569f5fa9bb13d906b46ab68c9df9dc2b4409f8a209",
+    ),
+    (
+        "alice public key",
+        "ce8d3ad1ccb633ec7b70c17814a5c76ecd029685050d344745ba05870e587d59",
+    ),
+    (
+        "bob public key",
+        "5dfedd3b6bd47f6fa28ee15d969d5bb0ea53774d488bdaf9df1c6e0124b3ef22",
+    ),
+    (
+        "alice fingerprint",
+        concat!(
+            "ce8d 3ad1 ccb6 33ec 7b70 c178 14a5 c76e cd02 9685 050d 3447 45ba",
+            " 0587 0e58 7d59",
+        ),
+    ),
+    (
+        "bob fingerprint",
+        concat!(
+            "5dfe dd3b 6bd4 7f6f a28e e15d 969d 5bb0 ea53 774d 488b daf9 df1c",
+            " 6e01 24b3 ef22",
+        ),
+    ),
+    (
+        "frame: server User",
+        concat!(
+            "05004283a7616c696173657391a6666c6578696da36b6579c420a4e09292b651",
+            "c278b9772c569f5fa9bb13d906b46ab68c9df9dc2b4409f8a209a96c6173745f",
+            "7365656e00",
+        ),
+    ),
+    (
+        "frame: Command AUTH",
+        concat!(
+            "02005b82a3636d64a441555448a77061796c6f616492d9406365386433616431",
+            "6363623633336563376237306331373831346135633736656364303239363835",
+            "303530643334343734356261303538373065353837643539a5616c696365",
+        ),
+    ),
+    (
+        "X25519 server-alice",
+        "2ed76ab549b1e73c031eb49c9448f0798aea81b698279a0c3dc3e49fbfc4b953",
+    ),
+    (
+        "HKDF info s2c",
+        concat!(
+            "733263a4e09292b651c278b9772c569f5fa9bb13d906b46ab68c9df9dc2b4409",
+            "f8a209ce8d3ad1ccb633ec7b70c17814a5c76ecd029685050d344745ba05870e",
+            "587d59",
+        ),
+    ),
+    (
+        "k_s2c",
+        "e2fe45f5b47dca9672d84890e35871a7f45a69add1d2f504c31d480bf32de2ed",
+    ),
+    (
+        "k_c2s",
+        "350c8080f0fdcf21f5ba28a4d8437279bf0a3c9d22bdbda3dadcb9c8a573a5c7",
+    ),
+    ("auth AAD", "464c45582d415554482d7631000000005bc8dc0e"),
+    (
+        "Auth.challenge bytes",
+        concat!(
+            "202122232425262728292a2b2c2d2e2f3031323334353637b6fbf22bffd37a51",
+            "10ad028acf4f85516c2a0820af080431386d8b2894741a7759a4744b429e5800",
+            "63791fd15f4d3271",
+        ),
+    ),
+    (
+        "Auth.challenge",
+        concat!(
+            "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3tvvyK//TelEQrQKKz0+FUWwqCCCvCAQx",
+            "OG2LKJR0GndZpHRLQp5YAGN5H9FfTTJx",
+        ),
+    ),
+    (
+        "frame: Auth",
+        concat!(
+            "00008283a464617465ce5bc8dc0ea96368616c6c656e6765d960494345694979",
+            "516c4a69636f4b536f724c4330754c7a41784d6a4d304e545933747676794b2f",
+            "2f54656c455172514b4b7a302b465557777143434376434151784f47324c4b4a",
+            "5230476e645a7048524c5170355941474e354839466654544a78a96c6173745f",
+            "7365656e00",
+        ),
+    ),
+    (
+        "AuthResponse.challenge bytes",
+        concat!(
+            "38393a3b3c3d3e3f404142434445464748494a4b4c4d4e4f5e05fc82a690f918",
+            "53f1d619275017c3551d22635e6b9d08b80d181b69c43de9e6bf0b41223c60d8",
+            "fb528fa388dfbc27",
+        ),
+    ),
+    (
+        "AuthResponse.challenge",
+        concat!(
+            "ODk6Ozw9Pj9AQUJDREVGR0hJSktMTU5PXgX8gqaQ+RhT8dYZJ1AXw1UdImNea50I",
+            "uA0YG2nEPenmvwtBIjxg2PtSj6OI37wn",
+        ),
+    ),
+    (
+        "frame: AuthResponse",
+        concat!(
+            "01006d81a96368616c6c656e6765d9604f446b364f7a7739506a394151554a44",
+            "524556475230684a536b744d5455355058675838677161512b5268543864595a",
+            "4a31415877315564496d4e65613530497541305947326e4550656e6d76777442",
+            "496a7867325074536a364f493337776e",
+        ),
+    ),
+    (
+        "frame: alice User",
+        concat!(
+            "05004984a7616c696173657391a5616c696365a36b6579c420ce8d3ad1ccb633",
+            "ec7b70c17814a5c76ecd029685050d344745ba05870e587d59a96c6173745f73",
+            "65656e00a66f6e6c696e65c3",
+        ),
+    ),
+    (
+        "frame: Status relayed",
+        "06001982a673746174757303a77061796c6f6164a772656c61796564",
+    ),
+    (
+        "frame: Status spoof",
+        "06001782a6737461747573f9a77061796c6f6164a573706f6f66",
+    ),
+    (
+        "frame: Command ROSTER",
+        "02001582a3636d64a6524f53544552a77061796c6f616490",
+    ),
+    ("frame: empty Roster", "04000881a5757365727390"),
+    (
+        "X25519 alice-bob",
+        "7c425a51f6a7f2e60012b0a34dd6511017807708b502ee66a2a247f171fda96c",
+    ),
+    (
+        "conversation info",
+        concat!(
+            "5dfedd3b6bd47f6fa28ee15d969d5bb0ea53774d488bdaf9df1c6e0124b3ef22",
+            "ce8d3ad1ccb633ec7b70c17814a5c76ecd029685050d344745ba05870e587d59",
+        ),
+    ),
+    (
+        "conversation key",
+        "a6e6627092327fdd4ce4bf28b7b1158530abe9ab7d5845aa103d4c3b99c0d6b0",
+    ),
+    (
+        "msg 1 AAD",
+        concat!(
+            "464c45582d4532452d763101ce8d3ad1ccb633ec7b70c17814a5c76ecd029685",
+            "050d344745ba05870e587d595dfedd3b6bd47f6fa28ee15d969d5bb0ea53774d",
+            "488bdaf9df1c6e0124b3ef22000000005bc8dc0e000100064e4f54494659",
+        ),
+    ),
+    (
+        "msg 1 padded",
+        concat!(
+            "000c4845592c204c495354454e21000000000000000000000000000000000000",
+            "0000",
+        ),
+    ),
+    (
+        "msg 1 bytes",
+        concat!(
+            "01505152535455565758595a5b5c5d5e5f60616263646566676a28b124747373",
+            "a6d1573557fe5463e95d88b5b337f438c9c4acc118e020dc1029b17df6f9f6b5",
+            "56374528c8ae9004c23548",
+        ),
+    ),
+    (
+        "msg 1",
+        concat!(
+            "AVBRUlNUVVZXWFlaW1xdXl9gYWJjZGVmZ2oosSR0c3Om0Vc1V/5UY+ldiLWzN/Q4",
+            "ycSswRjgINwQKbF99vn2tVY3RSjIrpAEwjVI",
+        ),
+    ),
+    (
+        "frame: Message 1",
+        concat!(
+            "03010f85a2746fd9403564666564643362366264343766366661323865653135",
+            "6439363964356262306561353337373464343838626461663964663163366530",
+            "313234623365663232a466726f6dd94063653864336164316363623633336563",
+            "3762373063313738313461356337366563643032393638353035306433343437",
+            "34356261303538373065353837643539a5666c61677391a64e4f54494659a464",
+            "617465ce5bc8dc0ea36d7367d96441564252556c4e5556565a5857466c615731",
+            "7864586c396759574a6a5a47566d5a326f6f7353523063334f6d30566331562f",
+            "3555592b6c64694c577a4e2f51347963537377526a67494e77514b6246393976",
+            "6e327456593352536a4972704145776a5649",
+        ),
+    ),
+    (
+        "msg 2 AAD",
+        concat!(
+            "464c45582d4532452d7631015dfedd3b6bd47f6fa28ee15d969d5bb0ea53774d",
+            "488bdaf9df1c6e0124b3ef22ce8d3ad1ccb633ec7b70c17814a5c76ecd029685",
+            "050d344745ba05870e587d59000000005bc8dc0f0000",
+        ),
+    ),
+    (
+        "msg 2",
+        concat!(
+            "AWhpamtsbW5vcHFyc3R1dnd4eXp7fH1+fx8H9Ul9wUmAV0VSpaVQBTqI4EePFJej",
+            "4xi0L8H3nAAwa8qU6H8i6mc8RSFhFbSJqv5+bD+xS6T+Cl/sn9ej3wUglhDKOTDs",
+            "y0nkuro+o8Z9KIw=",
+        ),
+    ),
+    ("largest Message body", "43913"),
+];
+
+fn expected(name: &str) -> &'static str {
+    EXPECTED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no expected value for {name:?}"))
+        .1
+}
+
+fn squeeze(s: &str) -> String {
+    s.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+/// Prints every vector: `cargo test -p flexim-protocol --test vectors -- --nocapture print`.
+#[test]
+fn print_vectors() {
+    for (name, value) in compute() {
+        println!("{name}: {value}");
+    }
+}
+
+#[test]
+fn vectors_match_the_literals() {
+    let computed = compute();
+    for (name, value) in &computed {
+        assert_eq!(value, expected(name), "vector {name:?}");
+    }
+    assert_eq!(computed.len(), EXPECTED.len(), "every literal is computed");
+}
+
+#[test]
+fn padding_table_matches() {
+    let key = ConversationKey::derive(
+        &SecretKey::from_bytes([0x02; 32]),
+        &SecretKey::from_bytes([0x03; 32]).public_key(),
+    )
+    .unwrap();
+    let p = PublicKey([9; 32]);
+    let env = Envelope {
+        sender: &p,
+        recipient: &p,
+        date: 0,
+        flags: &[],
+    };
+    for &(len, pad, raw, b64) in PADDING {
+        assert_eq!(e2e::padded_len(len), pad, "padded length of {len}");
+        let msg = e2e::seal(&key, &env, &"x".repeat(len), [0; 24]).unwrap();
+        assert_eq!(B64.decode(&msg).unwrap().len(), raw, "box bytes for {len}");
+        assert_eq!(msg.len(), b64, "base64 length for {len}");
+    }
+    assert!(e2e::seal(&key, &env, &"x".repeat(e2e::MAX_PLAINTEXT + 1), [0; 24]).is_err());
+    assert!(e2e::seal(&key, &env, "", [0; 24]).is_err());
+}
+
+#[test]
+fn low_order_keys_are_refused() {
+    let server = SecretKey::from_bytes([0x01; 32]);
+    for k in LOW_ORDER {
+        let key = PublicKey(unhex(k).try_into().unwrap());
+        assert_eq!(server.diffie_hellman(&key), None, "{k}");
+        assert!(PendingChallenge::issue(&server, key, DATE, 0, &mut counter()).is_err());
+        assert!(ConversationKey::derive(&server, &key).is_err());
+    }
+}
+
+#[test]
+fn framing_limits() {
+    assert_eq!(frame::HEADER, [0xa4, 0x46, 0x4c, 0x45, 0x58]);
+    assert_eq!(frame::MAX_BODY, 65535);
+    assert_eq!(frame::check(&[3, 0xc0, 0x00], 49152), Ok(None));
+    assert!(frame::check(&[3, 0xc0, 0x01], 49152).is_err());
+    // Every framed vector decodes and re-encodes to the same bytes.
+    for (name, value) in EXPECTED.iter().filter(|(n, _)| n.starts_with("frame: ")) {
+        let bytes = unhex(value);
+        let (kind, body) = frame::split_exact(&bytes, frame::MAX_BODY).unwrap();
+        let datum = Datum::decode(kind, body).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(datum.to_frame().unwrap(), bytes, "{name}");
+    }
+}
+
+#[test]
+fn the_document_holds_every_vector() {
+    let raw = std::fs::read_to_string(DOC_PATH).expect("docs/PROTOCOL.md is readable");
+    let doc = squeeze(&raw);
+    for (name, value) in EXPECTED {
+        // Values with spaces (fingerprints) must appear verbatim; long hex and base64 may be
+        // wrapped or grouped with spaces in the document.
+        let found = if value.contains(' ') {
+            raw.contains(value)
+        } else {
+            doc.contains(value)
+        };
+        assert!(found, "PROTOCOL.md lacks {name:?}: {value}");
+    }
+    for (len, pad, raw, b64) in PADDING {
+        let row = format!("|{len}|{pad}|{raw}|{b64}|");
+        assert!(
+            doc.contains(&row),
+            "PROTOCOL.md lacks the padding row {row}"
+        );
+    }
+    for k in LOW_ORDER {
+        assert!(doc.contains(k), "PROTOCOL.md lacks the low-order key {k}");
+    }
+}
