@@ -619,7 +619,7 @@ mod tests {
         };
         let frame = Bytes::from(Datum::Message(to_self("ALICE")).to_frame().unwrap());
         in_tx.send(Inbound::Frame(frame.clone())).unwrap();
-        let mut got = vec![out_rx.recv().await.unwrap(), out_rx.recv().await.unwrap()];
+        let mut got = [out_rx.recv().await.unwrap(), out_rx.recv().await.unwrap()];
         got.sort_by_key(|b| b[0]);
         assert_eq!(got[0], frame, "the message comes back byte for byte");
         assert!(matches!(decode(&got[1]), Datum::Status(s) if s.status == status::RELAYED));
