@@ -2,6 +2,8 @@
 # Both install what they need on a fresh machine that has Rust and `just`.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
+# Recipe arguments reach commands as "$@", so a message with spaces stays one argument.
+set positional-arguments := true
 
 # List the recipes.
 default:
@@ -10,11 +12,11 @@ default:
 # Build and run the server: FLEX/TCP on 127.0.0.1:4321, HTTP and WebSocket on 127.0.0.1:8080.
 # Flags pass through (`just serve --help`); FLEXIM_TCP, FLEXIM_HTTP, FLEXIM_DATA override too.
 serve *ARGS:
-    cargo run --release -p flexim-server -- {{ARGS}}
+    cargo run --release -p flexim-server -- "$@"
 
 # Run the native client, e.g. `just flexim keygen --out alice.key` (see `just flexim --help`).
 flexim *ARGS:
-    @cargo run --quiet --release -p flexim-client -- {{ARGS}}
+    @cargo run --quiet --release -p flexim-client -- "$@"
 
 # Install what the build and the tests need and this machine lacks.
 setup:
