@@ -9,8 +9,8 @@ set positional-arguments := true
 default:
     @just --list
 
+# Flags pass through (`just serve --help`); FLEXIM_TCP, FLEXIM_HTTP and FLEXIM_DATA override too.
 # Build and run the server: FLEX/TCP on 127.0.0.1:4321, HTTP and WebSocket on 127.0.0.1:8080.
-# Flags pass through (`just serve --help`); FLEXIM_TCP, FLEXIM_HTTP, FLEXIM_DATA override too.
 serve *ARGS:
     cargo run --release -p flexim-server -- "$@"
 

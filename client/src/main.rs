@@ -626,14 +626,14 @@ impl Chat {
             return Ok(());
         };
         let answer = self.client.send_text(&key.to_hex(), text, &[]).await?;
-        println!("  ({} to {who})", describe(&answer));
+        println!("  ({})", status::name(answer.status));
         Ok(())
     }
 
     /// `/msg WHO TEXT`.
     async fn send_to(&mut self, who: &str, text: &str) -> Result<(), ClientError> {
         let answer = self.client.send_text(who, text, &[]).await?;
-        println!("  ({} to {who})", describe(&answer));
+        println!("  ({} to {who})", status::name(answer.status));
         Ok(())
     }
 
