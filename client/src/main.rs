@@ -135,6 +135,15 @@ struct ConnArgs {
     /// get it is reported but does not stop the command.
     #[arg(long, short = 'a', value_name = "NAME")]
     alias: Option<String>,
+    /// Refuse to log in unless the server's key is this one (64 hex digits, as flexim-server
+    /// prints it at start). Without it, any server that answers is trusted.
+    #[arg(long, env = "FLEXIM_SERVER_KEY", value_name = "HEX", value_parser = parse_key)]
+    server_key: Option<PublicKey>,
+}
+
+/// Parses a public key given as 64 hex digits.
+fn parse_key(s: &str) -> Result<PublicKey, String> {
+    PublicKey::from_hex(s.trim()).ok_or_else(|| "expected a key of 64 hex digits".to_string())
 }
 
 /// Options of `send`.
@@ -252,21 +261,26 @@ async fn connect(conn: &ConnArgs) -> anyhow::Result<Client> {
         ),
         _ => anyhow!(e),
     })?;
-    Client::connect(&conn.server, &identity, conn.alias.as_deref())
-        .await
-        .map_err(|e| match &e {
-            ClientError::Connect { error, .. }
-                if error.kind() == io::ErrorKind::ConnectionRefused =>
-            {
-                anyhow!("{e}; is `just serve` running?")
-            }
-            // These already name the server.
-            ClientError::Connect { .. }
-            | ClientError::Upgrade { .. }
-            | ClientError::Timeout { .. }
-            | ClientError::Endpoint(_) => anyhow!(e),
-            _ => anyhow!("cannot log in to {}: {e}", conn.server),
-        })
+    Client::connect_pinned(
+        &conn.server,
+        &identity,
+        conn.alias.as_deref(),
+        conn.server_key.as_ref(),
+    )
+    .await
+    .map_err(|e| match &e {
+        ClientError::Connect { error, .. } if error.kind() == io::ErrorKind::ConnectionRefused => {
+            anyhow!("{e}; is `just serve` running?")
+        }
+        // These already name the server.
+        ClientError::Connect { .. }
+        | ClientError::Upgrade { .. }
+        | ClientError::Timeout { .. }
+        | ClientError::NotFlexim { .. }
+        | ClientError::ServerKeyMismatch { .. }
+        | ClientError::Endpoint(_) => anyhow!(e),
+        _ => anyhow!("cannot log in to {}: {e}", conn.server),
+    })
 }
 
 /// Explains a connection loss in the middle of a command.
@@ -294,6 +308,14 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let mut client = connect(&args.conn).await?;
     match client.send_text(&args.to, &text, &args.flags).await {
         Ok(answer) => {
+            // Login notices such as a refused --alias would otherwise go unseen.
+            while client.has_queued_events() {
+                if let Ok(Event::Status(s)) = client.next_event().await
+                    && status::is_error(s.status)
+                {
+                    eprintln!("flexim: server: {}", describe_with_code(&s));
+                }
+            }
             eprintln!("{}", describe(&answer));
             let _ = client.close().await;
             Ok(ExitCode::SUCCESS)
@@ -621,7 +643,7 @@ impl Chat {
 
     /// Sends a plain line to the current contact.
     async fn say(&mut self, text: &str) -> Result<(), ClientError> {
-        let Some((who, key)) = self.current.clone() else {
+        let Some((_, key)) = self.current.clone() else {
             println!("error: no current contact; use /to WHO first, or /msg WHO TEXT");
             return Ok(());
         };
@@ -708,12 +730,16 @@ impl Chat {
                 status::TAKEN_OVER => {
                     println!("* this session was taken over by a newer login of the same key")
                 }
+                status::TOO_SLOW => println!(
+                    "* the server dropped this session for reading too slowly; \
+                     reconnect to get the rest of your messages"
+                ),
                 _ if status::is_error(s.status) => {
                     println!("* server error: {}", describe_with_code(&s))
                 }
                 _ => println!("* {}", describe(&s)),
             },
-            // Answers nobody waits for any more (a cancelled lookup); nothing to show.
+            // Answers to requests nobody waits for any more; nothing worth showing.
             Ok(Event::Other(_)) => {}
             Ok(Event::Closed) => {
                 bail!(

@@ -2,7 +2,10 @@
 //! directories, real sockets (TCP and WebSocket), real clients and real cryptography.
 
 mod bad_input;
+mod chat;
+mod cli;
 mod handshake;
 mod offline;
+mod privacy;
 mod routing;
 mod server_cli;

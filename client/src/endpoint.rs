@@ -1,0 +1,213 @@
+//! Server addresses: `HOST:PORT` for raw TCP, `ws://HOST:PORT/PATH` for WebSocket.
+
+use std::fmt;
+
+/// Where a flexim server listens and how to speak to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Raw TCP: the header and the frames go straight onto the socket.
+    Tcp {
+        /// `HOST:PORT`, as given (IPv6 hosts in brackets).
+        addr: String,
+    },
+    /// WebSocket: one frame per binary message.
+    WebSocket {
+        /// The whole `ws://` URL, used for the HTTP upgrade request.
+        url: String,
+        /// `HOST:PORT` to open the TCP connection to (port 80 when the URL names none).
+        addr: String,
+    },
+}
+
+/// Why a server address was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "bad server address {input:?}: {reason}; expected HOST:PORT (TCP, e.g. 127.0.0.1:4321) \
+     or a ws:// URL (WebSocket, e.g. ws://127.0.0.1:8080/ws)"
+)]
+pub struct EndpointError {
+    /// The address as given.
+    pub input: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl Endpoint {
+    /// Parses a server address. Anything with `://` must be a `ws://` URL; everything else must
+    /// be `HOST:PORT`.
+    pub fn parse(input: &str) -> Result<Endpoint, EndpointError> {
+        let err = |reason| EndpointError {
+            input: input.to_string(),
+            reason,
+        };
+        if input.is_empty() {
+            return Err(err("it is empty"));
+        }
+        if input.chars().any(char::is_whitespace) {
+            return Err(err("it contains whitespace"));
+        }
+        if let Some((scheme, rest)) = input.split_once("://") {
+            return match scheme.to_ascii_lowercase().as_str() {
+                "ws" => {
+                    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+                    if authority.is_empty() {
+                        return Err(err("the URL names no host"));
+                    }
+                    if authority.contains('@') {
+                        return Err(err("user names in the URL are not supported"));
+                    }
+                    let addr = if has_port(authority) {
+                        split_host_port(authority).map_err(err)?;
+                        authority.to_string()
+                    } else {
+                        format!("{authority}:80")
+                    };
+                    Ok(Endpoint::WebSocket {
+                        url: input.to_string(),
+                        addr,
+                    })
+                }
+                "wss" => Err(err("TLS (wss://) is not supported by this client")),
+                _ => Err(err("the only supported URL scheme is ws://")),
+            };
+        }
+        split_host_port(input).map_err(err)?;
+        Ok(Endpoint::Tcp {
+            addr: input.to_string(),
+        })
+    }
+
+    /// The `HOST:PORT` the TCP connection goes to.
+    pub fn socket_addr(&self) -> &str {
+        match self {
+            Endpoint::Tcp { addr } | Endpoint::WebSocket { addr, .. } => addr,
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp { addr } => f.write_str(addr),
+            Endpoint::WebSocket { url, .. } => f.write_str(url),
+        }
+    }
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = EndpointError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Endpoint::parse(s)
+    }
+}
+
+/// Whether an authority (`host`, `host:port`, `[v6]`, `[v6]:port`) carries a port.
+fn has_port(authority: &str) -> bool {
+    match authority.rfind(']') {
+        Some(close) => authority[close + 1..].starts_with(':'),
+        None => authority.contains(':'),
+    }
+}
+
+/// Checks `HOST:PORT` (IPv6 hosts in brackets) and returns the two parts.
+fn split_host_port(s: &str) -> Result<(&str, u16), &'static str> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or("it has no port (write HOST:PORT)")?;
+    if host.is_empty() {
+        return Err("it has no host");
+    }
+    if host.starts_with('[') != host.ends_with(']') {
+        return Err("unbalanced brackets around the host");
+    }
+    if !host.starts_with('[') && host.contains(':') {
+        return Err("IPv6 hosts must be written in brackets, e.g. [::1]:4321");
+    }
+    if host.contains(['/', '@', '?', '#']) {
+        return Err("the host contains characters a host name cannot have");
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|_| "the port must be a number from 1 to 65535")?;
+    if port == 0 {
+        return Err("the port must be a number from 1 to 65535");
+    }
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_addresses() {
+        assert_eq!(
+            Endpoint::parse("127.0.0.1:4321"),
+            Ok(Endpoint::Tcp {
+                addr: "127.0.0.1:4321".into()
+            })
+        );
+        assert_eq!(
+            Endpoint::parse("localhost:1").unwrap().socket_addr(),
+            "localhost:1"
+        );
+        assert_eq!(
+            Endpoint::parse("[::1]:4321").unwrap().socket_addr(),
+            "[::1]:4321"
+        );
+    }
+
+    #[test]
+    fn websocket_urls() {
+        let ep = Endpoint::parse("ws://127.0.0.1:8080/ws").unwrap();
+        assert_eq!(
+            ep,
+            Endpoint::WebSocket {
+                url: "ws://127.0.0.1:8080/ws".into(),
+                addr: "127.0.0.1:8080".into()
+            }
+        );
+        assert_eq!(ep.to_string(), "ws://127.0.0.1:8080/ws");
+        assert_eq!(
+            Endpoint::parse("ws://example.org/chat")
+                .unwrap()
+                .socket_addr(),
+            "example.org:80"
+        );
+        assert_eq!(
+            Endpoint::parse("WS://[::1]:9/ws").unwrap().socket_addr(),
+            "[::1]:9"
+        );
+        assert_eq!(
+            Endpoint::parse("ws://[::1]/ws").unwrap().socket_addr(),
+            "[::1]:80"
+        );
+    }
+
+    #[test]
+    fn bad_addresses_are_refused_with_a_reason() {
+        for (input, reason_part) in [
+            ("", "empty"),
+            ("127.0.0.1", "no port"),
+            ("127.0.0.1:http", "port"),
+            ("127.0.0.1:0", "port"),
+            ("127.0.0.1:70000", "port"),
+            (":4321", "no host"),
+            ("::1:4321", "brackets"),
+            ("wss://example.org/ws", "TLS"),
+            ("http://example.org/ws", "ws://"),
+            ("ws:///ws", "no host"),
+            ("ws://host:port/ws", "port"),
+            ("host :1", "whitespace"),
+        ] {
+            let err = Endpoint::parse(input).unwrap_err();
+            assert!(err.reason.contains(reason_part), "{input}: {err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("HOST:PORT") && text.contains("ws://"),
+                "{text}"
+            );
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The client's error type.
+
+use std::io;
+
+use flexim_protocol::PublicKey;
+use flexim_protocol::datum::DatumError;
+use flexim_protocol::e2e::E2eError;
+use flexim_protocol::frame::FrameError;
+use flexim_protocol::handshake::HandshakeError;
+use flexim_protocol::status;
+use tokio_tungstenite::tungstenite;
+
+use crate::endpoint::EndpointError;
+
+/// Everything that can go wrong talking to a server.
+///
+/// Every message is complete on its own (it includes the underlying cause), so the variants
+/// deliberately expose no `source()`: error reporters that walk the chain would otherwise print
+/// each cause twice.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server address could not be parsed.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// The TCP connection could not be opened.
+    #[error("cannot connect to {endpoint}: {}", describe_io(error))]
+    Connect {
+        /// The server address as given.
+        endpoint: String,
+        /// What the operating system reported.
+        error: io::Error,
+    },
+    /// The TCP connection opened but the WebSocket upgrade failed (wrong path, not a flexim
+    /// server, ...).
+    #[error("WebSocket upgrade at {url} failed: {error}")]
+    Upgrade {
+        /// The `ws://` URL.
+        url: String,
+        /// What tungstenite reported. Boxed because the error type is large.
+        error: Box<tungstenite::Error>,
+    },
+    /// The connection or the handshake took too long.
+    #[error("{endpoint} did not complete the flexim handshake within {secs} seconds")]
+    Timeout {
+        /// The server address as given.
+        endpoint: String,
+        /// The time allowed.
+        secs: u64,
+    },
+    /// Something answered, but not like a flexim server (for instance an HTTP server on the
+    /// TCP port).
+    #[error("{endpoint} does not answer like a flexim server ({reason})")]
+    NotFlexim {
+        /// The server address as given.
+        endpoint: String,
+        /// What arrived instead.
+        reason: String,
+    },
+    /// The server's key is not the pinned one: another server, or someone in the middle.
+    #[error(
+        "the server at {endpoint} has key {}, not the expected {}; refusing to log in",
+        .got.fingerprint(),
+        .pinned.fingerprint()
+    )]
+    ServerKeyMismatch {
+        /// The server address as given.
+        endpoint: String,
+        /// The key the caller expected.
+        pinned: PublicKey,
+        /// The key the server announced.
+        got: PublicKey,
+    },
+    /// The server closed the connection before the handshake finished.
+    #[error("the server closed the connection during the handshake")]
+    ClosedDuringHandshake,
+    /// The server closed the connection.
+    #[error("the server closed the connection")]
+    Closed,
+    /// Reading from or writing to the connection failed.
+    #[error("connection lost: {}", describe_io(.0))]
+    Io(io::Error),
+    /// The WebSocket layer failed after the upgrade.
+    #[error("WebSocket error: {0}")]
+    WebSocket(Box<tungstenite::Error>),
+    /// A frame could not be built or split (a body over 65535 bytes, a WebSocket message that
+    /// does not hold exactly one frame).
+    #[error("framing error: {0}")]
+    Frame(FrameError),
+    /// The server sent a frame whose body is not a valid datum. The framing is intact, so the
+    /// connection can go on.
+    #[error("the server sent a bad datum (type {kind}): {error}")]
+    BadDatum {
+        /// The frame's type byte.
+        kind: u8,
+        /// Why it does not decode.
+        error: DatumError,
+    },
+    /// The server sent a WebSocket text message; flexim speaks binary only.
+    #[error("the server sent a WebSocket text message; flexim uses binary messages only")]
+    TextMessage,
+    /// The handshake failed on this side (the challenge did not open, an unexpected datum, ...).
+    #[error("handshake failed: {0}")]
+    Handshake(HandshakeError),
+    /// The server answered with an error Status.
+    #[error("{} ({status}): {payload}", status::name(*status))]
+    Server {
+        /// The Status code (negative).
+        status: i8,
+        /// The server's explanation.
+        payload: String,
+    },
+    /// The server answered with a datum of a kind the request does not expect.
+    #[error("expected {expected} from the server, got {got}")]
+    Unexpected {
+        /// What the request expects.
+        expected: &'static str,
+        /// What arrived.
+        got: String,
+    },
+    /// A message could not be sealed (empty or too long text, a weak peer key).
+    #[error("cannot encrypt: {0}")]
+    E2e(E2eError),
+    /// The operating system's random number generator failed.
+    #[error("cannot draw random bytes: {0}")]
+    Random(getrandom::Error),
+}
+
+impl ClientError {
+    /// True when the connection is gone (or never came up), so that retrying on this `Client`
+    /// is pointless. Server errors, bad datums and encryption errors leave it usable.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Connect { .. }
+                | ClientError::Upgrade { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::NotFlexim { .. }
+                | ClientError::ServerKeyMismatch { .. }
+                | ClientError::ClosedDuringHandshake
+                | ClientError::Closed
+                | ClientError::Io(_)
+                | ClientError::WebSocket(_)
+        )
+    }
+
+    /// True for input that cannot come from a flexim server at all: undecodable frames, text
+    /// messages, a stream cut inside a frame.
+    pub(crate) fn is_garbage(&self) -> bool {
+        match self {
+            ClientError::BadDatum { .. } | ClientError::Frame(_) | ClientError::TextMessage => true,
+            ClientError::Io(e) => e.kind() == io::ErrorKind::UnexpectedEof,
+            _ => false,
+        }
+    }
+
+    /// The Status code when the server refused the request.
+    pub fn server_status(&self) -> Option<i8> {
+        match self {
+            ClientError::Server { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+impl From<FrameError> for ClientError {
+    fn from(e: FrameError) -> Self {
+        ClientError::Frame(e)
+    }
+}
+
+impl From<E2eError> for ClientError {
+    fn from(e: E2eError) -> Self {
+        ClientError::E2e(e)
+    }
+}
+
+impl From<HandshakeError> for ClientError {
+    /// A refusal by the server becomes [`ClientError::Server`], so that AUTH_FAILED looks like
+    /// every other server error; anything else is a local handshake failure.
+    fn from(e: HandshakeError) -> Self {
+        match e {
+            HandshakeError::Rejected { status, payload } => ClientError::Server { status, payload },
+            other => ClientError::Handshake(other),
+        }
+    }
+}
+
+impl From<tungstenite::Error> for ClientError {
+    /// Closing errors and I/O errors get the same variants as on TCP, so callers need not care
+    /// which transport they use.
+    fn from(e: tungstenite::Error) -> Self {
+        match e {
+            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+                ClientError::Closed
+            }
+            tungstenite::Error::Io(io) => ClientError::Io(io),
+            other => ClientError::WebSocket(Box::new(other)),
+        }
+    }
+}
+
+/// A short description of an I/O error: the well-known network failures by name (without the
+/// "(os error 111)" noise), anything else as the operating system reported it.
+pub(crate) fn describe_io(e: &io::Error) -> String {
+    use io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => "connection refused".into(),
+        ConnectionReset => "connection reset by the server".into(),
+        ConnectionAborted => "connection aborted".into(),
+        TimedOut => "timed out".into(),
+        UnexpectedEof => e
+            .get_ref()
+            .map(|inner| inner.to_string())
+            .unwrap_or_else(|| "unexpected end of stream".into()),
+        _ => e.to_string(),
+    }
+}

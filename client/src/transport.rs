@@ -1,0 +1,237 @@
+//! The byte transports: raw TCP and WebSocket, both carrying whole datums.
+//!
+//! Both halves are built to be cancel-safe, because [`Transport::recv`] runs inside
+//! `tokio::select!` next to stdin and may be dropped at any await point:
+//! - Incoming bytes are kept in the struct (the TCP read buffer, or tungstenite's own state), so
+//!   a dropped `recv` loses nothing; a datum is only taken out of the buffer synchronously,
+//!   after it is complete.
+//! - Outgoing datums are first queued in the struct (synchronously) and then flushed. A dropped
+//!   flush leaves the rest in the queue, and every later `send`/`recv` flushes it first, so a
+//!   frame is never cut in half on the wire and never silently lost.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+
+use bytes::{Buf as _, BytesMut};
+use flexim_protocol::frame::{self, HEADER, MAX_BODY, PREFIX_LEN};
+use flexim_protocol::{Datum, DatumError};
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::endpoint::Endpoint;
+use crate::error::ClientError;
+
+/// A connection to a server that sends and receives whole datums.
+pub struct Transport {
+    /// The socket and its buffers.
+    inner: Inner,
+}
+
+/// The two transports.
+enum Inner {
+    /// Raw TCP.
+    Tcp {
+        /// The socket.
+        stream: TcpStream,
+        /// Bytes read but not yet returned as datums (a partial frame survives cancellation
+        /// here).
+        rbuf: BytesMut,
+        /// Bytes queued for writing but not yet accepted by the socket.
+        wbuf: BytesMut,
+    },
+    /// WebSocket, one frame per binary message.
+    Ws {
+        /// The WebSocket. Boxed because tungstenite's state is large and this enum is moved
+        /// around with the client.
+        ws: Box<WebSocketStream<TcpStream>>,
+        /// Messages queued for sending but not yet handed to the WebSocket.
+        outbox: VecDeque<WsMessage>,
+    },
+}
+
+impl Transport {
+    /// Opens the connection (TCP, then the HTTP upgrade for WebSocket). Sends nothing else:
+    /// the caller sends the header, so that tests can also send a wrong one.
+    pub async fn connect(endpoint: &Endpoint) -> Result<Transport, ClientError> {
+        let stream = TcpStream::connect(endpoint.socket_addr())
+            .await
+            .map_err(|error| ClientError::Connect {
+                endpoint: endpoint.to_string(),
+                error,
+            })?;
+        // Datums are small and interactive; waiting to coalesce them only adds latency.
+        let _ = stream.set_nodelay(true);
+        let inner = match endpoint {
+            Endpoint::Tcp { .. } => Inner::Tcp {
+                stream,
+                rbuf: BytesMut::with_capacity(8 * 1024),
+                wbuf: BytesMut::new(),
+            },
+            Endpoint::WebSocket { url, .. } => {
+                let (ws, _response) = tokio_tungstenite::client_async(url.as_str(), stream)
+                    .await
+                    // The TCP connection is up, so whatever fails now (a 404, a reset by a
+                    // server that does not speak HTTP) is the upgrade's failure.
+                    .map_err(|error| ClientError::Upgrade {
+                        url: url.clone(),
+                        error: Box::new(error),
+                    })?;
+                Inner::Ws {
+                    ws: Box::new(ws),
+                    outbox: VecDeque::new(),
+                }
+            }
+        };
+        Ok(Transport { inner })
+    }
+
+    /// Whether this is a WebSocket connection.
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.inner, Inner::Ws { .. })
+    }
+
+    /// Sends the 5-byte connection header (on WebSocket: as the first binary message).
+    pub async fn send_header(&mut self) -> Result<(), ClientError> {
+        self.send_raw(&HEADER).await
+    }
+
+    /// Sends arbitrary bytes: on TCP they go onto the stream as they are, on WebSocket they
+    /// form one binary message. Meant for tests of the server's error handling.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.queue_raw(bytes);
+        self.flush().await
+    }
+
+    /// Sends one datum.
+    pub async fn send(&mut self, datum: &Datum) -> Result<(), ClientError> {
+        self.queue(datum)?;
+        self.flush().await
+    }
+
+    /// Queues one datum for sending without waiting. Once this returns `Ok`, the datum is
+    /// committed: it goes out whole with the next `flush`, `send` or `recv`.
+    pub fn queue(&mut self, datum: &Datum) -> Result<(), ClientError> {
+        let frame = datum.to_frame()?;
+        self.queue_raw(&frame);
+        Ok(())
+    }
+
+    /// Queues raw bytes (see [`Transport::send_raw`]).
+    fn queue_raw(&mut self, bytes: &[u8]) {
+        match &mut self.inner {
+            Inner::Tcp { wbuf, .. } => wbuf.extend_from_slice(bytes),
+            Inner::Ws { outbox, .. } => outbox.push_back(WsMessage::binary(bytes.to_vec())),
+        }
+    }
+
+    /// Writes everything queued. Cancel-safe: what was not written stays queued.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        match &mut self.inner {
+            Inner::Tcp { stream, wbuf, .. } => {
+                while wbuf.has_remaining() {
+                    // `write_buf` advances `wbuf` only by what the socket accepted.
+                    let n = stream.write_buf(wbuf).await?;
+                    if n == 0 {
+                        return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+                    }
+                }
+                Ok(())
+            }
+            Inner::Ws { ws, outbox } => {
+                while !outbox.is_empty() {
+                    // Wait for room first and only then take the message out of the queue,
+                    // so that a cancellation while waiting loses nothing.
+                    poll_fn(|cx| ws.poll_ready_unpin(cx)).await?;
+                    if let Some(msg) = outbox.pop_front() {
+                        ws.start_send_unpin(msg)?;
+                    }
+                }
+                ws.flush().await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Receives the next datum; `Ok(None)` when the server closed the connection cleanly.
+    ///
+    /// Cancel-safe: partial input stays in the buffers and the next call carries on.
+    /// A frame whose body does not decode is consumed and reported as
+    /// [`ClientError::BadDatum`]; the stream stays in sync, so the caller may go on reading.
+    pub async fn recv(&mut self) -> Result<Option<Datum>, ClientError> {
+        // Queued output must go first: the caller may be waiting for the answer to it.
+        self.flush().await?;
+        match &mut self.inner {
+            Inner::Tcp { stream, rbuf, .. } => loop {
+                // The server's frames may use the whole 16-bit length; its own 48 KiB limit
+                // applies only to what it receives.
+                if let Some(info) = frame::check(rbuf, MAX_BODY)? {
+                    let frame = rbuf.split_to(info.total());
+                    return decode(info.kind, &frame[PREFIX_LEN..]).map(Some);
+                }
+                if stream.read_buf(rbuf).await? == 0 {
+                    if rbuf.is_empty() {
+                        return Ok(None);
+                    }
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection in the middle of a datum",
+                    )
+                    .into());
+                }
+            },
+            Inner::Ws { ws, .. } => loop {
+                match ws.next().await {
+                    None => return Ok(None),
+                    Some(Ok(WsMessage::Binary(bytes))) => {
+                        let (kind, body) = frame::split_exact(&bytes, MAX_BODY)?;
+                        return decode(kind, body).map(Some);
+                    }
+                    Some(Ok(WsMessage::Text(_))) => return Err(ClientError::TextMessage),
+                    // The close frame's code and reason are not needed: the server sends any
+                    // explanation as a Status datum before closing.
+                    Some(Ok(WsMessage::Close(_))) => return Ok(None),
+                    // tungstenite answers pings by itself.
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => {
+                        return match ClientError::from(e) {
+                            ClientError::Closed => Ok(None),
+                            ClientError::WebSocket(e)
+                                if matches!(
+                                    *e,
+                                    tokio_tungstenite::tungstenite::Error::Protocol(
+                                        tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake
+                                    )
+                                ) =>
+                            {
+                                // The server dropped the TCP connection without a close frame;
+                                // for the user that is the same as a close.
+                                Ok(None)
+                            }
+                            other => Err(other),
+                        };
+                    }
+                }
+            },
+        }
+    }
+
+    /// Closes the connection politely (a WebSocket close frame, or a TCP shutdown).
+    pub async fn close(&mut self) -> Result<(), ClientError> {
+        self.flush().await?;
+        match &mut self.inner {
+            Inner::Tcp { stream, .. } => stream.shutdown().await?,
+            // Sending the close frame through the Sink is the same call with any feature set of
+            // tokio-tungstenite (its inherent `close` is not).
+            Inner::Ws { ws, .. } => ws.send(WsMessage::Close(None)).await?,
+        }
+        Ok(())
+    }
+}
+
+/// Decodes one frame body, naming the type byte on failure.
+fn decode(kind: u8, body: &[u8]) -> Result<Datum, ClientError> {
+    Datum::decode(kind, body).map_err(|error: DatumError| ClientError::BadDatum { kind, error })
+}
