@@ -88,3 +88,26 @@ fn a_port_in_use_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
 }
+
+#[tokio::test]
+async fn http_serves_the_page_health_and_metrics() {
+    let server = TestServer::start();
+    let (status, body) = flexim_tests::http_get(&server.http, "/").await.unwrap();
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("flexim"), "{body}");
+    let (status, body) = flexim_tests::http_get(&server.http, "/healthz")
+        .await
+        .unwrap();
+    assert!(
+        status.contains("200") && body.trim() == "ok",
+        "{status} {body}"
+    );
+    // One login shows up in the counters.
+    let _alice = flexim_tests::Raw::login(server.tcp, &flexim_tests::new_key())
+        .await
+        .unwrap();
+    let (_, metrics) = flexim_tests::http_get(&server.http, "/metrics")
+        .await
+        .unwrap();
+    assert!(metrics.contains("flexim_logins_total 1"), "{metrics}");
+}
