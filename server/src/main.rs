@@ -44,19 +44,19 @@ struct Cli {
     max_body: u16,
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler can be installed");
+/// Installs the SIGINT and SIGTERM handlers now and returns a future that completes on either.
+/// Installing before the banner says "ready" matters: a signal that arrives between "ready" and
+/// the first poll of a lazily installed handler would kill the process uncleanly.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
 }
 
 #[tokio::main]
@@ -80,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
         name: cli.name,
         limits,
     };
+    let stop = shutdown_signal().context("cannot install the signal handlers")?;
     let server = Server::bind(config)
         .await
         .context("flexim-server cannot start")?;
@@ -99,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("ready");
-    server.run(shutdown_signal()).await?;
+    server.run(stop).await?;
     println!("stopped");
     Ok(())
 }
