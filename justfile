@@ -1,17 +1,19 @@
-# flexim: `just serve` runs the server, `just test` runs everything CI runs.
+# flexim: `just serve` runs the server with the browser client, `just test` runs everything CI runs.
 # Both install what they need on a fresh machine that has Rust and `just`.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 # Recipe arguments reach commands as "$@", so a message with spaces stays one argument.
 set positional-arguments := true
 
+wasm := "target/wasm32-unknown-unknown/wasm-release/flexim_web.wasm"
+
 # List the recipes.
 default:
     @just --list
 
 # Flags pass through (`just serve --help`); FLEXIM_TCP, FLEXIM_HTTP and FLEXIM_DATA override too.
-# Build and run the server: FLEX/TCP on 127.0.0.1:4321, HTTP and WebSocket on 127.0.0.1:8080.
-serve *ARGS:
+# Build the browser client, then run the server: FLEX/TCP on 127.0.0.1:4321, web on http://127.0.0.1:8080.
+serve *ARGS: build-web
     cargo run --release -p flexim-server -- "$@"
 
 # Run the native client, e.g. `just flexim keygen --out alice.key` (see `just flexim --help`).
@@ -20,14 +22,38 @@ flexim *ARGS:
     @cargo build --release -p flexim-client --bin flexim
     @target/release/flexim "$@"
 
-# Install what the build and the tests need and this machine lacks.
-setup:
-    rustup target add wasm32-unknown-unknown
+# Compile the browser client to WebAssembly and write it with its JavaScript glue to static/pkg/.
+build-web: setup-wasm
+    cargo build --profile wasm-release -p flexim-web --target wasm32-unknown-unknown
+    cargo run --quiet -p flexim-wasm-tools --bin flexim-bindgen -- {{wasm}} static/pkg
+    @echo "browser client: static/pkg/ ($(du -k static/pkg/flexim_web_bg.wasm | cut -f1) KiB of wasm, $(gzip -c static/pkg/flexim_web_bg.wasm | wc -c | awk '{print int($1/1024)}') KiB gzipped)"
 
-# The whole suite: formatting, lints, the wasm32 build of the protocol crate, every test.
-test: setup
+# The wasm32 target, for the browser client and the protocol crate.
+setup-wasm:
+    @rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+# Chromium and its WebDriver, for the browser tests (Debian packages; installed when missing).
+setup-browser:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if command -v chromedriver >/dev/null && [ -x /usr/bin/chromium ]; then exit 0; fi
+    if [ "$(id -u)" != 0 ]; then
+        echo "the browser tests need Chromium and chromedriver: sudo apt-get install chromium chromium-driver" >&2
+        exit 1
+    fi
+    echo "installing chromium and chromium-driver (Debian packages)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+
+# Everything the build and the tests need that this machine lacks.
+setup: setup-wasm setup-browser
+
+# The whole suite: formatting, lints, wasm32 builds, the web client's tests in Chromium, every test.
+test: setup build-web
     cargo fmt --all -- --check
-    cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy --workspace --exclude flexim-web --all-targets -- -D warnings
+    cargo clippy -p flexim-web --target wasm32-unknown-unknown --all-targets -- -D warnings
     cargo build -p flexim-protocol --target wasm32-unknown-unknown
     cargo build --workspace --bins
-    if command -v cargo-nextest >/dev/null; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi
+    cargo test -p flexim-web --target wasm32-unknown-unknown
+    if command -v cargo-nextest >/dev/null; then cargo nextest run --workspace --exclude flexim-web --no-fail-fast; else cargo test --workspace --exclude flexim-web --no-fail-fast; fi

@@ -2,6 +2,8 @@
 //! with its own temporary data directory, and a raw FLEX connection for sending exactly the
 //! bytes a test wants (including wrong ones).
 
+pub mod webdriver;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! directories, real sockets (TCP and WebSocket), real clients and real cryptography.
 
 mod bad_input;
+mod browser;
 mod chat;
 mod cli;
 mod handshake;

@@ -1,0 +1,237 @@
+//! The browser client in real headless Chromium (through chromedriver), with a native client:
+//! browser->browser, browser->native, native->browser, presence, offline delivery to a browser,
+//! identity across reloads, unread counts.
+
+use std::path::Path;
+use std::time::Duration;
+
+use flexim_client::{Client, Event, Identity};
+use flexim_protocol::PublicKey;
+use flexim_tests::webdriver::{Browser, Driver};
+use flexim_tests::{TestServer, new_key};
+use serde_json::json;
+
+/// Long enough for a cold Chromium to load the wasm bundle on a busy 2-core machine.
+const UI_WAIT: Duration = Duration::from_secs(30);
+
+const ENTER: &str = "\u{E007}";
+
+async fn set_value(b: &Browser, css: &str, text: &str) {
+    b.js(
+        "const el = document.querySelector(arguments[0]); el.value = arguments[1]; \
+         el.dispatchEvent(new Event('input', {bubbles: true}));",
+        vec![json!(css), json!(text)],
+    )
+    .await
+    .unwrap();
+}
+
+/// Opens the page and waits until the client is logged in; returns its key hex.
+async fn open(b: &Browser, url: &str) -> String {
+    b.goto(url).await.unwrap();
+    b.wait_for("#conn-state[data-state=online]", UI_WAIT)
+        .await
+        .unwrap();
+    let key = b.text_of("#my-key").await.unwrap().trim().to_string();
+    assert!(PublicKey::from_hex(&key).is_some(), "{key:?}");
+    key
+}
+
+async fn register(b: &Browser, alias: &str) -> String {
+    set_value(b, "#alias-input", alias).await;
+    b.click("#alias-button").await.unwrap();
+    b.wait_text("#alias-result", UI_WAIT, |t| !t.trim().is_empty())
+        .await
+        .unwrap()
+}
+
+async fn open_conversation(b: &Browser, who: &str, key: &str) {
+    set_value(b, "#contact-input", who).await;
+    b.click("#contact-add").await.unwrap();
+    b.wait_for(&format!("#conversation[data-key='{key}']"), UI_WAIT)
+        .await
+        .unwrap();
+}
+
+async fn send(b: &Browser, text: &str) {
+    b.type_into("#composer", &format!("{text}{ENTER}"))
+        .await
+        .unwrap();
+}
+
+fn contact(key: &str) -> String {
+    format!("#contacts li.contact[data-key='{key}']")
+}
+
+async fn next_message(c: &mut Client) -> flexim_client::Received {
+    loop {
+        match tokio::time::timeout(UI_WAIT, c.next_event())
+            .await
+            .expect("a message reaches the native client")
+            .unwrap()
+        {
+            Event::Message(m) => return m,
+            Event::Closed => panic!("native client closed"),
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_and_a_native_client_chat_end_to_end() {
+    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("../static/pkg/flexim_web.js");
+    assert!(
+        bundle.exists(),
+        "the browser bundle is missing: run `just build-web` (or `just test`) first"
+    );
+    let server = TestServer::start();
+    let url = server.http.clone();
+    let driver = Driver::start().await.unwrap();
+    let anna = driver.browser(1100, 760).await.unwrap();
+    let ben = driver.browser(1100, 760).await.unwrap();
+
+    let anna_key = open(&anna, &url).await;
+    let ben_key = open(&ben, &url).await;
+    assert_ne!(anna_key, ben_key, "each browser made its own identity");
+    let server_fp = PublicKey::from_hex(&server.key).unwrap().fingerprint();
+    assert_eq!(
+        anna.text_of("#server-fingerprint").await.unwrap().trim(),
+        server_fp
+    );
+    let anna_fp = PublicKey::from_hex(&anna_key).unwrap().fingerprint();
+    assert_eq!(
+        anna.text_of("#my-fingerprint").await.unwrap().trim(),
+        anna_fp
+    );
+
+    // Aliases: first come, first served, with a clear message when taken.
+    assert!(register(&anna, "anna").await.contains("registered"));
+    assert!(register(&ben, "anna").await.contains("taken"));
+    assert!(register(&ben, "ben").await.contains("registered"));
+
+    // The identity survives a reload.
+    assert_eq!(open(&anna, &url).await, anna_key);
+
+    // A native client on TCP.
+    let carl_id = Identity::from_secret(new_key());
+    let carl_key = carl_id.public_key().to_hex();
+    let mut carl = Client::connect(&server.tcp.to_string(), &carl_id, Some("carl"))
+        .await
+        .unwrap();
+
+    // Browser -> browser, by alias; the contact's fingerprint is shown; an unread count appears.
+    open_conversation(&ben, "anna", &anna_key).await;
+    assert_eq!(
+        ben.text_of("#contact-fingerprint").await.unwrap().trim(),
+        anna_fp
+    );
+    send(&ben, "hello anna, ben here").await;
+    ben.wait_text("#messages .message.out .delivery", UI_WAIT, |t| {
+        t.contains("relayed")
+    })
+    .await
+    .unwrap();
+    let unread = format!("{} .unread", contact(&ben_key));
+    anna.wait_text(&unread, UI_WAIT, |t| t.trim() == "1")
+        .await
+        .unwrap();
+    anna.click(&contact(&ben_key)).await.unwrap();
+    anna.wait_text("#messages .message.in .text", UI_WAIT, |t| {
+        t == "hello anna, ben here"
+    })
+    .await
+    .unwrap();
+    assert!(
+        anna.attr(&unread, "hidden").await.unwrap().is_some(),
+        "read messages are not unread"
+    );
+
+    // Browser -> native, by key.
+    open_conversation(&anna, &carl_key, &carl_key).await;
+    send(&anna, "hi carl, from a browser").await;
+    let m = next_message(&mut carl).await;
+    assert_eq!(m.text, "hi carl, from a browser");
+    assert_eq!(m.from.to_hex(), anna_key);
+    anna.wait_for(
+        &format!("{}[data-online='true']", contact(&carl_key)),
+        UI_WAIT,
+    )
+    .await
+    .unwrap();
+
+    // Native -> browser.
+    carl.send_text("ben", "hi ben, from a terminal", &[])
+        .await
+        .unwrap();
+    ben.wait_text(&format!("{} .unread", contact(&carl_key)), UI_WAIT, |t| {
+        t.trim() == "1"
+    })
+    .await
+    .unwrap();
+    ben.click(&contact(&carl_key)).await.unwrap();
+    ben.wait_text("#messages .message.in .text", UI_WAIT, |t| {
+        t == "hi ben, from a terminal"
+    })
+    .await
+    .unwrap();
+
+    // Presence: Carl leaves and Anna's list shows it.
+    carl.close().await.unwrap();
+    drop(carl);
+    anna.wait_for(
+        &format!("{}[data-online='false']", contact(&carl_key)),
+        UI_WAIT,
+    )
+    .await
+    .unwrap();
+
+    // Screenshots of the two windows chatting, for the README (target/screenshots/).
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    anna.click(&contact(&ben_key)).await.unwrap();
+    send(
+        &anna,
+        "hi ben! this one is end-to-end encrypted in your browser",
+    )
+    .await;
+    ben.click(&contact(&anna_key)).await.unwrap();
+    ben.wait_text("#messages", UI_WAIT, |t| {
+        t.contains("end-to-end encrypted in your browser")
+    })
+    .await
+    .unwrap();
+    std::fs::write(shots.join("anna.png"), anna.screenshot().await.unwrap()).unwrap();
+    std::fs::write(shots.join("ben.png"), ben.screenshot().await.unwrap()).unwrap();
+
+    // A message sent while a browser is closed arrives when it comes back.
+    ben.goto("about:blank").await.unwrap();
+    anna.wait_for(
+        &format!("{}[data-online='false']", contact(&ben_key)),
+        UI_WAIT,
+    )
+    .await
+    .unwrap();
+    send(&anna, "sent while you were away").await;
+    anna.wait_text("#messages", UI_WAIT, |t| t.contains("stored"))
+        .await
+        .unwrap();
+    assert_eq!(
+        open(&ben, &url).await,
+        ben_key,
+        "Ben's identity survived closing the page"
+    );
+    ben.wait_text(&format!("{} .unread", contact(&anna_key)), UI_WAIT, |t| {
+        t.trim() == "1"
+    })
+    .await
+    .unwrap();
+    ben.click(&contact(&anna_key)).await.unwrap();
+    ben.wait_text("#messages", UI_WAIT, |t| {
+        t.contains("sent while you were away")
+    })
+    .await
+    .unwrap();
+
+    anna.quit().await.unwrap();
+    ben.quit().await.unwrap();
+}

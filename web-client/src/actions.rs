@@ -1,0 +1,306 @@
+//! What the user can do on the page: each method runs on one control's event, through
+//! `app::with_app`, which re-renders afterwards.
+
+use flexim_protocol::keys::validate_alias;
+use flexim_protocol::{PublicKey, SecretKey};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{Notification, NotificationOptions, NotificationPermission};
+
+use crate::app::{App, random, with_app};
+use crate::dom;
+use crate::policy;
+use crate::session::{Lookup, Session};
+use crate::storage;
+
+/// The longest notification body: enough to recognise a message, short enough for every
+/// notification system.
+const NOTIFICATION_CHARS: usize = 160;
+
+/// Whether this browser has the Notification API at all (some mobile browsers do not, and
+/// calling into a missing API would throw).
+fn notifications_supported() -> bool {
+    dom::window().is_some_and(|w| {
+        js_sys::Reflect::has(&w, &JsValue::from_str("Notification")).unwrap_or(false)
+    })
+}
+
+impl App {
+    /// `#alias-button`: REGISTER the alias typed in `#alias-input`.
+    pub fn on_register(&mut self) {
+        let alias = self.ui.alias_input.value().trim().to_string();
+        if alias.is_empty() {
+            self.ui.set_alias_result("Type an alias first.", false);
+            return;
+        }
+        // The server checks the alias rules and says why it refuses, so its reason is
+        // what the user sees; checking here too would only risk disagreeing with it.
+        match self.session.register(&alias) {
+            Ok(()) => self
+                .ui
+                .set_alias_result(&format!("registering {alias}…"), true),
+            Err(e) => self
+                .ui
+                .set_alias_result(&format!("Cannot register now: {e}."), false),
+        }
+        self.pump();
+    }
+
+    /// `#contact-add`: starts a conversation with the key or alias in `#contact-input`.
+    pub fn on_add_contact(&mut self) {
+        let input = self.ui.contact_input.value().trim().to_string();
+        if input.is_empty() {
+            self.ui
+                .set_contact_error("Type an alias or a key (64 hexadecimal digits).");
+            return;
+        }
+        if let Some(key) = PublicKey::from_hex(&input) {
+            // A low-order key would make the conversation key predictable to anyone.
+            if self.secret.diffie_hellman(&key).is_none() {
+                self.ui.set_contact_error(
+                    "This key cannot be used: it would make the encryption predictable.",
+                );
+                return;
+            }
+            self.contacts.add(&key, None, dom::now_secs());
+            self.ui.set_contact_error("");
+            self.ui.contact_input.set_value("");
+            self.open_conversation(&key);
+            // A key needs no lookup to talk to; asking only fills in its alias and presence.
+            let _ = self.session.get_user(&key.to_hex(), Lookup::Refresh);
+        } else if validate_alias(&input).is_ok() {
+            match self.session.get_user(&input, Lookup::Contact) {
+                Ok(()) => self.ui.set_contact_error(""),
+                Err(e) => self.ui.set_contact_error(&format!(
+                    "Cannot look up “{input}”: {e}. Try again once online."
+                )),
+            }
+        } else {
+            self.ui.set_contact_error(&format!(
+                "“{input}” is neither a key (64 hexadecimal digits) nor an alias \
+                 (a letter, then letters, digits, '_', '-' or '.')."
+            ));
+        }
+        self.pump();
+    }
+
+    /// `#search-button`: SEARCH for the text in `#search-input`.
+    pub fn on_search(&mut self) {
+        let text = self.ui.search_input.value().trim().to_string();
+        if text.is_empty() {
+            self.ui
+                .show_list_note(&self.ui.search_results, "Type part of an alias first.");
+            return;
+        }
+        match self.session.search(&text) {
+            Ok(()) => self
+                .ui
+                .show_list_note(&self.ui.search_results, "Searching…"),
+            Err(e) => self
+                .ui
+                .show_list_note(&self.ui.search_results, &format!("Cannot search: {e}.")),
+        }
+        self.pump();
+    }
+
+    /// A click on a search result or a roster entry: opens that user's conversation.
+    pub fn open_user(&mut self, key: PublicKey) {
+        let user = self
+            .search
+            .iter()
+            .chain(self.roster.iter())
+            .find(|u| u.key == key)
+            .cloned();
+        self.contacts.add(&key, None, dom::now_secs());
+        if let Some(user) = user {
+            self.contacts.learn_name(&key, &user.aliases);
+            self.contacts.set_online(&key, user.online.unwrap_or(false));
+        }
+        self.open_conversation(&key);
+    }
+
+    /// `#send-button` or Enter in `#composer`: sends the composer's text to the open
+    /// conversation.
+    pub fn on_send(&mut self) {
+        let text = self.ui.composer.value();
+        if text.trim().is_empty() {
+            return;
+        }
+        let Some(peer) = self.contacts.open_key().copied() else {
+            self.ui
+                .log("open a conversation first: pick a contact or start one with an alias");
+            return;
+        };
+        let line = self.contacts.send(&peer, &text, dom::now_secs());
+        self.ui.composer.set_value("");
+        self.dirty = true;
+        if self.session.is_ready() {
+            self.send_line(&peer, line);
+        } else {
+            // Shown as "sending" and sent at the next login.
+            self.unsent.push((peer, line));
+        }
+        self.pump();
+    }
+
+    /// `#accept-server-key`: trusts the server's new key and lets the login go on.
+    pub fn on_accept_server_key(&mut self) {
+        let Some((_, presented)) = self.key_warning.take() else {
+            return;
+        };
+        if let Err(e) = self.store.set(storage::SERVER_KEY, &presented.to_hex()) {
+            self.ui.log(&format!("the new key could not be saved: {e}"));
+        }
+        self.pinned = Some(presented);
+        self.ui.log("you accepted the server's new key");
+        if self.session.is_holding_server_key() {
+            self.session.accept_server_key();
+            self.conn = crate::app::Conn::Connecting;
+            self.pump();
+        } else {
+            // The connection that showed the key is gone (the server does not wait more than
+            // 30 seconds for a login): start a new one with the new pin.
+            self.session.set_pinned(Some(presented));
+            self.reconnect_now();
+        }
+    }
+
+    /// `#export-button`: shows the secret key (or hides it again).
+    pub fn on_export_toggle(&mut self) {
+        self.export_shown = !self.export_shown;
+        let hex = self.secret.to_hex();
+        self.ui
+            .show_export(self.export_shown.then_some(hex.as_str()));
+    }
+
+    /// `#import-button`: replaces the identity with the pasted secret key, after asking.
+    pub fn on_import(&mut self) {
+        let secret = match policy::parse_identity_import(&self.ui.import_input.value()) {
+            Ok(secret) => secret,
+            Err(e) => {
+                self.ui.set_import_error(&format!("{e}."));
+                return;
+            }
+        };
+        if secret.public_key() == *self.session.me() {
+            self.ui.set_import_error("This is already your key.");
+            return;
+        }
+        let confirmed = dom::window()
+            .and_then(|w| {
+                w.confirm_with_message(
+                    "Replace your identity with the imported key?\n\n\
+                     The current key is deleted from this browser: export it first if you \
+                     may need it again. Your contacts stay, but the conversation history on \
+                     this device is cleared.",
+                )
+                .ok()
+            })
+            .unwrap_or(false);
+        if !confirmed {
+            return;
+        }
+        if let Err(e) = self.store.set(storage::IDENTITY, &secret.to_hex()) {
+            self.ui
+                .set_import_error(&format!("The key could not be saved: {e}."));
+            return;
+        }
+        self.switch_identity(secret);
+    }
+
+    /// Starts over as another user: new session, no alias, no history, new connection.
+    fn switch_identity(&mut self, secret: SecretKey) {
+        self.session = Session::new(secret.clone(), self.pinned, random());
+        self.secret = secret;
+        self.alias = None;
+        self.store.remove(storage::ALIAS);
+        self.my_aliases.clear();
+        self.contacts.clear_history();
+        self.dirty = true;
+        // Anything waiting to be sent was sealed by, or is to be sent as, the old key.
+        self.unsent.clear();
+        self.unanswered.clear();
+        self.export_shown = false;
+        self.ui.show_export(None);
+        self.ui.set_me(self.session.me());
+        self.ui.import_input.set_value("");
+        self.ui.set_import_error("");
+        self.ui.set_alias_result("", true);
+        self.ui
+            .log("your identity was replaced by the imported key");
+        self.reconnect_now();
+    }
+
+    /// Shows the notification button according to the browser's permission.
+    pub fn update_notify_button(&self) {
+        if !notifications_supported() {
+            self.ui
+                .set_notify("Notifications unavailable in this browser", false);
+            return;
+        }
+        let label = match Notification::permission() {
+            NotificationPermission::Granted => "Notifications on",
+            NotificationPermission::Denied => "Notifications blocked",
+            _ => "Enable notifications",
+        };
+        self.ui.set_notify(label, true);
+    }
+
+    /// `#notify-button`: asks for permission to show desktop notifications.
+    pub fn on_notify_click(&mut self) {
+        if !notifications_supported() {
+            return;
+        }
+        match Notification::permission() {
+            NotificationPermission::Granted => self
+                .ui
+                .log("notifications are on: for messages flagged NOTIFY and while this tab is hidden"),
+            NotificationPermission::Denied => self.ui.log(
+                "notifications are blocked for this site; allow them in the browser's site settings",
+            ),
+            _ => match Notification::request_permission() {
+                Ok(promise) => {
+                    let done = Closure::<dyn FnMut(JsValue)>::new(|_| {
+                        with_app(|app| app.update_notify_button())
+                    });
+                    let _ = promise.then(&done);
+                    // The promise settles once; the small closure is left to it.
+                    done.forget();
+                }
+                Err(_) => self.ui.log("the browser refused to ask for notifications"),
+            },
+        }
+    }
+
+    /// Shows a desktop notification for a message from `from`, if allowed.
+    pub fn notify(&self, from: &PublicKey, text: &str) {
+        if !notifications_supported()
+            || Notification::permission() != NotificationPermission::Granted
+        {
+            return;
+        }
+        let name = self
+            .contacts
+            .get(from)
+            .map(|c| c.display_name())
+            .unwrap_or_else(|| crate::state::short_fingerprint(from));
+        let body: String = text.chars().take(NOTIFICATION_CHARS).collect();
+        let options = NotificationOptions::new();
+        options.set_body(&body);
+        // One notification per contact: a newer message replaces the older one.
+        options.set_tag(&from.to_hex());
+        match Notification::new_with_options(&format!("{name} (flexim)"), &options) {
+            Ok(notification) => {
+                let key = *from;
+                let on_click = Closure::once_into_js(move || {
+                    if let Some(w) = dom::window() {
+                        let _ = w.focus();
+                    }
+                    with_app(|app| app.open_conversation(&key));
+                });
+                notification.set_onclick(Some(on_click.unchecked_ref()));
+            }
+            Err(_) => self.ui.log("the browser refused to show a notification"),
+        }
+    }
+}

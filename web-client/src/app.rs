@@ -1,0 +1,531 @@
+//! The controller: one [`App`] per page, holding the session, the contacts, the socket and
+//! the page, and reacting to the socket, the timers and the user.
+//!
+//! Browser callbacks cannot borrow Rust state, so the `App` lives in a thread-local cell and
+//! every callback goes through [`with_app`], which also re-renders once the callback is done.
+//! This file covers start-up, rendering and the connection's life; `reactions.rs` handles
+//! the session's events and `actions.rs` the user's.
+
+use std::cell::RefCell;
+
+use flexim_protocol::{PublicKey, SecretKey, User};
+use wasm_bindgen::JsCast;
+use web_sys::{Event, EventTarget, KeyboardEvent};
+
+use crate::dom::{self, listen};
+use crate::net::{Socket, SocketEvent, ws_url};
+use crate::policy::{self, Backoff};
+use crate::session::{Session, Unanswered};
+use crate::state::Contacts;
+use crate::storage::{self, Store};
+use crate::ui::{ConnView, Ui, item_key};
+
+thread_local! {
+    /// The page's controller, set once at start-up.
+    static APP: RefCell<Option<App>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on the page's controller, then brings the page up to date.
+///
+/// Browser events never nest inside one another here (nothing the handlers call dispatches
+/// events synchronously), so the borrow always succeeds; if it ever did not, dropping the
+/// event is safer than a panic, which would kill the whole module.
+pub fn with_app(f: impl FnOnce(&mut App)) {
+    APP.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut guard) => {
+            if let Some(app) = guard.as_mut() {
+                f(app);
+                app.render();
+            }
+        }
+        Err(_) => dom::log_error("flexim: an event arrived during another one and was dropped"),
+    });
+}
+
+/// The reason shown while the page is in the back/forward cache.
+const SUSPENDED: &str = "the page was left";
+
+/// Where the connection stands, as the page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conn {
+    /// Opening the socket, or in the handshake.
+    Connecting,
+    /// In the handshake, held until the user accepts a changed server key.
+    AwaitingKey,
+    /// Logged in.
+    Online,
+    /// Disconnected; reconnecting after this many milliseconds.
+    Retrying(u32),
+    /// Disconnected, not reconnecting by itself, for this reason.
+    Stopped(String),
+}
+
+/// The page's state and everything it talks to.
+pub struct App {
+    /// The page's elements.
+    pub ui: Ui,
+    /// `localStorage`.
+    pub store: Store,
+    /// This user's secret key.
+    pub secret: SecretKey,
+    /// The protocol state for this identity.
+    pub session: Session,
+    /// Contacts and conversations.
+    pub contacts: Contacts,
+    /// The last ROSTER answer, without this user.
+    pub roster: Vec<User>,
+    /// The last SEARCH answer.
+    pub search: Vec<User>,
+    /// This user's aliases, as of login and later registrations.
+    pub my_aliases: Vec<String>,
+    /// The alias to register at each login.
+    pub alias: Option<String>,
+    /// The server key pinned in storage.
+    pub pinned: Option<PublicKey>,
+    /// The key the server presented on the latest connection.
+    pub server_key: Option<PublicKey>,
+    /// While set, the server presented `.1` although `.0` is pinned, and the user has not
+    /// decided yet.
+    pub key_warning: Option<(PublicKey, PublicKey)>,
+    /// The connection state.
+    pub conn: Conn,
+    /// The reconnect schedule.
+    pub backoff: Backoff,
+    /// The current socket.
+    socket: Option<Socket>,
+    /// The previous socket, closed and silent, kept until the next one is retired: it may be
+    /// the socket whose handler is running right now.
+    retired: Option<Socket>,
+    /// Numbers connections, so that a late event from an old socket is recognised.
+    generation: u64,
+    /// The pending reconnect timer.
+    timer: Option<i32>,
+    /// Why reconnecting automatically is off (another tab took over), if it is.
+    pub paused: Option<String>,
+    /// Lines written while offline, to send at the next login: (recipient, line id).
+    pub unsent: Vec<(PublicKey, u64)>,
+    /// Messages sent but not answered when the connection dropped, to send again.
+    pub unanswered: Vec<Unanswered>,
+    /// Whether the secret key is shown for export.
+    pub export_shown: bool,
+    /// Whether the contacts changed since they were last saved.
+    pub dirty: bool,
+}
+
+/// A secure random generator for nonces: the browser's `crypto.getRandomValues`.
+pub fn random() -> crate::session::Random {
+    Box::new(|buf: &mut [u8]| {
+        // Start-up has already drawn the identity or checked the generator, so this cannot
+        // fail later; if it somehow did, stopping is the only safe choice, because a nonce
+        // that is not random would weaken the encryption.
+        getrandom::fill(buf).expect("the browser's secure random generator failed")
+    })
+}
+
+/// Starts the page: run by `lib.rs` when the module loads.
+pub fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        dom::log_error(&format!("flexim stopped: {info}"));
+    }));
+    let app = match App::new() {
+        Ok(app) => app,
+        Err(e) => {
+            show_fatal(&e);
+            return;
+        }
+    };
+    APP.with(|cell| *cell.borrow_mut() = Some(app));
+    bind();
+    with_app(|app| {
+        app.ui.set_me(app.session.me());
+        app.ui.set_my_aliases(&app.my_aliases);
+        app.ui.show_export(None);
+        app.update_notify_button();
+        app.connect();
+    });
+}
+
+/// Replaces the connection indicator with a message when the page cannot start at all.
+fn show_fatal(text: &str) {
+    dom::log_error(text);
+    if let Some(el) = dom::document().and_then(|d| d.get_element_by_id("conn-state")) {
+        let _ = el.set_attribute("data-state", "offline");
+        el.set_text_content(Some(&format!("cannot start: {text}")));
+    }
+}
+
+/// Loads the identity from storage, or makes one on the first visit.
+fn load_identity(store: &Store, notes: &mut Vec<String>) -> Result<SecretKey, String> {
+    if let Some(saved) = store.get(storage::IDENTITY) {
+        match policy::parse_identity_import(&saved) {
+            Ok(secret) => return Ok(secret),
+            Err(e) => {
+                // Keep the damaged value where a person can still find it.
+                let _ = store.set(storage::IDENTITY_BACKUP, &saved);
+                notes.push(format!(
+                    "the saved key was unreadable ({e}); it was moved to {} and a new key was made",
+                    storage::IDENTITY_BACKUP
+                ));
+            }
+        }
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| format!("this browser has no secure random generator: {e}"))?;
+    let secret = SecretKey::from_bytes(bytes);
+    match store.set(storage::IDENTITY, &secret.to_hex()) {
+        Ok(()) => notes.push("a new key was made for you and saved in this browser".into()),
+        Err(e) => notes.push(format!(
+            "your new key could not be saved ({e}): it lasts only until this page is closed"
+        )),
+    }
+    Ok(secret)
+}
+
+impl App {
+    fn new() -> Result<App, String> {
+        let ui = Ui::find()?;
+        let store = Store::open();
+        let mut notes = Vec::new();
+        if !store.available() {
+            notes.push(
+                "this browser does not let the page store anything: your key and conversations \
+                 last only until the page is closed"
+                    .to_string(),
+            );
+        }
+        let secret = load_identity(&store, &mut notes)?;
+        let pinned = store
+            .get(storage::SERVER_KEY)
+            .and_then(|h| PublicKey::from_hex(&h));
+        let mut contacts = match store.get(storage::CONTACTS) {
+            Some(json) => Contacts::from_json(&json).unwrap_or_else(|e| {
+                notes.push(format!("the saved conversations could not be read: {e}"));
+                Contacts::new()
+            }),
+            None => Contacts::new(),
+        };
+        contacts.set_visible(!dom::page_hidden());
+        let mut session = Session::new(secret.clone(), pinned, random());
+        for id in contacts.seen_ids() {
+            session.remember_seen(id);
+        }
+        let alias = store.get(storage::ALIAS).filter(|a| !a.is_empty());
+        for note in &notes {
+            ui.log(note);
+        }
+        Ok(App {
+            ui,
+            store,
+            secret,
+            session,
+            contacts,
+            roster: Vec::new(),
+            search: Vec::new(),
+            my_aliases: alias.iter().cloned().collect(),
+            alias,
+            pinned,
+            server_key: None,
+            key_warning: None,
+            conn: Conn::Connecting,
+            backoff: Backoff::new(),
+            socket: None,
+            retired: None,
+            generation: 0,
+            timer: None,
+            paused: None,
+            unsent: Vec::new(),
+            unanswered: Vec::new(),
+            export_shown: false,
+            dirty: false,
+        })
+    }
+
+    /// Brings the page up to date and saves the contacts if they changed.
+    pub fn render(&mut self) {
+        let view = match &self.conn {
+            Conn::Connecting => ConnView::Connecting,
+            Conn::AwaitingKey => ConnView::AwaitingKey,
+            Conn::Online => ConnView::Online,
+            Conn::Retrying(ms) => ConnView::Retrying(*ms),
+            Conn::Stopped(reason) => ConnView::Stopped(reason),
+        };
+        self.ui.set_conn(view);
+        self.ui
+            .set_key_warning(self.key_warning.as_ref().map(|(p, n)| (p, n)));
+        self.ui
+            .set_server(self.server_key.as_ref().or(self.pinned.as_ref()));
+        self.ui.set_my_aliases(&self.my_aliases);
+        self.ui.sync_contacts(&self.contacts);
+        self.ui.sync_conversation(&self.contacts);
+        self.ui.set_title(self.contacts.total_unread());
+        if self.dirty {
+            self.dirty = false;
+            if let Err(e) = self.store.set(storage::CONTACTS, &self.contacts.to_json()) {
+                self.ui
+                    .log(&format!("the conversations could not be saved: {e}"));
+            }
+        }
+    }
+
+    // ----- the connection -----
+
+    /// Opens a new connection, dropping the current one if any.
+    pub fn connect(&mut self) {
+        if let Some(id) = self.timer.take() {
+            dom::clear_timeout(id);
+        }
+        self.drop_socket();
+        self.generation += 1;
+        self.conn = Conn::Connecting;
+        match ws_url().and_then(|url| Socket::connect(&url, self.generation, on_socket)) {
+            Ok(socket) => self.socket = Some(socket),
+            Err(e) => {
+                self.ui.log(&e);
+                self.schedule_reconnect();
+            }
+        }
+    }
+
+    /// Reconnects now rather than when the timer says (the user asked, or the network is
+    /// back). Also lifts a pause after a takeover: the user wants this tab back.
+    pub fn reconnect_now(&mut self) {
+        self.paused = None;
+        self.backoff.reset();
+        self.connect();
+    }
+
+    /// Closes the connection while the page is put away (see `bind`), without reconnecting.
+    pub fn suspend(&mut self) {
+        if let Some(id) = self.timer.take() {
+            dom::clear_timeout(id);
+        }
+        self.drop_socket();
+        self.generation += 1;
+        self.conn = Conn::Stopped(SUSPENDED.into());
+    }
+
+    /// Whether the connection was closed by [`App::suspend`].
+    pub fn is_suspended(&self) -> bool {
+        self.conn == Conn::Stopped(SUSPENDED.into())
+    }
+
+    /// Silences and retires the current socket, and tells the session the connection is
+    /// gone.
+    fn drop_socket(&mut self) {
+        if let Some(socket) = self.socket.take() {
+            socket.shut();
+            self.retired = Some(socket);
+            self.unanswered.extend(self.session.disconnected());
+        }
+    }
+
+    fn schedule_reconnect(&mut self) {
+        if let Some(reason) = &self.paused {
+            self.conn = Conn::Stopped(reason.clone());
+            return;
+        }
+        let delay = self.backoff.next_delay_ms();
+        self.conn = Conn::Retrying(delay);
+        let generation = self.generation;
+        self.timer = dom::set_timeout(delay, move || {
+            with_app(|app| {
+                // A connection made meanwhile (by the user) makes this timer moot.
+                if app.generation == generation {
+                    app.timer = None;
+                    app.connect();
+                }
+            })
+        });
+    }
+
+    /// The connection ended (closed by either side, or failed).
+    pub fn on_closed(&mut self, reason: &str) {
+        self.drop_socket();
+        // Events of the closed socket still queued in the browser must not count.
+        self.generation += 1;
+        if self.conn == Conn::Online {
+            self.ui.log(&format!("disconnected: {reason}"));
+        }
+        self.schedule_reconnect();
+    }
+
+    fn on_socket(&mut self, generation: u64, event: SocketEvent) {
+        if generation != self.generation {
+            return;
+        }
+        match event {
+            SocketEvent::Open => {
+                let header = self.session.connect();
+                self.send_raw(&header);
+            }
+            SocketEvent::Binary(bytes) => {
+                self.session.receive(&bytes);
+                self.pump();
+            }
+            SocketEvent::Text => self
+                .ui
+                .log("the server sent a text message, which the protocol never uses; ignored"),
+            SocketEvent::Closed { code, reason } => {
+                let reason = match (code, reason.is_empty()) {
+                    (1006, _) => "the connection dropped".to_string(),
+                    (_, true) => format!("closed (code {code})"),
+                    (_, false) => format!("closed (code {code}): {reason}"),
+                };
+                self.on_closed(&reason);
+            }
+        }
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        if let Some(socket) = &self.socket
+            && let Err(e) = socket.send(bytes)
+        {
+            self.ui.log(&e);
+        }
+    }
+
+    /// Sends what the session queued and handles its events, until both are done.
+    pub fn pump(&mut self) {
+        loop {
+            for frame in self.session.take_outgoing() {
+                self.send_raw(&frame);
+            }
+            let events = self.session.take_events();
+            if events.is_empty() {
+                break;
+            }
+            for event in events {
+                self.on_event(event);
+            }
+        }
+    }
+
+    /// Brings a conversation in front of the user.
+    pub fn open_conversation(&mut self, key: &PublicKey) {
+        self.contacts.open(key, dom::now_secs());
+        self.dirty = true;
+        self.ui.focus_composer();
+    }
+
+    /// Seals and sends an outgoing line (written now, or while offline).
+    pub fn send_line(&mut self, peer: &PublicKey, line: u64) {
+        let Some(text) = self.contacts.line_text(peer, line).map(str::to_string) else {
+            return;
+        };
+        if let Err(e) = self
+            .session
+            .send_text(peer, &text, &[], dom::now_secs(), line)
+        {
+            self.contacts
+                .set_delivery(peer, line, crate::state::Delivery::Failed(e));
+        }
+        self.dirty = true;
+    }
+}
+
+/// Receives every socket event (see [`crate::net::Deliver`]).
+fn on_socket(generation: u64, event: SocketEvent) {
+    with_app(|app| app.on_socket(generation, event));
+}
+
+/// Listens on the element with `id`, if the page has it.
+fn on_id(id: &str, event: &str, handler: impl FnMut(Event) + 'static) {
+    match dom::by_id::<EventTarget>(id) {
+        Ok(target) => listen(&target, event, handler),
+        Err(e) => dom::log_error(&e),
+    }
+}
+
+/// A form's submit, without the page reload a form would do by itself.
+fn on_submit(id: &str, action: fn(&mut App)) {
+    on_id(id, "submit", move |e| {
+        e.prevent_default();
+        with_app(action);
+    });
+}
+
+/// A click on a list item with a `data-key`, or Enter or Space on it (the items are
+/// focusable), opens that user's conversation.
+fn on_list_pick(id: &str, selector: &'static str, action: fn(&mut App, PublicKey)) {
+    let pick = move |e: &Event| dom::closest(e, selector).and_then(|li| item_key(&li));
+    on_id(id, "click", move |e| {
+        if let Some(key) = pick(&e) {
+            with_app(|app| action(app, key));
+        }
+    });
+    on_id(id, "keydown", move |e| {
+        let activate = e
+            .dyn_ref::<KeyboardEvent>()
+            .is_some_and(|k| k.key() == "Enter" || k.key() == " ");
+        if activate && let Some(key) = pick(&e) {
+            e.prevent_default();
+            with_app(|app| action(app, key));
+        }
+    });
+}
+
+/// Connects the page's controls to the controller.
+fn bind() {
+    on_submit("alias-form", App::on_register);
+    on_submit("contact-form", App::on_add_contact);
+    on_submit("search-form", App::on_search);
+    on_submit("composer-form", App::on_send);
+    on_submit("import-form", App::on_import);
+    on_id("composer", "keydown", |e| {
+        let Some(k) = e.dyn_ref::<KeyboardEvent>() else {
+            return;
+        };
+        // Enter sends and Shift+Enter makes a new line; while an input method is composing
+        // (Chinese, Japanese, ...), Enter belongs to it.
+        if k.key() == "Enter" && !k.shift_key() && !k.is_composing() {
+            e.prevent_default();
+            with_app(App::on_send);
+        }
+    });
+    on_list_pick("contacts", "li.contact", |app, key| {
+        app.open_conversation(&key)
+    });
+    on_list_pick("search-results", "li[data-key]", App::open_user);
+    on_list_pick("roster", "li[data-key]", App::open_user);
+    on_id("banner-slot", "click", |e| {
+        if dom::closest(&e, "#accept-server-key").is_some() {
+            with_app(App::on_accept_server_key);
+        }
+    });
+    on_id("export-button", "click", |_| {
+        with_app(App::on_export_toggle)
+    });
+    on_id("notify-button", "click", |_| with_app(App::on_notify_click));
+    on_id("reconnect-button", "click", |_| {
+        with_app(App::reconnect_now)
+    });
+    if let Some(document) = dom::document() {
+        listen(&document, "visibilitychange", |_| {
+            with_app(|app| app.contacts.set_visible(!dom::page_hidden()))
+        });
+    }
+    if let Some(window) = dom::window() {
+        // A page left for another keeps running in the back/forward cache with its socket
+        // open, so the server would think the user is still here (and keep relaying to a
+        // page nobody sees instead of storing). Closing on `pagehide` and reconnecting on
+        // `pageshow` is the browser's recommended pattern.
+        listen(&window, "pagehide", |_| with_app(App::suspend));
+        listen(&window, "pageshow", |_| {
+            with_app(|app| {
+                if app.is_suspended() {
+                    app.reconnect_now();
+                }
+            })
+        });
+        // The browser knows when the network comes back; waiting out a 30-second backoff
+        // then would only keep the user offline for nothing.
+        listen(&window, "online", |_| {
+            with_app(|app| {
+                if matches!(app.conn, Conn::Retrying(_)) {
+                    app.reconnect_now();
+                }
+            })
+        });
+    }
+}
