@@ -48,12 +48,12 @@ setup-browser:
 # Everything the build and the tests need that this machine lacks.
 setup: setup-wasm setup-browser
 
-# The whole suite: formatting, lints, wasm32 builds, the web client's tests in Chromium, every test.
+# The whole suite: formatting, lints, wasm32 builds, the web client's tests in Chromium and natively, every test.
 test: setup build-web
     cargo fmt --all -- --check
-    cargo clippy --workspace --exclude flexim-web --all-targets -- -D warnings
+    cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy -p flexim-web --target wasm32-unknown-unknown --all-targets -- -D warnings
     cargo build -p flexim-protocol --target wasm32-unknown-unknown
     cargo build --workspace --bins
     cargo test -p flexim-web --target wasm32-unknown-unknown
-    if command -v cargo-nextest >/dev/null; then cargo nextest run --workspace --exclude flexim-web --no-fail-fast; else cargo test --workspace --exclude flexim-web --no-fail-fast; fi
+    if command -v cargo-nextest >/dev/null; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi

@@ -101,23 +101,16 @@ impl TestServer {
     /// Starts a server with extra flags.
     pub fn start_with(extra: &[&str]) -> TestServer {
         let dir = TempDir::new("server");
-        Self::spawn(dir, extra).expect("server starts")
+        Self::spawn(dir, "127.0.0.1:0", "127.0.0.1:0", extra).expect("server starts")
     }
 
-    fn spawn(dir: TempDir, extra: &[&str]) -> Result<TestServer> {
+    fn spawn(dir: TempDir, tcp: &str, http: &str, extra: &[&str]) -> Result<TestServer> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.0.join("server.log"))?;
         let mut child = Command::new(bin_dir().join("flexim-server"))
-            .args([
-                "--tcp",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--log",
-                "trace",
-            ])
+            .args(["--tcp", tcp, "--http", http, "--log", "trace"])
             .arg("--static")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../static"))
             .arg("--data")
@@ -191,7 +184,20 @@ impl TestServer {
     pub fn restart(mut self) -> TestServer {
         assert!(self.stop(), "server exits cleanly on SIGTERM");
         let dir = TempDir(std::mem::take(&mut self.dir.0));
-        Self::spawn(dir, &[]).expect("server restarts")
+        Self::spawn(dir, "127.0.0.1:0", "127.0.0.1:0", &[]).expect("server restarts")
+    }
+
+    /// Stops the server and starts it again on the same data directory and the same ports, so
+    /// that clients (a browser page, whose origin is the HTTP address) can reconnect.
+    pub fn restart_on_same_ports(mut self) -> TestServer {
+        assert!(self.stop(), "server exits cleanly on SIGTERM");
+        let dir = TempDir(std::mem::take(&mut self.dir.0));
+        let http = self
+            .http
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        Self::spawn(dir, &self.tcp.to_string(), &http, &[]).expect("server restarts")
     }
 }
 

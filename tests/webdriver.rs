@@ -253,6 +253,17 @@ impl Browser {
         Ok(())
     }
 
+    /// Resizes the window (outer size, in CSS pixels).
+    pub async fn resize(&self, width: u32, height: u32) -> Result<()> {
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// A PNG screenshot of the window.
     pub async fn screenshot(&self) -> Result<Vec<u8>> {
         let v = self.cmd("GET", "/screenshot", None).await?;

@@ -77,8 +77,28 @@ async fn next_message(c: &mut Client) -> flexim_client::Received {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_browsers_and_a_native_client_chat_end_to_end() {
+#[test]
+fn two_browsers_and_a_native_client_chat_end_to_end() {
+    // The scenario is one long chain of awaits; unoptimized, its poll frames outgrow the test
+    // thread's 2 MiB stack, so it runs on a thread of its own with room to spare.
+    let thread = std::thread::Builder::new()
+        .name("browser-scenario".into())
+        .stack_size(32 * 1024 * 1024)
+        .spawn(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(scenario())
+        })
+        .unwrap();
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn scenario() {
     let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("../static/pkg/flexim_web.js");
     assert!(
         bundle.exists(),
@@ -231,6 +251,39 @@ async fn two_browsers_and_a_native_client_chat_end_to_end() {
     })
     .await
     .unwrap();
+
+    // On a phone-sized screen the page still fits: no sideways scrolling, composer usable.
+    ben.resize(390, 844).await.unwrap();
+    let fits = ben
+        .js(
+            "return document.documentElement.scrollWidth <= window.innerWidth \
+             && document.querySelector('#composer').getBoundingClientRect().width > 150",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, json!(true), "the page fits a phone-sized window");
+    std::fs::write(shots.join("ben-phone.png"), ben.screenshot().await.unwrap()).unwrap();
+
+    // The server goes away: the page says so, and reconnects by itself when it is back.
+    let server = server.restart_on_same_ports();
+    anna.wait_for("#conn-state[data-state=online]", UI_WAIT)
+        .await
+        .unwrap();
+    ben.wait_for("#conn-state[data-state=online]", UI_WAIT)
+        .await
+        .unwrap();
+    send(&anna, "still here after the restart").await;
+    ben.wait_text("#messages", UI_WAIT, |t| {
+        t.contains("still here after the restart")
+    })
+    .await
+    .unwrap();
+    let log = server.logs();
+    assert!(
+        log.matches("authenticated").count() >= 2,
+        "both pages logged in again"
+    );
 
     anna.quit().await.unwrap();
     ben.quit().await.unwrap();
