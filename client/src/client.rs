@@ -205,16 +205,7 @@ enum Read {
 fn is_unsolicited(datum: &Datum) -> bool {
     match datum {
         Datum::Roster(_) | Datum::User(_) => false,
-        Datum::Status(s) => matches!(
-            s.status,
-            status::PRESENCE_ONLINE
-                | status::PRESENCE_OFFLINE
-                | status::SESSION_EXISTS
-                | status::DELIVERED_STORED
-                | status::TAKEN_OVER
-                | status::SHUTTING_DOWN
-                | status::TOO_SLOW
-        ),
+        Datum::Status(s) => status::is_notice(s.status),
         _ => true,
     }
 }

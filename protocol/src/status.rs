@@ -103,6 +103,21 @@ pub fn is_error(code: i8) -> bool {
     code < 0 && code != PRESENCE_OFFLINE
 }
 
+/// True for the codes the server sends unasked (presence and session notices). None of them
+/// is ever the answer to a datum the client sent, which is how a client tells them apart.
+pub fn is_notice(code: i8) -> bool {
+    matches!(
+        code,
+        PRESENCE_ONLINE
+            | PRESENCE_OFFLINE
+            | SESSION_EXISTS
+            | DELIVERED_STORED
+            | TAKEN_OVER
+            | SHUTTING_DOWN
+            | TOO_SLOW
+    )
+}
+
 /// Command names (the `cmd` field of a Command datum).
 pub mod cmd {
     /// `[hex key, optional alias]`: start the challenge-response.
@@ -162,5 +177,7 @@ mod tests {
         assert!(!is_error(PRESENCE_OFFLINE));
         assert!(is_error(SPOOF));
         assert!(!is_error(STORED));
+        assert!(is_notice(PRESENCE_OFFLINE) && is_notice(TOO_SLOW));
+        assert!(!is_notice(OK) && !is_notice(STORED) && !is_notice(SPOOF));
     }
 }

@@ -102,19 +102,8 @@ impl PendingQueue {
     }
 }
 
-/// True for the Status codes the server sends unasked, which never answer a request.
-pub fn is_notice(code: i8) -> bool {
-    matches!(
-        code,
-        status::PRESENCE_ONLINE
-            | status::PRESENCE_OFFLINE
-            | status::SESSION_EXISTS
-            | status::DELIVERED_STORED
-            | status::TAKEN_OVER
-            | status::SHUTTING_DOWN
-            | status::TOO_SLOW
-    )
-}
+/// The Status codes the server sends unasked, which never answer a request.
+pub use flexim_protocol::status::is_notice;
 
 /// A Status as people read it: `name (code): payload`.
 pub(crate) fn describe(s: &Status) -> String {
