@@ -72,6 +72,9 @@ struct Peer {
     tx: mpsc::Sender<Bytes>,
     /// Closes the session (slow reader, GHOST).
     kick: Arc<Kick>,
+    /// Wakes the session to deliver from the store: a message for it was stored after it
+    /// looked (it was routed while the session was still logging in).
+    stored: Arc<Notify>,
 }
 
 /// All live sessions of one key. Only the primary receives messages; the others may send.
@@ -119,6 +122,9 @@ pub struct Login {
     pub rx: mpsc::Receiver<Bytes>,
     /// Fired when the core wants this session closed.
     pub kick: Arc<Kick>,
+    /// Fired when a message for this session was stored while it was online; it should
+    /// deliver from the store again.
+    pub stored: Arc<Notify>,
     /// Whether messages for the key come to this session (false if an older one exists).
     pub primary: bool,
     /// The user as stored before this login (its `last_seen` is the previous visit).
@@ -210,10 +216,12 @@ impl Relay {
         let before = self.store.touch(key, now()).await?;
         let (tx, rx) = mpsc::channel(self.limits.outbound_queue);
         let kick = Arc::new(Kick::default());
+        let stored = Arc::new(Notify::new());
         let peer = Peer {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             tx,
             kick: kick.clone(),
+            stored: stored.clone(),
         };
         let id = peer.id;
         let primary = {
@@ -243,6 +251,7 @@ impl Relay {
             id,
             rx,
             kick,
+            stored,
             primary,
             before,
         })
@@ -343,6 +352,7 @@ impl Relay {
             .expect("sessions lock")
             .get(&to)
             .map(|s| s.primary.clone());
+        let mut kicked = false;
         if let Some(peer) = target {
             match peer.tx.try_send(frame.clone()) {
                 Ok(()) => {
@@ -356,6 +366,7 @@ impl Relay {
                         status::TOO_SLOW,
                         "you are not reading fast enough; reconnect to get the rest",
                     );
+                    kicked = true;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
@@ -367,6 +378,12 @@ impl Relay {
         match self.store.enqueue(to, frame, limits).await {
             Ok(()) => {
                 Metrics::inc(&self.metrics.stored);
+                // The recipient may have logged in while this message was being written, after
+                // its session had looked at the store: wake it, or the message would wait for
+                // its next login. (A session kicked for reading too slowly gets it then.)
+                if !kicked {
+                    self.wake_primary(to);
+                }
                 Status::new(
                     status::STORED,
                     format!("stored for {to}: delivered when they log in"),
@@ -383,6 +400,14 @@ impl Relay {
                     "storage failure: the message was not stored",
                 )
             }
+        }
+    }
+
+    /// Tells the primary session of `to`, if any, that the store has messages for it.
+    pub fn wake_primary(&self, to: PublicKey) {
+        let sessions = self.sessions.lock().expect("sessions lock");
+        if let Some(s) = sessions.get(&to) {
+            s.primary.stored.notify_one();
         }
     }
 

@@ -99,6 +99,7 @@ where
         phase: Phase::Fresh,
         rx: None,
         kick: None,
+        stored: None,
     };
     let end = session.serve(inbound, outbound, &mut shutdown).await;
     if let Phase::Authed(a) = &session.phase {
@@ -122,6 +123,8 @@ struct Session {
     rx: Option<mpsc::Receiver<Bytes>>,
     /// The core's close signal; set at login.
     kick: Option<Arc<Kick>>,
+    /// The core's "messages were stored for you" signal; set at login.
+    stored: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Completes when the server starts shutting down (the watch guard is dropped inside, so the
@@ -133,6 +136,13 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 async fn wait_kick(kick: &Option<Arc<Kick>>) -> Status {
     match kick {
         Some(k) => k.fired().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_stored(stored: &Option<Arc<tokio::sync::Notify>>) {
+    match stored {
+        Some(n) => n.notified().await,
         None => std::future::pending().await,
     }
 }
@@ -185,6 +195,7 @@ impl Session {
                         self.kicked(reason, outbound).await
                     }
                 },
+                _ = wait_stored(&self.stored) => self.deliver_offline(outbound, false).await,
                 _ = &mut auth_deadline, if !authed => {
                     self.auth_failed(outbound, "authentication timed out").await
                 }
@@ -360,6 +371,7 @@ impl Session {
         });
         self.rx = Some(login.rx);
         self.kick = Some(login.kick);
+        self.stored = Some(login.stored);
         let me = User {
             aliases: login.before.aliases,
             key,
@@ -567,12 +579,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let store = EmbeddedStore::open(&dir.join("db")).unwrap();
+        let store_handle = store.clone();
         let relay = Arc::new(Relay::new(
             SecretKey::from_bytes([1; 32]),
             "test",
             Arc::new(store),
             Limits::default(),
         ));
+        let core = relay.clone();
         let (in_tx, in_rx) = mpsc::unbounded_channel::<Inbound>();
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
         let (_stop_tx, stop_rx) = watch::channel(false);
@@ -630,8 +644,55 @@ mod tests {
             matches!(decode(&out_rx.recv().await.unwrap()), Datum::Status(s) if s.status == status::SPOOF)
         );
 
+        // A message that reached the store while the session was online (routed during its
+        // login) is delivered as soon as the core wakes the session.
+        use crate::store::{QueueLimits, Store};
+        let late = Bytes::from(Datum::Message(to_self("ALICE")).to_frame().unwrap());
+        let limits = QueueLimits {
+            messages: 10,
+            bytes: 10_000,
+        };
+        store_handle
+            .enqueue(me.public_key(), late.clone(), limits)
+            .await
+            .unwrap();
+        core.wake_primary(me.public_key());
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(5), out_rx.recv());
+        assert_eq!(woken.await.expect("delivered when woken").unwrap(), late);
+        assert!(matches!(decode(&out_rx.recv().await.unwrap()),
+            Datum::Status(s) if s.status == status::DELIVERED_STORED));
+
         drop(in_tx);
         assert!(matches!(task.await.unwrap(), End::Closed));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_message_stored_while_online_wakes_the_session() {
+        let dir = std::env::temp_dir().join(format!("flexim-wake-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = EmbeddedStore::open(&dir.join("db")).unwrap();
+        let relay = Relay::new(
+            SecretKey::from_bytes([1; 32]),
+            "test",
+            Arc::new(store),
+            Limits::default(),
+        );
+        let bob = SecretKey::from_bytes([3; 32]).public_key();
+        let login = relay.login(bob).await.unwrap();
+        // Bob's session is registered but its queue is gone (as if it were still logging in
+        // and not reading yet): the message goes to the store...
+        drop(login.rx);
+        let frame = Bytes::from_static(b"\x03\x00\x01\x80");
+        let answer = relay.route(bob, frame.clone()).await;
+        assert_eq!(answer.status, status::STORED);
+        // ...and the session is told to look at the store again.
+        tokio::time::timeout(std::time::Duration::from_secs(5), login.stored.notified())
+            .await
+            .expect("the session is woken");
+        let stored = relay.peek_offline(bob).await.unwrap();
+        assert_eq!(stored[0].frame, frame);
         let _ = std::fs::remove_dir_all(dir);
     }
 }
