@@ -28,7 +28,9 @@ pub fn app(state: AppState, static_dir: &Path) -> Router {
         .route("/ws", get(crate::ws::upgrade))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
-        .fallback_service(ServeDir::new(static_dir))
+        // `just build-web` writes a gzipped copy beside the bundle; browsers that accept gzip
+        // get it (the wasm is about a quarter of its size) without the server compressing.
+        .fallback_service(ServeDir::new(static_dir).precompressed_gzip())
         .with_state(state)
 }
 

@@ -111,3 +111,38 @@ async fn http_serves_the_page_health_and_metrics() {
         .unwrap();
     assert!(metrics.contains("flexim_logins_total 1"), "{metrics}");
 }
+
+/// The browser bundle goes out gzipped to browsers that accept it, from the copy
+/// `just build-web` made, so the page loads a quarter of the bytes.
+#[tokio::test]
+async fn the_browser_bundle_is_served_precompressed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pkg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../static/pkg");
+    let gz = std::fs::metadata(pkg.join("flexim_web_bg.wasm.gz"))
+        .expect("the bundle is built: run `just build-web` (or `just test`) first")
+        .len();
+    let plain = std::fs::metadata(pkg.join("flexim_web_bg.wasm"))
+        .unwrap()
+        .len();
+    assert!(
+        gz * 2 < plain,
+        "gzip saves more than half: {gz} of {plain} bytes"
+    );
+    let server = TestServer::start();
+    let host = server
+        .http
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    let req = format!(
+        "GET /pkg/flexim_web_bg.wasm HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("content-type: application/wasm"), "{head}");
+    assert_eq!((raw.len() - split - 4) as u64, gz);
+}
