@@ -88,18 +88,25 @@ pub fn check(buf: &[u8], max_body: usize) -> Result<Option<FrameInfo>, FrameErro
     Ok(Some(FrameInfo { kind, len }))
 }
 
+/// The error for input that ended inside a frame: how much of it arrived, and how much the
+/// frame needs (its prefix, or its prefix and announced body). `buf` holds what arrived.
+pub fn truncated(buf: &[u8]) -> FrameError {
+    let need = if buf.len() < PREFIX_LEN {
+        PREFIX_LEN
+    } else {
+        PREFIX_LEN + u16::from_be_bytes([buf[1], buf[2]]) as usize
+    };
+    FrameError::Truncated {
+        have: buf.len(),
+        need,
+    }
+}
+
 /// Splits one message-transport payload (a WebSocket binary message) that must hold exactly
 /// one frame into its type byte and body.
 pub fn split_exact(buf: &[u8], max_body: usize) -> Result<(u8, &[u8]), FrameError> {
     match check(buf, max_body)? {
-        None => Err(FrameError::Truncated {
-            have: buf.len(),
-            need: if buf.len() < PREFIX_LEN {
-                PREFIX_LEN
-            } else {
-                PREFIX_LEN + u16::from_be_bytes([buf[1], buf[2]]) as usize
-            },
-        }),
+        None => Err(truncated(buf)),
         Some(info) if info.total() < buf.len() => Err(FrameError::TrailingBytes {
             extra: buf.len() - info.total(),
         }),

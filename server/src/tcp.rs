@@ -134,14 +134,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             if self.eof {
                 if self.skip == 0 && !self.buf.is_empty() {
-                    let have = self.buf.len();
-                    let need = if have < frame::PREFIX_LEN {
-                        frame::PREFIX_LEN
-                    } else {
-                        frame::PREFIX_LEN + u16::from_be_bytes([self.buf[1], self.buf[2]]) as usize
-                    };
+                    let error = frame::truncated(&self.buf);
                     self.buf.clear();
-                    return Some(Inbound::Bad(FrameError::Truncated { have, need }));
+                    return Some(Inbound::Bad(error));
                 }
                 return None;
             }
