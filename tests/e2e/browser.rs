@@ -40,9 +40,14 @@ async fn open(b: &Browser, url: &str) -> String {
 async fn register(b: &Browser, alias: &str) -> String {
     set_value(b, "#alias-input", alias).await;
     b.click("#alias-button").await.unwrap();
-    b.wait_text("#alias-result", UI_WAIT, |t| !t.trim().is_empty())
-        .await
-        .unwrap()
+    // Every answer names the alias it is about; waiting for that (not just for any text)
+    // keeps an earlier attempt's answer from being read as this one's, and skipping the
+    // page's own "registering …" keeps the request from being read as its answer.
+    b.wait_text("#alias-result", UI_WAIT, |t| {
+        t.contains(alias) && !t.starts_with("registering")
+    })
+    .await
+    .unwrap()
 }
 
 async fn open_conversation(b: &Browser, who: &str, key: &str) {
@@ -125,9 +130,12 @@ async fn scenario() {
     );
 
     // Aliases: first come, first served, with a clear message when taken.
-    assert!(register(&anna, "anna").await.contains("registered"));
-    assert!(register(&ben, "anna").await.contains("taken"));
-    assert!(register(&ben, "ben").await.contains("registered"));
+    let answer = register(&anna, "anna").await;
+    assert!(answer.contains("registered"), "{answer}");
+    let answer = register(&ben, "anna").await;
+    assert!(answer.contains("taken"), "{answer}");
+    let answer = register(&ben, "ben").await;
+    assert!(answer.contains("registered"), "{answer}");
 
     // The identity survives a reload.
     assert_eq!(open(&anna, &url).await, anna_key);
