@@ -371,6 +371,7 @@ pub fn message(from: &PublicKey, to: &str, body: &str) -> Datum {
         flags: vec![],
         date: 1_700_000_000,
         msg: body.to_string(),
+        id: None,
     })
 }
 

@@ -690,6 +690,7 @@ impl Client {
             flags: flags.to_vec(),
             date,
             msg,
+            id: None,
         })
     }
 

@@ -135,6 +135,11 @@ pub struct Message {
     pub date: i64,
     /// The sealed body (see [`crate::e2e`]).
     pub msg: String,
+    /// Extension: a sender-chosen id (see [`crate::status::validate_id`]). With it the message
+    /// is kept until its recipient acknowledges it (ACK), the sender gets receipts carrying
+    /// the id, and recipients drop repeats of an id they already processed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// A list of users (type 4). Encoded as `{users: [...]}`; a bare array is also accepted.
@@ -182,6 +187,9 @@ pub struct Status {
     /// A human-readable explanation, or the code's documented argument (a key for presence).
     #[serde(default)]
     pub payload: String,
+    /// Extension: the `id` of the Message this Status is about (answers and receipts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 impl Status {
@@ -190,7 +198,14 @@ impl Status {
         Status {
             status,
             payload: payload.into(),
+            id: None,
         }
+    }
+
+    /// The same status about the message with `id` (no change when `id` is `None`).
+    pub fn with_id(mut self, id: Option<String>) -> Self {
+        self.id = id;
+        self
     }
 }
 
@@ -466,9 +481,11 @@ mod tests {
                 flags: vec!["NOTIFY".into()],
                 date: 3,
                 msg: "m".into(),
+                id: Some("m-1".into()),
             }
             .into(),
         );
+        round_trip(Status::new(7, "delivered").with_id(Some("m-1".into())).into());
         round_trip(
             Roster {
                 users: vec![user.clone()],

@@ -20,6 +20,13 @@ pub const SESSION_EXISTS: i8 = 5;
 /// stored messages". OFFLINES, which asks, is answered with OK instead, so a client can always
 /// tell its command's answer from this notice.
 pub const DELIVERED_STORED: i8 = 6;
+/// Receipt, sent unasked to the sender of a Message that carried an `id` (the Status carries
+/// the same `id`): the recipient acknowledged it (ACK). The server no longer holds it.
+pub const DELIVERED: i8 = 7;
+/// Receipt, sent unasked to the sender of a Message that carried an `id` and was answered
+/// `3` RELAYED: its recipient's connection ended before acknowledging it, and the message is
+/// now durably stored for redelivery. From here on the sender may forget it, as after `2`.
+pub const STORED_LATER: i8 = 8;
 /// Presence: the user whose key is the payload came online.
 pub const PRESENCE_ONLINE: i8 = 10;
 /// Presence: the user whose key is the payload went offline (a notice, not an error).
@@ -75,6 +82,8 @@ pub fn name(code: i8) -> &'static str {
         GHOSTED => "ghosted",
         SESSION_EXISTS => "session-exists",
         DELIVERED_STORED => "delivered-stored",
+        DELIVERED => "delivered",
+        STORED_LATER => "stored-later",
         PRESENCE_ONLINE => "online",
         PRESENCE_OFFLINE => "offline",
         MALFORMED => "malformed",
@@ -112,6 +121,8 @@ pub fn is_notice(code: i8) -> bool {
             | PRESENCE_OFFLINE
             | SESSION_EXISTS
             | DELIVERED_STORED
+            | DELIVERED
+            | STORED_LATER
             | TAKEN_OVER
             | SHUTTING_DOWN
             | TOO_SLOW
@@ -134,6 +145,30 @@ pub mod cmd {
     pub const OFFLINES: &str = "OFFLINES";
     /// `[]`: make this connection the key's active session, closing the older one.
     pub const GHOST: &str = "GHOST";
+    /// `[id, ...]`: the messages with these ids were received and processed; the server
+    /// forgets them and sends each sender `7` DELIVERED.
+    pub const ACK: &str = "ACK";
+}
+
+/// The longest message `id` the server accepts, in bytes.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Checks a message `id`: 1 to [`MAX_ID_LEN`] characters, each an ASCII letter, digit, `-` or
+/// `_`, so that ids are safe to log, to store as keys and to show.
+pub fn validate_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("an id must not be empty");
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err("an id may have at most 64 characters");
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err("an id may hold only ASCII letters, digits, '-' and '_'");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -149,6 +184,8 @@ mod tests {
             GHOSTED,
             SESSION_EXISTS,
             DELIVERED_STORED,
+            DELIVERED,
+            STORED_LATER,
             PRESENCE_ONLINE,
             PRESENCE_OFFLINE,
             MALFORMED,

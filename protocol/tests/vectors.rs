@@ -271,6 +271,7 @@ fn compute() -> Vec<(&'static str, String)> {
         flags: flags_1.clone(),
         date: DATE,
         msg: msg_1,
+        id: None,
     };
     v.push((
         "frame: Message 1",
@@ -318,6 +319,7 @@ fn compute() -> Vec<(&'static str, String)> {
         flags: vec![],
         date: DATE,
         msg: msg_max,
+        id: None,
     };
     let body = Datum::Message(largest).encode_body().len();
     assert!(body <= 48 * 1024);

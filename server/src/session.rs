@@ -630,6 +630,7 @@ mod tests {
             flags: vec![],
             date: 0,
             msg: "sealed".into(),
+            id: None,
         };
         let frame = Bytes::from(Datum::Message(to_self("ALICE")).to_frame().unwrap());
         in_tx.send(Inbound::Frame(frame.clone())).unwrap();

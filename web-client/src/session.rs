@@ -699,6 +699,7 @@ impl Session {
             flags: flags.to_vec(),
             date,
             msg,
+            id: None,
         })
     }
 

@@ -138,6 +138,7 @@ fn sealed(from: &SecretKey, to: &PublicKey, text: &str, date: i64, flags: &[&str
         flags: flags.clone(),
         date,
         msg: e2e::seal(&k, &env, text, nonce).unwrap(),
+        id: None,
     }
 }
 
