@@ -582,12 +582,12 @@ mod tests {
         struct Extended {
             status: i8,
             payload: String,
-            id: String,
+            room: String,
         }
         let body = rmp_serde::to_vec_named(&Extended {
             status: 2,
             payload: "p".into(),
-            id: "x".into(),
+            room: "x".into(),
         })
         .unwrap();
         assert_eq!(
