@@ -42,6 +42,14 @@ pub struct Limits {
     /// Message for it is stored for later delivery instead (nothing is lost), presence notices
     /// for it are dropped, and the session is disconnected so it can log in again and catch up.
     pub outbound_queue: usize,
+    /// Messages with an id that one session may hold unacknowledged. Beyond it the session
+    /// counts as a slow reader: what it holds is stored, it is disconnected, and it gets the
+    /// rest at its next login. Bounds the memory a client that never sends ACK can pin.
+    pub max_unacked: usize,
+    /// Answers one connection may have waiting for the store (Messages to offline users
+    /// whose commit is still running). When reached, the connection's next datum is read
+    /// only after the oldest answer was sent: the sender is slowed, nothing is dropped.
+    pub max_pipelined: usize,
     /// Stored messages per offline recipient; beyond it the sender gets Status QUEUE_FULL.
     pub max_offline_messages: u64,
     /// Stored bytes per offline recipient; beyond it the sender gets Status QUEUE_FULL.
@@ -75,6 +83,8 @@ impl Default for Limits {
             auth_timeout: Duration::from_secs(30),
             challenge_ttl: Duration::from_secs(30),
             outbound_queue: 1024,
+            max_unacked: 1024,
+            max_pipelined: 1024,
             max_offline_messages: 10_000,
             max_offline_bytes: 64 * 1024 * 1024,
             offline_batch: 256,

@@ -4,7 +4,7 @@
 //! driver does not care — registers here after AUTH and gets back a queue of frames to write
 //! and a kick signal. Everything the core does to a session goes through those two.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,10 +14,10 @@ use flexim_protocol::datum::{Roster, Status, User};
 use flexim_protocol::handshake::{HandshakeError, PendingChallenge};
 use flexim_protocol::keys::validate_alias;
 use flexim_protocol::{Datum, PublicKey, SecretKey, status};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::Limits;
-use crate::store::{Claim, QueueLimits, Store, StoreError, Stored, UserRecord};
+use crate::store::{BoxFuture, Claim, Entry, QueueLimits, Store, StoreError, Stored, UserRecord};
 
 /// The current Unix time in seconds. The core reads the clock here and nowhere else, and
 /// passes the time into the protocol crate, which has no clock.
@@ -84,6 +84,68 @@ struct KeySessions {
     /// Later sessions of the same key, oldest first; one becomes primary by GHOST or when the
     /// primary leaves.
     others: Vec<Peer>,
+    /// Whether new messages go straight to the primary's queue. False until the primary has
+    /// delivered everything stored for the key with no store write for it still running:
+    /// until then new messages are stored too, behind the older ones, which keeps every
+    /// sender's order.
+    live: bool,
+    /// The primary was told to close (slow reader): do not wake it to deliver more.
+    closing: bool,
+    /// Messages with an id written to the primary and not acknowledged yet, oldest first.
+    unacked: VecDeque<Unacked>,
+}
+
+impl KeySessions {
+    fn new(primary: Peer) -> Self {
+        KeySessions {
+            primary,
+            others: Vec::new(),
+            live: false,
+            closing: false,
+            unacked: VecDeque::new(),
+        }
+    }
+}
+
+/// A message with an id that a session received and its client has not acknowledged.
+#[derive(Debug, Clone)]
+pub struct Unacked {
+    /// The Message's id, as the ACK names it.
+    pub id: String,
+    /// Who gets the receipt (Status 7) when it is acknowledged.
+    pub sender: PublicKey,
+    /// Where the message is kept until then.
+    pub held: Held,
+}
+
+/// Where an unacknowledged message is kept.
+#[derive(Debug, Clone)]
+pub enum Held {
+    /// Only in memory: it was relayed to an online recipient. If the session ends first, it
+    /// is written to the store (and its sender gets Status 8).
+    Memory(Bytes),
+    /// In the store under this sequence number: the ACK removes it from there.
+    Stored(u64),
+}
+
+/// Who is online, and what is on its way to the store. One lock for both, so that deciding
+/// "deliver now or store" and starting the store write happen in one step.
+#[derive(Default)]
+struct Routing {
+    /// Live sessions by key.
+    sessions: HashMap<PublicKey, KeySessions>,
+    /// Store writes started and not finished, per recipient. A session goes live only when
+    /// its key has none, so it never receives a new message before an older one still being
+    /// written.
+    storing: HashMap<PublicKey, usize>,
+}
+
+/// The answer to a routed Message.
+pub enum Answer {
+    /// Known at once (relayed, or refused).
+    Now(Status),
+    /// Known once the store has committed the message (or failed to).
+    Later(oneshot::Receiver<Status>),
 }
 
 /// Counters for `/metrics` and the benchmarks. Relaxed atomics: they are statistics.
@@ -141,9 +203,9 @@ pub struct Relay {
     server_key: SecretKey,
     /// The framed User datum sent after every header, built once.
     hello: Bytes,
-    /// Live sessions by key. A std mutex: it is held only for map operations, never across
-    /// an await.
-    sessions: Mutex<HashMap<PublicKey, KeySessions>>,
+    /// Live sessions and running store writes. A std mutex: it is held only for map
+    /// operations and to hand writes to the store in order, never across an await.
+    routing: Mutex<Routing>,
     /// Source of session ids.
     next_id: AtomicU64,
     /// Statistics.
@@ -180,7 +242,7 @@ impl Relay {
             store,
             server_key,
             hello,
-            sessions: Mutex::new(HashMap::new()),
+            routing: Mutex::new(Routing::default()),
             next_id: AtomicU64::new(1),
             metrics: Metrics::default(),
         }
@@ -225,20 +287,14 @@ impl Relay {
         };
         let id = peer.id;
         let primary = {
-            let mut sessions = self.sessions.lock().expect("sessions lock");
-            match sessions.get_mut(&key) {
+            let mut routing = self.lock();
+            match routing.sessions.get_mut(&key) {
                 Some(s) => {
                     s.others.push(peer);
                     false
                 }
                 None => {
-                    sessions.insert(
-                        key,
-                        KeySessions {
-                            primary: peer,
-                            others: Vec::new(),
-                        },
-                    );
+                    routing.sessions.insert(key, KeySessions::new(peer));
                     true
                 }
             }
@@ -257,20 +313,30 @@ impl Relay {
         })
     }
 
-    /// Removes a session. When the primary leaves, the oldest other session takes over; when
-    /// the last one leaves, the key goes offline.
-    pub async fn logout(&self, key: PublicKey, id: u64) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Routing> {
+        self.routing.lock().expect("routing lock")
+    }
+
+    /// Removes a session. When the primary leaves, what it had not acknowledged is stored,
+    /// and the oldest other session takes over; when the last one leaves, the key goes
+    /// offline.
+    pub async fn logout(self: &Arc<Self>, key: PublicKey, id: u64) {
         let gone = {
-            let mut sessions = self.sessions.lock().expect("sessions lock");
-            let Some(s) = sessions.get_mut(&key) else {
+            let mut routing = self.lock();
+            let Some(s) = routing.sessions.get_mut(&key) else {
                 return;
             };
             if s.primary.id == id {
+                self.demote(&mut routing, key);
+                let s = routing.sessions.get_mut(&key).expect("still registered");
                 if s.others.is_empty() {
-                    sessions.remove(&key);
+                    routing.sessions.remove(&key);
                     true
                 } else {
                     s.primary = s.others.remove(0);
+                    s.closing = false;
+                    // The new primary catches up from the store before it goes live.
+                    s.primary.stored.notify_one();
                     false
                 }
             } else {
@@ -288,17 +354,27 @@ impl Relay {
 
     /// Makes session `id` the primary for `key`; the old primary is told and closed.
     /// Returns false if the session is not registered (it was closed meanwhile).
-    pub fn ghost(&self, key: PublicKey, id: u64) -> bool {
-        let mut sessions = self.sessions.lock().expect("sessions lock");
-        let Some(s) = sessions.get_mut(&key) else {
+    pub fn ghost(self: &Arc<Self>, key: PublicKey, id: u64) -> bool {
+        let mut routing = self.lock();
+        let Some(s) = routing.sessions.get_mut(&key) else {
             return false;
         };
         if s.primary.id == id {
             return true;
         }
-        let Some(pos) = s.others.iter().position(|p| p.id == id) else {
+        if !s.others.iter().any(|p| p.id == id) {
             return false;
-        };
+        }
+        // What the old primary had not acknowledged goes to the store first, so the new
+        // primary receives it, in order, when it catches up.
+        self.demote(&mut routing, key);
+        let s = routing.sessions.get_mut(&key).expect("still registered");
+        let pos = s
+            .others
+            .iter()
+            .position(|p| p.id == id)
+            .expect("checked above");
+        s.closing = false;
         let new = s.others.remove(pos);
         let old = std::mem::replace(&mut s.primary, new);
         old.kick.fire(
@@ -310,10 +386,7 @@ impl Relay {
 
     /// Whether `key` has a live session.
     pub fn is_online(&self, key: &PublicKey) -> bool {
-        self.sessions
-            .lock()
-            .expect("sessions lock")
-            .contains_key(key)
+        self.lock().sessions.contains_key(key)
     }
 
     /// Tells every live session that `key` came online or went offline. Presence is
@@ -321,8 +394,8 @@ impl Relay {
     /// relay (ROSTER gives the truth on demand).
     fn broadcast_presence(&self, key: PublicKey, code: i8) {
         let notice = status_frame(code, key.to_hex());
-        let sessions = self.sessions.lock().expect("sessions lock");
-        for (k, s) in sessions.iter() {
+        let routing = self.lock();
+        for (k, s) in routing.sessions.iter() {
             if *k == key {
                 continue;
             }
@@ -343,80 +416,296 @@ impl Relay {
         self.store.resolve_alias(who.to_string()).await
     }
 
-    /// Delivers a Message frame to `to`: straight to its primary session if it has one,
-    /// otherwise into the durable queue. Returns the Status for the sender.
-    pub async fn route(&self, to: PublicKey, frame: Bytes) -> Status {
-        let target = self
-            .sessions
-            .lock()
-            .expect("sessions lock")
-            .get(&to)
-            .map(|s| s.primary.clone());
-        let mut kicked = false;
-        if let Some(peer) = target {
-            match peer.tx.try_send(frame.clone()) {
-                Ok(()) => {
-                    Metrics::inc(&self.metrics.relayed);
-                    return Status::new(status::RELAYED, format!("relayed to {to}"));
+    /// Delivers a Message frame from `sender` to `to`: straight to its primary session if it
+    /// is online and caught up, otherwise into the durable queue. Messages with an `id` are
+    /// remembered until the recipient acknowledges them. Never waits: a store write is
+    /// started here, in order, and its answer comes later.
+    pub fn route(
+        self: &Arc<Self>,
+        sender: PublicKey,
+        to: PublicKey,
+        id: Option<String>,
+        frame: Bytes,
+    ) -> Answer {
+        let mut routing = self.lock();
+        if let Some(s) = routing.sessions.get_mut(&to)
+            && s.live
+        {
+            let slow = if id.is_some() && s.unacked.len() >= self.limits.max_unacked {
+                Some("you have not acknowledged your messages; reconnect to get the rest")
+            } else {
+                match s.primary.tx.try_send(frame.clone()) {
+                    Ok(()) => {
+                        if let Some(id) = &id {
+                            s.unacked.push_back(Unacked {
+                                id: id.clone(),
+                                sender,
+                                held: Held::Memory(frame),
+                            });
+                        }
+                        Metrics::inc(&self.metrics.relayed);
+                        let text = format!("relayed to {to}");
+                        return Answer::Now(Status::new(status::RELAYED, text).with_id(id));
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        Some("you are not reading fast enough; reconnect to get the rest")
+                    }
+                    // The session is ending; its logout stores what it held.
+                    Err(mpsc::error::TrySendError::Closed(_)) => None,
                 }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    // The recipient does not read fast enough. Keep the message safe in the
-                    // store and drop the session; it catches up at its next login.
-                    peer.kick.fire(
-                        status::TOO_SLOW,
-                        "you are not reading fast enough; reconnect to get the rest",
-                    );
-                    kicked = true;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            };
+            if let Some(why) = slow {
+                // The recipient does not keep up. Keep its messages safe in the store and
+                // drop the session; it catches up at its next login.
+                s.primary.kick.fire(status::TOO_SLOW, why);
+                s.closing = true;
             }
+            self.demote(&mut routing, to);
         }
         let limits = QueueLimits {
             messages: self.limits.max_offline_messages,
             bytes: self.limits.max_offline_bytes,
         };
-        match self.store.enqueue(to, frame, limits).await {
-            Ok(()) => {
-                Metrics::inc(&self.metrics.stored);
-                // The recipient may have logged in while this message was being written, after
-                // its session had looked at the store: wake it, or the message would wait for
-                // its next login. (A session kicked for reading too slowly gets it then.)
-                if !kicked {
-                    self.wake_primary(to);
+        let entry = Entry {
+            sender,
+            id: id.clone(),
+            frame,
+        };
+        let write = self.start_store(&mut routing, to, vec![entry], Some(limits));
+        drop(routing);
+        let (answer, later) = oneshot::channel();
+        let relay = self.clone();
+        tokio::spawn(async move {
+            let result = write.await;
+            relay.store_finished(to);
+            let status = match result {
+                Ok(_) => {
+                    Metrics::inc(&relay.metrics.stored);
+                    Status::new(
+                        status::STORED,
+                        format!("stored for {to}: delivered when they log in"),
+                    )
                 }
-                Status::new(
-                    status::STORED,
-                    format!("stored for {to}: delivered when they log in"),
-                )
+                Err(StoreError::QueueFull { messages, bytes }) => Status::new(
+                    status::QUEUE_FULL,
+                    format!("{to} has {messages} messages ({bytes} bytes) waiting; not stored"),
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not store a message");
+                    Status::new(
+                        status::INTERNAL,
+                        "storage failure: the message was not stored",
+                    )
+                }
+            };
+            let _ = answer.send(status.with_id(id));
+        });
+        Answer::Later(later)
+    }
+
+    /// Starts a store write for `to`, counted in `storing` until [`Relay::store_finished`].
+    fn start_store(
+        &self,
+        routing: &mut Routing,
+        to: PublicKey,
+        entries: Vec<Entry>,
+        limits: Option<QueueLimits>,
+    ) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
+        *routing.storing.entry(to).or_default() += 1;
+        self.store.enqueue(to, entries, limits)
+    }
+
+    /// A store write for `to` ended: the primary, if it is catching up, looks again.
+    fn store_finished(&self, to: PublicKey) {
+        let mut routing = self.lock();
+        if let Some(n) = routing.storing.get_mut(&to) {
+            *n -= 1;
+            if *n == 0 {
+                routing.storing.remove(&to);
             }
-            Err(StoreError::QueueFull { messages, bytes }) => Status::new(
-                status::QUEUE_FULL,
-                format!("{to} has {messages} messages ({bytes} bytes) waiting; not stored"),
-            ),
-            Err(e) => {
-                tracing::error!(error = %e, "could not store a message");
-                Status::new(
-                    status::INTERNAL,
-                    "storage failure: the message was not stored",
-                )
+        }
+        if let Some(s) = routing.sessions.get(&to)
+            && !s.closing
+        {
+            s.primary.stored.notify_one();
+        }
+    }
+
+    /// Takes `key`'s primary off the fast path: new messages are stored from now on, and the
+    /// messages it holds only in memory without an acknowledgement are written to the store
+    /// now, ahead of anything routed later. Their senders get Status 8 once they are durable.
+    fn demote(self: &Arc<Self>, routing: &mut Routing, key: PublicKey) {
+        let Some(s) = routing.sessions.get_mut(&key) else {
+            return;
+        };
+        s.live = false;
+        let mut entries = Vec::new();
+        let mut receipts = Vec::new();
+        for u in s.unacked.drain(..) {
+            if let Held::Memory(frame) = u.held {
+                receipts.push((u.sender, u.id.clone()));
+                entries.push(Entry {
+                    sender: u.sender,
+                    id: Some(u.id),
+                    frame,
+                });
             }
+        }
+        if entries.is_empty() {
+            return;
+        }
+        let n = entries.len();
+        // No limits: the recipient's connection had already accepted these messages.
+        let write = self.start_store(routing, key, entries, None);
+        let relay = self.clone();
+        tokio::spawn(async move {
+            let result = write.await;
+            relay.store_finished(key);
+            match result {
+                Ok(_) => {
+                    for (sender, id) in receipts {
+                        let text = format!("stored for {key}: delivered when they log in");
+                        relay.receipt(
+                            sender,
+                            Status::new(status::STORED_LATER, text).with_id(Some(id)),
+                        );
+                    }
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    messages = n,
+                    "could not store unacknowledged messages; their senders still hold them"
+                ),
+            }
+        });
+    }
+
+    /// Sends a receipt to `to`'s primary session, or keeps it in the store for its next
+    /// login when it is offline or not reading.
+    fn receipt(self: &Arc<Self>, to: PublicKey, receipt: Status) {
+        let frame = frame(receipt);
+        let mut routing = self.lock();
+        if let Some(s) = routing.sessions.get(&to)
+            && s.primary.tx.try_send(frame.clone()).is_ok()
+        {
+            return;
+        }
+        let limits = QueueLimits {
+            messages: self.limits.max_offline_messages,
+            bytes: self.limits.max_offline_bytes,
+        };
+        let entry = Entry {
+            sender: to,
+            id: None,
+            frame,
+        };
+        let write = self.start_store(&mut routing, to, vec![entry], Some(limits));
+        drop(routing);
+        let relay = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = write.await {
+                // A receipt is a courtesy: the sender resends what it never saw confirmed,
+                // and the recipient drops the repeat.
+                tracing::debug!(error = %e, "a receipt was not stored");
+            }
+            relay.store_finished(to);
+        });
+    }
+
+    /// ACK from session `session` of `key`: forgets the acknowledged messages (removing
+    /// stored ones from the store) and sends each sender Status 7. Returns how many of the
+    /// ids were pending. Only the primary's acknowledgements count: the others receive
+    /// nothing to acknowledge.
+    pub fn ack(self: &Arc<Self>, key: PublicKey, session: u64, ids: &[String]) -> usize {
+        let ids: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let mut done = Vec::new();
+        let mut seqs = Vec::new();
+        {
+            let mut routing = self.lock();
+            let Some(s) = routing.sessions.get_mut(&key) else {
+                return 0;
+            };
+            if s.primary.id != session {
+                return 0;
+            }
+            s.unacked.retain(|u| {
+                if !ids.contains(u.id.as_str()) {
+                    return true;
+                }
+                if let Held::Stored(seq) = u.held {
+                    seqs.push(seq);
+                }
+                done.push((u.sender, u.id.clone()));
+                false
+            });
+        }
+        if !seqs.is_empty() {
+            let n = seqs.len() as u64;
+            self.metrics
+                .delivered_offline
+                .fetch_add(n, Ordering::Relaxed);
+            let removal = self.store.remove(key, seqs);
+            tokio::spawn(async move {
+                if let Err(e) = removal.await {
+                    // They stay stored and come again at the next login; the client drops
+                    // the repeats by id.
+                    tracing::warn!(error = %e, "could not remove acknowledged messages");
+                }
+            });
+        }
+        for (sender, id) in &done {
+            let text = format!("delivered to {key}");
+            self.receipt(
+                *sender,
+                Status::new(status::DELIVERED, text).with_id(Some(id.clone())),
+            );
+        }
+        done.len()
+    }
+
+    /// Session `session` of `key` wrote these stored messages; they stay in the store until
+    /// acknowledged. Ignored unless it is the primary (only the primary's ACKs count).
+    pub fn track(&self, key: PublicKey, session: u64, delivered: Vec<Unacked>) {
+        let mut routing = self.lock();
+        if let Some(s) = routing.sessions.get_mut(&key)
+            && s.primary.id == session
+        {
+            s.unacked.extend(delivered);
+        }
+    }
+
+    /// Puts session `session` of `key` on the fast path if it is the primary and no store
+    /// write for the key is running. Returns whether it is live; the caller then delivers
+    /// what the store holds one last time (everything written before this point).
+    pub fn try_go_live(&self, key: PublicKey, session: u64) -> bool {
+        let mut routing = self.lock();
+        let writing = routing.storing.contains_key(&key);
+        match routing.sessions.get_mut(&key) {
+            Some(s) if s.primary.id == session && !s.closing => {
+                if !writing {
+                    s.live = true;
+                }
+                s.live
+            }
+            _ => false,
         }
     }
 
     /// Tells the primary session of `to`, if any, that the store has messages for it.
     pub fn wake_primary(&self, to: PublicKey) {
-        let sessions = self.sessions.lock().expect("sessions lock");
-        if let Some(s) = sessions.get(&to) {
+        let routing = self.lock();
+        if let Some(s) = routing.sessions.get(&to) {
             s.primary.stored.notify_one();
         }
     }
 
-    /// The stored messages for `key`, oldest first, at most one batch.
-    pub async fn peek_offline(&self, key: PublicKey) -> Result<Vec<Stored>, StoreError> {
-        self.store.peek(key, self.limits.offline_batch).await
+    /// The stored entries for `key` from sequence number `from` on, oldest first, at most
+    /// one batch.
+    pub async fn peek_offline(&self, key: PublicKey, from: u64) -> Result<Vec<Stored>, StoreError> {
+        self.store.peek(key, from, self.limits.offline_batch).await
     }
 
-    /// Forgets stored messages that were written to their recipient.
+    /// Forgets stored entries without an id once they were written to their recipient.
     pub async fn remove_offline(&self, key: PublicKey, seqs: Vec<u64>) -> Result<(), StoreError> {
         let n = seqs.len() as u64;
         self.store.remove(key, seqs).await?;

@@ -4,6 +4,7 @@
 //! and WebSocket transports share it byte for byte, and tests can drive it with channels. It
 //! never sees a socket: the transports turn bytes into [`Inbound`] items and back.
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 
@@ -16,9 +17,9 @@ use flexim_protocol::{Datum, DatumError, PublicKey};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use std::sync::atomic::Ordering;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::relay::{self, Kick, Metrics, Relay, names_sender, status_frame};
+use crate::relay::{self, Answer, Held, Kick, Metrics, Relay, Unacked, names_sender, status_frame};
 
 /// What a transport hands the driver.
 #[derive(Debug)]
@@ -75,6 +76,19 @@ struct Authed {
     aliases: Vec<String>,
 }
 
+/// An answer to a Message, in the order the Messages came.
+enum Queued {
+    /// Known already, but an older answer is still waiting for the store.
+    Ready(Status),
+    /// Waiting for the store's commit.
+    Waiting {
+        /// Where the relay sends the answer.
+        rx: oneshot::Receiver<Status>,
+        /// The Message's id, for the answer if the relay drops the channel (a bug).
+        id: Option<String>,
+    },
+}
+
 /// The outcome of handling one datum.
 enum Flow {
     Continue,
@@ -100,6 +114,8 @@ where
         rx: None,
         kick: None,
         stored: None,
+        answers: VecDeque::new(),
+        cursor: 0,
     };
     let end = session.serve(inbound, outbound, &mut shutdown).await;
     if let Phase::Authed(a) = &session.phase {
@@ -125,6 +141,14 @@ struct Session {
     kick: Option<Arc<Kick>>,
     /// The core's "messages were stored for you" signal; set at login.
     stored: Option<Arc<tokio::sync::Notify>>,
+    /// Answers to Messages not sent yet, oldest first. A Message for an offline user is
+    /// answered when its commit is done, so the connection keeps reading meanwhile (many
+    /// messages share one commit), and answers still go out in the order of the Messages.
+    answers: VecDeque<Queued>,
+    /// The sequence number from which the store still holds entries this session has not
+    /// been given; stored messages are written to a session once, and again only after a
+    /// reconnect.
+    cursor: u64,
 }
 
 /// Completes when the server starts shutting down (the watch guard is dropped inside, so the
@@ -144,6 +168,21 @@ async fn wait_stored(stored: &Option<Arc<tokio::sync::Notify>>) {
     match stored {
         Some(n) => n.notified().await,
         None => std::future::pending().await,
+    }
+}
+
+/// The oldest answer, once it is known (pending while there is none).
+async fn next_answer(answers: &mut VecDeque<Queued>) -> Status {
+    match answers.front_mut() {
+        None => std::future::pending().await,
+        Some(Queued::Ready(s)) => s.clone(),
+        Some(Queued::Waiting { rx, id }) => rx.await.unwrap_or_else(|_| {
+            Status::new(
+                status::INTERNAL,
+                "the message's fate is unknown; send it again",
+            )
+            .with_id(id.clone())
+        }),
     }
 }
 
@@ -196,6 +235,10 @@ impl Session {
                     }
                 },
                 _ = wait_stored(&self.stored) => self.deliver_offline(outbound, false).await,
+                answer = next_answer(&mut self.answers) => {
+                    self.answers.pop_front();
+                    self.reply(outbound, answer).await
+                }
                 _ = &mut auth_deadline, if !authed => {
                     self.auth_failed(outbound, "authentication timed out").await
                 }
@@ -396,8 +439,12 @@ impl Session {
         self.deliver_offline(outbound, false).await
     }
 
-    /// Writes the stored messages in batches; each batch leaves the store only after it was
-    /// written and flushed. With `always_report`, a Status follows even when nothing waited.
+    /// Writes what the store holds for this session's key that it has not been given yet,
+    /// in batches. Entries with an id stay stored until the client acknowledges them; the
+    /// others leave once written and flushed. When the key has no store write running, the
+    /// session first goes live (new messages come straight to it from then on), so this
+    /// last look at the store sees every message that came before. With `always_report`, a
+    /// Status follows even when nothing waited.
     async fn deliver_offline<Si>(&mut self, outbound: &mut Si, always_report: bool) -> Flow
     where
         Si: Sink<Bytes, Error = io::Error> + Unpin,
@@ -405,10 +452,12 @@ impl Session {
         let Phase::Authed(a) = &self.phase else {
             return Flow::Continue;
         };
-        let key = a.key;
+        let (key, session) = (a.key, a.id);
+        // If a write is still running, its end wakes this session to look again.
+        self.relay.try_go_live(key, session);
         let mut total = 0usize;
         loop {
-            let batch = match self.relay.peek_offline(key).await {
+            let batch = match self.relay.peek_offline(key, self.cursor).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "could not read stored messages");
@@ -423,18 +472,31 @@ impl Session {
             if batch.is_empty() {
                 break;
             }
-            let mut seqs = Vec::with_capacity(batch.len());
+            let mut plain = Vec::new();
+            let mut tracked = Vec::new();
             for stored in batch {
-                seqs.push(stored.seq);
-                if let Err(e) = outbound.feed(stored.frame).await {
+                self.cursor = stored.seq + 1;
+                let entry = stored.entry;
+                if let Err(e) = outbound.feed(entry.frame).await {
                     return Flow::Stop(End::Io(e));
+                }
+                match entry.id {
+                    Some(id) => tracked.push(Unacked {
+                        id,
+                        sender: entry.sender,
+                        held: Held::Stored(stored.seq),
+                    }),
+                    None => plain.push(stored.seq),
                 }
             }
             if let Err(e) = outbound.flush().await {
                 return Flow::Stop(End::Io(e));
             }
-            total += seqs.len();
-            if let Err(e) = self.relay.remove_offline(key, seqs).await {
+            total += plain.len() + tracked.len();
+            self.relay.track(key, session, tracked);
+            if !plain.is_empty()
+                && let Err(e) = self.relay.remove_offline(key, plain).await
+            {
                 tracing::error!(error = %e, "could not remove delivered messages");
                 let text = "storage failure; some messages may arrive again";
                 return self
@@ -479,27 +541,16 @@ impl Session {
         let (key, id) = (a.key, a.id);
         match datum {
             Datum::Message(m) => {
-                if !names_sender(&m.from, &key, &a.aliases) {
-                    let text = format!(
-                        "spoof: from {:?} is not you; use your key or one of your aliases",
-                        m.from
-                    );
-                    return self.reply(outbound, Status::new(status::SPOOF, text)).await;
-                }
-                let answer = match self.relay.resolve(&m.to).await {
-                    Ok(Some(to)) => self.relay.route(to, frame).await,
-                    Ok(None) => Status::new(
-                        status::NO_SUCH_USER,
-                        format!(
-                            "no user {:?}: use a 64-digit hex key or a registered alias",
-                            m.to
-                        ),
-                    ),
-                    Err(_) => Status::new(status::INTERNAL, "storage failure: message not sent"),
-                };
-                self.reply(outbound, answer).await
+                let answer = self.message(m, frame, key).await;
+                self.answer(answer, outbound).await
             }
-            Datum::Command(c) => self.command(c, key, id, outbound).await,
+            Datum::Command(c) => {
+                // Commands are answered after every Message before them.
+                if let Flow::Stop(end) = self.flush_answers(outbound).await {
+                    return Flow::Stop(end);
+                }
+                self.command(c, key, id, outbound).await
+            }
             other => {
                 let text = format!(
                     "{} datums are not accepted from clients",
@@ -509,6 +560,78 @@ impl Session {
                     .await
             }
         }
+    }
+
+    /// Checks a Message and hands it to the core.
+    async fn message(&self, m: flexim_protocol::Message, frame: Bytes, key: PublicKey) -> Answer {
+        let Phase::Authed(a) = &self.phase else {
+            return Answer::Now(Status::new(status::UNAUTHENTICATED, "authenticate first"));
+        };
+        if let Some(id) = &m.id
+            && let Err(why) = status::validate_id(id)
+        {
+            let text = format!("bad message id: {why}; the message was not sent");
+            return Answer::Now(Status::new(status::BAD_ARGUMENT, text));
+        }
+        if !names_sender(&m.from, &key, &a.aliases) {
+            let text = format!(
+                "spoof: from {:?} is not you; use your key or one of your aliases",
+                m.from
+            );
+            return Answer::Now(Status::new(status::SPOOF, text).with_id(m.id));
+        }
+        match self.relay.resolve(&m.to).await {
+            Ok(Some(to)) => self.relay.route(key, to, m.id, frame),
+            Ok(None) => Answer::Now(
+                Status::new(
+                    status::NO_SUCH_USER,
+                    format!(
+                        "no user {:?}: use a 64-digit hex key or a registered alias",
+                        m.to
+                    ),
+                )
+                .with_id(m.id),
+            ),
+            Err(_) => Answer::Now(
+                Status::new(status::INTERNAL, "storage failure: message not sent").with_id(m.id),
+            ),
+        }
+    }
+
+    /// Sends a Message's answer now if nothing older waits, or queues it behind the older
+    /// ones. With too many answers waiting, waits for the oldest before reading on.
+    async fn answer<Si>(&mut self, answer: Answer, outbound: &mut Si) -> Flow
+    where
+        Si: Sink<Bytes, Error = io::Error> + Unpin,
+    {
+        match answer {
+            Answer::Now(s) if self.answers.is_empty() => return self.reply(outbound, s).await,
+            Answer::Now(s) => self.answers.push_back(Queued::Ready(s)),
+            Answer::Later(rx) => self.answers.push_back(Queued::Waiting { rx, id: None }),
+        }
+        while self.answers.len() > self.relay.limits.max_pipelined {
+            let s = next_answer(&mut self.answers).await;
+            self.answers.pop_front();
+            if let Flow::Stop(end) = self.reply(outbound, s).await {
+                return Flow::Stop(end);
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Sends every queued answer, waiting for the store where needed.
+    async fn flush_answers<Si>(&mut self, outbound: &mut Si) -> Flow
+    where
+        Si: Sink<Bytes, Error = io::Error> + Unpin,
+    {
+        while !self.answers.is_empty() {
+            let s = next_answer(&mut self.answers).await;
+            self.answers.pop_front();
+            if let Flow::Stop(end) = self.reply(outbound, s).await {
+                return Flow::Stop(end);
+            }
+        }
+        Flow::Continue
     }
 
     async fn command<Si>(&mut self, c: Command, key: PublicKey, id: u64, outbound: &mut Si) -> Flow
@@ -527,6 +650,20 @@ impl Session {
                 return self.register(&alias, outbound).await;
             }
             (cmd::OFFLINES, _) => return self.deliver_offline(outbound, true).await,
+            (cmd::ACK, Some(_)) => {
+                if let Some(bad) = c.payload.iter().find(|i| status::validate_id(i).is_err()) {
+                    Err(Status::new(
+                        status::BAD_ARGUMENT,
+                        format!("ACK: {bad:?} is not a message id; nothing was acknowledged"),
+                    ))
+                } else {
+                    let n = self.relay.ack(key, id, &c.payload);
+                    Err(Status::new(
+                        status::OK,
+                        format!("acknowledged {n} of {}", c.payload.len()),
+                    ))
+                }
+            }
             (cmd::GHOST, _) => {
                 if self.relay.ghost(key, id) {
                     let text = "this session now receives this key's messages";
@@ -541,7 +678,7 @@ impl Session {
                 Err(Status::new(status::INTERNAL, "this session is closing"))
             }
             (cmd::AUTH, _) => Err(Status::new(status::BAD_ARGUMENT, "already authenticated")),
-            (cmd::SEARCH | cmd::GETUSER | cmd::REGISTER, _) => Err(Status::new(
+            (cmd::SEARCH | cmd::GETUSER | cmd::REGISTER | cmd::ACK, _) => Err(Status::new(
                 status::BAD_ARGUMENT,
                 format!("{} needs an argument", c.cmd),
             )),
@@ -647,14 +784,15 @@ mod tests {
 
         // A message that reached the store while the session was online (routed during its
         // login) is delivered as soon as the core wakes the session.
-        use crate::store::{QueueLimits, Store};
+        use crate::store::{Entry, Store};
         let late = Bytes::from(Datum::Message(to_self("ALICE")).to_frame().unwrap());
-        let limits = QueueLimits {
-            messages: 10,
-            bytes: 10_000,
+        let entry = Entry {
+            sender: me.public_key(),
+            id: None,
+            frame: late.clone(),
         };
         store_handle
-            .enqueue(me.public_key(), late.clone(), limits)
+            .enqueue(me.public_key(), vec![entry], None)
             .await
             .unwrap();
         core.wake_primary(me.public_key());
@@ -674,26 +812,29 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let store = EmbeddedStore::open(&dir.join("db")).unwrap();
-        let relay = Relay::new(
+        let relay = Arc::new(Relay::new(
             SecretKey::from_bytes([1; 32]),
             "test",
             Arc::new(store),
             Limits::default(),
-        );
+        ));
         let bob = SecretKey::from_bytes([3; 32]).public_key();
         let login = relay.login(bob).await.unwrap();
         // Bob's session is registered but its queue is gone (as if it were still logging in
         // and not reading yet): the message goes to the store...
         drop(login.rx);
         let frame = Bytes::from_static(b"\x03\x00\x01\x80");
-        let answer = relay.route(bob, frame.clone()).await;
+        let answer = match relay.route(bob, bob, None, frame.clone()) {
+            Answer::Now(s) => s,
+            Answer::Later(rx) => rx.await.unwrap(),
+        };
         assert_eq!(answer.status, status::STORED);
         // ...and the session is told to look at the store again.
         tokio::time::timeout(std::time::Duration::from_secs(5), login.stored.notified())
             .await
             .expect("the session is woken");
-        let stored = relay.peek_offline(bob).await.unwrap();
-        assert_eq!(stored[0].frame, frame);
+        let stored = relay.peek_offline(bob, 0).await.unwrap();
+        assert_eq!(stored[0].entry.frame, frame);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

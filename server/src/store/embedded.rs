@@ -1,34 +1,102 @@
 //! The embedded default engine: redb, one file in the data directory, no other service.
 //!
-//! redb commits are durable (fsync) by default, which is what "stored" promises. Its calls
-//! block, so each one runs on tokio's blocking pool and the relay's tasks never stall on disk.
+//! redb commits are durable (fsync) by default, which is what "stored" promises. Writes go
+//! through one writer thread that commits everything waiting in one transaction: while one
+//! commit syncs, the next batch gathers, so many messages share each sync (group commit).
+//! Reads run on tokio's blocking pool and see every committed write.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use bytes::Bytes;
 use flexim_protocol::PublicKey;
 use flexim_protocol::keys::alias_key;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+use tokio::sync::oneshot;
 
-use super::{BoxFuture, Claim, QueueLimits, Store, StoreError, Stored, UserRecord};
+use super::{BoxFuture, Claim, Entry, QueueLimits, Store, StoreError, Stored, UserRecord};
 
 /// key (32 bytes) -> msgpack UserRecord
 const USERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("users");
 /// lower-cased alias -> key (32 bytes)
 const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
-/// (recipient key, sequence) -> Message frame
+/// (recipient key, sequence) -> entry (see [`encode_entry`])
 const OFFLINE: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("offline");
 /// recipient key -> (messages, bytes) queued, so limits are checked without a scan
 const QUEUES: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("queues");
 /// named counters: "seq" is the next offline sequence number
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// Most writes in one commit. Bounds the time one commit holds its callers; under load a
+/// commit of this many small messages still takes about one sync.
+const MAX_BATCH: usize = 4096;
+
 /// The redb-backed store.
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    /// Shared with the blocking-pool closures that run each operation.
+    /// Shared with the blocking-pool closures that run reads.
     db: Arc<Database>,
+    /// The writer thread; shared by the clones, stopped when the last one goes.
+    writer: Arc<Writer>,
+}
+
+/// The writer thread and its queue.
+struct Writer {
+    /// The queue. Unbounded on purpose: callers submit while holding the relay's lock (that
+    /// is how order is kept) and must never block there; the sessions bound how much each
+    /// connection can have in flight. `None` once dropped.
+    writes: Option<mpsc::Sender<Job>>,
+    /// Joined on drop, so that the database file is closed (and can be opened again) when
+    /// the store is gone, and every submitted write is committed first.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread's loop after the writes already in it.
+        self.writes.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A write for the writer thread.
+enum Op {
+    Touch {
+        key: PublicKey,
+        now: i64,
+    },
+    Claim {
+        key: PublicKey,
+        alias: String,
+        max_aliases: usize,
+    },
+    Enqueue {
+        to: PublicKey,
+        entries: Vec<Entry>,
+        limits: Option<QueueLimits>,
+    },
+    Remove {
+        to: PublicKey,
+        seqs: Vec<u64>,
+    },
+}
+
+/// What a write produced.
+enum Outcome {
+    User(UserRecord),
+    Claim(Claim),
+    Seqs(Vec<u64>),
+    Removed,
+}
+
+/// A write and where its outcome goes once it is committed.
+struct Job {
+    /// The write.
+    op: Op,
+    /// Answered after the commit (or with the engine's error).
+    reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
 fn eng(e: impl std::fmt::Display) -> StoreError {
@@ -50,8 +118,36 @@ fn key_of(bytes: &[u8]) -> Result<PublicKey, StoreError> {
         .map_err(|_| StoreError::Engine("stored key is not 32 bytes".into()))
 }
 
+/// An entry on disk: sender key (32 bytes), id length (1 byte, 0 for none), id, frame.
+fn encode_entry(e: &Entry) -> Vec<u8> {
+    let id = e.id.as_deref().unwrap_or("");
+    let mut out = Vec::with_capacity(33 + id.len() + e.frame.len());
+    out.extend_from_slice(e.sender.as_bytes());
+    // Ids are at most 64 bytes (the protocol's MAX_ID_LEN), so the length fits a byte.
+    out.push(id.len() as u8);
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(&e.frame);
+    out
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<Entry, StoreError> {
+    let bad = || StoreError::Engine("stored entry is damaged".into());
+    let sender = key_of(bytes.get(..32).ok_or_else(bad)?)?;
+    let id_len = *bytes.get(32).ok_or_else(bad)? as usize;
+    let id = bytes.get(33..33 + id_len).ok_or_else(bad)?;
+    let id = (id_len > 0)
+        .then(|| String::from_utf8(id.to_vec()).map_err(|_| bad()))
+        .transpose()?;
+    Ok(Entry {
+        sender,
+        id,
+        frame: Bytes::copy_from_slice(&bytes[33 + id_len..]),
+    })
+}
+
 impl EmbeddedStore {
-    /// Opens (or creates) the database file at `path` and makes sure every table exists.
+    /// Opens (or creates) the database file at `path`, makes sure every table exists and
+    /// starts the writer thread (it ends when the last clone of the store is dropped).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::create(path).map_err(eng)?;
         let txn = db.begin_write().map_err(eng)?;
@@ -63,10 +159,21 @@ impl EmbeddedStore {
             txn.open_table(META).map_err(eng)?;
         }
         txn.commit().map_err(eng)?;
-        Ok(EmbeddedStore { db: Arc::new(db) })
+        let db = Arc::new(db);
+        let (writes, jobs) = mpsc::channel();
+        let writer_db = db.clone();
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer(&writer_db, jobs))
+            .map_err(eng)?;
+        let writer = Arc::new(Writer {
+            writes: Some(writes),
+            thread: Some(thread),
+        });
+        Ok(EmbeddedStore { db, writer })
     }
 
-    /// Runs `f` on the blocking pool.
+    /// Runs a read on the blocking pool.
     fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
@@ -76,6 +183,22 @@ impl EmbeddedStore {
             tokio::task::spawn_blocking(move || f(&db))
                 .await
                 .map_err(eng)?
+        })
+    }
+
+    /// Hands a write to the writer thread now (so that writes keep the order of the calls)
+    /// and returns a future for its outcome.
+    fn submit(&self, op: Op) -> BoxFuture<'static, Result<Outcome, StoreError>> {
+        let (reply, outcome) = oneshot::channel();
+        let sent = match &self.writer.writes {
+            Some(w) => w.send(Job { op, reply }).map_err(|_| ()),
+            None => Err(()),
+        };
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::Engine("the store writer has stopped".into()))?;
+            outcome
+                .await
+                .map_err(|_| StoreError::Engine("the store writer has stopped".into()))?
         })
     }
 
@@ -91,6 +214,194 @@ impl EmbeddedStore {
     }
 }
 
+/// The writer thread: takes everything waiting, applies it in one transaction, commits
+/// (one sync), then answers each caller. An engine error fails the whole batch, and nothing
+/// of it is committed, so no caller is told "done" for a write that did not happen.
+fn writer(db: &Database, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|j| (j.op, j.reply)).unzip();
+        match commit(db, ops) {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = replies.len(), "a store commit failed");
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Engine(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// Applies `ops` in one write transaction and commits it. The inner results are the
+/// per-write outcomes (a full queue refuses one write, not the batch).
+fn commit(db: &Database, ops: Vec<Op>) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+    let txn = db.begin_write().map_err(eng)?;
+    let mut outcomes = Vec::with_capacity(ops.len());
+    for op in ops {
+        let outcome = match op {
+            Op::Touch { key, now } => touch(&txn, key, now).map(Outcome::User),
+            Op::Claim {
+                key,
+                alias,
+                max_aliases,
+            } => claim(&txn, key, alias, max_aliases).map(Outcome::Claim),
+            Op::Enqueue {
+                to,
+                entries,
+                limits,
+            } => enqueue(&txn, to, entries, limits).map(Outcome::Seqs),
+            Op::Remove { to, seqs } => remove(&txn, to, seqs).map(|()| Outcome::Removed),
+        };
+        match outcome {
+            Err(StoreError::Engine(e)) => return Err(StoreError::Engine(e)),
+            other => outcomes.push(other),
+        }
+    }
+    txn.commit().map_err(eng)?;
+    Ok(outcomes)
+}
+
+fn touch(txn: &WriteTransaction, key: PublicKey, now: i64) -> Result<UserRecord, StoreError> {
+    let mut table = txn.open_table(USERS).map_err(eng)?;
+    let before = match table.get(key.as_bytes().as_slice()).map_err(eng)? {
+        Some(v) => decode_user(v.value())?,
+        None => UserRecord::default(),
+    };
+    let after = UserRecord {
+        last_seen: now,
+        ..before.clone()
+    };
+    table
+        .insert(key.as_bytes().as_slice(), encode_user(&after).as_slice())
+        .map_err(eng)?;
+    Ok(before)
+}
+
+fn claim(
+    txn: &WriteTransaction,
+    key: PublicKey,
+    alias: String,
+    max_aliases: usize,
+) -> Result<Claim, StoreError> {
+    let folded = alias_key(&alias);
+    let mut aliases = txn.open_table(ALIASES).map_err(eng)?;
+    let owner = aliases
+        .get(folded.as_str())
+        .map_err(eng)?
+        .map(|v| key_of(v.value()))
+        .transpose()?;
+    Ok(match owner {
+        Some(owner) if owner == key => Claim::AlreadyYours,
+        Some(_) => Claim::Taken,
+        None => {
+            let mut users = txn.open_table(USERS).map_err(eng)?;
+            let mut record = match users.get(key.as_bytes().as_slice()).map_err(eng)? {
+                Some(v) => decode_user(v.value())?,
+                None => UserRecord::default(),
+            };
+            if record.aliases.len() >= max_aliases {
+                Claim::TooMany
+            } else {
+                record.aliases.push(alias);
+                users
+                    .insert(key.as_bytes().as_slice(), encode_user(&record).as_slice())
+                    .map_err(eng)?;
+                aliases
+                    .insert(folded.as_str(), key.as_bytes().as_slice())
+                    .map_err(eng)?;
+                Claim::Registered
+            }
+        }
+    })
+}
+
+fn enqueue(
+    txn: &WriteTransaction,
+    to: PublicKey,
+    entries: Vec<Entry>,
+    limits: Option<QueueLimits>,
+) -> Result<Vec<u64>, StoreError> {
+    let k = to.as_bytes().as_slice();
+    let encoded: Vec<Vec<u8>> = entries.iter().map(encode_entry).collect();
+    let added: u64 = encoded.iter().map(|e| e.len() as u64).sum();
+    let mut queues = txn.open_table(QUEUES).map_err(eng)?;
+    let (messages, bytes) = queues
+        .get(k)
+        .map_err(eng)?
+        .map(|v| v.value())
+        .unwrap_or((0, 0));
+    if let Some(limits) = limits
+        && (messages + encoded.len() as u64 > limits.messages || bytes + added > limits.bytes)
+    {
+        return Err(StoreError::QueueFull { messages, bytes });
+    }
+    queues
+        .insert(k, (messages + encoded.len() as u64, bytes + added))
+        .map_err(eng)?;
+    let mut meta = txn.open_table(META).map_err(eng)?;
+    let mut seq = meta
+        .get("seq")
+        .map_err(eng)?
+        .map(|v| v.value())
+        .unwrap_or(0);
+    let mut offline = txn.open_table(OFFLINE).map_err(eng)?;
+    let mut seqs = Vec::with_capacity(encoded.len());
+    for e in &encoded {
+        offline.insert((k, seq), e.as_slice()).map_err(eng)?;
+        seqs.push(seq);
+        seq += 1;
+    }
+    meta.insert("seq", seq).map_err(eng)?;
+    Ok(seqs)
+}
+
+fn remove(txn: &WriteTransaction, to: PublicKey, seqs: Vec<u64>) -> Result<(), StoreError> {
+    let k = to.as_bytes().as_slice();
+    let mut offline = txn.open_table(OFFLINE).map_err(eng)?;
+    let (mut removed, mut freed) = (0u64, 0u64);
+    for seq in seqs {
+        if let Some(v) = offline.remove((k, seq)).map_err(eng)? {
+            removed += 1;
+            freed += v.value().len() as u64;
+        }
+    }
+    if removed == 0 {
+        return Ok(());
+    }
+    let mut queues = txn.open_table(QUEUES).map_err(eng)?;
+    let (messages, bytes) = queues
+        .get(k)
+        .map_err(eng)?
+        .map(|v| v.value())
+        .unwrap_or((0, 0));
+    let left = (
+        messages.saturating_sub(removed),
+        bytes.saturating_sub(freed),
+    );
+    if left.0 == 0 {
+        queues.remove(k).map_err(eng)?;
+    } else {
+        queues.insert(k, left).map_err(eng)?;
+    }
+    Ok(())
+}
+
+/// The outcome a write of this kind produces; any other is a bug in the writer.
+fn mismatch() -> StoreError {
+    StoreError::Engine("the store writer answered with the wrong outcome".into())
+}
+
 impl Store for EmbeddedStore {
     fn user(&self, key: PublicKey) -> BoxFuture<'_, Result<Option<UserRecord>, StoreError>> {
         self.blocking(move |db| {
@@ -102,25 +413,12 @@ impl Store for EmbeddedStore {
     }
 
     fn touch(&self, key: PublicKey, now: i64) -> BoxFuture<'_, Result<UserRecord, StoreError>> {
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(eng)?;
-            let before = {
-                let mut table = txn.open_table(USERS).map_err(eng)?;
-                let before = match table.get(key.as_bytes().as_slice()).map_err(eng)? {
-                    Some(v) => decode_user(v.value())?,
-                    None => UserRecord::default(),
-                };
-                let after = UserRecord {
-                    last_seen: now,
-                    ..before.clone()
-                };
-                table
-                    .insert(key.as_bytes().as_slice(), encode_user(&after).as_slice())
-                    .map_err(eng)?;
-                before
-            };
-            txn.commit().map_err(eng)?;
-            Ok(before)
+        let done = self.submit(Op::Touch { key, now });
+        Box::pin(async move {
+            match done.await? {
+                Outcome::User(u) => Ok(u),
+                _ => Err(mismatch()),
+            }
         })
     }
 
@@ -130,46 +428,16 @@ impl Store for EmbeddedStore {
         alias: String,
         max_aliases: usize,
     ) -> BoxFuture<'_, Result<Claim, StoreError>> {
-        self.blocking(move |db| {
-            let folded = alias_key(&alias);
-            let txn = db.begin_write().map_err(eng)?;
-            let outcome = {
-                let mut aliases = txn.open_table(ALIASES).map_err(eng)?;
-                let owner = aliases
-                    .get(folded.as_str())
-                    .map_err(eng)?
-                    .map(|v| key_of(v.value()))
-                    .transpose()?;
-                match owner {
-                    Some(owner) if owner == key => Claim::AlreadyYours,
-                    Some(_) => Claim::Taken,
-                    None => {
-                        let mut users = txn.open_table(USERS).map_err(eng)?;
-                        let mut record = match users.get(key.as_bytes().as_slice()).map_err(eng)? {
-                            Some(v) => decode_user(v.value())?,
-                            None => UserRecord::default(),
-                        };
-                        if record.aliases.len() >= max_aliases {
-                            Claim::TooMany
-                        } else {
-                            record.aliases.push(alias);
-                            users
-                                .insert(key.as_bytes().as_slice(), encode_user(&record).as_slice())
-                                .map_err(eng)?;
-                            aliases
-                                .insert(folded.as_str(), key.as_bytes().as_slice())
-                                .map_err(eng)?;
-                            Claim::Registered
-                        }
-                    }
-                }
-            };
-            if outcome == Claim::Registered {
-                txn.commit().map_err(eng)?;
-            } else {
-                txn.abort().map_err(eng)?;
+        let done = self.submit(Op::Claim {
+            key,
+            alias,
+            max_aliases,
+        });
+        Box::pin(async move {
+            match done.await? {
+                Outcome::Claim(c) => Ok(c),
+                _ => Err(mismatch()),
             }
-            Ok(outcome)
         })
     }
 
@@ -218,90 +486,55 @@ impl Store for EmbeddedStore {
     fn enqueue(
         &self,
         to: PublicKey,
-        frame: Bytes,
-        limits: QueueLimits,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(eng)?;
-            {
-                let mut queues = txn.open_table(QUEUES).map_err(eng)?;
-                let (messages, bytes) = queues
-                    .get(to.as_bytes().as_slice())
-                    .map_err(eng)?
-                    .map(|v| v.value())
-                    .unwrap_or((0, 0));
-                if messages >= limits.messages || bytes + frame.len() as u64 > limits.bytes {
-                    return Err(StoreError::QueueFull { messages, bytes });
-                }
-                queues
-                    .insert(
-                        to.as_bytes().as_slice(),
-                        (messages + 1, bytes + frame.len() as u64),
-                    )
-                    .map_err(eng)?;
-                let mut meta = txn.open_table(META).map_err(eng)?;
-                let seq = meta
-                    .get("seq")
-                    .map_err(eng)?
-                    .map(|v| v.value())
-                    .unwrap_or(0);
-                meta.insert("seq", seq + 1).map_err(eng)?;
-                let mut offline = txn.open_table(OFFLINE).map_err(eng)?;
-                offline
-                    .insert((to.as_bytes().as_slice(), seq), frame.as_ref())
-                    .map_err(eng)?;
+        entries: Vec<Entry>,
+        limits: Option<QueueLimits>,
+    ) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
+        let done = self.submit(Op::Enqueue {
+            to,
+            entries,
+            limits,
+        });
+        Box::pin(async move {
+            match done.await? {
+                Outcome::Seqs(seqs) => Ok(seqs),
+                _ => Err(mismatch()),
             }
-            txn.commit().map_err(eng)
         })
     }
 
-    fn peek(&self, to: PublicKey, max: usize) -> BoxFuture<'_, Result<Vec<Stored>, StoreError>> {
+    fn peek(
+        &self,
+        to: PublicKey,
+        from: u64,
+        max: usize,
+    ) -> BoxFuture<'_, Result<Vec<Stored>, StoreError>> {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(eng)?;
             let table = txn.open_table(OFFLINE).map_err(eng)?;
             let k = to.as_bytes().as_slice();
             let mut out = Vec::new();
-            for row in table.range((k, 0)..=(k, u64::MAX)).map_err(eng)?.take(max) {
+            for row in table
+                .range((k, from)..=(k, u64::MAX))
+                .map_err(eng)?
+                .take(max)
+            {
                 let (key, value) = row.map_err(eng)?;
                 out.push(Stored {
                     seq: key.value().1,
-                    frame: Bytes::copy_from_slice(value.value()),
+                    entry: decode_entry(value.value())?,
                 });
             }
             Ok(out)
         })
     }
 
-    fn remove(&self, to: PublicKey, seqs: Vec<u64>) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.blocking(move |db| {
-            let k = to.as_bytes().as_slice();
-            let txn = db.begin_write().map_err(eng)?;
-            {
-                let mut offline = txn.open_table(OFFLINE).map_err(eng)?;
-                let (mut removed, mut freed) = (0u64, 0u64);
-                for seq in seqs {
-                    if let Some(v) = offline.remove((k, seq)).map_err(eng)? {
-                        removed += 1;
-                        freed += v.value().len() as u64;
-                    }
-                }
-                let mut queues = txn.open_table(QUEUES).map_err(eng)?;
-                let (messages, bytes) = queues
-                    .get(k)
-                    .map_err(eng)?
-                    .map(|v| v.value())
-                    .unwrap_or((0, 0));
-                let left = (
-                    messages.saturating_sub(removed),
-                    bytes.saturating_sub(freed),
-                );
-                if left.0 == 0 {
-                    queues.remove(k).map_err(eng)?;
-                } else {
-                    queues.insert(k, left).map_err(eng)?;
-                }
+    fn remove(&self, to: PublicKey, seqs: Vec<u64>) -> BoxFuture<'static, Result<(), StoreError>> {
+        let done = self.submit(Op::Remove { to, seqs });
+        Box::pin(async move {
+            match done.await? {
+                Outcome::Removed => Ok(()),
+                _ => Err(mismatch()),
             }
-            txn.commit().map_err(eng)
         })
     }
 }
@@ -326,50 +559,108 @@ mod tests {
         bytes: 1000,
     };
 
+    fn entry(frame: &'static [u8], id: Option<&str>) -> Entry {
+        Entry {
+            sender: PublicKey([7; 32]),
+            id: id.map(str::to_string),
+            frame: Bytes::from_static(frame),
+        }
+    }
+
     #[tokio::test]
     async fn queue_keeps_order_limits_and_survives_reopen() {
         let (store, dir) = temp_store();
         let bob = PublicKey([2; 32]);
         store
-            .enqueue(bob, Bytes::from_static(b"one"), LIMITS)
+            .enqueue(bob, vec![entry(b"one", Some("id-1"))], Some(LIMITS))
             .await
             .unwrap();
         store
-            .enqueue(bob, Bytes::from_static(b"two"), LIMITS)
+            .enqueue(bob, vec![entry(b"two", None)], Some(LIMITS))
             .await
             .unwrap();
         assert!(matches!(
             store
-                .enqueue(bob, Bytes::from_static(b"three"), LIMITS)
+                .enqueue(bob, vec![entry(b"three", None)], Some(LIMITS))
                 .await,
             Err(StoreError::QueueFull { messages: 2, .. })
         ));
         drop(store);
         let store = EmbeddedStore::open(&dir.join("db.redb")).unwrap();
-        let got = store.peek(bob, 10).await.unwrap();
-        let frames: Vec<_> = got.iter().map(|s| s.frame.clone()).collect();
+        let got = store.peek(bob, 0, 10).await.unwrap();
+        let entries: Vec<_> = got.iter().map(|s| s.entry.clone()).collect();
         assert_eq!(
-            frames,
-            [Bytes::from_static(b"one"), Bytes::from_static(b"two")]
+            entries,
+            [entry(b"one", Some("id-1")), entry(b"two", None)],
+            "sender, id and frame come back as stored, in order"
         );
+        // Peeking from a sequence number skips what came before it.
+        let later = store.peek(bob, got[1].seq, 10).await.unwrap();
+        assert_eq!(later.len(), 1);
+        assert_eq!(later[0].entry.frame, Bytes::from_static(b"two"));
         store.remove(bob, vec![got[0].seq]).await.unwrap();
         // Removing frees room in the queue.
         store
-            .enqueue(bob, Bytes::from_static(b"three"), LIMITS)
+            .enqueue(bob, vec![entry(b"three", None)], Some(LIMITS))
             .await
             .unwrap();
         let left: Vec<_> = store
-            .peek(bob, 10)
+            .peek(bob, 0, 10)
             .await
             .unwrap()
             .into_iter()
-            .map(|s| s.frame)
+            .map(|s| s.entry.frame)
             .collect();
         assert_eq!(
             left,
             [Bytes::from_static(b"two"), Bytes::from_static(b"three")]
         );
-        assert!(store.peek(PublicKey([3; 32]), 10).await.unwrap().is_empty());
+        // Without limits (messages a connection already accepted), a full queue still takes them.
+        store
+            .enqueue(bob, vec![entry(b"four", None)], None)
+            .await
+            .unwrap();
+        assert_eq!(store.peek(bob, 0, 10).await.unwrap().len(), 3);
+        assert!(
+            store
+                .peek(PublicKey([3; 32]), 0, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_share_commits_and_keep_call_order() {
+        let (store, dir) = temp_store();
+        let bob = PublicKey([2; 32]);
+        let frames: Vec<Bytes> = (0..500u32)
+            .map(|i| Bytes::from(i.to_be_bytes().to_vec()))
+            .collect();
+        // Every write is submitted before any is awaited: their order is the call order.
+        let pending: Vec<_> = frames
+            .iter()
+            .map(|f| {
+                let e = Entry {
+                    sender: PublicKey([7; 32]),
+                    id: None,
+                    frame: f.clone(),
+                };
+                store.enqueue(bob, vec![e], None)
+            })
+            .collect();
+        for p in pending {
+            p.await.unwrap();
+        }
+        let got: Vec<_> = store
+            .peek(bob, 0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.entry.frame)
+            .collect();
+        assert_eq!(got, frames);
         let _ = std::fs::remove_dir_all(dir);
     }
 

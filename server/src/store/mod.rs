@@ -26,13 +26,25 @@ pub struct UserRecord {
     pub last_seen: i64,
 }
 
-/// One stored message waiting for its recipient.
+/// A frame to append to a recipient's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Who sent it: the key that gets the receipt when the recipient acknowledges it.
+    pub sender: PublicKey,
+    /// The Message's `id`, if it had one. Entries with an id stay until acknowledged (ACK);
+    /// entries without one (old clients, stored receipts) leave once written to the recipient.
+    pub id: Option<String>,
+    /// The frame exactly as it will be written to the recipient.
+    pub frame: Bytes,
+}
+
+/// One stored frame waiting for its recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
-    /// The store's sequence number; messages come back in this order and are removed by it.
+    /// The store's sequence number; frames come back in this order and are removed by it.
     pub seq: u64,
-    /// The Message frame exactly as the sender sent it.
-    pub frame: Bytes,
+    /// The entry as it was enqueued.
+    pub entry: Entry,
 }
 
 /// The outcome of claiming an alias.
@@ -74,6 +86,11 @@ pub enum StoreError {
 }
 
 /// Durable storage. Every write is durable (synced) when its future completes.
+///
+/// Ordering: writes take effect in the order the methods were *called*, not the order their
+/// futures are polled, so a caller that holds a lock while calling knows its place in line.
+/// The relay relies on this for per-sender order. Engines group concurrent writes into one
+/// commit (one sync for many messages).
 pub trait Store: Send + Sync + 'static {
     /// The record of a user, if the key was ever seen.
     fn user(&self, key: PublicKey) -> BoxFuture<'_, Result<Option<UserRecord>, StoreError>>;
@@ -105,17 +122,26 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<(PublicKey, UserRecord)>, StoreError>>;
 
-    /// Appends a message frame to `to`'s queue, durably, within `limits`.
+    /// Appends entries to `to`'s queue, durably and in order, and returns their sequence
+    /// numbers. With `limits`, all of them are refused with [`StoreError::QueueFull`] if they
+    /// do not fit; without, they are taken whatever the queue holds (messages the recipient's
+    /// connection already accepted and must not be dropped).
     fn enqueue(
         &self,
         to: PublicKey,
-        frame: Bytes,
-        limits: QueueLimits,
-    ) -> BoxFuture<'_, Result<(), StoreError>>;
+        entries: Vec<Entry>,
+        limits: Option<QueueLimits>,
+    ) -> BoxFuture<'static, Result<Vec<u64>, StoreError>>;
 
-    /// The oldest `max` messages in `to`'s queue, without removing them.
-    fn peek(&self, to: PublicKey, max: usize) -> BoxFuture<'_, Result<Vec<Stored>, StoreError>>;
+    /// The oldest `max` entries of `to`'s queue with a sequence number of at least `from`,
+    /// without removing them.
+    fn peek(
+        &self,
+        to: PublicKey,
+        from: u64,
+        max: usize,
+    ) -> BoxFuture<'_, Result<Vec<Stored>, StoreError>>;
 
-    /// Removes delivered messages from `to`'s queue.
-    fn remove(&self, to: PublicKey, seqs: Vec<u64>) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Removes delivered or acknowledged entries from `to`'s queue (unknown ones are ignored).
+    fn remove(&self, to: PublicKey, seqs: Vec<u64>) -> BoxFuture<'static, Result<(), StoreError>>;
 }
