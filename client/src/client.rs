@@ -23,11 +23,30 @@
 //! `connect` returns, every later answer belongs to a later request, whatever the server sent
 //! during login.
 //!
+//! # Delivery that loses nothing
+//!
+//! Every message this client seals gets a fresh random `id`. The server keeps an id'd message
+//! until its recipient acknowledges it, and tells the sender how far it got: the answer `2`
+//! STORED (durable), `3` RELAYED (handed to the recipient's connection, not yet durable), or an
+//! error, and later the receipts `7` DELIVERED or `8` STORED_LATER. The client keeps each sent
+//! message in its [`Outbox`] until a final Status about it arrives (see
+//! [`crate::outbox::is_final`]); that bookkeeping happens in [`Client::read_one`], so it works
+//! whichever call happens to read the Status. After a lost connection the application moves the
+//! outbox to a new connection with [`Client::take_outbox`] and [`Client::resend`].
+//!
+//! On the receiving side, a message with an id is reported with that id ([`Received::id`]), and
+//! the application acknowledges it with [`Client::ack`] once it has processed it. Until then the
+//! server redelivers it at every login, so nothing is lost if the application dies in between.
+//!
 //! # Duplicates
 //!
-//! Stored messages are delivered at least once, and nothing stops a replay, so a message that
-//! opens is remembered (sender, date and the start of the box, which holds its random nonce)
-//! and a second copy is not reported again.
+//! Stored messages are delivered at least once, senders resend unconfirmed messages after a
+//! reconnect, and nothing stops a replay, so a second copy of a message is not reported again.
+//! A message with an id is recognised by its sender and id. A message without one is
+//! recognised by its sender, date and the start of its box, which holds its random nonce. A
+//! repeated id is still acknowledged (automatically, see [`Client::next_event`]) once the
+//! application has acknowledged the first copy, because the server would otherwise redeliver
+//! it for ever.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -43,6 +62,7 @@ use serde::Serialize;
 use crate::endpoint::Endpoint;
 use crate::error::ClientError;
 use crate::identity::Identity;
+use crate::outbox::{Outbox, new_message_id};
 use crate::transport::Transport;
 
 /// How long [`Client::connect`] may take, from the TCP connect to the end of the login. A
@@ -65,6 +85,10 @@ pub struct Received {
     pub flags: Vec<String>,
     /// The decrypted text.
     pub text: String,
+    /// The sender's id for this message, when it set one. Pass it to [`Client::ack`] once the
+    /// message is processed; until then the server keeps it and delivers it again at the next
+    /// login.
+    pub id: Option<String>,
 }
 
 /// The JSON form of a received message, one object per line (see [`Received::json_line`]).
@@ -80,11 +104,15 @@ struct JsonLine<'a> {
     flags: &'a [String],
     /// The decrypted text.
     msg: &'a str,
+    /// The message id, left out when the sender set none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
 }
 
 impl Received {
     /// The message as one line of JSON, without the newline:
-    /// `{"from":"<key hex>","to":"...","date":N,"flags":[...],"msg":"<plaintext>"}`.
+    /// `{"from":"<key hex>","to":"...","date":N,"flags":[...],"msg":"<plaintext>","id":"..."}`,
+    /// where `id` is present only when the sender set one.
     pub fn json_line(&self) -> String {
         let line = JsonLine {
             from: self.from.to_hex(),
@@ -92,6 +120,7 @@ impl Received {
             date: self.date,
             flags: &self.flags,
             msg: &self.text,
+            id: self.id.as_deref(),
         };
         // A struct of strings and integers always serializes; there is no map with
         // non-string keys and no custom Serialize impl that could fail.
@@ -111,6 +140,16 @@ pub enum Event {
         from: String,
         /// Why it did not open.
         reason: String,
+    },
+    /// A receipt about a message this client (or an earlier connection of this user) sent:
+    /// `7` DELIVERED, the recipient acknowledged it, or `8` STORED_LATER, it had been relayed
+    /// but the recipient's connection ended before acknowledging it, and it is durably stored
+    /// now. Either way the server no longer needs the sender to send it again.
+    Receipt {
+        /// The id of the message the receipt is about.
+        id: String,
+        /// The receipt itself (its code is [`status::DELIVERED`] or [`status::STORED_LATER`]).
+        status: Status,
     },
     /// A user came online or went offline.
     Presence {
@@ -163,12 +202,39 @@ pub struct Client {
     seen: HashSet<SeenMessage>,
     /// The same, oldest first, to forget the oldest once [`DEDUP_WINDOW`] is reached.
     seen_order: VecDeque<SeenMessage>,
+    /// Messages with an id recently reported, by sender and id, to drop repeats.
+    seen_ids: HashSet<(PublicKey, String)>,
+    /// The same, oldest first, to forget the oldest once [`DEDUP_WINDOW`] is reached.
+    seen_id_order: VecDeque<(PublicKey, String)>,
+    /// Ids reported to the application and not yet acknowledged by it. A repeat of one of
+    /// these is dropped without an automatic ACK: acknowledging it would tell the server to
+    /// forget a message the application may not have processed yet, and the application's own
+    /// ACK of the id will cover the repeat too.
+    unacked: HashSet<String>,
+    /// Ids to acknowledge without the application's help (repeats of processed messages,
+    /// messages that can never be opened); sent by [`Client::next_event`], [`Client::ack`] and
+    /// [`Client::close`].
+    pending_acks: Vec<String>,
+    /// Request numbers of the automatic ACKs, whose answers nobody waits for; they are
+    /// consumed rather than handed out as events.
+    internal_acks: HashSet<u64>,
+    /// Set when automatic ACKs were queued but not flushed yet.
+    acks_unflushed: bool,
+    /// Request numbers of the Messages with an id sent on this connection, so that an answer
+    /// without an id (from a server that predates ids) still settles the right message.
+    message_requests: HashMap<u64, String>,
+    /// Messages sent and not yet confirmed, oldest first.
+    outbox: Outbox,
     /// Set once the server closed the connection.
     closed: bool,
 }
 
 /// How many delivered messages are remembered for de-duplication.
 const DEDUP_WINDOW: usize = 4096;
+
+/// The most ids one ACK command carries. An id is at most 64 characters, 66 bytes in
+/// msgpack, so 500 of them stay well inside the server's default 48 KiB datum limit.
+const MAX_ACK_IDS: usize = 500;
 
 /// What identifies a delivered message: the sender, the date, and the first 44 characters of
 /// the box (33 bytes: the version byte, the 24-byte random nonce and 8 bytes of ciphertext).
@@ -183,6 +249,25 @@ impl fmt::Debug for Client {
             .field("pending", &self.pending.len())
             .field("closed", &self.closed)
             .finish_non_exhaustive()
+    }
+}
+
+/// Why a message did not open.
+struct Unopened {
+    /// What went wrong, for [`Event::Undecryptable`].
+    reason: String,
+    /// Whether the message can never open (a bad box, an unknown sender), as opposed to a
+    /// failure that may pass (the connection failing during the sender lookup).
+    for_good: bool,
+}
+
+impl Unopened {
+    /// A failure that no later attempt can fix.
+    fn for_good(reason: String) -> Unopened {
+        Unopened {
+            reason,
+            for_good: true,
+        }
     }
 }
 
@@ -373,6 +458,14 @@ impl Client {
             lookup_failures: HashMap::new(),
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
+            seen_ids: HashSet::new(),
+            seen_id_order: VecDeque::new(),
+            unacked: HashSet::new(),
+            pending_acks: Vec::new(),
+            internal_acks: HashSet::new(),
+            acks_unflushed: false,
+            message_requests: HashMap::new(),
+            outbox: Outbox::new(),
             closed: false,
         };
         client.finish_login(alias.is_some()).await?;
@@ -492,7 +585,16 @@ impl Client {
     pub async fn send_datum(&mut self, datum: &Datum) -> Result<(), ClientError> {
         self.transport.queue(datum)?;
         self.sent += 1;
+        self.note_message_request(datum);
         self.transport.flush().await
+    }
+
+    /// Remembers which message id the request just counted carries, if it is a Message with
+    /// one (see [`Client::message_requests`]).
+    fn note_message_request(&mut self, datum: &Datum) {
+        if let Datum::Message(Message { id: Some(id), .. }) = datum {
+            self.message_requests.insert(self.sent, id.clone());
+        }
     }
 
     /// Sends raw bytes (on WebSocket: one binary message), for testing the server's handling
@@ -550,6 +652,18 @@ impl Client {
         } else {
             None
         };
+        // Any Status about one of our messages moves the outbox along, whether it is an answer
+        // or a receipt and whoever reads it. An answer without an id (a server that predates
+        // ids) is matched to its message by its number.
+        let by_number = answer.and_then(|n| self.message_requests.remove(&n));
+        if let Ok(Datum::Status(s)) = &item
+            && let Some(id) = s.id.as_deref().or(by_number.as_deref())
+        {
+            self.outbox.settle(id, s.status);
+        }
+        if answer.is_some_and(|n| self.internal_acks.remove(&n)) {
+            return Ok(Read::Internal);
+        }
         if let Some(who) = answer.and_then(|n| self.lookups.remove(&n)) {
             match item {
                 Ok(Datum::User(user)) => {
@@ -582,6 +696,7 @@ impl Client {
         self.transport.queue(datum)?;
         self.sent += 1;
         let mine = self.sent;
+        self.note_message_request(datum);
         self.transport.flush().await?;
         loop {
             match self.read_one().await? {
@@ -665,7 +780,8 @@ impl Client {
     }
 
     /// Builds the Message datum carrying `text` sealed for `to`, dated now, from this user's
-    /// key. Sending it is up to the caller; [`Client::send_text`] does both.
+    /// key, with a fresh random id. Sending it is up to the caller (and so is keeping it in an
+    /// outbox); [`Client::send_text`] does both.
     pub fn seal_message(
         &mut self,
         to: &PublicKey,
@@ -690,13 +806,17 @@ impl Client {
             flags: flags.to_vec(),
             date,
             msg,
-            id: None,
+            id: Some(new_message_id()?),
         })
     }
 
     /// Encrypts `text` for `to` (a key or an alias) and sends it. Returns the server's
-    /// positive Status ([`status::STORED`] or [`status::RELAYED`]); an error Status becomes
-    /// [`ClientError::Server`].
+    /// positive Status ([`status::STORED`] or [`status::RELAYED`]), carrying the message's id;
+    /// an error Status becomes [`ClientError::Server`].
+    ///
+    /// The message goes into this client's [`Outbox`] before it is sent and stays there until
+    /// it is confirmed: at once by STORED, or later by a receipt ([`Event::Receipt`]) after
+    /// RELAYED. If the connection is lost first, it is still there for [`Client::resend`].
     pub async fn send_text(
         &mut self,
         to: &str,
@@ -705,14 +825,141 @@ impl Client {
     ) -> Result<Status, ClientError> {
         let recipient = self.resolve(to).await?;
         let message = self.seal_message(&recipient, text, flags)?;
+        self.outbox.push(message.clone());
         expect_status(self.request(&Datum::Message(message)).await?)
+    }
+
+    /// The messages sent on this connection (or handed to [`Client::resend`]) that are not
+    /// confirmed yet, oldest first.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Takes the unconfirmed messages out of this client, typically after its connection was
+    /// lost, to pass them to [`Client::resend`] on a new connection.
+    pub fn take_outbox(&mut self) -> Outbox {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Sends every message of `outbox` again, byte for byte (same id, same nonce) and in the
+    /// original order, each after the answer to the one before. Call it right after
+    /// connecting and before sending anything new, so that the recipient gets the messages in
+    /// the order they were written.
+    ///
+    /// The messages join this client's outbox before the first one goes out, so that a
+    /// connection lost during the resend loses none of them. A message that a receipt already
+    /// queued on this connection confirms is skipped. Returns the server's answers, one per
+    /// message sent, in order; each carries its message's id, and an error answer (for
+    /// instance [`status::QUEUE_FULL`]) is returned as a Status like the others, because the
+    /// remaining messages are sent all the same. `Err` means the connection failed.
+    pub async fn resend(&mut self, outbox: Outbox) -> Result<Vec<Status>, ClientError> {
+        let messages: Vec<Message> = outbox.into_iter().collect();
+        for message in &messages {
+            self.outbox.push(message.clone());
+        }
+        // Receipts that arrived during the login (filed as events before this outbox was
+        // here) may already confirm some of the messages.
+        let receipts: Vec<(String, i8)> = self
+            .pending
+            .iter()
+            .filter_map(|d| match d {
+                Ok(Datum::Status(Status {
+                    status,
+                    id: Some(id),
+                    ..
+                })) => Some((id.clone(), *status)),
+                _ => None,
+            })
+            .collect();
+        for (id, code) in receipts {
+            self.outbox.settle(&id, code);
+        }
+        let mut answers = Vec::with_capacity(messages.len());
+        for message in messages {
+            let Some(id) = message.id.clone() else {
+                continue;
+            };
+            // A receipt read while waiting for an earlier answer may confirm a later message.
+            if !self.outbox.contains(&id) {
+                continue;
+            }
+            match self.request(&Datum::Message(message)).await? {
+                Datum::Status(mut s) => {
+                    s.id.get_or_insert(id);
+                    answers.push(s);
+                }
+                other => return Err(unexpected("a Status", &other)),
+            }
+        }
+        Ok(answers)
+    }
+
+    /// ACK: tells the server that the messages with these ids were received and processed, so
+    /// that it forgets them and sends their senders `7` DELIVERED. Call it after handling a
+    /// [`Received`] whose `id` is set. Ids this client owes the server anyway (see
+    /// [`Client::next_event`]) go along. Returns the server's answer (Status `1`); with no id
+    /// at all, nothing is sent and the answer is made up locally. Very long lists are split
+    /// into several commands, and the last answer is returned.
+    pub async fn ack(&mut self, ids: &[String]) -> Result<Status, ClientError> {
+        for id in ids {
+            self.unacked.remove(id);
+        }
+        let mut all = std::mem::take(&mut self.pending_acks);
+        for id in ids {
+            if !all.contains(id) {
+                all.push(id.clone());
+            }
+        }
+        if all.is_empty() {
+            return Ok(Status::new(status::OK, "acknowledged 0"));
+        }
+        let mut last = None;
+        for chunk in all.chunks(MAX_ACK_IDS) {
+            let payload: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            last = Some(expect_status(self.command(cmd::ACK, &payload).await?)?);
+        }
+        // `all` is not empty, so at least one chunk was sent.
+        Ok(last.unwrap_or_else(|| Status::new(status::OK, "acknowledged 0")))
+    }
+
+    /// Queues ACK commands for the ids in `pending_acks`, without waiting: their answers are
+    /// consumed by [`Client::read_one`]. The bytes go out with the next flush, which every
+    /// read does first.
+    fn queue_pending_acks(&mut self) {
+        if self.pending_acks.is_empty() || self.closed {
+            return;
+        }
+        let ids = std::mem::take(&mut self.pending_acks);
+        for chunk in ids.chunks(MAX_ACK_IDS) {
+            let payload: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let datum = Datum::Command(Command::new(cmd::ACK, &payload));
+            // Only an oversized frame fails to queue, which MAX_ACK_IDS rules out; if it did,
+            // the server would simply deliver those messages again at the next login.
+            if self.transport.queue(&datum).is_ok() {
+                self.sent += 1;
+                self.internal_acks.insert(self.sent);
+                self.acks_unflushed = true;
+            }
+        }
     }
 
     /// The next event: queued ones first, then whatever the server sends. Messages are
     /// decrypted here. Cancel-safe: a datum leaves the queue only once its event is complete,
     /// so a cancelled call (for instance while resolving a sender's alias) loses nothing.
+    ///
+    /// A repeat of a message already reported is dropped here, and so is acknowledged
+    /// automatically when the application has acknowledged the first copy; so is a message
+    /// with an id that can never be opened. Those ACKs go out without waiting for their
+    /// answers, which never come out as events.
     pub async fn next_event(&mut self) -> Result<Event, ClientError> {
         loop {
+            // Automatic ACKs queued by an earlier call go out now rather than with the next
+            // read, which may be a while away if events are queued. A failure is left for
+            // that read to report, so that the events queued already still come out first.
+            if self.acks_unflushed && !self.closed {
+                self.acks_unflushed = false;
+                let _ = self.transport.flush().await;
+            }
             while self.pending.is_empty() {
                 if self.closed {
                     return Ok(Event::Closed);
@@ -734,6 +981,7 @@ impl Client {
                 }
             };
             let event = self.event_for(datum).await;
+            self.queue_pending_acks();
             self.pending.pop_front();
             if let Some(event) = event {
                 return Ok(event);
@@ -759,6 +1007,14 @@ impl Client {
                     None => Event::Status(s),
                 }
             }
+            Datum::Status(Status {
+                status: code @ (status::DELIVERED | status::STORED_LATER),
+                payload,
+                id: Some(id),
+            }) => Event::Receipt {
+                id: id.clone(),
+                status: Status::new(code, payload).with_id(Some(id)),
+            },
             Datum::Status(s) => Event::Status(s),
             other => Event::Other(other),
         })
@@ -767,20 +1023,47 @@ impl Client {
     /// Opens an incoming message; any failure becomes [`Event::Undecryptable`], a copy of a
     /// message already reported becomes `None`.
     async fn open_message(&mut self, message: Message) -> Option<Event> {
-        let undecryptable = |reason: String| {
-            Some(Event::Undecryptable {
-                from: message.from.clone(),
-                reason,
-            })
+        let (sender, text) = match self.open_text(&message).await {
+            Ok(opened) => opened,
+            Err(Unopened { reason, for_good }) => {
+                // A message that will never open is acknowledged all the same: the server keeps
+                // an id'd message until its recipient acknowledges it, so it would come back at
+                // every login, for ever, and open no better. A failure that may pass (the
+                // connection or the server's storage failing during the sender lookup) is not
+                // acknowledged, so that the message comes back when it can be opened.
+                if for_good && let Some(id) = &message.id {
+                    self.pending_acks.push(id.clone());
+                }
+                return Some(Event::Undecryptable {
+                    from: message.from,
+                    reason,
+                });
+            }
         };
-        let sender = match self.resolve(&message.from).await {
-            Ok(key) => key,
-            Err(e) => return undecryptable(format!("cannot resolve the sender: {e}")),
-        };
-        let key = match self.conversation_key(&sender) {
-            Ok(key) => key,
-            Err(e) => return undecryptable(e.to_string()),
-        };
+        // Only boxes that opened are remembered, so a forgery cannot suppress a real message.
+        if !self.first_copy(&sender, &message) {
+            return None;
+        }
+        Some(Event::Message(Received {
+            from: sender,
+            from_text: message.from,
+            to: message.to,
+            date: message.date,
+            flags: message.flags,
+            text,
+            id: message.id,
+        }))
+    }
+
+    /// Resolves the sender of `message` and opens its box: the sender's key and the text.
+    async fn open_text(&mut self, message: &Message) -> Result<(PublicKey, String), Unopened> {
+        let sender = self.resolve(&message.from).await.map_err(|e| Unopened {
+            for_good: !(e.is_connection_lost() || e.server_status() == Some(status::INTERNAL)),
+            reason: format!("cannot resolve the sender: {e}"),
+        })?;
+        let key = self
+            .conversation_key(&sender)
+            .map_err(|e| Unopened::for_good(e.to_string()))?;
         // The server delivers to this session only what is addressed to this user, whatever
         // form `to` takes, so the recipient bound into the box is always our own key.
         let me = self.me.key;
@@ -790,29 +1073,53 @@ impl Client {
             date: message.date,
             flags: &message.flags,
         };
-        let text = match e2e::open(&key, &envelope, &message.msg) {
-            Ok(text) => text,
-            Err(e) => return undecryptable(e.to_string()),
-        };
-        // Only boxes that opened are remembered, so a forgery cannot suppress a real message.
-        let id: SeenMessage = (sender, message.date, message.msg.chars().take(44).collect());
-        if !self.seen.insert(id.clone()) {
-            return None;
+        let text = e2e::open(&key, &envelope, &message.msg)
+            .map_err(|e| Unopened::for_good(e.to_string()))?;
+        Ok((sender, text))
+    }
+
+    /// Records an opened message for de-duplication; false if it was seen already. A repeated
+    /// id that the application has acknowledged is acknowledged again (see
+    /// [`Client::unacked`] for why one it has not acknowledged yet is not).
+    fn first_copy(&mut self, sender: &PublicKey, message: &Message) -> bool {
+        match &message.id {
+            Some(id) => {
+                let seen = (*sender, id.clone());
+                if self.seen_ids.contains(&seen) {
+                    if !self.unacked.contains(id) && !self.pending_acks.contains(id) {
+                        self.pending_acks.push(id.clone());
+                    }
+                    return false;
+                }
+                self.seen_ids.insert(seen.clone());
+                self.seen_id_order.push_back(seen);
+                self.unacked.insert(id.clone());
+                if self.seen_id_order.len() > DEDUP_WINDOW
+                    && let Some(oldest) = self.seen_id_order.pop_front()
+                {
+                    self.seen_ids.remove(&oldest);
+                    self.unacked.remove(&oldest.1);
+                }
+                true
+            }
+            None => {
+                let seen: SeenMessage = (
+                    *sender,
+                    message.date,
+                    message.msg.chars().take(44).collect(),
+                );
+                if !self.seen.insert(seen.clone()) {
+                    return false;
+                }
+                self.seen_order.push_back(seen);
+                if self.seen_order.len() > DEDUP_WINDOW
+                    && let Some(oldest) = self.seen_order.pop_front()
+                {
+                    self.seen.remove(&oldest);
+                }
+                true
+            }
         }
-        self.seen_order.push_back(id);
-        if self.seen_order.len() > DEDUP_WINDOW
-            && let Some(oldest) = self.seen_order.pop_front()
-        {
-            self.seen.remove(&oldest);
-        }
-        Some(Event::Message(Received {
-            from: sender,
-            from_text: message.from,
-            to: message.to,
-            date: message.date,
-            flags: message.flags,
-            text,
-        }))
     }
 
     /// GHOST: makes this connection the key's active session (Status 4); the older session
@@ -867,11 +1174,13 @@ impl Client {
         expect_status(self.command(cmd::OFFLINES, &[]).await?)
     }
 
-    /// Closes the connection politely. Queued events stay readable.
+    /// Closes the connection politely, sending any automatic ACKs still owed first. Queued
+    /// events stay readable.
     pub async fn close(&mut self) -> Result<(), ClientError> {
         if self.closed {
             return Ok(());
         }
+        self.queue_pending_acks();
         self.closed = true;
         self.transport.close().await
     }
@@ -890,6 +1199,7 @@ mod tests {
             date: 1_700_000_000,
             flags: vec!["NOTIFY".into()],
             text: "hi \"there\"\nline two ✓".into(),
+            id: None,
         };
         let line = r.json_line();
         assert!(!line.contains('\n'));
@@ -903,12 +1213,22 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["msg"], "hi \"there\"\nline two ✓");
         assert_eq!(v["flags"][0], "NOTIFY");
+
+        // The id comes last, and only when the sender set one.
+        let with_id = Received {
+            id: Some("0123abcd".into()),
+            ..r
+        };
+        let line = with_id.json_line();
+        assert!(line.ends_with(r#","id":"0123abcd"}"#), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["id"], "0123abcd");
     }
 
     #[test]
     fn answers_and_notices_are_told_apart() {
         let st = |c| Datum::Status(Status::new(c, ""));
-        for notice in [10, -10, 5, 6, -15, -17, -18] {
+        for notice in [10, -10, 5, 6, 7, 8, -15, -17, -18] {
             assert!(is_unsolicited(&st(notice)), "{notice}");
         }
         for answer in [1, 2, 3, 4, -1, -3, -7, -8, -9, -11, -12, -13, -14, -16] {

@@ -12,9 +12,26 @@
 //! let me = Identity::load("alice.key")?;
 //! let mut client = Client::connect("127.0.0.1:4321", &me, Some("alice")).await?;
 //! client.send_text("bob", "hello", &[]).await?;
-//! while let Event::Message(m) = client.next_event().await? {
-//!     println!("{}: {}", m.from_text, m.text);
+//! loop {
+//!     match client.next_event().await {
+//!         Ok(Event::Message(m)) => {
+//!             println!("{}: {}", m.from_text, m.text);
+//!             // Processed: the server may forget it now (else it comes again at next login).
+//!             if let Some(id) = m.id {
+//!                 client.ack(&[id]).await?;
+//!             }
+//!         }
+//!         Ok(Event::Receipt { id, status }) => println!("{id}: {}", status.payload),
+//!         Ok(Event::Closed) => break,
+//!         Ok(_) => {}
+//!         Err(e) if e.is_connection_lost() => break,
+//!         Err(e) => return Err(e.into()),
+//!     }
 //! }
+//! // Messages not confirmed yet are sent again, in order, before anything new.
+//! let unconfirmed = client.take_outbox();
+//! let mut client = Client::connect("127.0.0.1:4321", &me, Some("alice")).await?;
+//! client.resend(unconfirmed).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -23,12 +40,14 @@ mod client;
 mod endpoint;
 mod error;
 mod identity;
+pub mod outbox;
 mod transport;
 
 pub use client::{CONNECT_TIMEOUT, Client, Event, Received};
 pub use endpoint::{Endpoint, EndpointError};
 pub use error::ClientError;
 pub use identity::{Identity, KeyFileError};
+pub use outbox::{Outbox, new_message_id};
 pub use transport::Transport;
 
 /// The protocol crate, re-exported so that users of this crate name the same types.

@@ -1,6 +1,6 @@
 //! `flexim`: the command-line client (key generation, one-shot send, listen, interactive chat).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead as _, Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,9 +35,20 @@ Examples:
   flexim send --key alice.key --to 3f9a...e1 --flag NOTIFY 'ping'
   echo 'from a pipe' | flexim send --key alice.key --to bob -
   flexim send --server ws://127.0.0.1:8080/ws --key alice.key --to bob hi
+  flexim send --key alice.key --to bob --wait 0 'no need to wait for bob'
 
-Exit status: 0 once the server confirmed the message (\"stored\" or \"relayed\" on stderr),
-1 otherwise, with the server's error on stderr.";
+Waiting: when bob is offline the server stores the message durably and `send` is done
+(\"stored\"). When bob is online the server hands it to bob's connection (\"relayed\") and
+`send` waits up to --wait seconds for bob's client to acknowledge it (\"delivered\"), or for
+the server to store it because bob left first (\"stored\"). If the connection is lost before
+then, `send` logs in again once and sends the same message again; bob's client drops the
+second copy if the first one had arrived. Receipts go to the key's active session only, so
+when another session of this key is logged in, `send` does not wait for one.
+
+Exit status: 0 once the message is safe (\"stored\" or \"delivered\" on stderr), and also
+when bob's client has not acknowledged it within --wait seconds (\"relayed (the recipient has
+not acknowledged yet)\": it is with bob's client, and the server keeps it until bob's client
+acknowledges it); 1 otherwise, with the server's error on stderr.";
 
 const LISTEN_EXAMPLES: &str = "\
 Examples:
@@ -46,7 +57,14 @@ Examples:
   flexim listen --key bob.key --ghost        # take over from another session of bob
 
 Output: one line per message, `[2024-01-31T12:00:00Z] FROM: text`, or with --json
-{\"from\": KEY-HEX, \"to\": ..., \"date\": UNIX-SECONDS, \"flags\": [...], \"msg\": TEXT}.
+{\"from\": KEY-HEX, \"to\": ..., \"date\": UNIX-SECONDS, \"flags\": [...], \"msg\": TEXT,
+\"id\": ID} (\"id\" only when the sender gave the message one).
+
+Each message is acknowledged to the server right after its line is printed, and only then
+does the server forget it (and tell the sender \"delivered\"). Messages that are not printed,
+such as those beyond --count, stay on the server for the next run. A second copy of a
+message printed in this run (a sender may send it again after losing its connection) is
+not printed again.
 
 Exit status: 0 after --count messages, or when --timeout expires without --count;
 3 when --timeout expires before --count messages arrived; 1 on errors.";
@@ -56,7 +74,13 @@ Examples:
   flexim chat --key alice.key --alias alice --to bob
   flexim chat --server ws://127.0.0.1:8080/ws --key alice.key
 
-Type /help inside the chat for its commands. Times are shown in UTC.";
+Type /help inside the chat for its commands. Times are shown in UTC.
+
+After each line you send, the server's answer follows: (stored) when the contact is offline,
+(relayed) when it was handed to the contact's connection. A later line
+(delivered to WHO: TEXT) says the contact's client acknowledged it, and (stored for WHO: TEXT)
+that the contact left before acknowledging it and the server stored it. Incoming messages are
+acknowledged once shown.";
 
 const CHAT_HELP: &str = "\
 commands:
@@ -95,7 +119,7 @@ enum Command {
     /// Create a new key file and print its public key.
     #[command(after_help = KEYGEN_EXAMPLES)]
     Keygen(KeygenArgs),
-    /// Send one message and wait for the server to confirm it.
+    /// Send one message and wait until it is stored or delivered.
     #[command(after_help = SEND_EXAMPLES)]
     Send(SendArgs),
     /// Print incoming messages, one per line.
@@ -159,6 +183,10 @@ struct SendArgs {
     /// server but protected against changes.
     #[arg(long = "flag", short = 'f', value_name = "F")]
     flags: Vec<String>,
+    /// How long to wait, after the server relayed the message to the online recipient, for
+    /// the recipient's client to acknowledge it (fractions allowed; 0: do not wait).
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    wait: Duration,
     /// The message text; `-` reads it from stdin.
     #[arg(value_name = "TEXT")]
     text: String,
@@ -254,21 +282,77 @@ fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
 
 /// Loads the key and logs in, turning failures into messages that say what to do.
 async fn connect(conn: &ConnArgs) -> anyhow::Result<Client> {
-    let identity = Identity::load(&conn.key).map_err(|e| match &e {
+    let identity = load_identity(conn)?;
+    log_in(conn, &identity)
+        .await
+        .map_err(|e| login_error(conn, e))
+}
+
+/// How long `send` keeps trying to log in again after losing its connection: long enough for
+/// a server to restart.
+const RECONNECT_FOR: Duration = Duration::from_secs(15);
+
+/// Logs in again after a lost connection. A server that is restarting refuses connections
+/// (or says it is shutting down) for a moment, so failures of that kind are retried, with
+/// growing pauses, for up to [`RECONNECT_FOR`]; anything else (a wrong server key, say) fails
+/// at once.
+async fn reconnect(conn: &ConnArgs) -> anyhow::Result<Client> {
+    let identity = load_identity(conn)?;
+    let give_up = tokio::time::Instant::now() + RECONNECT_FOR;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match log_in(conn, &identity).await {
+            Ok(client) => return Ok(client),
+            Err(e) if may_pass(&e) && tokio::time::Instant::now() + pause < give_up => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(login_error(conn, e)),
+        }
+    }
+}
+
+/// Whether a login failure may go away by itself: no server listening, a connection cut
+/// or timing out, a server shutting down.
+fn may_pass(e: &ClientError) -> bool {
+    match e {
+        ClientError::Connect { .. }
+        | ClientError::Upgrade { .. }
+        | ClientError::Timeout { .. }
+        | ClientError::ClosedDuringHandshake
+        | ClientError::Closed
+        | ClientError::Io(_)
+        | ClientError::WebSocket(_) => true,
+        ClientError::Server { status, .. } => *status == status::SHUTTING_DOWN,
+        _ => false,
+    }
+}
+
+/// Loads the key file named on the command line.
+fn load_identity(conn: &ConnArgs) -> anyhow::Result<Identity> {
+    Identity::load(&conn.key).map_err(|e| match &e {
         KeyFileError::Read { error, .. } if error.kind() == io::ErrorKind::NotFound => anyhow!(
             "{e}; create one with `flexim keygen --out {}`",
             conn.key.display()
         ),
         _ => anyhow!(e),
-    })?;
+    })
+}
+
+/// Connects and logs in as `identity`.
+async fn log_in(conn: &ConnArgs, identity: &Identity) -> Result<Client, ClientError> {
     Client::connect_pinned(
         &conn.server,
-        &identity,
+        identity,
         conn.alias.as_deref(),
         conn.server_key.as_ref(),
     )
     .await
-    .map_err(|e| match &e {
+}
+
+/// A login failure as a message that says what to do.
+fn login_error(conn: &ConnArgs, e: ClientError) -> anyhow::Error {
+    match &e {
         ClientError::Connect { error, .. } if error.kind() == io::ErrorKind::ConnectionRefused => {
             anyhow!("{e}; is `just serve` running?")
         }
@@ -280,12 +364,22 @@ async fn connect(conn: &ConnArgs) -> anyhow::Result<Client> {
         | ClientError::ServerKeyMismatch { .. }
         | ClientError::Endpoint(_) => anyhow!(e),
         _ => anyhow!("cannot log in to {}: {e}", conn.server),
-    })
+    }
 }
 
 /// Explains a connection loss in the middle of a command.
 fn lost(client: &Client, e: ClientError) -> anyhow::Error {
     anyhow!("connection to {} lost: {e}", client.endpoint())
+}
+
+/// How far a sent message got.
+enum Outcome {
+    /// The server confirmed it: stored durably (STORED or STORED_LATER) or acknowledged by
+    /// the recipient (DELIVERED). The Status says which.
+    Confirmed(Status),
+    /// The server handed it to the online recipient, whose client has not acknowledged it
+    /// within the time allowed. The server keeps it until the recipient's client does.
+    Relayed,
 }
 
 async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
@@ -303,26 +397,165 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         }
         text
     } else {
-        args.text
+        args.text.clone()
     };
     let mut client = connect(&args.conn).await?;
-    match client.send_text(&args.to, &text, &args.flags).await {
-        Ok(answer) => {
-            // Login notices such as a refused --alias would otherwise go unseen.
-            while client.has_queued_events() {
-                if let Ok(Event::Status(s)) = client.next_event().await
-                    && status::is_error(s.status)
-                {
-                    eprintln!("flexim: server: {}", describe_with_code(&s));
+    // The wait for a receipt starts with the first RELAYED and is not extended by a
+    // reconnection, so that --wait bounds the whole wait.
+    let mut deadline = None;
+    let first = match client.send_text(&args.to, &text, &args.flags).await {
+        Ok(answer) => settle(&mut client, answer, args.wait, &mut deadline).await,
+        Err(e) => Err(e),
+    };
+    let outcome = match first {
+        Ok(outcome) => outcome,
+        Err(e) if e.is_connection_lost() => {
+            // A message that was relayed but not confirmed lives only in the server's memory,
+            // so it is sent again, with the same id: the recipient drops a second copy.
+            eprintln!(
+                "flexim: connection to {} lost before the message was confirmed ({e}); \
+                 logging in again to send it again",
+                client.endpoint()
+            );
+            let unconfirmed = client.take_outbox();
+            client = reconnect(&args.conn).await.map_err(|e| {
+                e.context("the message was not confirmed, and logging in again failed")
+            })?;
+            let again = if unconfirmed.is_empty() {
+                // The message never left: the connection failed while looking up the
+                // recipient.
+                match client.send_text(&args.to, &text, &args.flags).await {
+                    Ok(answer) => settle(&mut client, answer, args.wait, &mut deadline).await,
+                    Err(e) => Err(e),
                 }
+            } else {
+                resend_one(&mut client, unconfirmed, args.wait, &mut deadline).await
+            };
+            match again {
+                Ok(outcome) => outcome,
+                Err(e) => return Err(send_error(&client, &args.to, e)),
             }
-            eprintln!("{}", describe(&answer));
-            let _ = client.close().await;
-            Ok(ExitCode::SUCCESS)
         }
-        Err(e) if e.is_connection_lost() => Err(lost(&client, e)),
-        Err(e @ ClientError::Server { .. }) => bail!("the server refused the message: {e}"),
-        Err(e) => bail!("cannot send to {}: {e}", args.to),
+        Err(e) => return Err(send_error(&client, &args.to, e)),
+    };
+    // Login notices such as a refused --alias would otherwise go unseen.
+    while client.has_queued_events() {
+        if let Ok(Event::Status(s)) = client.next_event().await
+            && status::is_error(s.status)
+        {
+            eprintln!("flexim: server: {}", describe_with_code(&s));
+        }
+    }
+    match outcome {
+        Outcome::Confirmed(s) if s.status == status::DELIVERED => eprintln!("delivered"),
+        Outcome::Confirmed(s) if s.status == status::STORED_LATER => {
+            eprintln!(
+                "stored (the recipient's connection ended before it acknowledged the message; \
+                 it is delivered at the next login)"
+            )
+        }
+        Outcome::Confirmed(s) => eprintln!("{}", describe(&s)),
+        Outcome::Relayed => eprintln!("relayed (the recipient has not acknowledged yet)"),
+    }
+    let _ = client.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends the message of `unconfirmed` again on a new connection and waits for it to be
+/// confirmed, as [`settle`] does.
+async fn resend_one(
+    client: &mut Client,
+    unconfirmed: flexim_client::Outbox,
+    wait: Duration,
+    deadline: &mut Option<tokio::time::Instant>,
+) -> Result<Outcome, ClientError> {
+    let id = unconfirmed.unconfirmed().next().and_then(|m| m.id.clone());
+    let answers = client.resend(unconfirmed).await?;
+    match (answers.into_iter().next(), id) {
+        (Some(answer), _) => settle(client, answer, wait, deadline).await,
+        // Nothing was sent again: a receipt that came with the login confirmed it already.
+        (None, Some(id)) => {
+            let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + wait);
+            wait_for_receipt(client, &id, until).await
+        }
+        (None, None) => Ok(Outcome::Relayed),
+    }
+}
+
+/// Turns the server's answer to a message into an outcome: STORED is final, an error is
+/// [`ClientError::Server`], and RELAYED means waiting (until `deadline`, set now if this is
+/// the first RELAYED) for the receipt that says the recipient acknowledged it.
+async fn settle(
+    client: &mut Client,
+    answer: Status,
+    wait: Duration,
+    deadline: &mut Option<tokio::time::Instant>,
+) -> Result<Outcome, ClientError> {
+    if status::is_error(answer.status) {
+        return Err(ClientError::Server {
+            status: answer.status,
+            payload: answer.payload,
+        });
+    }
+    if answer.status != status::RELAYED {
+        return Ok(Outcome::Confirmed(answer));
+    }
+    match answer.id {
+        Some(id) => {
+            let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + wait);
+            wait_for_receipt(client, &id, until).await
+        }
+        // A server that predates message ids sends no receipts; waiting would be in vain.
+        None => Ok(Outcome::Relayed),
+    }
+}
+
+/// Waits until `deadline` for the receipt (DELIVERED or STORED_LATER) about the message `id`.
+/// The connection closing first is [`ClientError::Closed`], so that the caller reconnects.
+async fn wait_for_receipt(
+    client: &mut Client,
+    id: &str,
+    deadline: tokio::time::Instant,
+) -> Result<Outcome, ClientError> {
+    loop {
+        let event = match tokio::time::timeout_at(deadline, client.next_event()).await {
+            Ok(event) => event?,
+            Err(_) => return Ok(Outcome::Relayed),
+        };
+        match event {
+            Event::Receipt { id: about, status } if about == id => {
+                return Ok(Outcome::Confirmed(status));
+            }
+            // The server sends receipts to the key's active session only, which is another
+            // one; this one would wait in vain.
+            Event::Status(s) if s.status == status::SESSION_EXISTS => {
+                eprintln!(
+                    "flexim: another session of this key is logged in and gets the receipts; \
+                     not waiting for one"
+                );
+                return Ok(Outcome::Relayed);
+            }
+            // TAKEN_OVER, SHUTTING_DOWN and the like explain the close that follows.
+            Event::Status(s) if status::is_error(s.status) => {
+                eprintln!("flexim: server: {}", describe_with_code(&s));
+            }
+            Event::Closed => return Err(ClientError::Closed),
+            // Messages for this user are not acknowledged here, so the server keeps them for
+            // a client that shows them.
+            _ => {}
+        }
+    }
+}
+
+/// The error `send` exits with.
+fn send_error(client: &Client, to: &str, e: ClientError) -> anyhow::Error {
+    match e {
+        e if e.is_connection_lost() => anyhow!(
+            "connection to {} lost before the server confirmed the message: {e}",
+            client.endpoint()
+        ),
+        e @ ClientError::Server { .. } => anyhow!("the server refused the message: {e}"),
+        e => anyhow!("cannot send to {to}: {e}"),
     }
 }
 
@@ -354,6 +587,8 @@ async fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
     }
     let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut received: u64 = 0;
+    // A server that refuses ACK refuses every one; saying so once is enough.
+    let mut ack_warned = false;
     loop {
         if args.count.is_some_and(|n| received >= n) {
             let _ = client.close().await;
@@ -386,6 +621,23 @@ async fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
                     plain_line(&message)
                 })?;
                 received += 1;
+                // Acknowledged only once printed: a message this run does not show stays on
+                // the server for the next one.
+                if let Some(id) = message.id {
+                    match client.ack(&[id]).await {
+                        Ok(_) => {}
+                        Err(e) if e.is_connection_lost() => return Err(lost(&client, e)),
+                        Err(e) => {
+                            if !ack_warned {
+                                eprintln!(
+                                    "flexim: cannot acknowledge messages ({e}); the server \
+                                     will deliver them again"
+                                );
+                                ack_warned = true;
+                            }
+                        }
+                    }
+                }
             }
             Ok(Event::Undecryptable { from, reason }) => {
                 eprintln!("flexim: a message from {from} could not be decrypted: {reason}");
@@ -396,7 +648,8 @@ async fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             Ok(Event::Status(s)) => eprintln!("flexim: server: {}", describe_with_code(&s)),
-            Ok(Event::Presence { .. } | Event::Other(_)) => {}
+            // Receipts concern messages this key sent, perhaps from another program.
+            Ok(Event::Presence { .. } | Event::Receipt { .. } | Event::Other(_)) => {}
             Ok(Event::Closed) => match args.count {
                 Some(n) => {
                     bail!("the server closed the connection after {received} of {n} messages")
@@ -468,6 +721,12 @@ struct Chat {
     current: Option<(String, PublicKey)>,
     /// Keys whose fingerprint has been shown already.
     seen: HashSet<PublicKey>,
+    /// Messages sent in this chat, by id: to whom (as shown) and the start of the text, to
+    /// say which message a receipt is about. An entry goes once the message is delivered.
+    sent: HashMap<String, (String, String)>,
+    /// Whether a failed ACK has been reported, so that a server refusing them is not reported
+    /// for every message.
+    ack_warned: bool,
 }
 
 async fn chat(args: ChatArgs) -> anyhow::Result<ExitCode> {
@@ -487,29 +746,19 @@ async fn chat(args: ChatArgs) -> anyhow::Result<ExitCode> {
         client,
         current: None,
         seen: HashSet::from([me.key]),
+        sent: HashMap::new(),
+        ack_warned: false,
     };
     if let Some(to) = &args.to {
         let result = chat.switch(to).await;
         chat.run(result)?;
     }
     println!("type /help for commands");
-    let mut lines = stdin_lines();
-    loop {
-        // Both futures are cancel-safe (a channel receive, and `next_event`, which keeps
-        // partial input in the client), so whichever loses the race loses nothing.
-        tokio::select! {
-            line = lines.recv() => match line {
-                Some(Ok(line)) => {
-                    if chat.line(&line).await? == Flow::Quit {
-                        break;
-                    }
-                }
-                None => break,
-                Some(Err(e)) => return Err(anyhow!(e).context("cannot read stdin")),
-            },
-            event = chat.client.next_event() => chat.event(event).await?,
-        }
+    let ended = chat.converse(stdin_lines()).await;
+    if ended.is_err() {
+        chat.warn_unconfirmed();
     }
+    ended?;
     let _ = chat.client.close().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -539,12 +788,75 @@ fn aliases_suffix(aliases: &[String]) -> String {
     }
 }
 
+/// The first eight characters of a message id, enough to tell messages apart on screen.
+fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// The start of a message's text, on one line, for receipts.
+fn snippet(text: &str) -> String {
+    const MAX: usize = 24;
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if line.chars().count() > MAX {
+        let start: String = line.chars().take(MAX - 1).collect();
+        format!("{start}…")
+    } else {
+        line
+    }
+}
+
 /// The first eight hex digits of a key, enough to tell contacts apart on screen.
 fn short_key(key: &PublicKey) -> String {
     key.to_hex()[..8].to_string()
 }
 
 impl Chat {
+    /// Reads lines and events until the user leaves (`Ok`) or the connection is lost.
+    async fn converse(
+        &mut self,
+        mut lines: tokio::sync::mpsc::Receiver<io::Result<String>>,
+    ) -> anyhow::Result<()> {
+        loop {
+            // Both futures are cancel-safe (a channel receive, and `next_event`, which keeps
+            // partial input in the client), so whichever loses the race loses nothing.
+            tokio::select! {
+                line = lines.recv() => match line {
+                    Some(Ok(line)) => {
+                        if self.line(&line).await? == Flow::Quit {
+                            return Ok(());
+                        }
+                    }
+                    None => return Ok(()),
+                    Some(Err(e)) => return Err(anyhow!(e).context("cannot read stdin")),
+                },
+                event = self.client.next_event() => self.event(event).await?,
+            }
+        }
+    }
+
+    /// After the chat ended on an error, lists the messages sent here that the server had not
+    /// confirmed: those may not have reached their recipients.
+    fn warn_unconfirmed(&self) {
+        let outbox = self.client.outbox();
+        if outbox.is_empty() {
+            return;
+        }
+        println!(
+            "* {} sent message(s) not confirmed before the end; they may not have arrived:",
+            outbox.len()
+        );
+        for message in outbox.unconfirmed() {
+            let id = message.id.as_deref().unwrap_or_default();
+            match self.sent.get(id) {
+                Some((to, text)) => println!("*   to {to}: {text}"),
+                None => println!("*   message {}", short_id(id)),
+            }
+        }
+    }
+
     /// Prints a command's error unless the connection is gone, which ends the chat.
     fn run(&self, result: Result<(), ClientError>) -> anyhow::Result<()> {
         match result {
@@ -648,6 +960,8 @@ impl Chat {
             return Ok(());
         };
         let answer = self.client.send_text(&key.to_hex(), text, &[]).await?;
+        let name = self.name_of(&key);
+        self.note_sent(&answer, name, text);
         println!("  ({})", status::name(answer.status));
         Ok(())
     }
@@ -655,8 +969,34 @@ impl Chat {
     /// `/msg WHO TEXT`.
     async fn send_to(&mut self, who: &str, text: &str) -> Result<(), ClientError> {
         let answer = self.client.send_text(who, text, &[]).await?;
+        self.note_sent(&answer, who.to_string(), text);
         println!("  ({} to {who})", status::name(answer.status));
         Ok(())
+    }
+
+    /// Remembers a sent message so that its receipts can name it.
+    fn note_sent(&mut self, answer: &Status, to: String, text: &str) {
+        if let Some(id) = &answer.id {
+            self.sent.insert(id.clone(), (to, snippet(text)));
+        }
+    }
+
+    /// Shows a receipt: which message it is about, if it was sent here, and what happened.
+    fn show_receipt(&mut self, id: &str, receipt: &Status) {
+        let delivered = receipt.status == status::DELIVERED;
+        // STORED_LATER may still be followed by DELIVERED, once the contact reads it.
+        let about = if delivered {
+            self.sent.remove(id)
+        } else {
+            self.sent.get(id).cloned()
+        };
+        match (about, delivered) {
+            (Some((to, text)), true) => println!("  (delivered to {to}: {text})"),
+            (Some((to, text)), false) => println!("  (stored for {to}: {text})"),
+            // A message sent by another program with this key, or by an earlier chat.
+            (None, true) => println!("  (message {} delivered)", short_id(id)),
+            (None, false) => println!("  (message {} stored)", short_id(id)),
+        }
     }
 
     /// `/to WHO`: makes WHO the current contact and shows its fingerprint.
@@ -722,6 +1062,7 @@ impl Chat {
                 let state = if online { "online" } else { "offline" };
                 println!("* {} is {state}", self.name_of(&key));
             }
+            Ok(Event::Receipt { id, status }) => self.show_receipt(&id, &status),
             Ok(Event::Status(s)) => match s.status {
                 status::SESSION_EXISTS => println!(
                     "* another session is logged in with this key and receives its messages; \
@@ -774,6 +1115,22 @@ impl Chat {
             m.from_text.clone()
         };
         println!("[{}] {name}: {}", format_time(m.date), m.text);
+        // Shown, so the server may forget it (and tell the sender it was delivered).
+        if let Some(id) = m.id {
+            match self.client.ack(&[id]).await {
+                Ok(_) => {}
+                Err(e) if e.is_connection_lost() => return Err(lost(&self.client, e)),
+                Err(e) => {
+                    if !self.ack_warned {
+                        println!(
+                            "* cannot acknowledge messages ({e}); the server will deliver \
+                             them again at the next login"
+                        );
+                        self.ack_warned = true;
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -829,6 +1186,7 @@ mod tests {
             date: 0,
             flags: vec![],
             text: "hi".into(),
+            id: Some("x".into()),
         };
         assert_eq!(plain_line(&m), "[1970-01-01T00:00:00Z] alice: hi");
     }

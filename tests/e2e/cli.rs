@@ -1,6 +1,8 @@
 //! The `flexim` command: keygen, send, listen and chat, as a user runs them.
 
-use flexim_tests::{Cli, TempDir, TestServer, flexim};
+use std::process::Stdio;
+
+use flexim_tests::{Cli, TempDir, TestServer, WAIT, bin_dir, flexim};
 
 fn keygen(dir: &TempDir, name: &str) -> (String, String) {
     let path = dir.0.join(format!("{name}.key"));
@@ -94,6 +96,172 @@ fn send_and_listen_over_tcp_and_websocket() {
     assert_eq!(code, 3, "{err}");
 }
 
+/// `listen --count N` acknowledges only the messages it printed: the rest stay on the server
+/// for the next run instead of being lost with the process.
+#[test]
+fn listen_count_leaves_the_rest_on_the_server() {
+    let server = TestServer::start();
+    let dir = TempDir::new("cli-count");
+    let (alice, _) = keygen(&dir, "alice");
+    let (bob, bob_pub) = keygen(&dir, "bob");
+    let tcp = server.tcp.to_string();
+    for text in ["one", "two", "three"] {
+        let (code, _, err) = flexim(&[
+            "send", "--server", &tcp, "--key", &alice, "--to", &bob_pub, text,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("stored"), "{err}");
+    }
+    let listen = |count: &str, timeout: &str| {
+        flexim(&[
+            "listen",
+            "--server",
+            &tcp,
+            "--key",
+            &bob,
+            "--json",
+            "--count",
+            count,
+            "--timeout",
+            timeout,
+        ])
+    };
+    let lines = |out: &str| -> Vec<serde_json::Value> {
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+
+    // All three are delivered at login, but only the first is printed and acknowledged.
+    let (code, out, err) = listen("1", "10");
+    assert_eq!(code, 0, "{err}");
+    let first = lines(&out);
+    assert_eq!(first.len(), 1, "{out}");
+    assert_eq!(first[0]["msg"], "one");
+    let first_id = first[0]["id"]
+        .as_str()
+        .expect("messages carry an id")
+        .to_string();
+    assert_eq!(first_id.len(), 32, "{first_id}");
+
+    // The next run gets the other two, in order, and not the first again.
+    let (code, out, err) = listen("2", "10");
+    assert_eq!(code, 0, "{err}");
+    let rest = lines(&out);
+    let texts: Vec<_> = rest.iter().map(|v| v["msg"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["two", "three"], "{out}");
+    assert!(rest.iter().all(|v| v["id"] != first_id.as_str()));
+    assert_ne!(rest[0]["id"], rest[1]["id"]);
+
+    // Everything was acknowledged: nothing is left.
+    let (code, out, err) = listen("1", "1");
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+}
+
+/// `send` to a recipient that is online waits for its client's acknowledgement.
+#[test]
+fn send_to_a_listening_recipient_reports_delivered() {
+    let server = TestServer::start();
+    let dir = TempDir::new("cli-delivered");
+    let (alice, _) = keygen(&dir, "alice");
+    let (bob, bob_pub) = keygen(&dir, "bob");
+    let tcp = server.tcp.to_string();
+    let send = |text: &str| {
+        flexim(&[
+            "send", "--server", &tcp, "--key", &alice, "--to", &bob_pub, text,
+        ])
+    };
+
+    let mut listener = Cli::spawn(&["listen", "--server", &server.ws, "--key", &bob]);
+    // A first message shows that bob's listener is logged in (stored or relayed, it arrives).
+    let (code, _, err) = send("are you there?");
+    assert_eq!(code, 0, "{err}");
+    listener.expect("are you there?");
+
+    let (code, _, err) = send("good, then this one is delivered");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("delivered"), "{err}");
+    listener.expect("good, then this one is delivered");
+
+    // With nobody listening, the message is stored and `send` does not wait.
+    drop(listener);
+    let started = std::time::Instant::now();
+    let (code, _, err) = send("later");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("stored"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+}
+
+/// `send` whose connection ends before the online recipient acknowledged the message logs in
+/// again and sends the same message (same id) again; the recipient shows it once.
+#[test]
+fn send_sends_again_after_a_restart_and_the_message_arrives_once() {
+    let server = TestServer::start();
+    let dir = TempDir::new("cli-resend");
+    let (alice, _) = keygen(&dir, "alice");
+    let (bob, bob_pub) = keygen(&dir, "bob");
+    let tcp = server.tcp.to_string();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+
+    // Bob is online, but his client never acknowledges: the message stays merely relayed.
+    let bob_id = flexim_client::Identity::load(&bob).unwrap();
+    let mut bob_client = runtime
+        .block_on(flexim_client::Client::connect(&tcp, &bob_id, None))
+        .unwrap();
+    let send = std::process::Command::new(bin_dir().join("flexim"))
+        .args(["send", "--server", &tcp, "--key", &alice, "--to", &bob_pub])
+        .args(["--wait", "30", "across a restart"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = runtime.block_on(async {
+        loop {
+            let event = tokio::time::timeout(WAIT, bob_client.next_event())
+                .await
+                .expect("the message reaches bob")
+                .unwrap();
+            if let flexim_client::Event::Message(m) = event {
+                break m;
+            }
+        }
+    });
+    assert_eq!(first.text, "across a restart");
+
+    // The server goes away while `send` waits for bob's acknowledgement.
+    let server = server.restart_on_same_ports();
+    drop(bob_client);
+    let out = send.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("logging in again"), "{err}");
+    assert!(err.contains("stored"), "{err}");
+
+    // Bob's next run shows it once, with the id it had the first time.
+    let (code, out, err) = flexim(&[
+        "listen",
+        "--server",
+        &server.tcp.to_string(),
+        "--key",
+        &bob,
+        "--json",
+        "--count",
+        "2",
+        "--timeout",
+        "3",
+    ]);
+    assert_eq!(code, 3, "{out}{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert_eq!(lines[0]["msg"], "across a restart");
+    assert_eq!(lines[0]["id"].as_str(), first.id.as_deref());
+}
+
 #[test]
 fn no_server_is_a_clear_error() {
     let dir = TempDir::new("cli-noserver");
@@ -142,6 +310,9 @@ fn two_chat_terminals_tcp_and_websocket_see_messages_and_fingerprints() {
     bob.type_line("hello alice, this is bob on a websocket");
     assert!(alice.expect("new contact").contains(&fp(&bob_pub)));
     alice.expect("hello alice, this is bob on a websocket");
+    // Alice's chat acknowledged the message it showed, and bob's chat says so.
+    bob.expect("(relayed)");
+    bob.expect("(delivered to alice: hello alice");
 
     alice.type_line("/to bob");
     assert!(alice.expect("talking to bob").contains(&fp(&bob_pub)));
