@@ -180,6 +180,27 @@ impl TestServer {
         false
     }
 
+    /// Kills the server with SIGKILL (no chance to flush or close anything) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server with SIGKILL and starts it again on the same data directory and
+    /// ports: a crash and a restart.
+    pub fn crash_and_restart(mut self) -> TestServer {
+        self.kill();
+        let dir = TempDir(std::mem::take(&mut self.dir.0));
+        let http = self
+            .http
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        Self::spawn(dir, &self.tcp.to_string(), &http, &[]).expect("server restarts")
+    }
+
     /// Stops the server and starts it again on the same data directory (new ports).
     pub fn restart(mut self) -> TestServer {
         assert!(self.stop(), "server exits cleanly on SIGTERM");
@@ -253,6 +274,10 @@ impl Raw {
     /// Connects and sends the header.
     pub async fn connect(addr: SocketAddr) -> Result<Raw> {
         let mut stream = TcpStream::connect(addr).await?;
+        // Datums are written one by one; without this, Nagle's algorithm holds each small
+        // write until the previous one is acknowledged, and a test that streams messages
+        // crawls at one delayed ACK per round.
+        stream.set_nodelay(true)?;
         stream.write_all(&HEADER).await?;
         Ok(Raw {
             stream,
@@ -373,6 +398,17 @@ pub fn message(from: &PublicKey, to: &str, body: &str) -> Datum {
         msg: body.to_string(),
         id: None,
     })
+}
+
+/// Like [`message`], with a message `id`.
+pub fn message_with_id(from: &PublicKey, to: &str, body: &str, id: &str) -> Datum {
+    match message(from, to, body) {
+        Datum::Message(mut m) => {
+            m.id = Some(id.to_string());
+            Datum::Message(m)
+        }
+        _ => unreachable!("message() builds a Message"),
+    }
 }
 
 /// A raw FLEX connection over WebSocket: one frame per binary message.

@@ -240,6 +240,22 @@ const MAX_ACK_IDS: usize = 500;
 /// the box (33 bytes: the version byte, the 24-byte random nonce and 8 bytes of ciphertext).
 type SeenMessage = (PublicKey, i64, String);
 
+/// What a client remembers about the messages it reported, carried from one connection to the
+/// next ([`Client::take_seen`], [`Client::restore_seen`]). The server redelivers everything
+/// not acknowledged, and a sender resends what it never saw confirmed, so a message can come
+/// again on a later connection; with this it is still reported once.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    /// Messages with an id, by sender and id.
+    ids: HashSet<(PublicKey, String)>,
+    /// The same, oldest first, to forget the oldest once [`DEDUP_WINDOW`] is reached.
+    id_order: VecDeque<(PublicKey, String)>,
+    /// Messages without an id, by sender, date and the start of the box (its nonce).
+    nonces: HashSet<SeenMessage>,
+    /// The same, oldest first.
+    nonce_order: VecDeque<SeenMessage>,
+}
+
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
@@ -839,6 +855,28 @@ impl Client {
     /// lost, to pass them to [`Client::resend`] on a new connection.
     pub fn take_outbox(&mut self) -> Outbox {
         std::mem::take(&mut self.outbox)
+    }
+
+    /// Takes what this client remembers about the messages it reported, for the next
+    /// connection's [`Client::restore_seen`].
+    pub fn take_seen(&mut self) -> Seen {
+        Seen {
+            ids: std::mem::take(&mut self.seen_ids),
+            id_order: std::mem::take(&mut self.seen_id_order),
+            nonces: std::mem::take(&mut self.seen),
+            nonce_order: std::mem::take(&mut self.seen_order),
+        }
+    }
+
+    /// Continues the de-duplication of an earlier connection: a message it reported is not
+    /// reported again, and is acknowledged automatically when it comes again. The earlier
+    /// connection ended, so the application has had every message it reported there; a
+    /// repeat of one it could not acknowledge before the end is acknowledged for it.
+    pub fn restore_seen(&mut self, seen: Seen) {
+        self.seen_ids = seen.ids;
+        self.seen_id_order = seen.id_order;
+        self.seen = seen.nonces;
+        self.seen_order = seen.nonce_order;
     }
 
     /// Sends every message of `outbox` again, byte for byte (same id, same nonce) and in the

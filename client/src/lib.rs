@@ -43,7 +43,7 @@ mod identity;
 pub mod outbox;
 mod transport;
 
-pub use client::{CONNECT_TIMEOUT, Client, Event, Received};
+pub use client::{CONNECT_TIMEOUT, Client, Event, Received, Seen};
 pub use endpoint::{Endpoint, EndpointError};
 pub use error::ClientError;
 pub use identity::{Identity, KeyFileError};

@@ -5,6 +5,8 @@ mod bad_input;
 mod browser;
 mod chat;
 mod cli;
+mod crash;
+mod delivery;
 mod handshake;
 mod offline;
 mod privacy;

@@ -1,0 +1,483 @@
+//! The delivery contract (docs/PROTOCOL.md, section 10): message ids, ACK, receipts,
+//! redelivery of everything unacknowledged, per-sender order and full queues.
+//!
+//! These tests speak the protocol by hand (no client library), so each shows exactly what the
+//! server answers; `crash.rs` runs the same contract through the client library under SIGKILL.
+
+use flexim_protocol::datum::{Command, Message, Status};
+use flexim_protocol::status::{self, cmd};
+use flexim_protocol::{Datum, SecretKey};
+use flexim_tests::{Raw, TestServer, message, message_with_id, new_key};
+
+/// The next datum that is not a presence notice.
+async fn next(raw: &mut Raw) -> Datum {
+    loop {
+        match raw.recv().await.unwrap() {
+            Datum::Status(s) if s.status.abs() == 10 => continue,
+            d => return d,
+        }
+    }
+}
+
+async fn next_status(raw: &mut Raw) -> Status {
+    match next(raw).await {
+        Datum::Status(s) => s,
+        other => panic!("expected a Status, got {other:?}"),
+    }
+}
+
+async fn next_message(raw: &mut Raw) -> Message {
+    match next(raw).await {
+        Datum::Message(m) => m,
+        other => panic!("expected a Message, got {other:?}"),
+    }
+}
+
+/// Sends ACK and returns its answer, skipping "delivered N stored messages" notices that may
+/// still be on their way.
+async fn ack(raw: &mut Raw, ids: &[&str]) -> Status {
+    raw.send(&Command::new(cmd::ACK, ids).into()).await.unwrap();
+    loop {
+        let s = next_status(raw).await;
+        if s.status != status::DELIVERED_STORED {
+            return s;
+        }
+    }
+}
+
+/// `(code, id)` of a Status, for compact assertions.
+fn code_id(s: &Status) -> (i8, Option<&str>) {
+    (s.status, s.id.as_deref())
+}
+
+fn to(key: &SecretKey) -> String {
+    key.public_key().to_hex()
+}
+
+/// Logs `key` in again after its previous connection was dropped, once the server has
+/// noticed: otherwise the new login would find the old session still registered and be only
+/// a secondary one (Status 5).
+async fn relogin(server: &TestServer, key: &SecretKey) -> Raw {
+    let mut observer = Raw::login(server.tcp, &new_key()).await.unwrap();
+    for _ in 0..200 {
+        observer
+            .send(&Command::new(cmd::GETUSER, &[&to(key)]).into())
+            .await
+            .unwrap();
+        if let Datum::User(u) = next(&mut observer).await
+            && u.online == Some(false)
+        {
+            return Raw::login(server.tcp, key).await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the server did not notice the dropped connection");
+}
+
+#[tokio::test]
+async fn receipts_follow_a_message_from_relayed_to_delivered() {
+    let server = TestServer::start();
+    let (alice, bob) = (new_key(), new_key());
+    let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
+    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let sent = message_with_id(&a_key, &b_hex, "hi", "m-1");
+    a.send(&sent).await.unwrap();
+    let answer = next_status(&mut a).await;
+    assert_eq!(
+        code_id(&answer),
+        (status::RELAYED, Some("m-1")),
+        "{answer:?}"
+    );
+
+    // Bob gets the sender's bytes, id included.
+    let got = loop {
+        let f = b.recv_frame().await.unwrap();
+        if f[0] == 3 {
+            break f;
+        }
+    };
+    assert_eq!(got, sent.to_frame().unwrap());
+    let acked = ack(&mut b, &["m-1"]).await;
+    assert_eq!(
+        (acked.status, acked.payload.as_str()),
+        (status::OK, "acknowledged 1 of 1")
+    );
+    let receipt = next_status(&mut a).await;
+    assert_eq!(code_id(&receipt), (status::DELIVERED, Some("m-1")));
+
+    // Acknowledged means forgotten: a new login of Bob's gets nothing again.
+    drop(b);
+    let mut b = relogin(&server, &bob).await;
+    b.send(&Command::new(cmd::OFFLINES, &[]).into())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_status(&mut b).await.payload,
+        "delivered 0 stored messages"
+    );
+}
+
+#[tokio::test]
+async fn a_cut_connection_gets_everything_unacknowledged_again_in_order() {
+    let server = TestServer::start();
+    let (alice, bob) = (new_key(), new_key());
+    let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
+    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let ids = ["r-0", "r-1", "r-2"];
+    for (i, id) in ids.iter().enumerate() {
+        let m = message_with_id(&a_key, &b_hex, &format!("live {i}"), id);
+        a.send(&m).await.unwrap();
+        assert_eq!(
+            code_id(&next_status(&mut a).await),
+            (status::RELAYED, Some(*id))
+        );
+    }
+    // Bob's client reads all three, acknowledges only the first, and its connection is cut.
+    for i in 0..3 {
+        assert_eq!(next_message(&mut b).await.msg, format!("live {i}"));
+    }
+    assert_eq!(ack(&mut b, &["r-0"]).await.payload, "acknowledged 1 of 1");
+    assert_eq!(
+        code_id(&next_status(&mut a).await),
+        (status::DELIVERED, Some("r-0"))
+    );
+    drop(b);
+    // The two it never acknowledged were held only in memory; now they are durable, and
+    // Alice is told so (Status 8), in order.
+    for id in &ids[1..] {
+        assert_eq!(
+            code_id(&next_status(&mut a).await),
+            (status::STORED_LATER, Some(*id))
+        );
+    }
+    // A message sent while Bob is away queues behind them.
+    let later = message_with_id(&a_key, &b_hex, "while away", "r-3");
+    a.send(&later).await.unwrap();
+    assert_eq!(
+        code_id(&next_status(&mut a).await),
+        (status::STORED, Some("r-3"))
+    );
+
+    let mut b = relogin(&server, &bob).await;
+    let mut texts = Vec::new();
+    for _ in 0..3 {
+        let m = next_message(&mut b).await;
+        texts.push((m.msg, m.id.unwrap()));
+    }
+    assert_eq!(
+        texts,
+        [
+            ("live 1".to_string(), "r-1".to_string()),
+            ("live 2".to_string(), "r-2".to_string()),
+            ("while away".to_string(), "r-3".to_string()),
+        ],
+        "exactly the unacknowledged messages, in the sender's order"
+    );
+    assert_eq!(next_status(&mut b).await.status, status::DELIVERED_STORED);
+    // Not acknowledged yet, so a cut now brings them all once more.
+    drop(b);
+    let mut b = relogin(&server, &bob).await;
+    for want in ["r-1", "r-2", "r-3"] {
+        assert_eq!(next_message(&mut b).await.id.as_deref(), Some(want));
+    }
+    assert_eq!(next_status(&mut b).await.status, status::DELIVERED_STORED);
+    assert_eq!(
+        ack(&mut b, &["r-1", "r-2", "r-3"]).await.payload,
+        "acknowledged 3 of 3"
+    );
+    for want in ["r-1", "r-2", "r-3"] {
+        assert_eq!(
+            code_id(&next_status(&mut a).await),
+            (status::DELIVERED, Some(want))
+        );
+    }
+    drop(b);
+    let mut b = relogin(&server, &bob).await;
+    b.send(&Command::new(cmd::OFFLINES, &[]).into())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_status(&mut b).await.payload,
+        "delivered 0 stored messages",
+        "acknowledged messages are gone"
+    );
+}
+
+#[tokio::test]
+async fn a_cut_in_the_middle_of_stored_delivery_loses_nothing() {
+    let server = TestServer::start();
+    let (alice, bob) = (new_key(), new_key());
+    let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
+    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    // More than one delivery batch (256), sent without waiting for answers: many messages
+    // share each commit, and the answers still come in order.
+    const N: usize = 300;
+    for i in 0..N {
+        let m = message_with_id(&a_key, &b_hex, &format!("{i}"), &format!("s-{i}"));
+        a.send(&m).await.unwrap();
+    }
+    for i in 0..N {
+        let s = next_status(&mut a).await;
+        assert_eq!(
+            code_id(&s),
+            (status::STORED, Some(format!("s-{i}").as_str()))
+        );
+    }
+    // Bob takes 100, acknowledges the first 50 and is cut off mid-delivery.
+    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    for i in 0..100 {
+        assert_eq!(next_message(&mut b).await.msg, format!("{i}"));
+    }
+    let first: Vec<String> = (0..50).map(|i| format!("s-{i}")).collect();
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    b.send(&Command::new(cmd::ACK, &first).into())
+        .await
+        .unwrap();
+    // The rest of the delivery is still coming; wait for the ACK's answer among it, so the
+    // cut comes after the server took the acknowledgement.
+    loop {
+        match next(&mut b).await {
+            Datum::Status(s) if s.status == status::OK => {
+                assert_eq!(s.payload, "acknowledged 50 of 50");
+                break;
+            }
+            _ => continue,
+        }
+    }
+    drop(b);
+
+    let mut b = relogin(&server, &bob).await;
+    for i in 50..N {
+        let m = next_message(&mut b).await;
+        assert_eq!(
+            (m.msg.as_str(), m.id.as_deref()),
+            (format!("{i}").as_str(), Some(format!("s-{i}").as_str())),
+            "every unacknowledged message, once, in order"
+        );
+    }
+    let s = next_status(&mut b).await;
+    assert_eq!(
+        (s.status, s.payload.as_str()),
+        (status::DELIVERED_STORED, "delivered 250 stored messages")
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_with_the_id_and_keeps_what_it_has() {
+    let server = TestServer::start_with(&["--max-offline-messages", "3"]);
+    let (alice, bob) = (new_key(), new_key());
+    let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
+    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    for i in 0..5 {
+        let m = message_with_id(&a_key, &b_hex, &format!("q{i}"), &format!("q-{i}"));
+        a.send(&m).await.unwrap();
+    }
+    let answers: Vec<_> = {
+        let mut v = Vec::new();
+        for _ in 0..5 {
+            v.push(next_status(&mut a).await);
+        }
+        v
+    };
+    let codes: Vec<_> = answers.iter().map(code_id).collect();
+    assert_eq!(
+        codes,
+        [
+            (status::STORED, Some("q-0")),
+            (status::STORED, Some("q-1")),
+            (status::STORED, Some("q-2")),
+            (status::QUEUE_FULL, Some("q-3")),
+            (status::QUEUE_FULL, Some("q-4")),
+        ]
+    );
+    assert!(
+        answers[3].payload.contains("3 messages"),
+        "the answer says why: {:?}",
+        answers[3].payload
+    );
+    // Nothing already stored was lost; acknowledging makes room again.
+    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    for i in 0..3 {
+        assert_eq!(next_message(&mut b).await.msg, format!("q{i}"));
+    }
+    assert_eq!(next_status(&mut b).await.status, status::DELIVERED_STORED);
+    assert_eq!(
+        ack(&mut b, &["q-0", "q-1", "q-2"]).await.payload,
+        "acknowledged 3 of 3"
+    );
+    drop(b);
+    // The receipts for the acknowledged messages come first, then the retry is stored.
+    for i in 0..3 {
+        assert_eq!(
+            code_id(&next_status(&mut a).await),
+            (status::DELIVERED, Some(format!("q-{i}").as_str()))
+        );
+    }
+    let retry = message_with_id(&a_key, &b_hex, "q3", "q-3");
+    a.send(&retry).await.unwrap();
+    assert_eq!(
+        code_id(&next_status(&mut a).await),
+        (status::STORED, Some("q-3"))
+    );
+}
+
+#[tokio::test]
+async fn bad_ids_and_acks_get_clear_errors_and_route_nothing() {
+    let server = TestServer::start();
+    let (alice, bob, carol) = (new_key(), new_key(), new_key());
+    let (a_key, b_key, c_key) = (alice.public_key(), bob.public_key(), carol.public_key());
+    let (a_hex, b_hex, c_hex) = (a_key.to_hex(), b_key.to_hex(), c_key.to_hex());
+    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut c = Raw::login(server.tcp, &carol).await.unwrap();
+    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let long = "x".repeat(65);
+    for bad in ["", "has space", "ümlaut", long.as_str()] {
+        let m = message_with_id(&a_key, &b_hex, "never", bad);
+        a.send(&m).await.unwrap();
+        let s = next_status(&mut a).await;
+        assert_eq!(s.status, status::BAD_ARGUMENT, "{bad:?}: {s:?}");
+        assert!(s.payload.contains("bad message id"), "{s:?}");
+    }
+    // A forged `from` with an id is refused with the id, so the sender knows which one.
+    let mut spoof = message_with_id(&b_key, &c_hex, "forged", "f-1");
+    if let Datum::Message(m) = &mut spoof {
+        m.from = b_hex.clone();
+    }
+    a.send(&spoof).await.unwrap();
+    assert_eq!(
+        code_id(&next_status(&mut a).await),
+        (status::SPOOF, Some("f-1"))
+    );
+    // ACK without ids, with a malformed id, and for an id nobody sent.
+    b.send(&Command::new(cmd::ACK, &[]).into()).await.unwrap();
+    assert_eq!(next_status(&mut b).await.status, status::BAD_ARGUMENT);
+    assert_eq!(
+        ack(&mut b, &["ok", "not ok"]).await.status,
+        status::BAD_ARGUMENT
+    );
+    assert_eq!(
+        ack(&mut b, &["nobody-sent-this"]).await.payload,
+        "acknowledged 0 of 1"
+    );
+    // Carol cannot acknowledge Bob's messages: the ACK is scoped to the session's own key.
+    let m = message_with_id(&a_key, &b_hex, "for bob", "b-1");
+    a.send(&m).await.unwrap();
+    assert_eq!(
+        code_id(&next_status(&mut a).await),
+        (status::RELAYED, Some("b-1"))
+    );
+    assert_eq!(ack(&mut c, &["b-1"]).await.payload, "acknowledged 0 of 1");
+    // Bob received nothing but the one valid message, and everyone still works.
+    let got = next_message(&mut b).await;
+    assert_eq!(
+        (got.msg.as_str(), got.id.as_deref()),
+        ("for bob", Some("b-1"))
+    );
+    assert_eq!(ack(&mut b, &["b-1"]).await.payload, "acknowledged 1 of 1");
+    assert_eq!(
+        code_id(&next_status(&mut a).await),
+        (status::DELIVERED, Some("b-1"))
+    );
+    c.send(&message(&c_key, &a_hex, "still fine"))
+        .await
+        .unwrap();
+    assert_eq!(next_status(&mut c).await.status, status::RELAYED);
+    assert_eq!(next_message(&mut a).await.msg, "still fine");
+}
+
+#[tokio::test]
+async fn ghost_hands_over_unacknowledged_messages_before_new_ones() {
+    let server = TestServer::start();
+    let (alice, bob) = (new_key(), new_key());
+    let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
+    let mut old = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let m1 = message_with_id(&a_key, &b_hex, "one", "g-1");
+    a.send(&m1).await.unwrap();
+    assert_eq!(next_status(&mut a).await.status, status::RELAYED);
+    assert_eq!(next_message(&mut old).await.msg, "one");
+    // A second session of Bob's takes over without the first having acknowledged.
+    let mut new = Raw::login(server.tcp, &bob).await.unwrap();
+    assert_eq!(next_status(&mut new).await.status, status::SESSION_EXISTS);
+    new.send(&Command::new(cmd::GHOST, &[]).into())
+        .await
+        .unwrap();
+    assert_eq!(next_status(&mut new).await.status, status::GHOSTED);
+    let m2 = message_with_id(&a_key, &b_hex, "two", "g-2");
+    a.send(&m2).await.unwrap();
+    // The new session gets the old one's unacknowledged message first, then the new one.
+    assert_eq!(next_message(&mut new).await.msg, "one");
+    let mut rest = Vec::new();
+    while rest.is_empty() {
+        match next(&mut new).await {
+            Datum::Message(m) => rest.push(m.msg),
+            Datum::Status(s) if s.status == status::DELIVERED_STORED => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(rest, ["two"]);
+    assert_eq!(
+        ack(&mut new, &["g-1", "g-2"]).await.payload,
+        "acknowledged 2 of 2"
+    );
+    let mut receipts = Vec::new();
+    while receipts.len() < 2 {
+        let s = next_status(&mut a).await;
+        if s.status == status::DELIVERED {
+            receipts.push(s.id.unwrap());
+        }
+    }
+    // Receipts say which message; their order among themselves is not promised.
+    receipts.sort();
+    assert_eq!(receipts, ["g-1", "g-2"]);
+}
+
+#[tokio::test]
+async fn a_login_during_a_stream_keeps_the_senders_order() {
+    let server = TestServer::start();
+    let (alice, bob) = (new_key(), new_key());
+    let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
+    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    // Few enough that the answers fit in the socket buffers while Alice is not reading yet.
+    const N: usize = 600;
+    let b_hex2 = b_hex.clone();
+    let sender = tokio::spawn(async move {
+        let b_hex = b_hex2;
+        for i in 0..N {
+            let m = message_with_id(&a_key, &b_hex, &format!("{i}"), &format!("o-{i}"));
+            a.send(&m).await.unwrap();
+            if i % 100 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let mut codes = Vec::new();
+        for _ in 0..N {
+            codes.push(next_status(&mut a).await.status);
+        }
+        codes
+    });
+    // Bob logs in while the stream is running: some messages are stored, some still being
+    // committed, the rest come live. He must see them in the order they were sent.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut next_expected = 0usize;
+    while next_expected < N {
+        match next(&mut b).await {
+            Datum::Message(m) => {
+                assert_eq!(m.msg, format!("{next_expected}"), "out of order");
+                next_expected += 1;
+            }
+            Datum::Status(s) if s.status == status::DELIVERED_STORED => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let codes = sender.await.unwrap();
+    assert!(
+        codes
+            .iter()
+            .all(|c| *c == status::STORED || *c == status::RELAYED),
+        "{codes:?}"
+    );
+}
