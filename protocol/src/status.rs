@@ -27,6 +27,10 @@ pub const DELIVERED: i8 = 7;
 /// `3` RELAYED: its recipient's connection ended before acknowledging it, and the message is
 /// now durably stored for redelivery. From here on the sender may forget it, as after `2`.
 pub const STORED_LATER: i8 = 8;
+/// Sent unasked when stored messages outlived the server's retention and were deleted unread:
+/// to each sender of such a message that carried an `id` (the Status carries the id), and to
+/// the recipient as a count ("N stored messages expired unread").
+pub const EXPIRED: i8 = 9;
 /// Presence: the user whose key is the payload came online.
 pub const PRESENCE_ONLINE: i8 = 10;
 /// Presence: the user whose key is the payload went offline (a notice, not an error).
@@ -84,6 +88,7 @@ pub fn name(code: i8) -> &'static str {
         DELIVERED_STORED => "delivered-stored",
         DELIVERED => "delivered",
         STORED_LATER => "stored-later",
+        EXPIRED => "expired",
         PRESENCE_ONLINE => "online",
         PRESENCE_OFFLINE => "offline",
         MALFORMED => "malformed",
@@ -123,6 +128,7 @@ pub fn is_notice(code: i8) -> bool {
             | DELIVERED_STORED
             | DELIVERED
             | STORED_LATER
+            | EXPIRED
             | TAKEN_OVER
             | SHUTTING_DOWN
             | TOO_SLOW
@@ -186,6 +192,7 @@ mod tests {
             DELIVERED_STORED,
             DELIVERED,
             STORED_LATER,
+            EXPIRED,
             PRESENCE_ONLINE,
             PRESENCE_OFFLINE,
             MALFORMED,

@@ -54,6 +54,11 @@ pub struct Limits {
     pub max_offline_messages: u64,
     /// Stored bytes per offline recipient; beyond it the sender gets Status QUEUE_FULL.
     pub max_offline_bytes: u64,
+    /// How long a stored message waits for its recipient before it is deleted unread; its
+    /// sender (if the message had an id) and its recipient are told (Status 9). `None` keeps
+    /// messages until they are delivered. Checked every tenth of it (at least every second,
+    /// at most every hour).
+    pub retention: Option<Duration>,
     /// Stored messages delivered per batch at login or on OFFLINES; each batch is removed from
     /// the store only after it was written to the connection.
     pub offline_batch: usize,
@@ -87,6 +92,7 @@ impl Default for Limits {
             max_pipelined: 1024,
             max_offline_messages: 10_000,
             max_offline_bytes: 64 * 1024 * 1024,
+            retention: Some(Duration::from_secs(30 * 86_400)),
             offline_batch: 256,
             roster_limit: 500,
             search_limit: 50,

@@ -67,6 +67,15 @@ pub struct Server {
     pub new_key: bool,
 }
 
+/// Deletes expired stored messages now and then, for as long as the server runs.
+async fn sweep(relay: Arc<Relay>, retention: Duration) {
+    let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    loop {
+        relay.expire(retention).await;
+        tokio::time::sleep(every).await;
+    }
+}
+
 impl Server {
     /// Creates the data directory, loads or makes the key, opens the store and binds both
     /// listeners. Nothing is served until [`Server::run`].
@@ -134,8 +143,16 @@ impl Server {
                 })
                 .await
         });
+        let sweeper = self
+            .relay
+            .limits
+            .retention
+            .map(|retention| tokio::spawn(sweep(self.relay.clone(), retention)));
         shutdown.await;
         tracing::info!("shutting down");
+        if let Some(s) = sweeper {
+            s.abort();
+        }
         let _ = stop_tx.send(true);
         let _ = tcp.await;
         // Sessions send SHUTTING_DOWN and close; give them a moment to do it.

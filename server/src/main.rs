@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -36,12 +37,52 @@ struct Cli {
     /// Log level: error, warn, info, debug or trace. Message bodies are never logged.
     #[arg(long, env = "FLEXIM_LOG", default_value = "info")]
     log: tracing::Level,
-    /// Most messages stored for one offline recipient.
+    /// Most messages stored for one recipient (waiting for it, or delivered and not yet
+    /// acknowledged). Beyond it senders get Status -13 queue-full and nothing is stored.
     #[arg(long, env = "FLEXIM_MAX_OFFLINE", default_value_t = Limits::default().max_offline_messages)]
     max_offline_messages: u64,
+    /// Most bytes stored for one recipient, as for --max-offline-messages.
+    #[arg(long, env = "FLEXIM_MAX_OFFLINE_BYTES", default_value_t = Limits::default().max_offline_bytes)]
+    max_offline_bytes: u64,
+    /// How long a stored message waits for its recipient before it is deleted unread (its
+    /// sender and recipient are told, Status 9): a number with s, m, h or d, e.g. 30d or 12h;
+    /// 0 keeps messages until delivered.
+    #[arg(long, env = "FLEXIM_RETENTION", default_value = "30d", value_parser = parse_retention)]
+    retention: Retention,
+    /// Messages with an id one session may hold unacknowledged before it counts as a slow
+    /// reader (its messages are stored and it is disconnected).
+    #[arg(long, env = "FLEXIM_MAX_UNACKED", default_value_t = Limits::default().max_unacked)]
+    max_unacked: usize,
     /// Largest datum body accepted, in bytes (at most 65535).
     #[arg(long, env = "FLEXIM_MAX_BODY", default_value_t = Limits::default().max_body as u16)]
     max_body: u16,
+}
+
+/// A parsed --retention: `None` for "keep until delivered".
+#[derive(Debug, Clone, Copy)]
+struct Retention(Option<Duration>);
+
+/// Parses `30d`, `12h`, `90m`, `45s` or `0`.
+fn parse_retention(s: &str) -> Result<Retention, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Retention(None));
+    }
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30d, 12h, 90m or 45s"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d (e.g. 30d)")),
+    };
+    if secs == 0 {
+        return Ok(Retention(None));
+    }
+    Ok(Retention(Some(Duration::from_secs(secs))))
 }
 
 /// Installs the SIGINT and SIGTERM handlers now and returns a future that completes on either.
@@ -69,6 +110,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let limits = Limits {
         max_offline_messages: cli.max_offline_messages,
+        max_offline_bytes: cli.max_offline_bytes,
+        max_unacked: cli.max_unacked,
+        retention: cli.retention.0,
         max_body: cli.max_body.into(),
         ..Limits::default()
     };

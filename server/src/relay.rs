@@ -470,6 +470,7 @@ impl Relay {
             sender,
             id: id.clone(),
             frame,
+            at: now(),
         };
         let write = self.start_store(&mut routing, to, vec![entry], Some(limits));
         drop(routing);
@@ -548,6 +549,7 @@ impl Relay {
                     sender: u.sender,
                     id: Some(u.id),
                     frame,
+                    at: now(),
                 });
             }
         }
@@ -598,6 +600,7 @@ impl Relay {
             sender: to,
             id: None,
             frame,
+            at: now(),
         };
         let write = self.start_store(&mut routing, to, vec![entry], Some(limits));
         drop(routing);
@@ -689,6 +692,43 @@ impl Relay {
             }
             _ => false,
         }
+    }
+
+    /// Deletes stored messages older than the retention, telling each sender of one with an
+    /// id and each recipient how many it lost (Status 9). Returns how many were deleted.
+    pub async fn expire(self: &Arc<Self>, retention: std::time::Duration) -> usize {
+        let before = now().saturating_sub(retention.as_secs() as i64);
+        let gone = match self.store.expire(before).await {
+            Ok(gone) => gone,
+            Err(e) => {
+                tracing::error!(error = %e, "could not delete expired messages");
+                return 0;
+            }
+        };
+        if gone.is_empty() {
+            return 0;
+        }
+        let age = describe_duration(retention);
+        let mut per_recipient: HashMap<PublicKey, usize> = HashMap::new();
+        for e in &gone {
+            *per_recipient.entry(e.to).or_default() += 1;
+            if let Some(id) = &e.id {
+                let text = format!("expired unread after {age}: {} did not log in", e.to);
+                self.receipt(
+                    e.sender,
+                    Status::new(status::EXPIRED, text).with_id(Some(id.clone())),
+                );
+            }
+        }
+        for (to, n) in per_recipient {
+            let text = format!(
+                "{n} stored message{} expired unread after {age}",
+                if n == 1 { "" } else { "s" }
+            );
+            self.receipt(to, Status::new(status::EXPIRED, text));
+        }
+        tracing::info!(messages = gone.len(), retention = %age, "deleted expired stored messages");
+        gone.len()
     }
 
     /// Tells the primary session of `to`, if any, that the store has messages for it.
@@ -802,6 +842,21 @@ impl Relay {
         }
         Ok(Datum::Roster(roster))
     }
+}
+
+/// A retention in the largest whole unit: "30 days", "12 hours", "90 seconds".
+pub fn describe_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    let (n, unit) = if secs >= 86_400 && secs % 86_400 == 0 {
+        (secs / 86_400, "day")
+    } else if secs >= 3_600 && secs % 3_600 == 0 {
+        (secs / 3_600, "hour")
+    } else if secs >= 60 && secs % 60 == 0 {
+        (secs / 60, "minute")
+    } else {
+        (secs, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Whether `from` names the sender: its key in hex (any case) or one of its aliases (any case).

@@ -790,6 +790,7 @@ mod tests {
             sender: me.public_key(),
             id: None,
             frame: late.clone(),
+            at: relay::now(),
         };
         store_handle
             .enqueue(me.public_key(), vec![entry], None)

@@ -481,3 +481,44 @@ async fn a_login_during_a_stream_keeps_the_senders_order() {
         "{codes:?}"
     );
 }
+
+#[tokio::test]
+async fn stored_messages_expire_after_the_retention_and_both_sides_are_told() {
+    let server = TestServer::start_with(&["--retention", "2s"]);
+    let (alice, bob) = (new_key(), new_key());
+    let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
+    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    a.send(&message_with_id(&a_key, &b_hex, "too late", "e-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        code_id(&next_status(&mut a).await),
+        (status::STORED, Some("e-1"))
+    );
+    // Bob stays away past the retention: Alice learns her message was deleted unread.
+    let s = next_status(&mut a).await;
+    assert_eq!(code_id(&s), (status::EXPIRED, Some("e-1")), "{s:?}");
+    assert!(
+        s.payload.contains("expired unread after 2 seconds"),
+        "{s:?}"
+    );
+    // Bob is told how many he lost, and gets nothing else.
+    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let s = next_status(&mut b).await;
+    assert_eq!(
+        (s.status, s.payload.as_str()),
+        (
+            status::EXPIRED,
+            "1 stored message expired unread after 2 seconds"
+        )
+    );
+    assert_eq!(next_status(&mut b).await.status, status::DELIVERED_STORED);
+    b.send(&Command::new(cmd::OFFLINES, &[]).into())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_status(&mut b).await.payload,
+        "delivered 0 stored messages"
+    );
+    assert!(server.logs().contains("deleted expired stored messages"));
+}

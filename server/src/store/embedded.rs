@@ -14,7 +14,7 @@ use flexim_protocol::keys::alias_key;
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
-use super::{BoxFuture, Claim, Entry, QueueLimits, Store, StoreError, Stored, UserRecord};
+use super::{BoxFuture, Claim, Entry, Expired, QueueLimits, Store, StoreError, Stored, UserRecord};
 
 /// key (32 bytes) -> msgpack UserRecord
 const USERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("users");
@@ -24,8 +24,12 @@ const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
 const OFFLINE: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("offline");
 /// recipient key -> (messages, bytes) queued, so limits are checked without a scan
 const QUEUES: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("queues");
-/// named counters: "seq" is the next offline sequence number
+/// named counters: "seq" is the next offline sequence number, "format" the entry format
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The entry format this code writes (see [`encode_entry`]). Format 1 (before message ids)
+/// stored the bare frame; [`EmbeddedStore::open`] converts it.
+const FORMAT: u64 = 2;
 
 /// Most writes in one commit. Bounds the time one commit holds its callers; under load a
 /// commit of this many small messages still takes about one sync.
@@ -81,6 +85,9 @@ enum Op {
         to: PublicKey,
         seqs: Vec<u64>,
     },
+    Expire {
+        before: i64,
+    },
 }
 
 /// What a write produced.
@@ -89,6 +96,7 @@ enum Outcome {
     Claim(Claim),
     Seqs(Vec<u64>),
     Removed,
+    Expired(Vec<Expired>),
 }
 
 /// A write and where its outcome goes once it is committed.
@@ -118,10 +126,12 @@ fn key_of(bytes: &[u8]) -> Result<PublicKey, StoreError> {
         .map_err(|_| StoreError::Engine("stored key is not 32 bytes".into()))
 }
 
-/// An entry on disk: sender key (32 bytes), id length (1 byte, 0 for none), id, frame.
+/// An entry on disk: acceptance time (8 bytes, big-endian Unix seconds), sender key (32
+/// bytes), id length (1 byte, 0 for none), id, frame.
 fn encode_entry(e: &Entry) -> Vec<u8> {
     let id = e.id.as_deref().unwrap_or("");
-    let mut out = Vec::with_capacity(33 + id.len() + e.frame.len());
+    let mut out = Vec::with_capacity(41 + id.len() + e.frame.len());
+    out.extend_from_slice(&e.at.to_be_bytes());
     out.extend_from_slice(e.sender.as_bytes());
     // Ids are at most 64 bytes (the protocol's MAX_ID_LEN), so the length fits a byte.
     out.push(id.len() as u8);
@@ -132,6 +142,9 @@ fn encode_entry(e: &Entry) -> Vec<u8> {
 
 fn decode_entry(bytes: &[u8]) -> Result<Entry, StoreError> {
     let bad = || StoreError::Engine("stored entry is damaged".into());
+    let at = bytes.get(..8).ok_or_else(bad)?;
+    let at = i64::from_be_bytes(at.try_into().map_err(|_| bad())?);
+    let bytes = &bytes[8..];
     let sender = key_of(bytes.get(..32).ok_or_else(bad)?)?;
     let id_len = *bytes.get(32).ok_or_else(bad)? as usize;
     let id = bytes.get(33..33 + id_len).ok_or_else(bad)?;
@@ -142,13 +155,49 @@ fn decode_entry(bytes: &[u8]) -> Result<Entry, StoreError> {
         sender,
         id,
         frame: Bytes::copy_from_slice(&bytes[33 + id_len..]),
+        at,
     })
+}
+
+/// Converts entries of format 1 (the bare frame) to the current format, once. Their sender
+/// is unknown (all zeros: no receipt goes anywhere), they have no id (they leave the store
+/// when written, as they did before), and their age starts now.
+fn migrate(txn: &WriteTransaction, now: i64) -> Result<u64, StoreError> {
+    let mut meta = txn.open_table(META).map_err(eng)?;
+    if meta.get("format").map_err(eng)?.is_some() {
+        return Ok(0);
+    }
+    let mut offline = txn.open_table(OFFLINE).map_err(eng)?;
+    let mut old = Vec::new();
+    for row in offline.iter().map_err(eng)? {
+        let (k, v) = row.map_err(eng)?;
+        let (to, seq) = k.value();
+        old.push((to.to_vec(), seq, v.value().to_vec()));
+    }
+    for (to, seq, frame) in &old {
+        let entry = Entry {
+            sender: PublicKey([0; 32]),
+            id: None,
+            frame: Bytes::copy_from_slice(frame),
+            at: now,
+        };
+        offline
+            .insert((to.as_slice(), *seq), encode_entry(&entry).as_slice())
+            .map_err(eng)?;
+    }
+    meta.insert("format", FORMAT).map_err(eng)?;
+    Ok(old.len() as u64)
 }
 
 impl EmbeddedStore {
     /// Opens (or creates) the database file at `path`, makes sure every table exists and
     /// starts the writer thread (it ends when the last clone of the store is dropped).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_at(path, crate::relay::now())
+    }
+
+    /// [`EmbeddedStore::open`] with the time given, for converting old entries.
+    fn open_at(path: &Path, now: i64) -> Result<Self, StoreError> {
         let db = Database::create(path).map_err(eng)?;
         let txn = db.begin_write().map_err(eng)?;
         {
@@ -158,7 +207,14 @@ impl EmbeddedStore {
             txn.open_table(QUEUES).map_err(eng)?;
             txn.open_table(META).map_err(eng)?;
         }
+        let converted = migrate(&txn, now)?;
         txn.commit().map_err(eng)?;
+        if converted > 0 {
+            tracing::info!(
+                entries = converted,
+                "converted stored messages to the format with ids"
+            );
+        }
         let db = Arc::new(db);
         let (writes, jobs) = mpsc::channel();
         let writer_db = db.clone();
@@ -262,6 +318,7 @@ fn commit(db: &Database, ops: Vec<Op>) -> Result<Vec<Result<Outcome, StoreError>
                 limits,
             } => enqueue(&txn, to, entries, limits).map(Outcome::Seqs),
             Op::Remove { to, seqs } => remove(&txn, to, seqs).map(|()| Outcome::Removed),
+            Op::Expire { before } => expire(&txn, before).map(Outcome::Expired),
         };
         match outcome {
             Err(StoreError::Engine(e)) => return Err(StoreError::Engine(e)),
@@ -395,6 +452,36 @@ fn remove(txn: &WriteTransaction, to: PublicKey, seqs: Vec<u64>) -> Result<(), S
         queues.insert(k, left).map_err(eng)?;
     }
     Ok(())
+}
+
+fn expire(txn: &WriteTransaction, before: i64) -> Result<Vec<Expired>, StoreError> {
+    let mut found = Vec::new();
+    {
+        let offline = txn.open_table(OFFLINE).map_err(eng)?;
+        for row in offline.iter().map_err(eng)? {
+            let (k, v) = row.map_err(eng)?;
+            let entry = decode_entry(v.value())?;
+            if entry.at < before {
+                let (to, seq) = k.value();
+                found.push((key_of(to)?, seq, entry));
+            }
+        }
+    }
+    let mut by_queue: std::collections::BTreeMap<PublicKey, Vec<u64>> = Default::default();
+    for (to, seq, _) in &found {
+        by_queue.entry(*to).or_default().push(*seq);
+    }
+    for (to, seqs) in by_queue {
+        remove(txn, to, seqs)?;
+    }
+    Ok(found
+        .into_iter()
+        .map(|(to, _, e)| Expired {
+            to,
+            sender: e.sender,
+            id: e.id,
+        })
+        .collect())
 }
 
 /// The outcome a write of this kind produces; any other is a bug in the writer.
@@ -537,6 +624,16 @@ impl Store for EmbeddedStore {
             }
         })
     }
+
+    fn expire(&self, before: i64) -> BoxFuture<'static, Result<Vec<Expired>, StoreError>> {
+        let done = self.submit(Op::Expire { before });
+        Box::pin(async move {
+            match done.await? {
+                Outcome::Expired(found) => Ok(found),
+                _ => Err(mismatch()),
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -564,6 +661,7 @@ mod tests {
             sender: PublicKey([7; 32]),
             id: id.map(str::to_string),
             frame: Bytes::from_static(frame),
+            at: 100,
         }
     }
 
@@ -646,6 +744,7 @@ mod tests {
                     sender: PublicKey([7; 32]),
                     id: None,
                     frame: f.clone(),
+                    at: 100,
                 };
                 store.enqueue(bob, vec![e], None)
             })
@@ -661,6 +760,82 @@ mod tests {
             .map(|s| s.entry.frame)
             .collect();
         assert_eq!(got, frames);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn old_entries_expire_and_say_whose_they_were() {
+        let (store, dir) = temp_store();
+        let (bob, carol) = (PublicKey([2; 32]), PublicKey([3; 32]));
+        let mut old = entry(b"old", Some("o-1"));
+        old.at = 10;
+        store.enqueue(bob, vec![old], None).await.unwrap();
+        store
+            .enqueue(bob, vec![entry(b"new", None)], None)
+            .await
+            .unwrap();
+        let mut old_plain = entry(b"old2", None);
+        old_plain.at = 20;
+        store.enqueue(carol, vec![old_plain], None).await.unwrap();
+        let mut gone = store.expire(50).await.unwrap();
+        gone.sort_by_key(|e| e.to);
+        assert_eq!(
+            gone,
+            [
+                Expired {
+                    to: bob,
+                    sender: PublicKey([7; 32]),
+                    id: Some("o-1".into())
+                },
+                Expired {
+                    to: carol,
+                    sender: PublicKey([7; 32]),
+                    id: None
+                },
+            ]
+        );
+        let left = store.peek(bob, 0, 10).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].entry.frame, Bytes::from_static(b"new"));
+        assert!(store.peek(carol, 0, 10).await.unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn entries_of_the_first_format_are_converted_once() {
+        let (store, dir) = temp_store();
+        drop(store);
+        let path = dir.join("db.redb");
+        let bob = PublicKey([2; 32]);
+        {
+            // Write what the first format held: bare frames, and no format number.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut offline = txn.open_table(OFFLINE).unwrap();
+                offline
+                    .insert((bob.as_bytes().as_slice(), 0), b"frame one".as_slice())
+                    .unwrap();
+                let mut meta = txn.open_table(META).unwrap();
+                meta.remove("format").unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = EmbeddedStore::open_at(&path, 1234).unwrap();
+        let got = store.peek(bob, 0, 10).await.unwrap();
+        assert_eq!(
+            got[0].entry,
+            Entry {
+                sender: PublicKey([0; 32]),
+                id: None,
+                frame: Bytes::from_static(b"frame one"),
+                at: 1234,
+            }
+        );
+        drop(store);
+        // A second open leaves converted entries alone.
+        let store = EmbeddedStore::open_at(&path, 9999).unwrap();
+        assert_eq!(store.peek(bob, 0, 10).await.unwrap()[0].entry.at, 1234);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -36,6 +36,19 @@ pub struct Entry {
     pub id: Option<String>,
     /// The frame exactly as it will be written to the recipient.
     pub frame: Bytes,
+    /// When the server accepted it (Unix seconds), for the retention limit.
+    pub at: i64,
+}
+
+/// A stored entry deleted for being older than the retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    /// Whose queue it was in.
+    pub to: PublicKey,
+    /// Who sent it.
+    pub sender: PublicKey,
+    /// Its id, if it had one (its sender is told).
+    pub id: Option<String>,
 }
 
 /// One stored frame waiting for its recipient.
@@ -144,4 +157,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes delivered or acknowledged entries from `to`'s queue (unknown ones are ignored).
     fn remove(&self, to: PublicKey, seqs: Vec<u64>) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// Deletes every entry of every queue accepted before `before` (Unix seconds) and says
+    /// which they were.
+    fn expire(&self, before: i64) -> BoxFuture<'static, Result<Vec<Expired>, StoreError>>;
 }
