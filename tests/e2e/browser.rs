@@ -1,12 +1,14 @@
 //! The browser client in real headless Chromium (through chromedriver), with a native client:
 //! browser->browser, browser->native, native->browser, presence, offline delivery to a browser,
-//! identity across reloads, unread counts.
+//! identity across reloads, unread counts, and each outgoing message's delivery state (sending,
+//! relayed, stored, delivered) as the server's answers and the recipients' acknowledgements
+//! arrive.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flexim_client::{Client, Event, Identity};
-use flexim_protocol::PublicKey;
+use flexim_protocol::{PublicKey, status};
 use flexim_tests::webdriver::{Browser, Driver};
 use flexim_tests::{TestServer, new_key};
 use serde_json::json;
@@ -62,6 +64,48 @@ async fn send(b: &Browser, text: &str) {
     b.type_into("#composer", &format!("{text}{ENTER}"))
         .await
         .unwrap();
+}
+
+/// Waits until the outgoing message reading `text` in `b`'s open conversation shows the
+/// delivery state `state` (`.delivery[data-state]`); returns the label shown with it.
+async fn wait_delivery(b: &Browser, text: &str, state: &str) -> String {
+    let deadline = Instant::now() + UI_WAIT;
+    loop {
+        let seen = b
+            .js(
+                "const line = [...document.querySelectorAll('#messages .message.out')] \
+                   .find(m => m.querySelector('.text').textContent === arguments[0]); \
+                 const d = line && line.querySelector('.delivery[data-state]'); \
+                 return d ? [d.getAttribute('data-state'), d.textContent] : null;",
+                vec![json!(text)],
+            )
+            .await
+            .unwrap();
+        if seen[0] == json!(state) {
+            return seen[1].as_str().unwrap_or_default().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{text:?} never showed {state:?}; it shows {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The ids of the messages `b`'s page keeps in storage until they are confirmed.
+async fn outbox_ids(b: &Browser) -> Vec<String> {
+    let saved = b
+        .js("return localStorage.getItem('flexim.delivery');", vec![])
+        .await
+        .unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(saved.as_str().expect("the page saved its outbox")).unwrap();
+    saved["outbox"]
+        .as_array()
+        .expect("an outbox list")
+        .iter()
+        .map(|m| m["id"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 fn contact(key: &str) -> String {
@@ -154,11 +198,12 @@ async fn scenario() {
         anna_fp
     );
     send(&ben, "hello anna, ben here").await;
-    ben.wait_text("#messages .message.out .delivery", UI_WAIT, |t| {
-        t.contains("relayed")
-    })
-    .await
-    .unwrap();
+    // Anna's page acknowledges what it received even before she reads it, so Ben's page
+    // learns that it was delivered.
+    assert_eq!(
+        wait_delivery(&ben, "hello anna, ben here", "delivered").await,
+        "delivered ✓"
+    );
     let unread = format!("{} .unread", contact(&ben_key));
     anna.wait_text(&unread, UI_WAIT, |t| t.trim() == "1")
         .await
@@ -180,6 +225,27 @@ async fn scenario() {
     let m = next_message(&mut carl).await;
     assert_eq!(m.text, "hi carl, from a browser");
     assert_eq!(m.from.to_hex(), anna_key);
+    // Handed to Carl's connection but not acknowledged: on its way, not confirmed.
+    assert_eq!(
+        wait_delivery(&anna, "hi carl, from a browser", "relayed").await,
+        "sent"
+    );
+    let id = m.id.clone().expect("the page gives every message an id");
+    assert_eq!(id.len(), 32, "16 random bytes in hex: {id}");
+    // A reload keeps the line's state and the message's id (the page sends the unconfirmed
+    // message again, which Carl's client recognises as a copy), so Carl's acknowledgement
+    // still finds its line.
+    assert_eq!(outbox_ids(&anna).await, vec![id.clone()], "kept in storage");
+    assert_eq!(open(&anna, &url).await, anna_key);
+    anna.click(&contact(&carl_key)).await.unwrap();
+    wait_delivery(&anna, "hi carl, from a browser", "relayed").await;
+    let answer = carl.ack(std::slice::from_ref(&id)).await.unwrap();
+    assert_eq!(answer.status, status::OK, "{answer:?}");
+    assert_eq!(
+        wait_delivery(&anna, "hi carl, from a browser", "delivered").await,
+        "delivered ✓"
+    );
+    assert!(outbox_ids(&anna).await.is_empty(), "confirmed: forgotten");
     anna.wait_for(
         &format!("{}[data-online='true']", contact(&carl_key)),
         UI_WAIT,
@@ -240,9 +306,10 @@ async fn scenario() {
     .await
     .unwrap();
     send(&anna, "sent while you were away").await;
-    anna.wait_text("#messages", UI_WAIT, |t| t.contains("stored"))
-        .await
-        .unwrap();
+    assert_eq!(
+        wait_delivery(&anna, "sent while you were away", "stored").await,
+        "stored"
+    );
     assert_eq!(
         open(&ben, &url).await,
         ben_key,
@@ -259,6 +326,18 @@ async fn scenario() {
     })
     .await
     .unwrap();
+    // Ben's page acknowledged it; the stored message is now delivered on Anna's page, and
+    // stays so across a reload.
+    wait_delivery(&anna, "sent while you were away", "delivered").await;
+    assert_eq!(open(&anna, &url).await, anna_key);
+    anna.click(&contact(&ben_key)).await.unwrap();
+    wait_delivery(&anna, "sent while you were away", "delivered").await;
+    wait_delivery(
+        &anna,
+        "hi ben! this one is end-to-end encrypted in your browser",
+        "delivered",
+    )
+    .await;
 
     // On a phone-sized screen the page still fits: no sideways scrolling, composer usable.
     ben.resize(390, 844).await.unwrap();
@@ -273,7 +352,18 @@ async fn scenario() {
     assert_eq!(fits, json!(true), "the page fits a phone-sized window");
     std::fs::write(shots.join("ben-phone.png"), ben.screenshot().await.unwrap()).unwrap();
 
-    // The server goes away: the page says so, and reconnects by itself when it is back.
+    // The server goes away: the page says so, keeps what is written meanwhile as "sending…",
+    // and reconnects by itself when the server is back, sending it then.
+    let mut server = server;
+    assert!(server.stop(), "server exits cleanly on SIGTERM");
+    anna.wait_for("#conn-state[data-state=offline]", UI_WAIT)
+        .await
+        .unwrap();
+    send(&anna, "written while the server was down").await;
+    assert_eq!(
+        wait_delivery(&anna, "written while the server was down", "sending").await,
+        "sending…"
+    );
     let server = server.restart_on_same_ports();
     anna.wait_for("#conn-state[data-state=online]", UI_WAIT)
         .await
@@ -281,12 +371,28 @@ async fn scenario() {
     ben.wait_for("#conn-state[data-state=online]", UI_WAIT)
         .await
         .unwrap();
+    ben.wait_text("#messages", UI_WAIT, |t| {
+        t.contains("written while the server was down")
+    })
+    .await
+    .unwrap();
+    wait_delivery(&anna, "written while the server was down", "delivered").await;
     send(&anna, "still here after the restart").await;
     ben.wait_text("#messages", UI_WAIT, |t| {
         t.contains("still here after the restart")
     })
     .await
     .unwrap();
+    wait_delivery(&anna, "still here after the restart", "delivered").await;
+    assert_eq!(
+        ben.text_of("#messages")
+            .await
+            .unwrap()
+            .matches("written while the server was down")
+            .count(),
+        1,
+        "shown once"
+    );
     let log = server.logs();
     assert!(
         log.matches("authenticated").count() >= 2,

@@ -131,15 +131,11 @@ impl App {
                 .log("open a conversation first: pick a contact or start one with an alias");
             return;
         };
-        let line = self.contacts.send(&peer, &text, dom::now_secs());
+        let now = dom::now_secs();
+        let line = self.contacts.send(&peer, &text, now);
         self.ui.composer.set_value("");
-        self.dirty = true;
-        if self.session.is_ready() {
-            self.send_line(&peer, line);
-        } else {
-            // Shown as "sending" and sent at the next login.
-            self.unsent.push((peer, line));
-        }
+        // Offline it is shown as "sending…" and goes out at the next login.
+        self.send_line(&peer, line, &text, now);
         self.pump();
     }
 
@@ -217,9 +213,8 @@ impl App {
         self.my_aliases.clear();
         self.contacts.clear_history();
         self.dirty = true;
-        // Anything waiting to be sent was sealed by, or is to be sent as, the old key.
-        self.unsent.clear();
-        self.unanswered.clear();
+        // Anything waiting to be sent was sealed by the old key, and went with the old session.
+        self.store.remove(storage::DELIVERY);
         self.export_shown = false;
         self.ui.show_export(None);
         self.ui.set_me(self.session.me());

@@ -7,6 +7,7 @@
 //! the session's events and `actions.rs` the user's.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 
 use flexim_protocol::{PublicKey, SecretKey, User};
 use wasm_bindgen::JsCast;
@@ -15,8 +16,8 @@ use web_sys::{Event, EventTarget, KeyboardEvent};
 use crate::dom::{self, listen};
 use crate::net::{Socket, SocketEvent, ws_url};
 use crate::policy::{self, Backoff};
-use crate::session::{Session, Unanswered};
-use crate::state::Contacts;
+use crate::session::{SavedDelivery, Session};
+use crate::state::{Contacts, Delivery};
 use crate::storage::{self, Store};
 use crate::ui::{ConnView, Ui, item_key};
 
@@ -25,7 +26,9 @@ thread_local! {
     static APP: RefCell<Option<App>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` on the page's controller, then brings the page up to date.
+/// Runs `f` on the page's controller, then brings the page up to date, saves what changed, and
+/// only then acknowledges the messages that arrived: a message acknowledged is one the server
+/// forgets, so it must be on the page and in storage first.
 ///
 /// Browser events never nest inside one another here (nothing the handlers call dispatches
 /// events synchronously), so the borrow always succeeds; if it ever did not, dropping the
@@ -36,6 +39,7 @@ pub fn with_app(f: impl FnOnce(&mut App)) {
             if let Some(app) = guard.as_mut() {
                 f(app);
                 app.render();
+                app.flush_acks();
             }
         }
         Err(_) => dom::log_error("flexim: an event arrived during another one and was dropped"),
@@ -102,10 +106,6 @@ pub struct App {
     timer: Option<i32>,
     /// Why reconnecting automatically is off (another tab took over), if it is.
     pub paused: Option<String>,
-    /// Lines written while offline, to send at the next login: (recipient, line id).
-    pub unsent: Vec<(PublicKey, u64)>,
-    /// Messages sent but not answered when the connection dropped, to send again.
-    pub unanswered: Vec<Unanswered>,
     /// Whether the secret key is shown for export.
     pub export_shown: bool,
     /// Whether the contacts changed since they were last saved.
@@ -210,6 +210,25 @@ impl App {
         for id in contacts.seen_ids() {
             session.remember_seen(id);
         }
+        if let Some(json) = store.get(storage::DELIVERY) {
+            match SavedDelivery::from_json(&json, &secret.public_key()) {
+                Ok((saved, dropped)) => {
+                    if dropped > 0 {
+                        notes.push(format!(
+                            "{dropped} saved messages waiting to be sent were damaged and dropped"
+                        ));
+                    }
+                    session.restore(saved);
+                }
+                Err(e) => notes.push(format!(
+                    "the messages waiting to be sent could not be read ({e}); \
+                     they are marked unconfirmed"
+                )),
+            }
+        }
+        // Lines whose message has no saved copy to send again can only be reported as such.
+        let waiting: HashSet<&str> = session.outbox().ids().collect();
+        let dirty = contacts.settle_unsent(&waiting) > 0;
         let alias = store.get(storage::ALIAS).filter(|a| !a.is_empty());
         for note in &notes {
             ui.log(note);
@@ -234,10 +253,8 @@ impl App {
             generation: 0,
             timer: None,
             paused: None,
-            unsent: Vec::new(),
-            unanswered: Vec::new(),
             export_shown: false,
-            dirty: false,
+            dirty,
         })
     }
 
@@ -259,12 +276,30 @@ impl App {
         self.ui.sync_contacts(&self.contacts);
         self.ui.sync_conversation(&self.contacts);
         self.ui.set_title(self.contacts.total_unread());
+        // The conversations first: a line saved without its outbox entry is reported as
+        // unconfirmed after a crash, whereas an entry without its line would be sent unseen.
         if self.dirty {
             self.dirty = false;
             if let Err(e) = self.store.set(storage::CONTACTS, &self.contacts.to_json()) {
                 self.ui
                     .log(&format!("the conversations could not be saved: {e}"));
             }
+        }
+        if self.session.take_storage_changed() {
+            let json = self.session.saved().to_json(self.session.me());
+            if let Err(e) = self.store.set(storage::DELIVERY, &json) {
+                self.ui.log(&format!(
+                    "the messages waiting to be sent could not be saved: {e}"
+                ));
+            }
+        }
+    }
+
+    /// Acknowledges the messages processed since the last wake-up (see [`with_app`]).
+    pub fn flush_acks(&mut self) {
+        self.session.flush_acks();
+        for frame in self.session.take_outgoing() {
+            self.send_raw(&frame);
         }
     }
 
@@ -316,7 +351,7 @@ impl App {
         if let Some(socket) = self.socket.take() {
             socket.shut();
             self.retired = Some(socket);
-            self.unanswered.extend(self.session.disconnected());
+            self.session.disconnected();
         }
     }
 
@@ -408,17 +443,17 @@ impl App {
         self.ui.focus_composer();
     }
 
-    /// Seals and sends an outgoing line (written now, or while offline).
-    pub fn send_line(&mut self, peer: &PublicKey, line: u64) {
-        let Some(text) = self.contacts.line_text(peer, line).map(str::to_string) else {
-            return;
-        };
-        if let Err(e) = self
-            .session
-            .send_text(peer, &text, &[], dom::now_secs(), line)
-        {
-            self.contacts
-                .set_delivery(peer, line, crate::state::Delivery::Failed(e));
+    /// Seals and sends the outgoing `line` holding `text`, written at `date`. Offline, the
+    /// session keeps it and sends it at the next login; either way the line learns the
+    /// message's id, which the server's answers and receipts carry.
+    pub fn send_line(&mut self, peer: &PublicKey, line: u64, text: &str, date: i64) {
+        match self.session.send_text(peer, text, &[], date) {
+            Ok(id) => {
+                self.contacts.set_sent_id(peer, line, id);
+            }
+            Err(e) => {
+                self.contacts.set_delivery(peer, line, Delivery::Failed(e));
+            }
         }
         self.dirty = true;
     }

@@ -109,13 +109,13 @@ pub enum Event {
         /// The server's explanation.
         reason: String,
     },
-    /// The server answered an outgoing message.
+    /// The server answered an outgoing message, or sent a receipt for it. Answers and
+    /// receipts may come late or twice: the page applies only those that move the message
+    /// forward (see [`Delivery::can_become`]).
     Delivery {
-        /// The recipient.
-        peer: PublicKey,
-        /// The line it came from.
-        line: u64,
-        /// The outcome.
+        /// The message's id, as returned by [`crate::session::Session::send_text`].
+        id: String,
+        /// What became of it: relayed, stored, delivered or failed.
         delivery: Delivery,
     },
     /// Something worth telling the user, with no action needed.
@@ -131,15 +131,4 @@ pub enum Event {
     },
     /// The connection cannot go on (the handshake failed): the caller should close it.
     Failed(String),
-}
-
-/// A message that was sent but not answered when the connection dropped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unanswered {
-    /// The recipient.
-    pub peer: PublicKey,
-    /// The conversation line.
-    pub line: u64,
-    /// The frame exactly as sent.
-    pub frame: Vec<u8>,
 }

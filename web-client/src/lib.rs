@@ -11,7 +11,8 @@
 //!   de-duplication, when to notify).
 //! - [`state`]: contacts, conversations and unread counts, and their saved form.
 //! - [`session`]: the protocol, bytes in and frames and events out, without I/O, with
-//!   [`requests`] (what each sent datum is for) and [`events`] (what it reports).
+//!   [`requests`] (what each sent datum is for), [`events`] (what it reports) and
+//!   [`outbox`] (the messages waiting for confirmation, and what a reload must keep).
 //! - `app`, `reactions` and `actions` (browser only): the controller that ties the session,
 //!   the state, the socket, the storage and the page together; how it reacts to the
 //!   session's events; and the user's actions.
@@ -22,6 +23,7 @@
 //! modules exist only in the `wasm32` build.
 
 pub mod events;
+pub mod outbox;
 pub mod policy;
 pub mod requests;
 pub mod session;

@@ -135,6 +135,14 @@ pub fn message_id(sender: &PublicKey, date: i64, msg: &str) -> String {
     format!("{}:{date}:{prefix}", sender.to_hex())
 }
 
+/// The identity of a delivered message that carries an `id`: its sender and the id. The sender
+/// sends an unconfirmed message again with the same id after a reconnect, and the server
+/// delivers it again until it is acknowledged, so every copy has the same key. (A key from
+/// [`message_id`] has two colons and an id has none, so the two kinds never collide.)
+pub fn sender_id_key(sender: &PublicKey, id: &str) -> String {
+    format!("{}:{id}", sender.to_hex())
+}
+
 /// The messages recently shown, so that a second copy is not shown again.
 ///
 /// The server delivers stored messages at least once (a connection lost at the wrong moment
@@ -171,6 +179,11 @@ impl Dedupe {
     /// Whether `id` is remembered.
     pub fn contains(&self, id: &str) -> bool {
         self.seen.contains(id)
+    }
+
+    /// The remembered ids, oldest first (to save them).
+    pub fn recent(&self) -> impl DoubleEndedIterator<Item = &str> {
+        self.order.iter().map(String::as_str)
     }
 
     /// How many ids are remembered.

@@ -153,13 +153,11 @@ impl App {
                     self.ui.set_contact_error(&text);
                 }
             }
-            SessionEvent::Delivery {
-                peer,
-                line,
-                delivery,
-            } => {
-                self.contacts.set_delivery(&peer, line, delivery);
-                self.dirty = true;
+            SessionEvent::Delivery { id, delivery } => {
+                // Late or repeated answers that would move a line backward change nothing.
+                if self.contacts.set_delivery_by_id(&id, delivery) {
+                    self.dirty = true;
+                }
             }
             SessionEvent::Notice(text) => self.ui.log(&text),
             SessionEvent::Closing {
@@ -218,13 +216,13 @@ impl App {
             let _ = self.session.register(&alias);
         }
         let _ = self.session.roster();
-        for unanswered in std::mem::take(&mut self.unanswered) {
-            if let Err(back) = self.session.resend(unanswered) {
-                self.unanswered.push(back);
-            }
-        }
-        for (peer, line) in std::mem::take(&mut self.unsent) {
-            self.send_line(&peer, line);
+        // The session has already sent these again, before anything else.
+        match self.session.outbox().len() {
+            0 => {}
+            1 => self.ui.log("sending 1 unconfirmed message again"),
+            n => self
+                .ui
+                .log(&format!("sending {n} unconfirmed messages again")),
         }
     }
 

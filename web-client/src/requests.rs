@@ -7,8 +7,8 @@
 
 use std::collections::VecDeque;
 
+use flexim_protocol::Status;
 use flexim_protocol::status;
-use flexim_protocol::{PublicKey, Status};
 
 /// Why a GETUSER was sent, which decides what its answer is used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,19 +43,19 @@ pub enum Request {
         /// What the answer is for.
         purpose: Lookup,
     },
-    /// A sealed Message.
+    /// A sealed Message. Its frame waits in the session's outbox until the message is
+    /// confirmed, so that it can be sent again byte for byte after a reconnect.
     Message {
-        /// The recipient.
-        peer: PublicKey,
-        /// The conversation line it came from (see [`crate::state::Line::id`]).
-        line: u64,
-        /// The frame as sent, so that it can be sent again byte for byte if the connection
-        /// drops before the answer: a copy that arrives twice has the same nonce, and the
-        /// recipient's de-duplication drops it.
-        frame: Vec<u8>,
+        /// The message's id.
+        id: String,
     },
     /// GHOST.
     Ghost,
+    /// ACK of messages this client received and processed.
+    Ack {
+        /// How many ids it carried.
+        count: usize,
+    },
 }
 
 /// The requests waiting for their answers, oldest first.
@@ -112,4 +112,18 @@ pub(crate) fn describe(s: &Status) -> String {
     } else {
         format!("{} ({}): {}", status::name(s.status), s.status, s.payload)
     }
+}
+
+/// Why the server refused a message, as the sender reads it next to the message: the common
+/// refusals in words, with the code's name for reference; any other as [`describe`] has it.
+pub(crate) fn refusal(s: &Status) -> String {
+    let words = match s.status {
+        status::QUEUE_FULL => "the recipient's queue is full",
+        status::NO_SUCH_USER => "the server knows no such recipient",
+        status::TOO_LARGE => "the message is too large",
+        status::SPOOF => "the server does not accept this sender",
+        status::INTERNAL => "the server could not store it",
+        _ => return describe(s),
+    };
+    format!("{words} ({}, {})", status::name(s.status), s.status)
 }

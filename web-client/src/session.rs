@@ -22,27 +22,48 @@
 //! answer-like Status that answers nothing in the FIFO. The page registers its alias with an
 //! ordinary REGISTER right after login instead.
 //!
+//! # Delivery that loses nothing
+//!
+//! Every message sent gets a fresh random id and waits in the [`Outbox`] until the server
+//! confirms it (`2` STORED, or the receipts `7` DELIVERED and `8` STORED_LATER) or refuses it
+//! for good (an error). At every login the waiting messages go out again, byte for byte and
+//! in their original order, before anything else; the outbox is saved with the page (see
+//! [`Session::saved`]), so a reload does not lose them either.
+//!
+//! Received messages are de-duplicated by (sender, id) as well as by their box, and every
+//! message with an id is acknowledged once processed, copies and boxes that do not open
+//! included, since the server delivers a message again until it is acknowledged. The page
+//! sends the acknowledgements with [`Session::flush_acks`] after it has shown and saved what
+//! arrived: one ACK for everything processed in one wake-up.
+//!
 //! # One session per identity
 //!
-//! A `Session` outlives its connections: the conversation keys, the aliases learnt and the
-//! de-duplication memory stay valid across reconnects. [`Session::connect`] starts a new
-//! connection and [`Session::disconnected`] ends one.
+//! A `Session` outlives its connections: the conversation keys, the aliases learnt, the
+//! outbox and the de-duplication memory stay valid across reconnects. [`Session::connect`]
+//! starts a new connection and [`Session::disconnected`] ends one.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use flexim_protocol::e2e::{self, ConversationKey, Envelope};
 use flexim_protocol::handshake::{ClientHandshake, ClientStep, NONCE_LEN};
 use flexim_protocol::keys::alias_key;
-use flexim_protocol::status::{self, cmd};
+use flexim_protocol::status::{self, cmd, validate_id};
 use flexim_protocol::{
     Command, Datum, DatumKind, HEADER, MAX_BODY, Message, PublicKey, SecretKey, Status, User, frame,
 };
 
-pub use crate::events::{Event, Incoming, Unanswered};
+pub use crate::events::{Event, Incoming};
+use crate::outbox::{self, SAVED_SEEN};
+pub use crate::outbox::{Outbox, Outgoing, SavedDelivery};
 use crate::policy::{self, Dedupe, PinCheck};
-use crate::requests::describe;
 pub use crate::requests::{Lookup, PendingQueue, Request, is_notice};
+use crate::requests::{describe, refusal};
 use crate::state::Delivery;
+
+/// The most ids one ACK carries. A wake-up after a long absence can process hundreds of
+/// stored messages; a few ACKs of at most this many ids keep each frame far below the frame
+/// size limit (256 ids of 32 characters are about 9 KB).
+pub const ACK_BATCH: usize = 256;
 
 /// Where the current connection stands.
 enum Phase {
@@ -61,6 +82,17 @@ enum Phase {
         /// The server's User datum.
         server: User,
     },
+}
+
+/// Why a message's sender could not be resolved to a key.
+#[derive(Debug, Clone)]
+struct Unresolved {
+    /// What went wrong, for the user.
+    reason: String,
+    /// Whether it is final (nobody has the alias) rather than a failure that may pass (the
+    /// server's storage failed, the answer was garbled). Only a message that will never open
+    /// is acknowledged unopened; the others come back at the next login and may open then.
+    for_good: bool,
 }
 
 /// A source of secure random bytes (the browser's `crypto.getRandomValues` in the page, a
@@ -85,7 +117,7 @@ pub struct Session {
     aliases: HashMap<String, PublicKey>,
     /// Aliases that GETUSER could not resolve, with the reason, until the messages waiting
     /// for them have been reported.
-    failed_aliases: HashMap<String, String>,
+    failed_aliases: HashMap<String, Unresolved>,
     /// Aliases with a [`Lookup::Sender`] GETUSER in flight.
     looking_up: HashSet<String>,
     /// Incoming messages not yet opened, oldest first. A message whose sender is an alias
@@ -94,6 +126,14 @@ pub struct Session {
     inbox: VecDeque<Message>,
     /// Messages already reported.
     dedupe: Dedupe,
+    /// Messages sent and not yet confirmed, oldest first.
+    outbox: Outbox,
+    /// Ids of received messages processed since the last [`Session::flush_acks`], to
+    /// acknowledge.
+    to_ack: Vec<String>,
+    /// Whether the outbox or the de-duplication memory changed since the page last saved
+    /// them (see [`Session::take_storage_changed`]).
+    storage_changed: bool,
     /// Frames to send, oldest first.
     outgoing: Vec<Vec<u8>>,
     /// Events for the page, oldest first.
@@ -117,6 +157,9 @@ impl Session {
             looking_up: HashSet::new(),
             inbox: VecDeque::new(),
             dedupe: Dedupe::new(),
+            outbox: Outbox::new(),
+            to_ack: Vec::new(),
+            storage_changed: false,
             outgoing: Vec::new(),
             events: Vec::new(),
             random,
@@ -153,6 +196,46 @@ impl Session {
         self.dedupe.insert(id.to_string());
     }
 
+    /// The messages sent and not yet confirmed, oldest first.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// What the page saves so that a reload loses nothing: the outbox and the most recent
+    /// de-duplication ids.
+    pub fn saved(&self) -> SavedDelivery {
+        let skip = self.dedupe.len().saturating_sub(SAVED_SEEN);
+        SavedDelivery {
+            outbox: self.outbox.clone(),
+            seen: self
+                .dedupe
+                .recent()
+                .skip(skip)
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+
+    /// Takes back what [`Session::saved`] gave before a reload: the waiting messages go out
+    /// at the next login (before any sent since), and the seen ids are not shown again.
+    pub fn restore(&mut self, saved: SavedDelivery) {
+        for id in saved.seen {
+            self.dedupe.insert(id);
+        }
+        let mut outbox = saved.outbox;
+        for entry in self.outbox.iter() {
+            if !outbox.contains(&entry.id) {
+                outbox.push(entry.clone());
+            }
+        }
+        self.outbox = outbox;
+    }
+
+    /// Whether what [`Session::saved`] returns changed since the last call.
+    pub fn take_storage_changed(&mut self) -> bool {
+        std::mem::take(&mut self.storage_changed)
+    }
+
     /// Frames to send now, in order; each is one WebSocket binary message.
     pub fn take_outgoing(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.outgoing)
@@ -185,21 +268,17 @@ impl Session {
         HEADER.to_vec()
     }
 
-    /// The connection is gone. Returns the messages whose answer never came, to be sent
-    /// again on the next connection; every other request is simply forgotten.
-    pub fn disconnected(&mut self) -> Vec<Unanswered> {
+    /// The connection is gone. The requests waiting for answers are forgotten; the messages
+    /// among them stay in the outbox and go out again at the next login.
+    pub fn disconnected(&mut self) {
         self.phase = Phase::Idle;
         self.outgoing.clear();
         // Lookups in flight will be asked again at the next login, when the inbox drains.
         self.looking_up.clear();
-        self.pending
-            .take_all()
-            .into_iter()
-            .filter_map(|r| match r {
-                Request::Message { peer, line, frame } => Some(Unanswered { peer, line, frame }),
-                _ => None,
-            })
-            .collect()
+        self.pending.take_all();
+        // The server delivers whatever was not acknowledged again at the next login, where
+        // the copies are recognised and acknowledged then.
+        self.to_ack.clear();
     }
 
     /// The user accepts the server key that did not match the pin: it becomes the pin and
@@ -324,6 +403,8 @@ impl Session {
                     server: server.clone(),
                 };
                 self.events.push(Event::LoggedIn { me, server });
+                // Unconfirmed messages go first, before anything the page sends on login.
+                self.resend_outbox();
                 // Messages that waited for an alias lookup when the last connection dropped.
                 self.drain_inbox();
             }
@@ -371,6 +452,23 @@ impl Session {
                 self.ghost();
             }
             status::DELIVERED_STORED => self.notice(s.payload),
+            status::DELIVERED | status::STORED_LATER => match s.id {
+                Some(id) => {
+                    // Confirmed: no need to send it again. The receipt may also concern a
+                    // message confirmed before (stored, then delivered): the page still
+                    // wants to hear that it was delivered.
+                    if self.outbox.remove(&id).is_some() {
+                        self.storage_changed = true;
+                    }
+                    let delivery = if s.status == status::DELIVERED {
+                        Delivery::Delivered
+                    } else {
+                        Delivery::Stored
+                    };
+                    self.events.push(Event::Delivery { id, delivery });
+                }
+                None => self.notice(format!("a receipt without a message id: {}", describe(&s))),
+            },
             _ => self.events.push(Event::Closing {
                 status: s.status,
                 reason: describe(&s),
@@ -432,20 +530,17 @@ impl Session {
                 }
             },
             Request::GetUser { query, purpose } => self.on_user_answer(query, purpose, answer),
-            Request::Message { peer, line, .. } => {
-                let delivery = match &answer {
-                    Ok(Datum::Status(s)) if s.status == status::STORED => Delivery::Stored,
-                    // RELAYED, or a success code this version does not know: the protocol
-                    // says unknown positive codes mean success.
-                    Ok(Datum::Status(s)) if !status::is_error(s.status) => Delivery::Relayed,
-                    _ => Delivery::Failed(failure(&answer).1),
-                };
-                self.events.push(Event::Delivery {
-                    peer,
-                    line,
-                    delivery,
-                });
-            }
+            Request::Message { id } => self.on_message_answer(id, answer),
+            Request::Ack { count } => match &answer {
+                Ok(Datum::Status(s)) if !status::is_error(s.status) => {}
+                _ => {
+                    let (_, reason) = failure(&answer);
+                    self.notice(format!(
+                        "the server did not take the acknowledgement of {count} messages \
+                         ({reason}); it will deliver them again, and they will not be shown twice"
+                    ));
+                }
+            },
             Request::Ghost => match &answer {
                 Ok(Datum::Status(s)) if !status::is_error(s.status) => {
                     self.notice("this tab is now your active session".into())
@@ -456,6 +551,44 @@ impl Session {
                 }
             },
         }
+    }
+
+    /// The answer to a sent message: `3` RELAYED leaves it waiting for a receipt, `2` STORED
+    /// confirms it and an error refuses it for good.
+    fn on_message_answer(&mut self, id: String, answer: Result<Datum, String>) {
+        if !self.outbox.contains(&id) {
+            // Confirmed already: a receipt overtook the answer to a copy sent again after a
+            // reconnect. The answer has nothing to add.
+            return;
+        }
+        let delivery = match &answer {
+            Ok(Datum::Status(s)) if s.status == status::STORED => Delivery::Stored,
+            Ok(Datum::Status(s)) if status::is_error(s.status) => Delivery::Failed(refusal(s)),
+            // RELAYED, or a success code this version does not know: the protocol says unknown
+            // positive codes mean success, but only STORED and the receipts confirm.
+            Ok(Datum::Status(_)) => Delivery::Relayed,
+            Ok(other) => {
+                let kind = other.kind().name();
+                self.notice(format!(
+                    "the server answered a message with a {kind}; it will be sent again after \
+                     reconnecting"
+                ));
+                return;
+            }
+            Err(reason) => {
+                // Whether the server took the message is unknown, so it stays in the outbox.
+                self.notice(format!(
+                    "the server's answer to a message was garbled ({reason}); it will be sent \
+                     again after reconnecting"
+                ));
+                return;
+            }
+        };
+        if matches!(delivery, Delivery::Stored | Delivery::Failed(_)) {
+            self.outbox.remove(&id);
+            self.storage_changed = true;
+        }
+        self.events.push(Event::Delivery { id, delivery });
     }
 
     fn on_user_answer(&mut self, query: String, purpose: Lookup, answer: Result<Datum, String>) {
@@ -473,8 +606,11 @@ impl Session {
                     self.learn(&user);
                     self.aliases.insert(name, user.key);
                 }
-                Err((_, reason)) => {
-                    self.failed_aliases.insert(name, reason);
+                Err((code, reason)) => {
+                    let for_good = matches!(code, status::NO_SUCH_USER | status::BAD_ARGUMENT);
+                    let reason = format!("cannot resolve the sender: {reason}");
+                    self.failed_aliases
+                        .insert(name, Unresolved { reason, for_good });
                 }
             }
             self.drain_inbox();
@@ -518,8 +654,8 @@ impl Session {
                     let name = alias_key(&front.from);
                     if let Some(key) = self.aliases.get(&name) {
                         Ok(*key)
-                    } else if let Some(reason) = self.failed_aliases.get(&name) {
-                        Err(format!("cannot resolve the sender: {reason}"))
+                    } else if let Some(unresolved) = self.failed_aliases.get(&name) {
+                        Err(unresolved.clone())
                     } else {
                         if self.is_ready() && !self.looking_up.contains(&name) {
                             let query = front.from.clone();
@@ -557,27 +693,87 @@ impl Session {
         Ok(key)
     }
 
-    fn open_message(&mut self, message: Message, sender: Result<PublicKey, String>) {
-        let undecryptable = |sender: Option<PublicKey>, reason: String| Event::Undecryptable {
-            from: message.from.clone(),
-            sender,
+    fn open_message(&mut self, message: Message, sender: Result<PublicKey, Unresolved>) {
+        // An id the protocol does not allow was not checked by the server and cannot be
+        // acknowledged.
+        let ack = message.id.clone().filter(|id| validate_id(id).is_ok());
+        let opened = match sender {
+            Ok(sender) => self.open_box(&message, sender),
+            Err(Unresolved { reason, for_good }) => Err((None, reason, for_good)),
+        };
+        let (sender, text) = match opened {
+            Ok(opened) => opened,
+            Err((sender, reason, for_good)) => {
+                if let Some(id) = &ack
+                    && for_good
+                {
+                    // It will never open, and the server would deliver it at every login
+                    // until acknowledged. It is shown once, not at every redelivery: its key
+                    // is apart from real messages' keys, so a forgery cannot suppress a real
+                    // message.
+                    self.acknowledge(id);
+                    if !self.remember(format!("unopened:{}:{id}", message.from)) {
+                        return;
+                    }
+                }
+                self.events.push(Event::Undecryptable {
+                    from: message.from,
+                    sender,
+                    date: message.date,
+                    reason,
+                });
+                return;
+            }
+        };
+        // Shown now or a copy of one shown before, it is processed: acknowledged either way,
+        // since the server delivers it again until it is.
+        if let Some(id) = &ack {
+            self.acknowledge(id);
+        }
+        // Only boxes that opened are remembered, so a forgery cannot suppress a real message.
+        // A copy is recognised by its box (a message sent again byte for byte, or replayed)
+        // or by its sender and id (the same message, whatever else changed on the way).
+        let content = policy::message_id(&sender, message.date, &message.msg);
+        let fresh_content = self.remember(content.clone());
+        let fresh_id = ack
+            .as_ref()
+            .is_none_or(|id| self.remember(policy::sender_id_key(&sender, id)));
+        if !(fresh_content && fresh_id) {
+            return;
+        }
+        self.events.push(Event::Message(Incoming {
+            from: sender,
             date: message.date,
-            reason,
-        };
-        let sender = match sender {
-            Ok(key) => key,
-            Err(reason) => {
-                self.events.push(undecryptable(None, reason));
-                return;
-            }
-        };
-        let key = match self.conversation_key(&sender) {
-            Ok(key) => key,
-            Err(e) => {
-                self.events.push(undecryptable(Some(sender), e.to_string()));
-                return;
-            }
-        };
+            flags: message.flags,
+            text,
+            id: content,
+        }));
+    }
+
+    /// Puts `id` on the next ACK (once).
+    fn acknowledge(&mut self, id: &str) {
+        if !self.to_ack.iter().any(|a| a == id) {
+            self.to_ack.push(id.to_string());
+        }
+    }
+
+    /// Remembers a de-duplication key; false if it was known (a copy).
+    fn remember(&mut self, key: String) -> bool {
+        let fresh = self.dedupe.insert(key);
+        self.storage_changed |= fresh;
+        fresh
+    }
+
+    /// Opens the box of a message from `sender`: the text, or why it does not open (which
+    /// is final: the box is what it is).
+    fn open_box(
+        &mut self,
+        message: &Message,
+        sender: PublicKey,
+    ) -> Result<(PublicKey, String), (Option<PublicKey>, String, bool)> {
+        let key = self
+            .conversation_key(&sender)
+            .map_err(|e| (Some(sender), e.to_string(), true))?;
         // The server delivers to this session only what is addressed to this user, whatever
         // form `to` takes, so the recipient bound into the box is always our own key.
         let envelope = Envelope {
@@ -586,25 +782,9 @@ impl Session {
             date: message.date,
             flags: &message.flags,
         };
-        let text = match e2e::open(&key, &envelope, &message.msg) {
-            Ok(text) => text,
-            Err(e) => {
-                self.events.push(undecryptable(Some(sender), e.to_string()));
-                return;
-            }
-        };
-        // Only boxes that opened are remembered, so a forgery cannot suppress a real message.
-        let id = policy::message_id(&sender, message.date, &message.msg);
-        if !self.dedupe.insert(id.clone()) {
-            return;
-        }
-        self.events.push(Event::Message(Incoming {
-            from: sender,
-            date: message.date,
-            flags: message.flags,
-            text,
-            id,
-        }));
+        let text = e2e::open(&key, &envelope, &message.msg)
+            .map_err(|e| (Some(sender), e.to_string(), true))?;
+        Ok((sender, text))
     }
 
     /// Sends a command and records what its answer is for. Only called when logged in.
@@ -675,13 +855,14 @@ impl Session {
     }
 
     /// Builds the Message carrying `text` sealed for `peer`: `to` is the peer's key, `from`
-    /// this user's key (both in hex, so the recipient needs no lookup to open it).
+    /// this user's key (both in hex, so the recipient needs no lookup to open it), with `id`.
     pub fn seal(
         &mut self,
         peer: &PublicKey,
         text: &str,
         flags: &[String],
         date: i64,
+        id: Option<String>,
     ) -> Result<Message, String> {
         let key = self.conversation_key(peer).map_err(|e| e.to_string())?;
         let mut nonce = [0u8; NONCE_LEN];
@@ -699,42 +880,65 @@ impl Session {
             flags: flags.to_vec(),
             date,
             msg,
-            id: None,
+            id,
         })
     }
 
-    /// Seals `text` for `peer` and sends it; the server's answer comes back as an
-    /// [`Event::Delivery`] for `line`.
+    /// Seals `text` for `peer` under a fresh id, keeps it in the outbox until it is
+    /// confirmed, and sends it now if logged in (else at the next login). Returns the id,
+    /// which the [`Event::Delivery`] events about this message carry.
     pub fn send_text(
         &mut self,
         peer: &PublicKey,
         text: &str,
         flags: &[String],
         date: i64,
-        line: u64,
-    ) -> Result<(), String> {
-        self.require_ready()?;
-        let message = self.seal(peer, text, flags, date)?;
-        let frame = self.send(&Datum::Message(message))?;
-        self.pending.push(Request::Message {
+    ) -> Result<String, String> {
+        let id = outbox::new_id(&mut *self.random);
+        let message = self.seal(peer, text, flags, date, Some(id.clone()))?;
+        let frame = Datum::Message(message)
+            .to_frame()
+            .map_err(|e| e.to_string())?;
+        self.outbox.push(Outgoing {
+            id: id.clone(),
             peer: *peer,
-            line,
-            frame,
+            frame: frame.clone(),
         });
-        Ok(())
+        self.storage_changed = true;
+        if self.is_ready() {
+            self.outgoing.push(frame);
+            self.pending.push(Request::Message { id: id.clone() });
+        }
+        Ok(id)
     }
 
-    /// Sends again, byte for byte, a message whose answer was lost with the connection.
-    pub fn resend(&mut self, unanswered: Unanswered) -> Result<(), Unanswered> {
-        if !self.is_ready() {
-            return Err(unanswered);
+    /// Sends every unconfirmed message again, byte for byte, oldest first. Only called at
+    /// login, before anything else is sent on the new connection.
+    fn resend_outbox(&mut self) {
+        for entry in self.outbox.iter() {
+            self.outgoing.push(entry.frame.clone());
+            self.pending.push(Request::Message {
+                id: entry.id.clone(),
+            });
         }
-        self.outgoing.push(unanswered.frame.clone());
-        self.pending.push(Request::Message {
-            peer: unanswered.peer,
-            line: unanswered.line,
-            frame: unanswered.frame,
-        });
-        Ok(())
+    }
+
+    /// Acknowledges the messages processed since the last call: one ACK (or a few, of at most
+    /// [`ACK_BATCH`] ids each). The page calls this once it has shown and saved what arrived.
+    /// Does nothing when not logged in; the server then delivers those messages again.
+    pub fn flush_acks(&mut self) {
+        if !self.is_ready() || self.to_ack.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.to_ack);
+        for chunk in ids.chunks(ACK_BATCH) {
+            self.request(
+                Command {
+                    cmd: cmd::ACK.to_string(),
+                    payload: chunk.to_vec(),
+                },
+                Request::Ack { count: chunk.len() },
+            );
+        }
     }
 }

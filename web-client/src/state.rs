@@ -4,6 +4,8 @@
 //! saved form for `localStorage`); the DOM only ever reads it. Keeping it free of `web-sys`
 //! lets the tests exercise every rule directly.
 
+use std::collections::HashSet;
+
 use flexim_protocol::PublicKey;
 use flexim_protocol::keys::alias_key;
 use serde::{Deserialize, Serialize};
@@ -12,32 +14,77 @@ use serde::{Deserialize, Serialize};
 /// few megabytes per site, and a conversation's recent past is what people scroll back to.
 pub const HISTORY_LIMIT: usize = 200;
 
-/// What became of an outgoing message, as the server answered it.
+/// What became of an outgoing message, as the server answered it and later confirmed it.
+///
+/// The states are ordered: sending, then relayed, then stored, then delivered; failed ends a
+/// message that was never confirmed. Answers and receipts can arrive late or more than once
+/// (a message sent again after a reconnect is answered again), so a state only ever moves
+/// forward ([`Delivery::can_become`]): a late `3` RELAYED never turns a stored or delivered
+/// message back into a relayed one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Delivery {
-    /// Sent (or waiting for the connection), no answer yet.
+    /// Not answered yet: sent, waiting for the connection, or sent again after a reconnect.
     Sending,
-    /// The recipient was offline; the server stored the message for its next login.
-    Stored,
-    /// The recipient was online; the server handed the message to its connection.
+    /// The recipient was online and the server handed the message to its connection, but the
+    /// recipient has not acknowledged it yet.
     Relayed,
-    /// The connection was lost before the server answered, and the page has since been
-    /// reloaded, so the message cannot be sent again: it may or may not have arrived.
+    /// The server committed the message to durable storage (`2` STORED, or `8` STORED_LATER
+    /// after a relay the recipient never acknowledged); it is delivered at the next login.
+    Stored,
+    /// The recipient acknowledged the message (`7` DELIVERED).
+    Delivered,
+    /// The page was reloaded while the message waited for its answer, and the saved copy to
+    /// send again was lost (storage full, or saved by an older version): it may or may not
+    /// have arrived.
     Unconfirmed,
     /// The server refused the message, or it could not be sealed; the text says why.
     Failed(String),
 }
 
 impl Delivery {
-    /// The text shown next to an outgoing message.
+    /// The short text shown next to an outgoing message.
     pub fn label(&self) -> String {
         match self {
-            Delivery::Sending => "sending".into(),
+            Delivery::Sending => "sending…".into(),
+            Delivery::Relayed => "sent".into(),
             Delivery::Stored => "stored".into(),
-            Delivery::Relayed => "relayed".into(),
+            Delivery::Delivered => "delivered ✓".into(),
             Delivery::Unconfirmed => "unconfirmed (connection lost)".into(),
             Delivery::Failed(reason) => format!("failed: {reason}"),
+        }
+    }
+
+    /// The state's name, for the page's `data-state` attribute (and its styles and tests).
+    pub fn state(&self) -> &'static str {
+        match self {
+            Delivery::Sending => "sending",
+            Delivery::Relayed => "relayed",
+            Delivery::Stored => "stored",
+            Delivery::Delivered => "delivered",
+            Delivery::Unconfirmed => "unconfirmed",
+            Delivery::Failed(_) => "failed",
+        }
+    }
+
+    /// How far along the message is: 0 unanswered, 1 relayed, 2 stored, 3 delivered.
+    fn rank(&self) -> u8 {
+        match self {
+            Delivery::Sending | Delivery::Unconfirmed => 0,
+            Delivery::Relayed => 1,
+            Delivery::Stored => 2,
+            Delivery::Delivered | Delivery::Failed(_) => 3,
+        }
+    }
+
+    /// Whether a message in this state may move to `next`: only forward. Delivered and failed
+    /// are final, and a refusal can only concern a message that was not yet confirmed (stored
+    /// or delivered).
+    pub fn can_become(&self, next: &Delivery) -> bool {
+        match (self, next) {
+            (Delivery::Delivered | Delivery::Failed(_), _) => false,
+            (_, Delivery::Failed(_)) => self.rank() < 2,
+            _ => next.rank() > self.rank(),
         }
     }
 }
@@ -75,6 +122,10 @@ pub struct Line {
     /// so that a copy delivered after a reload is still recognised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msg_id: Option<String>,
+    /// For outgoing lines, the id the message was sent with, which the server's answers and
+    /// receipts carry; saved so that receipts arriving after a reload still find their line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_id: Option<String>,
 }
 
 /// Someone the user talks to.
@@ -317,6 +368,7 @@ impl Contacts {
             date,
             delivery: None,
             msg_id,
+            sent_id: None,
         });
         id
     }
@@ -331,32 +383,70 @@ impl Contacts {
             date,
             delivery: Some(Delivery::Sending),
             msg_id: None,
+            sent_id: None,
         });
         id
     }
 
-    /// Records the server's answer for an outgoing line. False if the line is gone (trimmed
-    /// from the history, or the contact's history was cleared).
-    pub fn set_delivery(&mut self, to: &PublicKey, line: u64, delivery: Delivery) -> bool {
-        let Some(contact) = self.get_mut(to) else {
-            return false;
-        };
-        match contact.lines.iter_mut().find(|l| l.id == line) {
+    /// Records the id an outgoing line was sent with, so that answers and receipts find it.
+    pub fn set_sent_id(&mut self, to: &PublicKey, line: u64, id: String) -> bool {
+        match self.line_mut(to, line) {
             Some(l) => {
-                l.delivery = Some(delivery);
+                l.sent_id = Some(id);
                 true
             }
             None => false,
         }
     }
 
-    /// The text of an outgoing line, to send it once the connection is up.
-    pub fn line_text(&self, to: &PublicKey, line: u64) -> Option<&str> {
-        self.get(to)?
-            .lines
+    fn line_mut(&mut self, to: &PublicKey, line: u64) -> Option<&mut Line> {
+        self.get_mut(to)?.lines.iter_mut().find(|l| l.id == line)
+    }
+
+    /// Records what became of an outgoing line, if that moves it forward (see
+    /// [`Delivery::can_become`]). False if nothing changed: the line is gone (trimmed from the
+    /// history, or the history was cleared) or already further along.
+    pub fn set_delivery(&mut self, to: &PublicKey, line: u64, delivery: Delivery) -> bool {
+        self.line_mut(to, line)
+            .is_some_and(|l| advance(l, delivery))
+    }
+
+    /// Records what became of the outgoing message sent with `id`, whichever conversation it
+    /// is in, if that moves it forward. False if nothing changed.
+    pub fn set_delivery_by_id(&mut self, id: &str, delivery: Delivery) -> bool {
+        self.list
+            .iter_mut()
+            .flat_map(|c| c.lines.iter_mut())
+            .find(|l| l.dir == Direction::Out && l.sent_id.as_deref() == Some(id))
+            .is_some_and(|l| advance(l, delivery))
+    }
+
+    /// The delivery state of the outgoing message sent with `id`.
+    pub fn delivery_of(&self, id: &str) -> Option<&Delivery> {
+        self.list
             .iter()
-            .find(|l| l.id == line)
-            .map(|l| l.text.as_str())
+            .flat_map(|c| c.lines.iter())
+            .find(|l| l.dir == Direction::Out && l.sent_id.as_deref() == Some(id))
+            .and_then(|l| l.delivery.as_ref())
+    }
+
+    /// After a reload: outgoing lines still waiting for their first answer whose message is not
+    /// among `waiting` (the restored outbox) can no longer be sent again, so they become
+    /// [`Delivery::Unconfirmed`]. Returns how many did.
+    pub fn settle_unsent(&mut self, waiting: &HashSet<&str>) -> usize {
+        let mut settled = 0;
+        for line in self.list.iter_mut().flat_map(|c| c.lines.iter_mut()) {
+            let lost = line.delivery == Some(Delivery::Sending)
+                && line
+                    .sent_id
+                    .as_deref()
+                    .is_none_or(|id| !waiting.contains(id));
+            if lost {
+                line.delivery = Some(Delivery::Unconfirmed);
+                settled += 1;
+            }
+        }
+        settled
     }
 
     /// The contacts, most recent conversation first.
@@ -412,9 +502,9 @@ impl Contacts {
         serde_json::to_string(&saved).unwrap_or_default()
     }
 
-    /// Reads the saved form. Lines get fresh ids, and outgoing lines that were still
-    /// waiting for an answer become [`Delivery::Unconfirmed`]: the page that sent them is
-    /// gone, and with it the means to send them again.
+    /// Reads the saved form. Lines get fresh ids and keep their delivery state; outgoing
+    /// lines still waiting for an answer are checked against the saved outbox afterwards
+    /// ([`Contacts::settle_unsent`]).
     pub fn from_json(json: &str) -> Result<Contacts, String> {
         let saved: Saved = serde_json::from_str(json).map_err(|e| e.to_string())?;
         if saved.version != 1 {
@@ -427,9 +517,6 @@ impl Contacts {
             }
             for line in &mut contact.lines {
                 line.id = contacts.next_id();
-                if line.delivery == Some(Delivery::Sending) {
-                    line.delivery = Some(Delivery::Unconfirmed);
-                }
             }
             let extra = contact.lines.len().saturating_sub(HISTORY_LIMIT);
             contact.lines.drain(..extra);
@@ -437,6 +524,18 @@ impl Contacts {
         }
         Ok(contacts)
     }
+}
+
+/// Moves `line` to `delivery` if that is forward; whether it did.
+fn advance(line: &mut Line, delivery: Delivery) -> bool {
+    let forward = line
+        .delivery
+        .as_ref()
+        .is_none_or(|current| current.can_become(&delivery));
+    if forward {
+        line.delivery = Some(delivery);
+    }
+    forward
 }
 
 /// Keys are saved as 64 hex digits, the form people recognise, rather than as a list of

@@ -14,6 +14,9 @@ pub const SERVER_KEY: &str = "flexim.serverKey";
 pub const ALIAS: &str = "flexim.alias";
 /// The contacts and their conversations, as JSON (see [`crate::state::Contacts::to_json`]).
 pub const CONTACTS: &str = "flexim.contacts";
+/// The messages sent but not yet confirmed, and the recently seen message ids, as JSON (see
+/// [`crate::outbox::SavedDelivery::to_json`]).
+pub const DELIVERY: &str = "flexim.delivery";
 /// Where an unreadable identity is moved before a new one is made, so that a damaged value
 /// can still be recovered by hand instead of being overwritten.
 pub const IDENTITY_BACKUP: &str = "flexim.identity.unreadable";

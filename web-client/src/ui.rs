@@ -15,7 +15,7 @@ use flexim_protocol::{PublicKey, User};
 use web_sys::{Element, HtmlButtonElement, HtmlInputElement, HtmlTextAreaElement};
 
 use crate::dom::{self, by_id, element, set_attr, set_class, set_hidden, set_text, text_element};
-use crate::state::{Contact, Contacts, Delivery, Direction, Line, short_fingerprint};
+use crate::state::{Contact, Contacts, Direction, Line, short_fingerprint};
 
 /// How many notices the activity log keeps.
 const LOG_LIMIT: usize = 30;
@@ -516,17 +516,14 @@ fn build_line(line: &Line) -> Option<LineItem> {
     Some(item)
 }
 
+/// Shows an outgoing line's delivery state: `data-state` (sending, relayed, stored, delivered,
+/// unconfirmed or failed) for styles and machines, a short label for people.
 fn update_delivery(item: &LineItem, line: &Line) {
     let (Some(el), Some(delivery)) = (&item.delivery, &line.delivery) else {
         return;
     };
+    set_attr(el, "data-state", delivery.state());
     set_text(el, &delivery.label());
-    set_class(el, "failed", matches!(delivery, Delivery::Failed(_)));
-    set_class(
-        el,
-        "pending",
-        matches!(delivery, Delivery::Sending | Delivery::Unconfirmed),
-    );
 }
 
 /// A user in a search result or the roster.

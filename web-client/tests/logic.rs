@@ -206,14 +206,11 @@ fn history_is_bounded_and_deliveries_land_on_their_line() {
     );
 
     let line = c.send(&bob, "hello", 500);
-    assert_eq!(c.line_text(&bob, line), Some("hello"));
     assert!(c.set_delivery(&bob, line, Delivery::Relayed));
     let last = c.get(&bob).unwrap().lines.last().unwrap();
     assert_eq!(last.dir, Direction::Out);
+    assert_eq!(last.text, "hello");
     assert_eq!(last.delivery, Some(Delivery::Relayed));
-    assert_eq!(Delivery::Relayed.label(), "relayed");
-    assert_eq!(Delivery::Stored.label(), "stored");
-    assert_eq!(Delivery::Sending.label(), "sending");
 }
 
 #[wasm_bindgen_test(unsupported = test)]
@@ -236,8 +233,8 @@ fn contacts_survive_a_reload() {
     assert_eq!(b.lines[0].text, "hi there\nsecond line");
     assert_eq!(
         b.lines[1].delivery,
-        Some(Delivery::Unconfirmed),
-        "a message waiting for its answer when the page went away"
+        Some(Delivery::Sending),
+        "the state is saved as it was"
     );
     assert_ne!(b.lines[1].id, 0, "lines get ids again");
     assert_eq!(
@@ -246,6 +243,14 @@ fn contacts_survive_a_reload() {
     );
     assert_eq!(back.seen_ids().collect::<Vec<_>>(), vec!["bob:6:abc"]);
     let _ = waiting;
+    // Without a saved copy in the outbox, a message that was never answered cannot be sent
+    // again: it says so rather than "sending…" forever.
+    let mut back = back;
+    assert_eq!(back.settle_unsent(&Default::default()), 1);
+    assert_eq!(
+        back.get(&bob).unwrap().lines[1].delivery,
+        Some(Delivery::Unconfirmed)
+    );
     assert!(Contacts::from_json("not json").is_err());
     assert!(Contacts::from_json(r#"{"version":2,"contacts":[]}"#).is_err());
 }
@@ -352,7 +357,7 @@ fn pending_queue_is_first_in_first_out() {
     assert_eq!(q.pop(), Some(Request::Search { text: "bo".into() }));
     assert_eq!(q.take_all(), vec![Request::Ghost]);
     assert_eq!(q.pop(), None);
-    for code in [10, -10, 5, 6, -15, -17, -18] {
+    for code in [10, -10, 5, 6, 7, 8, -15, -17, -18] {
         assert!(is_notice(code), "{code}");
     }
     for code in [1, 2, 3, 4, -1, -7, -8, -9, -12, -13, -14, -16] {
@@ -368,10 +373,10 @@ fn answers_go_to_their_requests_in_order_around_notices() {
     let mut s = logged_in(&me, &server);
 
     s.register("alice").unwrap();
-    s.send_text(&bob, "hello", &[], 100, 41).unwrap();
+    let hello = s.send_text(&bob, "hello", &[], 100).unwrap();
     s.search("bo").unwrap();
     s.get_user("carol", Lookup::Contact).unwrap();
-    s.send_text(&bob, "again", &[], 101, 42).unwrap();
+    let again = s.send_text(&bob, "again", &[], 101).unwrap();
     let out = sent(&mut s);
     assert_eq!(out.len(), 5);
     let Datum::Message(m) = &out[1] else {
@@ -381,19 +386,24 @@ fn answers_go_to_their_requests_in_order_around_notices() {
     assert_eq!(m.from, me.public_key().to_hex());
     assert!(m.flags.is_empty());
     assert_eq!(m.date, 100);
+    assert_eq!(m.id.as_ref(), Some(&hello));
     assert_eq!(s.pending_len(), 5);
 
     // Answers, with unsolicited datums slipped in between that must not be taken for them.
     s.receive(&st(status::OK, "registered alice"));
     s.receive(&st(status::PRESENCE_ONLINE, &bob.to_hex()));
-    s.receive(&st(status::STORED, "stored"));
+    s.receive(&frame_of(
+        Status::new(status::STORED, "stored").with_id(Some(hello.clone())),
+    ));
     s.receive(&st(status::DELIVERED_STORED, "delivered 2 stored messages"));
     s.receive(&frame_of(Roster {
         users: vec![user(&bob, &["bob"], true)],
     }));
     s.receive(&st(status::PRESENCE_OFFLINE, &bob.to_hex()));
     s.receive(&st(status::NO_SUCH_USER, "no such user"));
-    s.receive(&st(status::SPOOF, "not you"));
+    s.receive(&frame_of(
+        Status::new(status::SPOOF, "not you").with_id(Some(again.clone())),
+    ));
     assert_eq!(s.pending_len(), 0);
 
     let events = s.take_events();
@@ -402,11 +412,7 @@ fn answers_go_to_their_requests_in_order_around_notices() {
     assert!(matches!(it.next(), Some(Event::Presence { key, online: true }) if *key == bob));
     assert!(matches!(
         it.next(),
-        Some(Event::Delivery {
-            line: 41,
-            delivery: Delivery::Stored,
-            ..
-        })
+        Some(Event::Delivery { id, delivery: Delivery::Stored }) if *id == hello
     ));
     assert!(matches!(it.next(), Some(Event::Notice(t)) if t.contains("delivered 2")));
     assert!(matches!(
@@ -423,9 +429,14 @@ fn answers_go_to_their_requests_in_order_around_notices() {
     ));
     assert!(matches!(
         it.next(),
-        Some(Event::Delivery { line: 42, delivery: Delivery::Failed(reason), .. }) if reason.contains("spoof")
+        Some(Event::Delivery { id, delivery: Delivery::Failed(reason) })
+            if *id == again && reason.contains("spoof")
     ));
     assert!(it.next().is_none());
+    assert!(
+        s.outbox().is_empty(),
+        "stored and refused: nothing to send again"
+    );
 }
 
 #[wasm_bindgen_test(unsupported = test)]
@@ -517,8 +528,7 @@ fn what_this_client_seals_the_peer_opens() {
     let me = key(2);
     let bob = key(3);
     let mut s = logged_in(&me, &server);
-    s.send_text(&bob.public_key(), "to bob", &[], 1234, 1)
-        .unwrap();
+    s.send_text(&bob.public_key(), "to bob", &[], 1234).unwrap();
     let out = sent(&mut s);
     let Datum::Message(m) = &out[0] else {
         panic!("{out:?}");
@@ -532,8 +542,9 @@ fn what_this_client_seals_the_peer_opens() {
     };
     assert_eq!(e2e::open(&k, &env, &m.msg).unwrap(), "to bob");
     // And sealing refuses what the protocol refuses.
-    assert!(s.send_text(&bob.public_key(), "", &[], 1, 2).is_err());
-    assert!(s.send_text(&PublicKey([0; 32]), "x", &[], 1, 3).is_err());
+    assert!(s.send_text(&bob.public_key(), "", &[], 1).is_err());
+    assert!(s.send_text(&PublicKey([0; 32]), "x", &[], 1).is_err());
+    assert_eq!(s.outbox().len(), 1, "what could not be sealed is not kept");
 }
 
 #[wasm_bindgen_test(unsupported = test)]
@@ -687,36 +698,561 @@ fn a_server_that_cannot_open_its_own_challenge_fails_the_login() {
     assert!(!s.is_ready());
 }
 
+// ----- delivery that loses nothing -----
+
+/// A Status about the message `id`, as the server sends answers and receipts.
+fn st_id(code: i8, payload: &str, id: &str) -> Vec<u8> {
+    frame_of(Status::new(code, payload).with_id(Some(id.to_string())))
+}
+
+/// A Message from `from` to `to` carrying `id`.
+fn sealed_with_id(from: &SecretKey, to: &PublicKey, text: &str, date: i64, id: &str) -> Message {
+    Message {
+        id: Some(id.to_string()),
+        ..sealed(from, to, text, date, &[])
+    }
+}
+
+/// Writes a line to `peer` and sends it, as the page does: returns the line and the id.
+fn write(s: &mut Session, c: &mut Contacts, peer: &PublicKey, text: &str) -> (u64, String) {
+    let line = c.send(peer, text, 1000);
+    let id = s.send_text(peer, text, &[], 1000).unwrap();
+    assert!(c.set_sent_id(peer, line, id.clone()));
+    (line, id)
+}
+
+/// Applies the session's events to the conversations as the page does; returns them.
+fn apply(s: &mut Session, c: &mut Contacts) -> Vec<Event> {
+    let events = s.take_events();
+    for event in &events {
+        if let Event::Delivery { id, delivery } = event {
+            c.set_delivery_by_id(id, delivery.clone());
+        }
+    }
+    events
+}
+
+fn state(c: &Contacts, id: &str) -> Delivery {
+    c.delivery_of(id).cloned().expect("the line is there")
+}
+
+/// The id lists of the ACK commands among `out`, and whether anything else was sent.
+fn acks(out: &[Datum]) -> Vec<Vec<String>> {
+    out.iter()
+        .map(|d| match d {
+            Datum::Command(Command { cmd, payload }) if cmd == "ACK" => payload.clone(),
+            other => panic!("expected only ACKs, got {other:?}"),
+        })
+        .collect()
+}
+
+/// The ids of the Messages among `out`, in order.
+fn message_ids(out: &[Datum]) -> Vec<String> {
+    out.iter()
+        .filter_map(|d| match d {
+            Datum::Message(m) => m.id.clone(),
+            _ => None,
+        })
+        .collect()
+}
+
 #[wasm_bindgen_test(unsupported = test)]
-fn unanswered_messages_are_sent_again_byte_for_byte() {
+fn every_message_carries_a_fresh_random_id() {
     let server = key(1);
     let me = key(2);
     let bob = key(3).public_key();
     let mut s = logged_in(&me, &server);
-    s.send_text(&bob, "in flight", &[], 80, 9).unwrap();
-    let original = s.take_outgoing();
-    s.register("alice").unwrap();
-    let lost = s.disconnected();
-    assert_eq!(lost.len(), 1, "only messages are worth sending again");
-    assert_eq!(lost[0].line, 9);
-    assert_eq!(lost[0].frame, original[0]);
+    let ids: Vec<String> = (0..3)
+        .map(|i| s.send_text(&bob, &format!("m{i}"), &[], 10).unwrap())
+        .collect();
+    let out = sent(&mut s);
+    assert_eq!(message_ids(&out), ids, "the id returned is the id sent");
+    for id in &ids {
+        assert_eq!(id.len(), 32, "16 random bytes in hex: {id}");
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
+            "lowercase hex: {id}"
+        );
+        assert_eq!(status::validate_id(id), Ok(()));
+    }
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "every message has its own id");
+    assert_eq!(
+        s.outbox().ids().collect::<Vec<_>>(),
+        ids,
+        "kept until confirmed"
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn receipts_move_a_message_forward_to_delivered_or_stored() {
+    let server = key(1);
+    let me = key(2);
+    let bob = key(3).public_key();
+    let mut s = logged_in(&me, &server);
+    let mut c = Contacts::new();
+
+    // Online recipient: 3 RELAYED, then 7 DELIVERED once Bob acknowledged it.
+    let (_, online) = write(&mut s, &mut c, &bob, "to an online bob");
+    assert_eq!(state(&c, &online), Delivery::Sending);
+    assert_eq!(Delivery::Sending.label(), "sending…");
+    s.receive(&st_id(status::RELAYED, "relayed", &online));
+    apply(&mut s, &mut c);
+    assert_eq!(state(&c, &online), Delivery::Relayed);
+    assert_eq!(Delivery::Relayed.label(), "sent");
+    assert!(s.outbox().contains(&online), "relayed is not confirmed yet");
+    s.receive(&st_id(status::DELIVERED, "delivered", &online));
+    apply(&mut s, &mut c);
+    assert_eq!(state(&c, &online), Delivery::Delivered);
+    assert_eq!(Delivery::Delivered.label(), "delivered ✓");
+    assert!(s.outbox().is_empty(), "a receipt confirms it");
+
+    // Offline recipient: 2 STORED confirms at once; 7 follows once Bob has logged in.
+    let (_, offline) = write(&mut s, &mut c, &bob, "to an offline bob");
+    s.receive(&st_id(status::STORED, "stored", &offline));
+    apply(&mut s, &mut c);
+    assert_eq!(state(&c, &offline), Delivery::Stored);
+    assert_eq!(Delivery::Stored.label(), "stored");
+    assert!(s.outbox().is_empty(), "stored is durable: confirmed");
+    s.receive(&st_id(status::DELIVERED, "delivered", &offline));
+    apply(&mut s, &mut c);
+    assert_eq!(state(&c, &offline), Delivery::Delivered);
+
+    // Relayed, but Bob's connection ended before he acknowledged: 8 STORED_LATER.
+    let (_, later) = write(&mut s, &mut c, &bob, "bob drops");
+    s.receive(&st_id(status::RELAYED, "relayed", &later));
+    s.receive(&st_id(status::STORED_LATER, "stored later", &later));
+    apply(&mut s, &mut c);
+    assert_eq!(state(&c, &later), Delivery::Stored);
+    assert!(s.outbox().is_empty());
+    assert_eq!(s.pending_len(), 0, "receipts answer nothing");
+
+    // The saved lines keep their states across a reload.
+    let back = Contacts::from_json(&c.to_json()).unwrap();
+    assert_eq!(state(&back, &online), Delivery::Delivered);
+    assert_eq!(state(&back, &later), Delivery::Stored);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_refusal_fails_the_message_for_good_and_says_why() {
+    let server = key(1);
+    let me = key(2);
+    let bob = key(3).public_key();
+    let mut s = logged_in(&me, &server);
+    let mut c = Contacts::new();
+    let (_, id) = write(&mut s, &mut c, &bob, "into a full queue");
+    s.receive(&st_id(status::QUEUE_FULL, "queue full", &id));
+    apply(&mut s, &mut c);
+    let failed = state(&c, &id);
     assert!(
-        s.register("x").is_err(),
-        "nothing goes out while disconnected"
+        matches!(&failed, Delivery::Failed(reason) if reason.contains("queue is full")),
+        "{failed:?}"
+    );
+    assert_eq!(failed.state(), "failed");
+    assert!(
+        failed
+            .label()
+            .starts_with("failed: the recipient's queue is full")
+    );
+    assert!(s.outbox().is_empty(), "a refusal is final");
+    s.disconnected();
+    login(&mut s, &server);
+    assert!(s.take_outgoing().is_empty(), "nothing is sent again");
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn acks_follow_processing_and_copies_are_shown_once_but_acked() {
+    let server = key(1);
+    let me = key(2);
+    let bob = key(3);
+    let carol = key(4);
+    let mut s = logged_in(&me, &server);
+    let message = sealed_with_id(&bob, &me.public_key(), "only once", 50, "m-1");
+    s.receive(&frame_of(message.clone()));
+    assert_eq!(messages(&s.take_events()), vec!["only once"]);
+    assert!(
+        s.take_outgoing().is_empty(),
+        "no ACK before the page has processed the message"
+    );
+    s.flush_acks();
+    assert_eq!(acks(&sent(&mut s)), vec![vec!["m-1".to_string()]]);
+    s.receive(&st(status::OK, "acknowledged 1"));
+    assert!(s.take_events().is_empty());
+    assert_eq!(
+        s.pending_len(),
+        0,
+        "the ACK's answer is numbered like any other"
     );
 
+    // Redelivered byte for byte (the ACK was lost), or sealed again with the same id: not
+    // shown, but acknowledged again, or the server would deliver it forever.
+    s.receive(&frame_of(message.clone()));
+    let mut resealed = sealed_with_id(&bob, &me.public_key(), "only once!", 50, "m-1");
+    resealed.date = 51;
+    s.receive(&frame_of(resealed));
+    assert!(
+        messages(&s.take_events()).is_empty(),
+        "copies are not shown"
+    );
+    s.flush_acks();
+    assert_eq!(
+        acks(&sent(&mut s)),
+        vec![vec!["m-1".to_string()]],
+        "one ACK per wake-up, each id once"
+    );
+    s.receive(&st(status::OK, "acknowledged 1"));
+
+    // The same id from someone else is another message.
+    s.receive(&frame_of(sealed_with_id(
+        &carol,
+        &me.public_key(),
+        "carol's m-1",
+        52,
+        "m-1",
+    )));
+    // A box that never opens is reported once and acknowledged every time.
+    let mut broken = sealed_with_id(&bob, &me.public_key(), "broken", 53, "bad-1");
+    broken.msg = "!!!".into();
+    s.receive(&frame_of(broken.clone()));
+    s.receive(&frame_of(broken));
+    // Without an id there is nothing to acknowledge.
+    s.receive(&frame_of(sealed(&bob, &me.public_key(), "no id", 54, &[])));
+    let events = s.take_events();
+    assert_eq!(messages(&events), vec!["carol's m-1", "no id"]);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Undecryptable { .. }))
+            .count(),
+        1
+    );
+    s.flush_acks();
+    assert_eq!(
+        acks(&sent(&mut s)),
+        vec![vec!["m-1".to_string(), "bad-1".to_string()]]
+    );
+    s.receive(&st(status::OK, "acknowledged 2"));
+
+    // A refused ACK is reported; the copies that follow are recognised.
+    s.receive(&frame_of(sealed_with_id(
+        &bob,
+        &me.public_key(),
+        "x",
+        55,
+        "m-2",
+    )));
+    s.take_events();
+    s.flush_acks();
+    sent(&mut s);
+    s.receive(&st(status::BAD_ARGUMENT, "bad id"));
+    assert!(
+        matches!(&s.take_events()[..], [Event::Notice(t)] if t.contains("acknowledgement")),
+        "a refused ACK is reported"
+    );
+
+    // Processed but not acknowledged when the connection dropped: the server delivers it
+    // again at the next login, where it is recognised and acknowledged.
+    s.receive(&frame_of(sealed_with_id(
+        &bob,
+        &me.public_key(),
+        "y",
+        56,
+        "m-3",
+    )));
+    assert_eq!(messages(&s.take_events()), vec!["y"]);
+    s.disconnected();
+    s.flush_acks();
+    assert!(
+        s.take_outgoing().is_empty(),
+        "nothing goes out while disconnected"
+    );
     login(&mut s, &server);
-    for u in lost {
-        s.resend(u).unwrap();
-    }
-    assert_eq!(s.take_outgoing(), original);
-    s.receive(&st(status::RELAYED, "relayed"));
+    s.flush_acks();
+    assert!(s.take_outgoing().is_empty(), "the old ids were dropped");
+    s.receive(&frame_of(sealed_with_id(
+        &bob,
+        &me.public_key(),
+        "y",
+        56,
+        "m-3",
+    )));
+    assert!(messages(&s.take_events()).is_empty());
+    s.flush_acks();
+    assert_eq!(acks(&sent(&mut s)), vec![vec!["m-3".to_string()]]);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_message_waiting_for_its_sender_lookup_is_acked_once_opened() {
+    let server = key(1);
+    let me = key(2);
+    let bob = key(3);
+    let mut s = logged_in(&me, &server);
+    let mut message = sealed_with_id(&bob, &me.public_key(), "from an alias", 60, "a-1");
+    message.from = "bob".into();
+    s.receive(&frame_of(message));
+    sent(&mut s); // the GETUSER
+    s.flush_acks();
+    assert!(s.take_outgoing().is_empty(), "not processed yet");
+    s.receive(&frame_of(user(&bob.public_key(), &["bob"], true)));
+    assert_eq!(messages(&s.take_events()), vec!["from an alias"]);
+    s.flush_acks();
+    assert_eq!(acks(&sent(&mut s)), vec![vec!["a-1".to_string()]]);
+    s.receive(&st(status::OK, "acknowledged 1"));
+
+    // A lookup that failed for a passing reason: reported, but not acknowledged, so that the
+    // server delivers it again at the next login, when it may open.
+    let mut passing = sealed_with_id(&bob, &me.public_key(), "later", 61, "a-2");
+    passing.from = "robert".into();
+    s.receive(&frame_of(passing));
+    sent(&mut s);
+    s.receive(&st(status::INTERNAL, "storage failure"));
     assert!(matches!(
         &s.take_events()[..],
-        [Event::Delivery {
-            line: 9,
-            delivery: Delivery::Relayed,
-            ..
-        }]
+        [Event::Undecryptable { sender: None, .. }]
     ));
+    s.flush_acks();
+    assert!(s.take_outgoing().is_empty(), "not acknowledged");
+
+    // Nobody has the alias: it never opens, so it is acknowledged.
+    let mut never = sealed_with_id(&bob, &me.public_key(), "never", 62, "a-3");
+    never.from = "nobody".into();
+    s.receive(&frame_of(never));
+    sent(&mut s);
+    s.receive(&st(status::NO_SUCH_USER, "no such user"));
+    assert!(matches!(
+        &s.take_events()[..],
+        [Event::Undecryptable { sender: None, .. }]
+    ));
+    s.flush_acks();
+    assert_eq!(acks(&sent(&mut s)), vec![vec!["a-3".to_string()]]);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn many_acks_are_split_into_bounded_batches() {
+    let server = key(1);
+    let me = key(2);
+    let bob = key(3);
+    let mut s = logged_in(&me, &server);
+    let n = flexim_web::session::ACK_BATCH + 3;
+    for i in 0..n {
+        let id = format!("n{i}");
+        s.receive(&frame_of(sealed_with_id(
+            &bob,
+            &me.public_key(),
+            &format!("message {i}"),
+            100 + i as i64,
+            &id,
+        )));
+    }
+    assert_eq!(messages(&s.take_events()).len(), n);
+    s.flush_acks();
+    let batches = acks(&sent(&mut s));
+    assert_eq!(
+        batches.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![flexim_web::session::ACK_BATCH, 3]
+    );
+    assert_eq!(
+        batches[1].last().map(String::as_str),
+        Some(&*format!("n{}", n - 1))
+    );
+    assert_eq!(s.pending_len(), 2, "each ACK expects its answer");
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn unconfirmed_messages_are_sent_again_in_order_with_the_same_bytes() {
+    let server = key(1);
+    let me = key(2);
+    let bob = key(3).public_key();
+    let mut s = logged_in(&me, &server);
+    let mut c = Contacts::new();
+    let mut frames = std::collections::HashMap::new();
+    let mut send = |s: &mut Session, c: &mut Contacts, text: &str| {
+        let (_, id) = write(s, c, &bob, text);
+        let out = s.take_outgoing();
+        if let [frame] = &out[..] {
+            frames.insert(id.clone(), frame.clone());
+        }
+        id
+    };
+    let stored = send(&mut s, &mut c, "stored");
+    let relayed = send(&mut s, &mut c, "relayed");
+    let refused = send(&mut s, &mut c, "refused");
+    let delivered = send(&mut s, &mut c, "delivered");
+    let relayed_again = send(&mut s, &mut c, "relayed again");
+    let unanswered = send(&mut s, &mut c, "unanswered");
+    s.receive(&st_id(status::STORED, "stored", &stored));
+    s.receive(&st_id(status::RELAYED, "relayed", &relayed));
+    s.receive(&st_id(status::QUEUE_FULL, "queue full", &refused));
+    s.receive(&st_id(status::RELAYED, "relayed", &delivered));
+    s.receive(&st_id(status::DELIVERED, "delivered", &delivered));
+    s.receive(&st_id(status::RELAYED, "relayed", &relayed_again));
+    apply(&mut s, &mut c);
+    // Answers go to the messages in order: the last one is still unanswered.
+    assert_eq!(state(&c, &relayed_again), Delivery::Relayed);
+    assert_eq!(state(&c, &unanswered), Delivery::Sending);
+    s.disconnected();
+
+    // Written while offline: kept, sent after the older ones.
+    let offline = send(&mut s, &mut c, "written offline");
+    assert!(
+        !frames.contains_key(&offline),
+        "nothing goes out while offline"
+    );
+    let (_, offline_frame) = s
+        .outbox()
+        .iter()
+        .map(|e| (e.id.clone(), e.frame.clone()))
+        .find(|(id, _)| *id == offline)
+        .unwrap();
+    frames.insert(offline.clone(), offline_frame);
+
+    login(&mut s, &server);
+    s.register("alice").unwrap(); // what the page sends on login comes after
+    let out = s.take_outgoing();
+    let expected = [&relayed, &relayed_again, &unanswered, &offline];
+    assert_eq!(out.len(), expected.len() + 1);
+    for (frame, id) in out.iter().zip(expected) {
+        assert_eq!(frame, &frames[id], "{id} is sent again byte for byte");
+    }
+    assert!(matches!(decode(&out[4]), Datum::Command(Command { cmd, .. }) if cmd == "REGISTER"));
+    // Sent again, a relayed message stays relayed: it never moves backward.
+    assert_eq!(state(&c, &relayed), Delivery::Relayed);
+    assert_eq!(state(&c, &unanswered), Delivery::Sending);
+
+    // The new connection's answers, in order.
+    s.receive(&st_id(status::STORED, "stored", &relayed));
+    s.receive(&st_id(status::RELAYED, "relayed", &relayed_again));
+    s.receive(&st_id(status::RELAYED, "relayed", &unanswered));
+    s.receive(&st_id(status::STORED_LATER, "stored later", &unanswered));
+    s.receive(&st_id(status::STORED, "stored", &offline));
+    s.receive(&st(status::OK, "registered alice"));
+    apply(&mut s, &mut c);
+    assert_eq!(state(&c, &stored), Delivery::Stored);
+    assert_eq!(state(&c, &relayed), Delivery::Stored);
+    assert!(matches!(state(&c, &refused), Delivery::Failed(_)));
+    assert_eq!(state(&c, &delivered), Delivery::Delivered);
+    assert_eq!(state(&c, &relayed_again), Delivery::Relayed);
+    assert_eq!(state(&c, &unanswered), Delivery::Stored);
+    assert_eq!(state(&c, &offline), Delivery::Stored);
+    assert_eq!(
+        s.outbox().ids().collect::<Vec<_>>(),
+        vec![relayed_again.as_str()]
+    );
+    assert_eq!(s.pending_len(), 0);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_delivery_state_never_moves_backward() {
+    use Delivery::*;
+    let failed = || Failed("refused".into());
+    let order = [Sending, Relayed, Stored, Delivered];
+    for (i, from) in order.iter().enumerate() {
+        for (j, to) in order.iter().enumerate() {
+            assert_eq!(from.can_become(to), j > i, "{from:?} -> {to:?}");
+        }
+    }
+    assert!(Sending.can_become(&failed()) && Relayed.can_become(&failed()));
+    assert!(!Stored.can_become(&failed()) && !Delivered.can_become(&failed()));
+    for to in order.iter().chain([&failed()]) {
+        assert!(!failed().can_become(to), "failed is final");
+    }
+    assert!(
+        Unconfirmed.can_become(&Delivered),
+        "a receipt can still come"
+    );
+
+    // In the conversations: a late RELAYED (the answer to a copy sent again) changes nothing.
+    let server = key(1);
+    let me = key(2);
+    let bob = key(3).public_key();
+    let mut s = logged_in(&me, &server);
+    let mut c = Contacts::new();
+    let (line, id) = write(&mut s, &mut c, &bob, "x");
+    assert!(c.set_delivery_by_id(&id, Delivered));
+    assert!(!c.set_delivery_by_id(&id, Relayed));
+    assert!(!c.set_delivery_by_id(&id, Stored));
+    assert!(!c.set_delivery(&bob, line, failed()));
+    assert_eq!(state(&c, &id), Delivered);
+    s.receive(&st_id(status::DELIVERED, "delivered", &id));
+    apply(&mut s, &mut c);
+
+    // In the session: relayed, then the connection drops and the copy sent again is
+    // overtaken by the receipt; the copy's answer is stale and reports nothing.
+    let (_, id) = write(&mut s, &mut c, &bob, "y");
+    s.receive(&st_id(status::RELAYED, "relayed", &id));
+    apply(&mut s, &mut c);
+    s.disconnected();
+    login(&mut s, &server);
+    assert_eq!(message_ids(&sent(&mut s)), vec![id.clone()]);
+    s.receive(&st_id(status::DELIVERED, "delivered", &id));
+    s.receive(&st_id(status::RELAYED, "relayed", &id));
+    let events = apply(&mut s, &mut c);
+    assert_eq!(
+        events,
+        vec![Event::Delivery {
+            id: id.clone(),
+            delivery: Delivered
+        }]
+    );
+    assert_eq!(state(&c, &id), Delivered);
+    assert_eq!(s.pending_len(), 0);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn the_outbox_and_the_seen_ids_survive_a_reload() {
+    use flexim_web::outbox::SavedDelivery;
+    let server = key(1);
+    let me = key(2);
+    let bob = key(3);
+    let mut s = logged_in(&me, &server);
+    assert!(!s.take_storage_changed());
+    let stored = s.send_text(&bob.public_key(), "stored", &[], 70).unwrap();
+    let waiting = s.send_text(&bob.public_key(), "waiting", &[], 71).unwrap();
+    let original = s.take_outgoing();
+    s.receive(&st_id(status::STORED, "stored", &stored));
+    let incoming = sealed_with_id(&bob, &me.public_key(), "seen", 72, "b-1");
+    s.receive(&frame_of(incoming.clone()));
+    s.take_events();
+    assert!(s.take_storage_changed(), "sent and seen: worth saving");
+    assert!(!s.take_storage_changed());
+    let json = s.saved().to_json(&me.public_key());
+
+    // A new page.
+    let (saved, dropped) = SavedDelivery::from_json(&json, &me.public_key()).unwrap();
+    assert_eq!(dropped, 0);
+    let mut s2 = Session::new(me.clone(), None, counter());
+    s2.restore(saved);
+    assert_eq!(
+        s2.outbox().ids().collect::<Vec<_>>(),
+        vec![waiting.as_str()]
+    );
+    login(&mut s2, &server);
+    assert_eq!(
+        s2.take_outgoing(),
+        vec![original[1].clone()],
+        "the same bytes"
+    );
+    s2.receive(&frame_of(incoming));
+    assert!(
+        messages(&s2.take_events()).is_empty(),
+        "seen before the reload"
+    );
+    s2.flush_acks();
+    assert_eq!(acks(&sent(&mut s2)), vec![vec!["b-1".to_string()]]);
+
+    // Another identity's saved state is not this one's to send.
+    let (other, _) = SavedDelivery::from_json(&json, &bob.public_key()).unwrap();
+    assert!(other.outbox.is_empty() && other.seen.is_empty());
+    // A damaged entry is dropped, not sent.
+    let damaged = json.replacen("\"frame\":\"03", "\"frame\":\"06", 1);
+    assert_ne!(damaged, json);
+    let (saved, dropped) = SavedDelivery::from_json(&damaged, &me.public_key()).unwrap();
+    assert_eq!((saved.outbox.len(), dropped), (0, 1));
+    assert!(SavedDelivery::from_json("{", &me.public_key()).is_err());
+    assert_eq!(flexim_web::outbox::unhex("0aFf"), Some(vec![10, 255]));
+    assert_eq!(flexim_web::outbox::unhex("+f"), None);
+    assert_eq!(flexim_web::outbox::unhex("abc"), None);
 }
