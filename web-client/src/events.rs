@@ -115,7 +115,7 @@ pub enum Event {
     Delivery {
         /// The message's id, as returned by [`crate::session::Session::send_text`].
         id: String,
-        /// What became of it: relayed, stored, delivered or failed.
+        /// What became of it: relayed, stored, delivered, expired or failed.
         delivery: Delivery,
     },
     /// Something worth telling the user, with no action needed.

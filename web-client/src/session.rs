@@ -26,7 +26,7 @@
 //!
 //! Every message sent gets a fresh random id and waits in the [`Outbox`] until the server
 //! confirms it (`2` STORED, or the receipts `7` DELIVERED and `8` STORED_LATER) or refuses it
-//! for good (an error). At every login the waiting messages go out again, byte for byte and
+//! for good (an error). A stored message may still end `9` EXPIRED, deleted unread. At every login the waiting messages go out again, byte for byte and
 //! in their original order, before anything else; the outbox is saved with the page (see
 //! [`Session::saved`]), so a reload does not lose them either.
 //!
@@ -452,7 +452,7 @@ impl Session {
                 self.ghost();
             }
             status::DELIVERED_STORED => self.notice(s.payload),
-            status::DELIVERED | status::STORED_LATER => match s.id {
+            status::DELIVERED | status::STORED_LATER | status::EXPIRED => match s.id {
                 Some(id) => {
                     // Confirmed: no need to send it again. The receipt may also concern a
                     // message confirmed before (stored, then delivered): the page still
@@ -460,13 +460,16 @@ impl Session {
                     if self.outbox.remove(&id).is_some() {
                         self.storage_changed = true;
                     }
-                    let delivery = if s.status == status::DELIVERED {
-                        Delivery::Delivered
-                    } else {
-                        Delivery::Stored
+                    let delivery = match s.status {
+                        status::DELIVERED => Delivery::Delivered,
+                        status::STORED_LATER => Delivery::Stored,
+                        _ => Delivery::Expired,
                     };
                     self.events.push(Event::Delivery { id, delivery });
                 }
+                // Without an id, EXPIRED tells this user how many messages for them the server
+                // deleted unread ("N stored messages expired unread after 30 days").
+                None if s.status == status::EXPIRED => self.notice(s.payload),
                 None => self.notice(format!("a receipt without a message id: {}", describe(&s))),
             },
             _ => self.events.push(Event::Closing {

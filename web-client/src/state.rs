@@ -17,7 +17,7 @@ pub const HISTORY_LIMIT: usize = 200;
 /// What became of an outgoing message, as the server answered it and later confirmed it.
 ///
 /// The states are ordered: sending, then relayed, then stored, then delivered; failed ends a
-/// message that was never confirmed. Answers and receipts can arrive late or more than once
+/// message that was never confirmed, and expired a stored one its recipient never collected. Answers and receipts can arrive late or more than once
 /// (a message sent again after a reconnect is answered again), so a state only ever moves
 /// forward ([`Delivery::can_become`]): a late `3` RELAYED never turns a stored or delivered
 /// message back into a relayed one.
@@ -34,6 +34,9 @@ pub enum Delivery {
     Stored,
     /// The recipient acknowledged the message (`7` DELIVERED).
     Delivered,
+    /// The message was stored, but its recipient did not log in before the server's retention
+    /// ran out, and the server deleted it unread (`9` EXPIRED).
+    Expired,
     /// The page was reloaded while the message waited for its answer, and the saved copy to
     /// send again was lost (storage full, or saved by an older version): it may or may not
     /// have arrived.
@@ -50,6 +53,7 @@ impl Delivery {
             Delivery::Relayed => "sent".into(),
             Delivery::Stored => "stored".into(),
             Delivery::Delivered => "delivered ✓".into(),
+            Delivery::Expired => "expired unread".into(),
             Delivery::Unconfirmed => "unconfirmed (connection lost)".into(),
             Delivery::Failed(reason) => format!("failed: {reason}"),
         }
@@ -62,27 +66,29 @@ impl Delivery {
             Delivery::Relayed => "relayed",
             Delivery::Stored => "stored",
             Delivery::Delivered => "delivered",
+            Delivery::Expired => "expired",
             Delivery::Unconfirmed => "unconfirmed",
             Delivery::Failed(_) => "failed",
         }
     }
 
-    /// How far along the message is: 0 unanswered, 1 relayed, 2 stored, 3 delivered.
+    /// How far along the message is: 0 unanswered, 1 relayed, 2 stored, 3 at its end
+    /// (delivered, expired or failed).
     fn rank(&self) -> u8 {
         match self {
             Delivery::Sending | Delivery::Unconfirmed => 0,
             Delivery::Relayed => 1,
             Delivery::Stored => 2,
-            Delivery::Delivered | Delivery::Failed(_) => 3,
+            Delivery::Delivered | Delivery::Expired | Delivery::Failed(_) => 3,
         }
     }
 
-    /// Whether a message in this state may move to `next`: only forward. Delivered and failed
-    /// are final, and a refusal can only concern a message that was not yet confirmed (stored
-    /// or delivered).
+    /// Whether a message in this state may move to `next`: only forward. Delivered, expired
+    /// and failed are final, and a refusal can only concern a message that was not yet
+    /// confirmed (stored or delivered).
     pub fn can_become(&self, next: &Delivery) -> bool {
         match (self, next) {
-            (Delivery::Delivered | Delivery::Failed(_), _) => false,
+            (Delivery::Delivered | Delivery::Expired | Delivery::Failed(_), _) => false,
             (_, Delivery::Failed(_)) => self.rank() < 2,
             _ => next.rank() > self.rank(),
         }

@@ -517,7 +517,7 @@ fn build_line(line: &Line) -> Option<LineItem> {
 }
 
 /// Shows an outgoing line's delivery state: `data-state` (sending, relayed, stored, delivered,
-/// unconfirmed or failed) for styles and machines, a short label for people.
+/// expired, unconfirmed or failed) for styles and machines, a short label for people.
 fn update_delivery(item: &LineItem, line: &Line) {
     let (Some(el), Some(delivery)) = (&item.delivery, &line.delivery) else {
         return;

@@ -357,7 +357,7 @@ fn pending_queue_is_first_in_first_out() {
     assert_eq!(q.pop(), Some(Request::Search { text: "bo".into() }));
     assert_eq!(q.take_all(), vec![Request::Ghost]);
     assert_eq!(q.pop(), None);
-    for code in [10, -10, 5, 6, 7, 8, -15, -17, -18] {
+    for code in [10, -10, 5, 6, 7, 8, 9, -15, -17, -18] {
         assert!(is_notice(code), "{code}");
     }
     for code in [1, 2, 3, 4, -1, -7, -8, -9, -12, -13, -14, -16] {
@@ -829,6 +829,31 @@ fn receipts_move_a_message_forward_to_delivered_or_stored() {
     assert_eq!(state(&c, &later), Delivery::Stored);
     assert!(s.outbox().is_empty());
     assert_eq!(s.pending_len(), 0, "receipts answer nothing");
+
+    // Stored, but Bob never came back before the server's retention ran out: 9 EXPIRED.
+    let (_, expired) = write(&mut s, &mut c, &bob, "bob never comes back");
+    s.receive(&st_id(status::STORED, "stored", &expired));
+    s.receive(&st_id(
+        status::EXPIRED,
+        "expired unread after 30 days",
+        &expired,
+    ));
+    apply(&mut s, &mut c);
+    assert_eq!(state(&c, &expired), Delivery::Expired);
+    assert_eq!(Delivery::Expired.label(), "expired unread");
+    assert!(
+        !c.set_delivery_by_id(&expired, Delivery::Delivered),
+        "final"
+    );
+    // Without an id, EXPIRED counts this user's own messages that expired: a notice.
+    s.receive(&st(
+        status::EXPIRED,
+        "2 stored messages expired unread after 30 days",
+    ));
+    assert!(matches!(
+        &s.take_events()[..],
+        [Event::Notice(t)] if t.contains("2 stored messages expired")
+    ));
 
     // The saved lines keep their states across a reload.
     let back = Contacts::from_json(&c.to_json()).unwrap();
