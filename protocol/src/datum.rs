@@ -485,7 +485,11 @@ mod tests {
             }
             .into(),
         );
-        round_trip(Status::new(7, "delivered").with_id(Some("m-1".into())).into());
+        round_trip(
+            Status::new(7, "delivered")
+                .with_id(Some("m-1".into()))
+                .into(),
+        );
         round_trip(
             Roster {
                 users: vec![user.clone()],

@@ -82,5 +82,20 @@ async fn metrics(State(state): State<AppState>) -> String {
             value.load(Ordering::Relaxed)
         );
     }
+    let store = state.relay.store_stats();
+    for (name, help, value) in [
+        (
+            "flexim_store_writes_total",
+            "Writes committed to the store.",
+            store.writes,
+        ),
+        (
+            "flexim_store_commits_total",
+            "Store commits (disk syncs); many writes share one.",
+            store.commits,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n{name} {value}");
+    }
     out
 }

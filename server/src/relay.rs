@@ -253,6 +253,11 @@ impl Relay {
         self.hello.clone()
     }
 
+    /// The store's counters, for `/metrics`.
+    pub fn store_stats(&self) -> crate::store::StoreStats {
+        self.store.stats()
+    }
+
     /// The server's public key.
     pub fn public_key(&self) -> PublicKey {
         self.server_key.public_key()

@@ -14,7 +14,10 @@ use flexim_protocol::keys::alias_key;
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
-use super::{BoxFuture, Claim, Entry, Expired, QueueLimits, Store, StoreError, Stored, UserRecord};
+use super::{
+    BoxFuture, Claim, Entry, Expired, QueueLimits, Store, StoreError, StoreStats, Stored,
+    UserRecord,
+};
 
 /// key (32 bytes) -> msgpack UserRecord
 const USERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("users");
@@ -53,6 +56,17 @@ struct Writer {
     /// Joined on drop, so that the database file is closed (and can be opened again) when
     /// the store is gone, and every submitted write is committed first.
     thread: Option<std::thread::JoinHandle<()>>,
+    /// What the thread did, for `/metrics`.
+    stats: Arc<Counters>,
+}
+
+/// The writer thread's counters. Relaxed atomics: they are statistics.
+#[derive(Default)]
+struct Counters {
+    /// Writes committed.
+    writes: std::sync::atomic::AtomicU64,
+    /// Commits.
+    commits: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Writer {
@@ -218,13 +232,16 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         let (writes, jobs) = mpsc::channel();
         let writer_db = db.clone();
+        let stats = Arc::new(Counters::default());
+        let counters = stats.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer(&writer_db, jobs))
+            .spawn(move || writer(&writer_db, jobs, &counters))
             .map_err(eng)?;
         let writer = Arc::new(Writer {
             writes: Some(writes),
             thread: Some(thread),
+            stats,
         });
         Ok(EmbeddedStore { db, writer })
     }
@@ -273,7 +290,7 @@ impl EmbeddedStore {
 /// The writer thread: takes everything waiting, applies it in one transaction, commits
 /// (one sync), then answers each caller. An engine error fails the whole batch, and nothing
 /// of it is committed, so no caller is told "done" for a write that did not happen.
-fn writer(db: &Database, jobs: mpsc::Receiver<Job>) {
+fn writer(db: &Database, jobs: mpsc::Receiver<Job>, counters: &Counters) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -285,6 +302,9 @@ fn writer(db: &Database, jobs: mpsc::Receiver<Job>) {
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|j| (j.op, j.reply)).unzip();
         match commit(db, ops) {
             Ok(outcomes) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                counters.commits.fetch_add(1, Relaxed);
+                counters.writes.fetch_add(outcomes.len() as u64, Relaxed);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
                 }
@@ -625,6 +645,14 @@ impl Store for EmbeddedStore {
         })
     }
 
+    fn stats(&self) -> StoreStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        StoreStats {
+            writes: self.writer.stats.writes.load(Relaxed),
+            commits: self.writer.stats.commits.load(Relaxed),
+        }
+    }
+
     fn expire(&self, before: i64) -> BoxFuture<'static, Result<Vec<Expired>, StoreError>> {
         let done = self.submit(Op::Expire { before });
         Box::pin(async move {
@@ -752,6 +780,10 @@ mod tests {
         for p in pending {
             p.await.unwrap();
         }
+        // They were waiting together, so they shared commits: far fewer syncs than writes.
+        let stats = store.stats();
+        assert_eq!(stats.writes, 500);
+        assert!(stats.commits <= 50, "{stats:?}");
         let got: Vec<_> = store
             .peek(bob, 0, 1000)
             .await

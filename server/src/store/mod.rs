@@ -98,6 +98,15 @@ pub enum StoreError {
     Engine(String),
 }
 
+/// Counters of the store's work since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Writes applied (each enqueue, removal, login, alias claim).
+    pub writes: u64,
+    /// Transactions committed (each one disk sync).
+    pub commits: u64,
+}
+
 /// Durable storage. Every write is durable (synced) when its future completes.
 ///
 /// Ordering: writes take effect in the order the methods were *called*, not the order their
@@ -161,4 +170,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes every entry of every queue accepted before `before` (Unix seconds) and says
     /// which they were.
     fn expire(&self, before: i64) -> BoxFuture<'static, Result<Vec<Expired>, StoreError>>;
+
+    /// Writes and commits since start, for `/metrics`: their ratio is how many writes share
+    /// one commit (one disk sync).
+    fn stats(&self) -> StoreStats;
 }
