@@ -58,3 +58,11 @@ test: setup build-web
     cargo build --workspace --bins
     cargo test -p flexim-web --target wasm32-unknown-unknown
     if command -v cargo-nextest >/dev/null; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi
+    # The load generator once, briefly: it fails if a message is lost, duplicated or refused (never on speed).
+    target/debug/flexim-bench durable --pairs 2 --messages 200
+
+# Build the server and the load generator optimized and run a measurement, e.g.
+# `just bench durable --pairs 8 --messages 5000` (docs/BENCHMARKS.md lists the commands and the figures).
+bench *ARGS:
+    cargo build --release -p flexim-server -p flexim-bench
+    target/release/flexim-bench "$@"

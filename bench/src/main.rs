@@ -1,0 +1,146 @@
+//! `flexim-bench`: the load generator. It measures a flexim server with real clients (the
+//! `flexim-client` library), real handshakes and real end-to-end encryption, and reports
+//! figures anyone can rerun. It is bounded in counts and time and stops by itself; it exits
+//! non-zero when a message was lost, duplicated or refused, so a short run doubles as a
+//! correctness smoke test (never a speed test).
+
+mod durable;
+mod server;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Load generator for flexim servers.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    after_help = "Example:\n  cargo build --release -p flexim-server -p flexim-bench\n  target/release/flexim-bench durable --pairs 8 --messages 5000"
+)]
+struct Cli {
+    /// What to measure.
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+/// The measurements.
+#[derive(Subcommand, Debug)]
+enum Mode {
+    /// Durable throughput: messages to offline recipients, answered "stored" only once on
+    /// disk; then delivered, acknowledged (ACK) and receipted.
+    Durable(DurableArgs),
+}
+
+/// Which server to measure.
+#[derive(Args, Debug)]
+struct ServerArgs {
+    /// Measure the server already running at this TCP address instead of starting one.
+    #[arg(long)]
+    server: Option<String>,
+    /// With --server: its HTTP address (HOST:PORT), to read /metrics.
+    #[arg(long, requires = "server")]
+    http: Option<String>,
+    /// The flexim-server binary to start (default: the one next to this tool).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Where the started server keeps its data (a fresh directory is made inside and removed
+    /// afterwards). It decides which disk the syncs hit.
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    data: PathBuf,
+}
+
+/// Options of `durable`.
+#[derive(Args, Debug)]
+struct DurableArgs {
+    /// The server.
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Sender/recipient pairs (each sender writes to its own recipient).
+    #[arg(long, default_value_t = 8)]
+    pairs: usize,
+    /// Messages per sender.
+    #[arg(long, default_value_t = 5000)]
+    messages: usize,
+    /// Unanswered messages each sender may have.
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// Plaintext bytes per message.
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Ids per ACK command.
+    #[arg(long, default_value_t = 256)]
+    ack_batch: usize,
+    /// Give up on a phase after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Print the figures as one JSON object instead of the summary.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.mode {
+        Mode::Durable(args) => {
+            let total = args.pairs as u64 * args.messages as u64;
+            let target = match args.server.server.clone() {
+                Some(tcp) => server::Target::existing(tcp, args.server.http.clone()),
+                None => {
+                    // Room for every message: this measures the store, not its limits.
+                    let room = total.max(10_000).to_string();
+                    server::Target::spawn(
+                        args.server.server_bin.as_deref(),
+                        &args.server.data,
+                        &["--max-offline-messages", &room],
+                    )?
+                }
+            };
+            let load = durable::Load {
+                pairs: args.pairs,
+                messages: args.messages,
+                window: args.window.max(1),
+                size: args
+                    .size
+                    .clamp(1, flexim_client::protocol::e2e::MAX_PLAINTEXT),
+                ack_batch: args.ack_batch.clamp(1, 1000),
+                timeout: Duration::from_secs(args.timeout),
+            };
+            eprintln!(
+                "durable: {} pairs x {} messages against {} ...",
+                load.pairs, load.messages, target.tcp
+            );
+            let report = durable::run(&target.tcp, &load, || target.metrics()).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", report.summary());
+            }
+            Ok(if report.correct() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("error: messages were lost, duplicated or refused (see above)");
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
