@@ -93,6 +93,10 @@ struct KeySessions {
     closing: bool,
     /// Messages with an id written to the primary and not acknowledged yet, oldest first.
     unacked: VecDeque<Unacked>,
+    /// How many of `unacked` are held only in memory (relayed). Only these count against
+    /// `Limits::max_unacked`: stored ones cost the store, not the relay's memory, so a login
+    /// that delivers a long backlog does not make the session a "slow reader".
+    in_memory: usize,
 }
 
 impl KeySessions {
@@ -103,6 +107,7 @@ impl KeySessions {
             live: false,
             closing: false,
             unacked: VecDeque::new(),
+            in_memory: 0,
         }
     }
 }
@@ -436,12 +441,13 @@ impl Relay {
         if let Some(s) = routing.sessions.get_mut(&to)
             && s.live
         {
-            let slow = if id.is_some() && s.unacked.len() >= self.limits.max_unacked {
+            let slow = if id.is_some() && s.in_memory >= self.limits.max_unacked {
                 Some("you have not acknowledged your messages; reconnect to get the rest")
             } else {
                 match s.primary.tx.try_send(frame.clone()) {
                     Ok(()) => {
                         if let Some(id) = &id {
+                            s.in_memory += 1;
                             s.unacked.push_back(Unacked {
                                 id: id.clone(),
                                 sender,
@@ -547,6 +553,7 @@ impl Relay {
         s.live = false;
         let mut entries = Vec::new();
         let mut receipts = Vec::new();
+        s.in_memory = 0;
         for u in s.unacked.drain(..) {
             if let Held::Memory(frame) = u.held {
                 receipts.push((u.sender, u.id.clone()));
@@ -636,16 +643,19 @@ impl Relay {
             if s.primary.id != session {
                 return 0;
             }
+            let mut freed = 0;
             s.unacked.retain(|u| {
                 if !ids.contains(u.id.as_str()) {
                     return true;
                 }
-                if let Held::Stored(seq) = u.held {
-                    seqs.push(seq);
+                match u.held {
+                    Held::Stored(seq) => seqs.push(seq),
+                    Held::Memory(_) => freed += 1,
                 }
                 done.push((u.sender, u.id.clone()));
                 false
             });
+            s.in_memory -= freed;
         }
         if !seqs.is_empty() {
             let n = seqs.len() as u64;

@@ -522,3 +522,83 @@ async fn stored_messages_expire_after_the_retention_and_both_sides_are_told() {
     );
     assert!(server.logs().contains("deleted expired stored messages"));
 }
+
+#[tokio::test]
+async fn a_session_that_never_acknowledges_is_a_slow_reader_and_loses_nothing() {
+    let server = TestServer::start_with(&["--max-unacked", "3"]);
+    let (alice, bob) = (new_key(), new_key());
+    let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
+    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+
+    // A backlog larger than the limit is fine: stored messages do not count against it.
+    for i in 0..5 {
+        a.send(&message_with_id(
+            &a_key,
+            &b_hex,
+            &format!("old {i}"),
+            &format!("k-{i}"),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(next_status(&mut a).await.status, status::STORED);
+    }
+    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    for i in 0..5 {
+        assert_eq!(next_message(&mut b).await.msg, format!("old {i}"));
+    }
+    assert_eq!(next_status(&mut b).await.status, status::DELIVERED_STORED);
+
+    // Held in memory and never acknowledged: three are allowed, the fourth makes Bob a slow
+    // reader. What he held is stored (Alice gets 8s), the fourth is stored too.
+    for i in 0..4 {
+        a.send(&message_with_id(
+            &a_key,
+            &b_hex,
+            &format!("new {i}"),
+            &format!("n-{i}"),
+        ))
+        .await
+        .unwrap();
+    }
+    let mut answers = Vec::new();
+    while answers.len() < 7 {
+        let s = next_status(&mut a).await;
+        answers.push((s.status, s.id.unwrap()));
+    }
+    answers.sort_by_key(|(code, id)| (id.clone(), *code));
+    assert_eq!(
+        answers,
+        [
+            (status::RELAYED, "n-0".to_string()),
+            (status::STORED_LATER, "n-0".to_string()),
+            (status::RELAYED, "n-1".to_string()),
+            (status::STORED_LATER, "n-1".to_string()),
+            (status::RELAYED, "n-2".to_string()),
+            (status::STORED_LATER, "n-2".to_string()),
+            (status::STORED, "n-3".to_string()),
+        ]
+    );
+    let mut seen = Vec::new();
+    let kicked = loop {
+        match next(&mut b).await {
+            Datum::Message(m) => seen.push(m.msg),
+            Datum::Status(s) => break s,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(seen, ["new 0", "new 1", "new 2"]);
+    assert_eq!(kicked.status, status::TOO_SLOW, "{kicked:?}");
+    assert!(b.closed().await);
+    // At his next login Bob gets everything he never acknowledged, in order.
+    let mut b = relogin(&server, &bob).await;
+    let mut all = Vec::new();
+    while all.len() < 9 {
+        all.push(next_message(&mut b).await.msg);
+    }
+    assert_eq!(
+        all,
+        [
+            "old 0", "old 1", "old 2", "old 3", "old 4", "new 0", "new 1", "new 2", "new 3"
+        ]
+    );
+}
