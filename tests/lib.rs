@@ -192,13 +192,7 @@ impl TestServer {
     /// ports: a crash and a restart.
     pub fn crash_and_restart(mut self) -> TestServer {
         self.kill();
-        let dir = TempDir(std::mem::take(&mut self.dir.0));
-        let http = self
-            .http
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        Self::spawn(dir, &self.tcp.to_string(), &http, &[]).expect("server restarts")
+        self.start_again_on_same_ports()
     }
 
     /// Stops the server and starts it again on the same data directory (new ports).
@@ -212,6 +206,11 @@ impl TestServer {
     /// that clients (a browser page, whose origin is the HTTP address) can reconnect.
     pub fn restart_on_same_ports(mut self) -> TestServer {
         assert!(self.stop(), "server exits cleanly on SIGTERM");
+        self.start_again_on_same_ports()
+    }
+
+    /// Starts a stopped server again on its data directory and ports.
+    fn start_again_on_same_ports(mut self) -> TestServer {
         let dir = TempDir(std::mem::take(&mut self.dir.0));
         let http = self
             .http

@@ -54,10 +54,9 @@ fn to(key: &SecretKey) -> String {
     key.public_key().to_hex()
 }
 
-/// Logs `key` in again after its previous connection was dropped, once the server has
-/// noticed: otherwise the new login would find the old session still registered and be only
-/// a secondary one (Status 5).
-async fn relogin(server: &TestServer, key: &SecretKey) -> Raw {
+/// Waits until the server has noticed that `key`'s connection was dropped (GETUSER says it
+/// is offline), so that what follows does not race the old session's logout.
+async fn until_offline(server: &TestServer, key: &SecretKey) {
     let mut observer = Raw::login(server.tcp, &new_key()).await.unwrap();
     for _ in 0..200 {
         observer
@@ -67,11 +66,19 @@ async fn relogin(server: &TestServer, key: &SecretKey) -> Raw {
         if let Datum::User(u) = next(&mut observer).await
             && u.online == Some(false)
         {
-            return Raw::login(server.tcp, key).await.unwrap();
+            return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("the server did not notice the dropped connection");
+}
+
+/// Logs `key` in again after its previous connection was dropped, once the server has
+/// noticed: otherwise the new login would find the old session still registered and be only
+/// a secondary one (Status 5).
+async fn relogin(server: &TestServer, key: &SecretKey) -> Raw {
+    until_offline(server, key).await;
+    Raw::login(server.tcp, key).await.unwrap()
 }
 
 #[tokio::test]
@@ -315,6 +322,7 @@ async fn a_full_queue_refuses_with_the_id_and_keeps_what_it_has() {
             (status::DELIVERED, Some(format!("q-{i}").as_str()))
         );
     }
+    until_offline(&server, &bob).await;
     let retry = message_with_id(&a_key, &b_hex, "q3", "q-3");
     a.send(&retry).await.unwrap();
     assert_eq!(
@@ -586,7 +594,9 @@ async fn a_session_that_never_acknowledges_is_a_slow_reader_and_loses_nothing() 
             other => panic!("unexpected {other:?}"),
         }
     };
-    assert_eq!(seen, ["new 0", "new 1", "new 2"]);
+    // The kick may overtake the queued messages: he sees some of them, in order, or none.
+    let all = ["new 0", "new 1", "new 2"].map(String::from);
+    assert!(all.starts_with(&seen), "{seen:?}");
     assert_eq!(kicked.status, status::TOO_SLOW, "{kicked:?}");
     assert!(b.closed().await);
     // At his next login Bob gets everything he never acknowledged, in order.

@@ -275,6 +275,16 @@ impl EmbeddedStore {
         })
     }
 
+    /// [`EmbeddedStore::submit`], then picks the outcome this kind of write produces.
+    fn write<T: Send + 'static>(
+        &self,
+        op: Op,
+        pick: fn(Outcome) -> Option<T>,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
+        let done = self.submit(op);
+        Box::pin(async move { pick(done.await?).ok_or_else(mismatch) })
+    }
+
     fn read_users(db: &Database) -> Result<Vec<(PublicKey, UserRecord)>, StoreError> {
         let txn = db.begin_read().map_err(eng)?;
         let table = txn.open_table(USERS).map_err(eng)?;
@@ -520,12 +530,9 @@ impl Store for EmbeddedStore {
     }
 
     fn touch(&self, key: PublicKey, now: i64) -> BoxFuture<'_, Result<UserRecord, StoreError>> {
-        let done = self.submit(Op::Touch { key, now });
-        Box::pin(async move {
-            match done.await? {
-                Outcome::User(u) => Ok(u),
-                _ => Err(mismatch()),
-            }
+        self.write(Op::Touch { key, now }, |o| match o {
+            Outcome::User(u) => Some(u),
+            _ => None,
         })
     }
 
@@ -535,17 +542,17 @@ impl Store for EmbeddedStore {
         alias: String,
         max_aliases: usize,
     ) -> BoxFuture<'_, Result<Claim, StoreError>> {
-        let done = self.submit(Op::Claim {
-            key,
-            alias,
-            max_aliases,
-        });
-        Box::pin(async move {
-            match done.await? {
-                Outcome::Claim(c) => Ok(c),
-                _ => Err(mismatch()),
-            }
-        })
+        self.write(
+            Op::Claim {
+                key,
+                alias,
+                max_aliases,
+            },
+            |o| match o {
+                Outcome::Claim(c) => Some(c),
+                _ => None,
+            },
+        )
     }
 
     fn resolve_alias(&self, alias: String) -> BoxFuture<'_, Result<Option<PublicKey>, StoreError>> {
@@ -596,17 +603,17 @@ impl Store for EmbeddedStore {
         entries: Vec<Entry>,
         limits: Option<QueueLimits>,
     ) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
-        let done = self.submit(Op::Enqueue {
-            to,
-            entries,
-            limits,
-        });
-        Box::pin(async move {
-            match done.await? {
-                Outcome::Seqs(seqs) => Ok(seqs),
-                _ => Err(mismatch()),
-            }
-        })
+        self.write(
+            Op::Enqueue {
+                to,
+                entries,
+                limits,
+            },
+            |o| match o {
+                Outcome::Seqs(seqs) => Some(seqs),
+                _ => None,
+            },
+        )
     }
 
     fn peek(
@@ -636,12 +643,9 @@ impl Store for EmbeddedStore {
     }
 
     fn remove(&self, to: PublicKey, seqs: Vec<u64>) -> BoxFuture<'static, Result<(), StoreError>> {
-        let done = self.submit(Op::Remove { to, seqs });
-        Box::pin(async move {
-            match done.await? {
-                Outcome::Removed => Ok(()),
-                _ => Err(mismatch()),
-            }
+        self.write(Op::Remove { to, seqs }, |o| match o {
+            Outcome::Removed => Some(()),
+            _ => None,
         })
     }
 
@@ -654,12 +658,9 @@ impl Store for EmbeddedStore {
     }
 
     fn expire(&self, before: i64) -> BoxFuture<'static, Result<Vec<Expired>, StoreError>> {
-        let done = self.submit(Op::Expire { before });
-        Box::pin(async move {
-            match done.await? {
-                Outcome::Expired(found) => Ok(found),
-                _ => Err(mismatch()),
-            }
+        self.write(Op::Expire { before }, |o| match o {
+            Outcome::Expired(found) => Some(found),
+            _ => None,
         })
     }
 }
