@@ -46,8 +46,21 @@ setup-browser:
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 
+# Redis, for the Redis store's tests and the multi-node tests (Debian's package; installed when missing).
+setup-redis:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if command -v redis-server >/dev/null; then exit 0; fi
+    if [ "$(id -u)" != 0 ]; then
+        echo "the Redis store's tests need redis-server: sudo apt-get install redis-server" >&2
+        exit 1
+    fi
+    echo "installing redis-server (Debian package)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+
 # Everything the build and the tests need that this machine lacks.
-setup: setup-wasm setup-browser
+setup: setup-wasm setup-browser setup-redis
 
 # The whole suite: formatting, lints, wasm32 builds, the web client's tests in Chromium and natively, every test.
 test: setup build-web

@@ -10,5 +10,6 @@ mod delivery;
 mod handshake;
 mod offline;
 mod privacy;
+mod redis_store;
 mod routing;
 mod server_cli;

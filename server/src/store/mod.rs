@@ -1,9 +1,14 @@
 //! Durable state behind one trait: users, aliases and offline message queues.
 //!
 //! The relay core talks only to [`Store`], so the embedded engine (the default, no other
-//! service needed) and a networked engine can be swapped without the core noticing.
+//! service needed) and the Redis engine (state shared by several server nodes) can be
+//! swapped without the core noticing. [`conformance`] holds both to the same contract.
 
+pub mod conformance;
 mod embedded;
+mod entry;
+mod redis;
+mod writes;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,6 +18,7 @@ use flexim_protocol::PublicKey;
 use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedStore;
+pub use redis::{PREFIX as REDIS_PREFIX, RedisStore};
 
 /// A boxed future, so the trait stays usable as `dyn Store`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -1,0 +1,825 @@
+//! The Redis engine: users, aliases and queues in one Redis, shared by several server nodes.
+//!
+//! Every write is one Lua script, so it is atomic however many nodes write at once, and every
+//! write goes through one writer task per store: the task takes everything waiting and sends
+//! it as one pipeline wrapped in MULTI/EXEC (one round trip). Redis runs the transaction in
+//! one go, so with `appendfsync always` it appends it to its AOF and syncs once before it
+//! replies: a group commit, like the embedded engine's. Whether "stored" is durable depends on
+//! how Redis runs; [`RedisStore::durability_warnings`] says when it is not.
+//!
+//! Data model (every key starts with [`PREFIX`], keys are 64 lower-case hex digits):
+//!
+//! - `flexim:user:<key>`: hash; `last_seen` (Unix seconds) and, once the user has one,
+//!   `aliases` (a msgpack array of the aliases as spelled, in order of registration).
+//! - `flexim:users`: sorted set of every user's key scored by `last_seen`, for
+//!   [`Store::users`] (most recently seen first without a scan).
+//! - `flexim:aliases`: hash of lower-cased alias -> key. One hash rather than a key per alias
+//!   so that [`Store::search`] walks only aliases (HSCAN with a pattern), not the whole keyspace.
+//! - `flexim:seq`: the next sequence number, one counter for every queue, so that the order
+//!   of sequence numbers is the order of acceptance across queues and nodes.
+//! - `flexim:queue:<recipient>`: sorted set scored by sequence number; each member is the
+//!   sequence number (8 bytes, big-endian) then the entry (see [`encode_entry`]). The number
+//!   makes members unique: two identical entries would otherwise be one member.
+//! - `flexim:qbytes:<recipient>`: the bytes of entries in that queue (entries only, as the
+//!   embedded engine counts them, so the byte limit means the same with either engine); the
+//!   message count is the sorted set's size. Deleted with the queue's last entry.
+//! - `flexim:expiry`: sorted set of `<recipient>:<sequence>` scored by acceptance time, so that
+//!   [`Store::expire`] finds old entries without reading every queue.
+//!
+//! The scripts compute some key names from others (an expiry names its queue), which is fine
+//! on one Redis (or a primary with replicas) but not on Redis Cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, RedisResult, Script, Value};
+use flexim_protocol::PublicKey;
+use flexim_protocol::keys::alias_key;
+use tokio::sync::mpsc;
+
+use super::entry::{decode_entry, encode_entry};
+use super::writes::{Counters, Job, Op, Outcome, WriteQueue, answer, take_waiting};
+use super::{
+    BoxFuture, Claim, Entry, Expired, QueueLimits, Store, StoreError, StoreStats, Stored,
+    UserRecord,
+};
+
+/// The start of every key this engine uses, so that flexim can share a Redis with others.
+pub const PREFIX: &str = "flexim:";
+
+/// How long one command or pipeline may take before it counts as failed. Generous because a
+/// batch of thousands of writes waits for a disk sync; a Redis that does not answer at all
+/// (stopped, or a network partition) still fails its callers instead of holding them forever.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one attempt to connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many entries one HSCAN step of a search asks for.
+const SCAN_COUNT: usize = 1000;
+
+/// [`Store::touch`]: KEYS user hash, users set; ARGV key, now. Returns the record before
+/// (`last_seen` and packed aliases, empty strings when absent).
+const TOUCH: &str = r"
+local before = redis.call('HMGET', KEYS[1], 'last_seen', 'aliases')
+redis.call('HSET', KEYS[1], 'last_seen', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return {before[1] or '', before[2] or ''}
+";
+
+/// [`Store::claim_alias`]: KEYS aliases hash, user hash, users set; ARGV key, alias as spelled,
+/// alias lower-cased, most aliases. Returns 0 Registered, 1 AlreadyYours, 2 Taken, 3 TooMany.
+/// A user who claims before ever logging in is created with `last_seen` 0, as the embedded
+/// engine does.
+const CLAIM: &str = r"
+local owner = redis.call('HGET', KEYS[1], ARGV[3])
+if owner then
+  if owner == ARGV[1] then return 1 end
+  return 2
+end
+local packed = redis.call('HGET', KEYS[2], 'aliases')
+local aliases = {}
+if packed then aliases = cmsgpack.unpack(packed) end
+if #aliases >= tonumber(ARGV[4]) then return 3 end
+table.insert(aliases, ARGV[2])
+redis.call('HSET', KEYS[2], 'aliases', cmsgpack.pack(aliases))
+if redis.call('HSETNX', KEYS[2], 'last_seen', '0') == 1 then
+  redis.call('ZADD', KEYS[3], 'NX', '0', ARGV[1])
+end
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[1])
+return 0
+";
+
+/// [`Store::enqueue`]: KEYS queue, queue bytes, sequence counter, expiry set; ARGV recipient,
+/// most messages (empty for no limits), most bytes, then per entry its acceptance time and
+/// its encoding. Returns {1, first sequence number} or, refused, {0, messages, bytes}.
+const ENQUEUE: &str = r"
+local function be64(n)
+  local b = {}
+  for i = 8, 1, -1 do
+    b[i] = string.char(n % 256)
+    n = math.floor(n / 256)
+  end
+  return table.concat(b)
+end
+local n = (#ARGV - 3) / 2
+local messages = redis.call('ZCARD', KEYS[1])
+local bytes = tonumber(redis.call('GET', KEYS[2]) or '0')
+local added = 0
+for i = 1, n do added = added + #ARGV[3 + 2 * i] end
+if ARGV[2] ~= '' and (messages + n > tonumber(ARGV[2]) or bytes + added > tonumber(ARGV[3])) then
+  return {0, messages, bytes}
+end
+if n == 0 then return {1, 0} end
+local first = redis.call('INCRBY', KEYS[3], n) - n
+for i = 1, n do
+  local seq = string.format('%d', first + i - 1)
+  redis.call('ZADD', KEYS[1], seq, be64(first + i - 1) .. ARGV[3 + 2 * i])
+  redis.call('ZADD', KEYS[4], ARGV[2 + 2 * i], ARGV[1] .. ':' .. seq)
+end
+redis.call('INCRBY', KEYS[2], added)
+return {1, first}
+";
+
+/// [`Store::remove`]: KEYS queue, queue bytes, expiry set; ARGV recipient, then the sequence
+/// numbers. Returns how many entries were there.
+const REMOVE: &str = r"
+local removed, freed = 0, 0
+for i = 2, #ARGV do
+  local found = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[i], ARGV[i])
+  if #found > 0 then
+    for _, m in ipairs(found) do freed = freed + #m - 8 end
+    removed = removed + #found
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[i], ARGV[i])
+    redis.call('ZREM', KEYS[3], ARGV[1] .. ':' .. ARGV[i])
+  end
+end
+if removed > 0 then
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('DEL', KEYS[2])
+  else
+    redis.call('DECRBY', KEYS[2], freed)
+  end
+end
+return removed
+";
+
+/// [`Store::expire`]: KEYS expiry set; ARGV the time before which entries go, the queue key
+/// prefix, the queue bytes key prefix. Returns recipient, member, recipient, member, ...
+const EXPIRE: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+local out = {}
+for _, item in ipairs(due) do
+  local to, seq = string.match(item, '^(%x+):(%d+)$')
+  if to then
+    local queue = ARGV[2] .. to
+    local found = redis.call('ZRANGEBYSCORE', queue, seq, seq)
+    if #found > 0 then
+      redis.call('ZREMRANGEBYSCORE', queue, seq, seq)
+      if redis.call('EXISTS', queue) == 0 then
+        redis.call('DEL', ARGV[3] .. to)
+      else
+        redis.call('DECRBY', ARGV[3] .. to, #found[1] - 8)
+      end
+      table.insert(out, to)
+      table.insert(out, found[1])
+    end
+  end
+  redis.call('ZREM', KEYS[1], item)
+end
+return out
+";
+
+/// The Redis-backed store. Clones share one connection and one writer task.
+#[derive(Clone)]
+pub struct RedisStore {
+    /// For reads; reconnects by itself after Redis restarts.
+    conn: ConnectionManager,
+    /// The writer task's queue; the task ends when the last clone is dropped.
+    queue: Arc<WriteQueue>,
+    /// What the writer task did, for `/metrics`.
+    stats: Arc<Counters>,
+}
+
+/// The scripts, each with its source for loading it again (a restarted Redis has forgotten
+/// every script, and EVALSHA in a pipeline does not load it by itself).
+struct Scripts {
+    /// [`TOUCH`].
+    touch: (Script, &'static str),
+    /// [`CLAIM`].
+    claim: (Script, &'static str),
+    /// [`ENQUEUE`].
+    enqueue: (Script, &'static str),
+    /// [`REMOVE`].
+    remove: (Script, &'static str),
+    /// [`EXPIRE`].
+    expire: (Script, &'static str),
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        let s = |code: &'static str| (Script::new(code), code);
+        Scripts {
+            touch: s(TOUCH),
+            claim: s(CLAIM),
+            enqueue: s(ENQUEUE),
+            remove: s(REMOVE),
+            expire: s(EXPIRE),
+        }
+    }
+
+    /// The script that applies `op`.
+    fn of(&self, op: &Op) -> &(Script, &'static str) {
+        match op {
+            Op::Touch { .. } => &self.touch,
+            Op::Claim { .. } => &self.claim,
+            Op::Enqueue { .. } => &self.enqueue,
+            Op::Remove { .. } => &self.remove,
+            Op::Expire { .. } => &self.expire,
+        }
+    }
+}
+
+fn eng(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Engine(e.to_string())
+}
+
+/// `url` without its password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+fn user_key(key: &PublicKey) -> String {
+    format!("{PREFIX}user:{}", key.to_hex())
+}
+
+fn users_key() -> String {
+    format!("{PREFIX}users")
+}
+
+fn aliases_key() -> String {
+    format!("{PREFIX}aliases")
+}
+
+fn queue_prefix() -> String {
+    format!("{PREFIX}queue:")
+}
+
+fn bytes_prefix() -> String {
+    format!("{PREFIX}qbytes:")
+}
+
+fn expiry_key() -> String {
+    format!("{PREFIX}expiry")
+}
+
+fn seq_key() -> String {
+    format!("{PREFIX}seq")
+}
+
+/// A key as stored (hex); anything else means the data is damaged.
+fn parse_key(hex: &[u8]) -> Result<PublicKey, StoreError> {
+    std::str::from_utf8(hex)
+        .ok()
+        .and_then(PublicKey::from_hex)
+        .ok_or_else(|| StoreError::Engine("a stored key is not 64 hex digits".into()))
+}
+
+/// The bytes of a string reply.
+fn bytes_of(v: &Value) -> Result<&[u8], StoreError> {
+    match v {
+        Value::BulkString(b) => Ok(b),
+        Value::SimpleString(s) => Ok(s.as_bytes()),
+        other => Err(StoreError::Engine(format!(
+            "Redis answered {other:?} where a string was expected"
+        ))),
+    }
+}
+
+/// An integer reply.
+fn int_of(v: &Value) -> Result<i64, StoreError> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        other => Err(StoreError::Engine(format!(
+            "Redis answered {other:?} where an integer was expected"
+        ))),
+    }
+}
+
+/// The items of an array reply.
+fn array_of(v: Value) -> Result<Vec<Value>, StoreError> {
+    match v {
+        Value::Array(items) => Ok(items),
+        other => Err(StoreError::Engine(format!(
+            "Redis answered {other:?} where an array was expected"
+        ))),
+    }
+}
+
+/// A user record from its hash fields (`last_seen`, `aliases`); empty or absent fields are
+/// the defaults. `None` if the user was never seen (no `last_seen`).
+fn record_of(last_seen: Option<&[u8]>, aliases: Option<&[u8]>) -> Result<UserRecord, StoreError> {
+    let last_seen = match last_seen {
+        None | Some(b"") => 0,
+        Some(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| StoreError::Engine("a stored last_seen is not a number".into()))?,
+    };
+    let aliases = match aliases {
+        None | Some(b"") => Vec::new(),
+        Some(b) => rmp_serde::from_slice(b).map_err(eng)?,
+    };
+    Ok(UserRecord { aliases, last_seen })
+}
+
+/// The reply to `HMGET user last_seen aliases` as a record, `None` for an unknown user.
+fn record_from_hmget(fields: Vec<Option<Vec<u8>>>) -> Result<Option<UserRecord>, StoreError> {
+    match fields.as_slice() {
+        [None, _] => Ok(None),
+        [last_seen, aliases] => record_of(last_seen.as_deref(), aliases.as_deref()).map(Some),
+        _ => Err(StoreError::Engine("HMGET answered the wrong count".into())),
+    }
+}
+
+/// A queue member (sequence number, 8 bytes big-endian, then the entry) as a [`Stored`].
+fn stored_of(member: &[u8]) -> Result<Stored, StoreError> {
+    let (seq, entry) = member
+        .split_at_checked(8)
+        .ok_or_else(|| StoreError::Engine("stored entry is damaged".into()))?;
+    Ok(Stored {
+        seq: u64::from_be_bytes(seq.try_into().expect("8 bytes")),
+        entry: decode_entry(entry)?,
+    })
+}
+
+/// `needle` as a Redis glob that matches it anywhere, with glob characters taken literally.
+fn contains_pattern(needle: &str) -> String {
+    let mut p = String::with_capacity(needle.len() + 2);
+    p.push('*');
+    for c in needle.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('*');
+    p
+}
+
+impl RedisStore {
+    /// Connects to the Redis at `url` (`redis://HOST:PORT[/DB]`) and starts the writer task,
+    /// which ends when the last clone of the store is dropped. Fails if Redis cannot be
+    /// reached now; later outages fail the writes made during them, and the store
+    /// reconnects by itself.
+    pub async fn connect(url: &str) -> Result<RedisStore, StoreError> {
+        let client = Client::open(url)
+            .map_err(|e| StoreError::Engine(format!("bad Redis URL {}: {e}", redacted(url))))?;
+        // Few retries with short delays: each failed command starts a new reconnection
+        // anyway, and a caller should learn soon that Redis is away.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(3)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let unreachable = |e: ::redis::RedisError| {
+            StoreError::Engine(format!("cannot reach Redis at {}: {e}", redacted(url)))
+        };
+        let mut conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unreachable)?;
+        // A connection is not yet an answer (a wrong password or database shows only now).
+        ::redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unreachable)?;
+        let (queue, jobs) = WriteQueue::new();
+        let stats = Arc::new(Counters::default());
+        tokio::spawn(writer(conn.clone(), jobs, stats.clone()));
+        Ok(RedisStore {
+            conn,
+            queue: Arc::new(queue),
+            stats,
+        })
+    }
+
+    /// Why "stored" would not mean durable with this Redis's settings, in words for the
+    /// operator (empty when it does): without the append-only file a crash of Redis loses
+    /// what it held, and only `appendfsync always` syncs before Redis answers.
+    pub async fn durability_warnings(&self) -> Vec<String> {
+        let get = |name: &'static str| {
+            let mut conn = self.conn.clone();
+            async move {
+                let pairs: RedisResult<Vec<String>> = ::redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg(name)
+                    .query_async(&mut conn)
+                    .await;
+                pairs.map(|p| p.get(1).cloned())
+            }
+        };
+        let (appendonly, appendfsync) = match (get("appendonly").await, get("appendfsync").await) {
+            (Ok(Some(a)), Ok(Some(f))) => (a, f),
+            (Err(e), _) | (_, Err(e)) => {
+                return vec![format!(
+                    "could not check whether Redis keeps stored messages durably (CONFIG GET failed: {e}); \
+                     run redis-server with --appendonly yes --appendfsync always"
+                )];
+            }
+            _ => {
+                return vec![
+                    "could not check whether Redis keeps stored messages durably (CONFIG GET answered nothing); \
+                     run redis-server with --appendonly yes --appendfsync always"
+                        .into(),
+                ];
+            }
+        };
+        let mut warnings = Vec::new();
+        if appendonly != "yes" {
+            warnings.push(
+                "Redis runs without its append-only file: a crash of Redis loses stored messages; \
+                 run redis-server with --appendonly yes --appendfsync always"
+                    .to_string(),
+            );
+        } else {
+            match appendfsync.as_str() {
+                "always" => {}
+                "everysec" => warnings.push(
+                    "Redis syncs its append-only file once a second (appendfsync everysec): \
+                     up to one second of stored messages can be lost in a crash; \
+                     run redis-server with --appendfsync always"
+                        .to_string(),
+                ),
+                other => warnings.push(format!(
+                    "Redis leaves syncing its append-only file to the OS (appendfsync {other}): \
+                     recently stored messages can be lost in a crash; \
+                     run redis-server with --appendfsync always"
+                )),
+            }
+        }
+        warnings
+    }
+
+    /// The records of `keys` (hex), read in one pipeline; unknown users are left out.
+    async fn records(
+        &self,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<Vec<(PublicKey, UserRecord)>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = ::redis::pipe();
+        for hex in &keys {
+            pipe.cmd("HMGET")
+                .arg([PREFIX.as_bytes(), b"user:", hex].concat())
+                .arg("last_seen")
+                .arg("aliases");
+        }
+        let mut conn = self.conn.clone();
+        let rows: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut conn).await.map_err(eng)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (hex, row) in keys.iter().zip(rows) {
+            if let Some(record) = record_from_hmget(row)? {
+                out.push((parse_key(hex)?, record));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The writer task: takes everything waiting, sends it as one MULTI/EXEC pipeline, then
+/// answers each caller. It lives as long as the store: a failed pipeline (Redis away or
+/// restarting) fails the writes in it, and the next batch goes to the reconnected Redis.
+async fn writer(
+    mut conn: ConnectionManager,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    counters: Arc<Counters>,
+) {
+    let scripts = Scripts::new();
+    while let Some(first) = jobs.recv().await {
+        let batch = take_waiting(first, &mut jobs);
+        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|j| (j.op, j.reply)).unzip();
+        let committed = commit(&mut conn, &scripts, ops).await;
+        answer(replies, committed, &counters);
+    }
+}
+
+/// Applies `ops` in one MULTI/EXEC and reads each one's outcome. The outer error means the
+/// transaction failed as a whole (nothing is known to have happened); an inner one, that one
+/// script failed (Redis does not roll back the others, which did happen).
+async fn commit(
+    conn: &mut ConnectionManager,
+    scripts: &Scripts,
+    ops: Vec<Op>,
+) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+    let mut pipe = ::redis::pipe();
+    pipe.atomic().ignore_errors();
+    // Load each script the batch uses first, in the same transaction: after a restart Redis
+    // knows no script, and loading a known one costs only its hash.
+    let mut loaded: Vec<&str> = Vec::new();
+    for op in &ops {
+        let (script, code) = scripts.of(op);
+        if !loaded.contains(&script.get_hash()) {
+            loaded.push(script.get_hash());
+            pipe.cmd("SCRIPT").arg("LOAD").arg(*code).ignore();
+        }
+    }
+    let (queues, bytes) = (queue_prefix(), bytes_prefix());
+    for op in &ops {
+        let mut inv = scripts.of(op).0.prepare_invoke();
+        match op {
+            Op::Touch { key, now } => {
+                inv.key(user_key(key))
+                    .key(users_key())
+                    .arg(key.to_hex())
+                    .arg(*now);
+            }
+            Op::Claim {
+                key,
+                alias,
+                max_aliases,
+            } => {
+                inv.key(aliases_key())
+                    .key(user_key(key))
+                    .key(users_key())
+                    .arg(key.to_hex())
+                    .arg(alias.as_str())
+                    .arg(alias_key(alias))
+                    .arg(*max_aliases);
+            }
+            Op::Enqueue {
+                to,
+                entries,
+                limits,
+            } => {
+                let hex = to.to_hex();
+                inv.key(format!("{queues}{hex}"))
+                    .key(format!("{bytes}{hex}"))
+                    .key(seq_key())
+                    .key(expiry_key())
+                    .arg(&hex);
+                match limits {
+                    Some(l) => inv.arg(l.messages).arg(l.bytes),
+                    None => inv.arg("").arg(""),
+                };
+                for e in entries {
+                    inv.arg(e.at).arg(encode_entry(e));
+                }
+            }
+            Op::Remove { to, seqs } => {
+                let hex = to.to_hex();
+                inv.key(format!("{queues}{hex}"))
+                    .key(format!("{bytes}{hex}"))
+                    .key(expiry_key())
+                    .arg(&hex);
+                for seq in seqs {
+                    inv.arg(*seq);
+                }
+            }
+            Op::Expire { before } => {
+                inv.key(expiry_key()).arg(*before).arg(&queues).arg(&bytes);
+            }
+        }
+        pipe.invoke_script(&inv);
+    }
+    let replies: Vec<RedisResult<Value>> = pipe.query_async(conn).await.map_err(eng)?;
+    if replies.len() != ops.len() {
+        return Err(StoreError::Engine(format!(
+            "Redis answered {} of {} writes",
+            replies.len(),
+            ops.len()
+        )));
+    }
+    Ok(ops
+        .into_iter()
+        .zip(replies)
+        .map(|(op, reply)| outcome(op, reply.map_err(eng)?))
+        .collect())
+}
+
+/// What the script of `op` answered, as its [`Outcome`].
+fn outcome(op: Op, reply: Value) -> Result<Outcome, StoreError> {
+    Ok(match op {
+        Op::Touch { .. } => {
+            let fields = array_of(reply)?;
+            let [last_seen, aliases] = fields.as_slice() else {
+                return Err(StoreError::Engine("touch answered the wrong count".into()));
+            };
+            Outcome::User(record_of(
+                Some(bytes_of(last_seen)?),
+                Some(bytes_of(aliases)?),
+            )?)
+        }
+        Op::Claim { .. } => Outcome::Claim(match int_of(&reply)? {
+            0 => Claim::Registered,
+            1 => Claim::AlreadyYours,
+            2 => Claim::Taken,
+            3 => Claim::TooMany,
+            other => {
+                return Err(StoreError::Engine(format!(
+                    "claim answered the unknown outcome {other}"
+                )));
+            }
+        }),
+        Op::Enqueue { entries, .. } => {
+            let fields = array_of(reply)?;
+            let ints = fields.iter().map(int_of).collect::<Result<Vec<_>, _>>()?;
+            match ints.as_slice() {
+                [1, first] => {
+                    let first = *first as u64;
+                    Outcome::Seqs((first..first + entries.len() as u64).collect())
+                }
+                [0, messages, bytes] => {
+                    return Err(StoreError::QueueFull {
+                        messages: *messages as u64,
+                        bytes: *bytes as u64,
+                    });
+                }
+                other => {
+                    return Err(StoreError::Engine(format!("enqueue answered {other:?}")));
+                }
+            }
+        }
+        Op::Remove { .. } => {
+            int_of(&reply)?;
+            Outcome::Removed
+        }
+        Op::Expire { .. } => {
+            let items = array_of(reply)?;
+            let mut found = Vec::with_capacity(items.len() / 2);
+            for pair in items.chunks(2) {
+                let [to, member] = pair else {
+                    return Err(StoreError::Engine("expire answered an odd count".into()));
+                };
+                let entry = stored_of(bytes_of(member)?)?.entry;
+                found.push(Expired {
+                    to: parse_key(bytes_of(to)?)?,
+                    sender: entry.sender,
+                    id: entry.id,
+                });
+            }
+            Outcome::Expired(found)
+        }
+    })
+}
+
+impl Store for RedisStore {
+    fn user(&self, key: PublicKey) -> BoxFuture<'_, Result<Option<UserRecord>, StoreError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let fields: Vec<Option<Vec<u8>>> = ::redis::cmd("HMGET")
+                .arg(user_key(&key))
+                .arg("last_seen")
+                .arg("aliases")
+                .query_async(&mut conn)
+                .await
+                .map_err(eng)?;
+            record_from_hmget(fields)
+        })
+    }
+
+    fn touch(&self, key: PublicKey, now: i64) -> BoxFuture<'_, Result<UserRecord, StoreError>> {
+        self.queue.touch(key, now)
+    }
+
+    fn claim_alias(
+        &self,
+        key: PublicKey,
+        alias: String,
+        max_aliases: usize,
+    ) -> BoxFuture<'_, Result<Claim, StoreError>> {
+        self.queue.claim(key, alias, max_aliases)
+    }
+
+    fn resolve_alias(&self, alias: String) -> BoxFuture<'_, Result<Option<PublicKey>, StoreError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let hex: Option<Vec<u8>> = ::redis::cmd("HGET")
+                .arg(aliases_key())
+                .arg(alias_key(&alias))
+                .query_async(&mut conn)
+                .await
+                .map_err(eng)?;
+            hex.map(|h| parse_key(&h)).transpose()
+        })
+    }
+
+    fn users(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(PublicKey, UserRecord)>, StoreError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            let keys: Vec<Vec<u8>> = ::redis::cmd("ZRANGE")
+                .arg(users_key())
+                .arg("+inf")
+                .arg("-inf")
+                .arg("BYSCORE")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query_async(&mut conn)
+                .await
+                .map_err(eng)?;
+            let mut found = self.records(keys).await?;
+            // Already in the set's order; sorting again (stable, so ties keep that order) covers
+            // a login between the two reads.
+            found.sort_by_key(|(_, u)| std::cmp::Reverse(u.last_seen));
+            Ok(found)
+        })
+    }
+
+    fn search(
+        &self,
+        needle: String,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(PublicKey, UserRecord)>, StoreError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            // Aliases are kept lower-cased, so a lower-cased needle ignores ASCII case.
+            let pattern = contains_pattern(&needle.to_ascii_lowercase());
+            let mut keys: Vec<Vec<u8>> = Vec::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, pairs): (u64, Vec<Vec<u8>>) = ::redis::cmd("HSCAN")
+                    .arg(aliases_key())
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(eng)?;
+                // Field, value, field, value: the values are the keys.
+                for hex in pairs.into_iter().skip(1).step_by(2) {
+                    if !keys.contains(&hex) {
+                        keys.push(hex);
+                    }
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            let mut found = self.records(keys).await?;
+            found.sort_by_key(|(k, u)| (std::cmp::Reverse(u.last_seen), *k));
+            found.truncate(limit);
+            Ok(found)
+        })
+    }
+
+    fn enqueue(
+        &self,
+        to: PublicKey,
+        entries: Vec<Entry>,
+        limits: Option<QueueLimits>,
+    ) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
+        self.queue.enqueue(to, entries, limits)
+    }
+
+    fn peek(
+        &self,
+        to: PublicKey,
+        from: u64,
+        max: usize,
+    ) -> BoxFuture<'_, Result<Vec<Stored>, StoreError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            if max == 0 {
+                return Ok(Vec::new());
+            }
+            let members: Vec<Vec<u8>> = ::redis::cmd("ZRANGE")
+                .arg(format!("{}{}", queue_prefix(), to.to_hex()))
+                .arg(from)
+                .arg("+inf")
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(max)
+                .query_async(&mut conn)
+                .await
+                .map_err(eng)?;
+            members.iter().map(|m| stored_of(m)).collect()
+        })
+    }
+
+    fn remove(&self, to: PublicKey, seqs: Vec<u64>) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.queue.remove(to, seqs)
+    }
+
+    fn expire(&self, before: i64) -> BoxFuture<'static, Result<Vec<Expired>, StoreError>> {
+        self.queue.expire(before)
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.stats.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_patterns_take_glob_characters_literally() {
+        assert_eq!(contains_pattern("al"), "*al*");
+        assert_eq!(contains_pattern("a*b?[c]\\"), "*a\\*b\\?\\[c\\]\\\\*");
+        assert_eq!(contains_pattern(""), "**");
+    }
+
+    #[test]
+    fn urls_lose_their_password_in_messages() {
+        assert_eq!(redacted("redis://:pw@host:1/0"), "redis://***@host:1/0");
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}

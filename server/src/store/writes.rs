@@ -1,0 +1,263 @@
+//! The write path every engine shares: a write is handed to one writer (a thread or a task)
+//! the moment its method is called, and the writer applies everything waiting as one batch.
+//!
+//! Handing the write over in the call, not when the future is first polled, is what makes
+//! writes take effect in call order (the [`Store`](super::Store) contract the relay relies on
+//! for per-sender order); taking everything waiting at once is what lets many writes share
+//! one commit (one sync).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use flexim_protocol::PublicKey;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{BoxFuture, Claim, Entry, Expired, QueueLimits, StoreError, StoreStats, UserRecord};
+
+/// Most writes in one batch. Bounds the time one commit holds its callers; under load a
+/// commit of this many small messages still takes about one sync.
+pub(crate) const MAX_BATCH: usize = 4096;
+
+/// A write for the writer.
+pub(crate) enum Op {
+    /// [`Store::touch`](super::Store::touch).
+    Touch {
+        /// The user.
+        key: PublicKey,
+        /// The new `last_seen`.
+        now: i64,
+    },
+    /// [`Store::claim_alias`](super::Store::claim_alias).
+    Claim {
+        /// The claiming user.
+        key: PublicKey,
+        /// The alias as the user spelled it.
+        alias: String,
+        /// Most aliases one key may hold.
+        max_aliases: usize,
+    },
+    /// [`Store::enqueue`](super::Store::enqueue).
+    Enqueue {
+        /// The recipient.
+        to: PublicKey,
+        /// The entries, in order.
+        entries: Vec<Entry>,
+        /// The queue's bounds, if they apply.
+        limits: Option<QueueLimits>,
+    },
+    /// [`Store::remove`](super::Store::remove).
+    Remove {
+        /// The recipient.
+        to: PublicKey,
+        /// The sequence numbers to delete.
+        seqs: Vec<u64>,
+    },
+    /// [`Store::expire`](super::Store::expire).
+    Expire {
+        /// Entries accepted before this time (Unix seconds) go.
+        before: i64,
+    },
+}
+
+/// What a write produced.
+pub(crate) enum Outcome {
+    /// The user record before a touch.
+    User(UserRecord),
+    /// The outcome of an alias claim.
+    Claim(Claim),
+    /// The sequence numbers of enqueued entries.
+    Seqs(Vec<u64>),
+    /// Entries were removed (or were not there).
+    Removed,
+    /// The entries an expiry deleted.
+    Expired(Vec<Expired>),
+}
+
+/// A write and where its outcome goes once it is committed.
+pub(crate) struct Job {
+    /// The write.
+    pub(crate) op: Op,
+    /// Answered after the commit (or with the engine's error).
+    pub(crate) reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+/// The writer's counters, for [`StoreStats`]. Relaxed atomics: they are statistics.
+#[derive(Default)]
+pub(crate) struct Counters {
+    /// Writes committed.
+    writes: AtomicU64,
+    /// Commits.
+    commits: AtomicU64,
+}
+
+impl Counters {
+    /// The counters as [`StoreStats`].
+    pub(crate) fn stats(&self) -> StoreStats {
+        StoreStats {
+            writes: self.writes.load(Relaxed),
+            commits: self.commits.load(Relaxed),
+        }
+    }
+}
+
+/// The callers' side of the writer's queue.
+pub(crate) struct WriteQueue {
+    /// The queue. Unbounded on purpose: callers submit while holding the relay's lock (that
+    /// is how order is kept) and must never block there; the sessions bound how much each
+    /// connection can have in flight. `None` once closed.
+    writes: Option<mpsc::UnboundedSender<Job>>,
+}
+
+impl WriteQueue {
+    /// A new queue and the writer's end of it.
+    pub(crate) fn new() -> (WriteQueue, mpsc::UnboundedReceiver<Job>) {
+        let (writes, jobs) = mpsc::unbounded_channel();
+        (
+            WriteQueue {
+                writes: Some(writes),
+            },
+            jobs,
+        )
+    }
+
+    /// Closes the queue: the writer ends once it has applied the writes already in it.
+    pub(crate) fn close(&mut self) {
+        self.writes.take();
+    }
+
+    /// Hands a write to the writer now (so that writes keep the order of the calls) and
+    /// returns a future for its outcome, picked by `pick` from what the writer answers.
+    fn write<T: Send + 'static>(
+        &self,
+        op: Op,
+        pick: fn(Outcome) -> Option<T>,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
+        let (reply, outcome) = oneshot::channel();
+        let sent = match &self.writes {
+            Some(w) => w.send(Job { op, reply }).is_ok(),
+            None => false,
+        };
+        Box::pin(async move {
+            let stopped = || StoreError::Engine("the store writer has stopped".into());
+            if !sent {
+                return Err(stopped());
+            }
+            let outcome = outcome.await.map_err(|_| stopped())??;
+            // Any other outcome is a bug in the writer.
+            pick(outcome).ok_or_else(|| {
+                StoreError::Engine("the store writer answered with the wrong outcome".into())
+            })
+        })
+    }
+
+    /// Submits [`Op::Touch`].
+    pub(crate) fn touch(
+        &self,
+        key: PublicKey,
+        now: i64,
+    ) -> BoxFuture<'static, Result<UserRecord, StoreError>> {
+        self.write(Op::Touch { key, now }, |o| match o {
+            Outcome::User(u) => Some(u),
+            _ => None,
+        })
+    }
+
+    /// Submits [`Op::Claim`].
+    pub(crate) fn claim(
+        &self,
+        key: PublicKey,
+        alias: String,
+        max_aliases: usize,
+    ) -> BoxFuture<'static, Result<Claim, StoreError>> {
+        let op = Op::Claim {
+            key,
+            alias,
+            max_aliases,
+        };
+        self.write(op, |o| match o {
+            Outcome::Claim(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    /// Submits [`Op::Enqueue`].
+    pub(crate) fn enqueue(
+        &self,
+        to: PublicKey,
+        entries: Vec<Entry>,
+        limits: Option<QueueLimits>,
+    ) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
+        let op = Op::Enqueue {
+            to,
+            entries,
+            limits,
+        };
+        self.write(op, |o| match o {
+            Outcome::Seqs(seqs) => Some(seqs),
+            _ => None,
+        })
+    }
+
+    /// Submits [`Op::Remove`].
+    pub(crate) fn remove(
+        &self,
+        to: PublicKey,
+        seqs: Vec<u64>,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.write(Op::Remove { to, seqs }, |o| match o {
+            Outcome::Removed => Some(()),
+            _ => None,
+        })
+    }
+
+    /// Submits [`Op::Expire`].
+    pub(crate) fn expire(
+        &self,
+        before: i64,
+    ) -> BoxFuture<'static, Result<Vec<Expired>, StoreError>> {
+        self.write(Op::Expire { before }, |o| match o {
+            Outcome::Expired(found) => Some(found),
+            _ => None,
+        })
+    }
+}
+
+/// `first` and every job waiting behind it, up to [`MAX_BATCH`]: what one commit applies.
+pub(crate) fn take_waiting(first: Job, jobs: &mut mpsc::UnboundedReceiver<Job>) -> Vec<Job> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Answers each caller of a batch with its outcome, or all of them with the commit's error
+/// (nothing of a failed commit may be reported done), and counts the commit.
+pub(crate) fn answer(
+    replies: Vec<oneshot::Sender<Result<Outcome, StoreError>>>,
+    committed: Result<Vec<Result<Outcome, StoreError>>, StoreError>,
+    counters: &Counters,
+) {
+    match committed {
+        Ok(outcomes) => {
+            counters.commits.fetch_add(1, Relaxed);
+            counters.writes.fetch_add(outcomes.len() as u64, Relaxed);
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                // A caller that stopped waiting does not matter: the write is done.
+                let _ = reply.send(outcome);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, writes = replies.len(), "a store commit failed");
+            let e = match e {
+                StoreError::Engine(e) => e,
+                other => other.to_string(),
+            };
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Engine(e.clone())));
+            }
+        }
+    }
+}
