@@ -289,3 +289,29 @@ async fn redis_store_keeps_every_key_under_its_prefix_and_empties_what_it_emptie
         ]
     );
 }
+
+#[tokio::test]
+async fn redis_store_a_write_that_fails_in_redis_fails_alone() {
+    let (redis, store) = fresh().await;
+    let (bob, carol) = (PublicKey([2; 32]), PublicKey([3; 32]));
+    // Damage Bob's byte count so that his enqueue's script fails inside Redis.
+    let bytes_key = format!(
+        "{}qbytes:{}",
+        flexim_server::store::REDIS_PREFIX,
+        bob.to_hex()
+    );
+    redis.command(&["SET", &bytes_key, "not a number"]).unwrap();
+    // Both are submitted before either is awaited, so they travel in one transaction.
+    let damaged = store.enqueue(bob, vec![conformance::entry(b"b", None)], None);
+    let healthy = store.enqueue(carol, vec![conformance::entry(b"c", None)], None);
+    let damaged = damaged.await;
+    assert!(
+        matches!(damaged, Err(StoreError::Engine(_))),
+        "the damaged queue's write fails: {damaged:?}"
+    );
+    healthy.await.expect("the other write in the batch is done");
+    assert_eq!(store.peek(carol, 0, 10).await.unwrap().len(), 1);
+    assert!(store.peek(bob, 0, 10).await.unwrap().is_empty());
+    // The writer carries on.
+    store.touch(bob, 1).await.unwrap();
+}

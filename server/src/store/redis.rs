@@ -59,10 +59,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many entries one HSCAN step of a search asks for.
 const SCAN_COUNT: usize = 1000;
 
+// Each script reads (and so type-checks) every key it will write before it writes any:
+// Redis does not undo the writes a script made before it failed, so a script that could fail
+// halfway (a damaged key of the wrong type, a counter that is not a number) would leave half
+// a write behind. Once the reads succeeded the writes cannot fail, and each write is all or
+// nothing.
+
 /// [`Store::touch`]: KEYS user hash, users set; ARGV key, now. Returns the record before
 /// (`last_seen` and packed aliases, empty strings when absent).
 const TOUCH: &str = r"
 local before = redis.call('HMGET', KEYS[1], 'last_seen', 'aliases')
+redis.call('ZSCORE', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'last_seen', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return {before[1] or '', before[2] or ''}
@@ -78,23 +85,32 @@ if owner then
   if owner == ARGV[1] then return 1 end
   return 2
 end
-local packed = redis.call('HGET', KEYS[2], 'aliases')
+local user = redis.call('HMGET', KEYS[2], 'aliases', 'last_seen')
 local aliases = {}
-if packed then aliases = cmsgpack.unpack(packed) end
+if user[1] then aliases = cmsgpack.unpack(user[1]) end
+if type(aliases) ~= 'table' then error('damaged aliases in ' .. KEYS[2]) end
 if #aliases >= tonumber(ARGV[4]) then return 3 end
+redis.call('ZSCORE', KEYS[3], ARGV[1])
 table.insert(aliases, ARGV[2])
 redis.call('HSET', KEYS[2], 'aliases', cmsgpack.pack(aliases))
-if redis.call('HSETNX', KEYS[2], 'last_seen', '0') == 1 then
+if not user[2] then
+  redis.call('HSET', KEYS[2], 'last_seen', '0')
   redis.call('ZADD', KEYS[3], 'NX', '0', ARGV[1])
 end
 redis.call('HSET', KEYS[1], ARGV[3], ARGV[1])
 return 0
 ";
 
-/// [`Store::enqueue`]: KEYS queue, queue bytes, sequence counter, expiry set; ARGV recipient,
-/// most messages (empty for no limits), most bytes, then per entry its acceptance time and
-/// its encoding. Returns {1, first sequence number} or, refused, {0, messages, bytes}.
-const ENQUEUE: &str = r"
+/// The Lua helpers the queue scripts share: `count` reads a counter (absent is 0) and fails
+/// before any write if it is not a whole number; `be64` writes a sequence number as 8 bytes,
+/// big-endian.
+const QUEUE_HELPERS: &str = r"
+local function count(key)
+  local v = redis.call('GET', key)
+  if not v then return 0 end
+  if not string.match(v, '^%d+$') then error('damaged counter ' .. key) end
+  return tonumber(v)
+end
 local function be64(n)
   local b = {}
   for i = 8, 1, -1 do
@@ -103,15 +119,23 @@ local function be64(n)
   end
   return table.concat(b)
 end
+";
+
+/// [`Store::enqueue`]: KEYS queue, queue bytes, sequence counter, expiry set; ARGV recipient,
+/// most messages (empty for no limits), most bytes, then per entry its acceptance time and
+/// its encoding. Returns {1, first sequence number} or, refused, {0, messages, bytes}.
+const ENQUEUE: &str = r"
 local n = (#ARGV - 3) / 2
 local messages = redis.call('ZCARD', KEYS[1])
-local bytes = tonumber(redis.call('GET', KEYS[2]) or '0')
+local bytes = count(KEYS[2])
+local next_seq = count(KEYS[3])
+redis.call('ZCARD', KEYS[4])
 local added = 0
 for i = 1, n do added = added + #ARGV[3 + 2 * i] end
 if ARGV[2] ~= '' and (messages + n > tonumber(ARGV[2]) or bytes + added > tonumber(ARGV[3])) then
   return {0, messages, bytes}
 end
-if n == 0 then return {1, 0} end
+if n == 0 then return {1, next_seq} end
 local first = redis.call('INCRBY', KEYS[3], n) - n
 for i = 1, n do
   local seq = string.format('%d', first + i - 1)
@@ -125,49 +149,59 @@ return {1, first}
 /// [`Store::remove`]: KEYS queue, queue bytes, expiry set; ARGV recipient, then the sequence
 /// numbers. Returns how many entries were there.
 const REMOVE: &str = r"
-local removed, freed = 0, 0
+local present, freed = {}, 0
 for i = 2, #ARGV do
   local found = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[i], ARGV[i])
   if #found > 0 then
     for _, m in ipairs(found) do freed = freed + #m - 8 end
-    removed = removed + #found
-    redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[i], ARGV[i])
-    redis.call('ZREM', KEYS[3], ARGV[1] .. ':' .. ARGV[i])
+    table.insert(present, ARGV[i])
   end
 end
-if removed > 0 then
+local bytes = count(KEYS[2])
+redis.call('ZCARD', KEYS[3])
+for _, seq in ipairs(present) do
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], seq, seq)
+  redis.call('ZREM', KEYS[3], ARGV[1] .. ':' .. seq)
+end
+if #present > 0 then
   if redis.call('EXISTS', KEYS[1]) == 0 then
     redis.call('DEL', KEYS[2])
   else
-    redis.call('DECRBY', KEYS[2], freed)
+    redis.call('SET', KEYS[2], string.format('%d', math.max(bytes - freed, 0)))
   end
 end
-return removed
+return #present
 ";
 
 /// [`Store::expire`]: KEYS expiry set; ARGV the time before which entries go, the queue key
 /// prefix, the queue bytes key prefix. Returns recipient, member, recipient, member, ...
 const EXPIRE: &str = r"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-local out = {}
+local out, gone, freed = {}, {}, {}
 for _, item in ipairs(due) do
   local to, seq = string.match(item, '^(%x+):(%d+)$')
   if to then
-    local queue = ARGV[2] .. to
-    local found = redis.call('ZRANGEBYSCORE', queue, seq, seq)
+    local found = redis.call('ZRANGEBYSCORE', ARGV[2] .. to, seq, seq)
     if #found > 0 then
-      redis.call('ZREMRANGEBYSCORE', queue, seq, seq)
-      if redis.call('EXISTS', queue) == 0 then
-        redis.call('DEL', ARGV[3] .. to)
-      else
-        redis.call('DECRBY', ARGV[3] .. to, #found[1] - 8)
-      end
+      if not freed[to] then freed[to] = count(ARGV[3] .. to) end
+      freed[to] = freed[to] - (#found[1] - 8)
+      table.insert(gone, {to, seq})
       table.insert(out, to)
       table.insert(out, found[1])
     end
   end
-  redis.call('ZREM', KEYS[1], item)
 end
+for _, g in ipairs(gone) do
+  redis.call('ZREMRANGEBYSCORE', ARGV[2] .. g[1], g[2], g[2])
+end
+for to, left in pairs(freed) do
+  if redis.call('EXISTS', ARGV[2] .. to) == 0 then
+    redis.call('DEL', ARGV[3] .. to)
+  else
+    redis.call('SET', ARGV[3] .. to, string.format('%d', math.max(left, 0)))
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
 return out
 ";
 
@@ -186,31 +220,32 @@ pub struct RedisStore {
 /// every script, and EVALSHA in a pipeline does not load it by itself).
 struct Scripts {
     /// [`TOUCH`].
-    touch: (Script, &'static str),
+    touch: (Script, String),
     /// [`CLAIM`].
-    claim: (Script, &'static str),
+    claim: (Script, String),
     /// [`ENQUEUE`].
-    enqueue: (Script, &'static str),
+    enqueue: (Script, String),
     /// [`REMOVE`].
-    remove: (Script, &'static str),
+    remove: (Script, String),
     /// [`EXPIRE`].
-    expire: (Script, &'static str),
+    expire: (Script, String),
 }
 
 impl Scripts {
     fn new() -> Scripts {
-        let s = |code: &'static str| (Script::new(code), code);
+        let s = |code: String| (Script::new(&code), code);
+        let queue = |body: &str| s(format!("{QUEUE_HELPERS}{body}"));
         Scripts {
-            touch: s(TOUCH),
-            claim: s(CLAIM),
-            enqueue: s(ENQUEUE),
-            remove: s(REMOVE),
-            expire: s(EXPIRE),
+            touch: s(TOUCH.to_string()),
+            claim: s(CLAIM.to_string()),
+            enqueue: queue(ENQUEUE),
+            remove: queue(REMOVE),
+            expire: queue(EXPIRE),
         }
     }
 
     /// The script that applies `op`.
-    fn of(&self, op: &Op) -> &(Script, &'static str) {
+    fn of(&self, op: &Op) -> &(Script, String) {
         match op {
             Op::Touch { .. } => &self.touch,
             Op::Claim { .. } => &self.claim,
@@ -490,8 +525,14 @@ async fn writer(
 }
 
 /// Applies `ops` in one MULTI/EXEC and reads each one's outcome. The outer error means the
-/// transaction failed as a whole (nothing is known to have happened); an inner one, that one
-/// script failed (Redis does not roll back the others, which did happen).
+/// transaction failed as a whole; an inner one, that one script failed (Redis does not roll
+/// back the others, which did happen and are answered as such).
+///
+/// As with any networked store, a failure can be ambiguous: if the connection drops after
+/// Redis ran EXEC but before its reply arrived, the writes happened although their callers
+/// are told they failed. For an enqueue that means the sender is told the message was not
+/// stored while its recipient may still get it; clients already drop duplicates by id.
+/// Nothing is ever reported stored that was not.
 async fn commit(
     conn: &mut ConnectionManager,
     scripts: &Scripts,
@@ -506,7 +547,7 @@ async fn commit(
         let (script, code) = scripts.of(op);
         if !loaded.contains(&script.get_hash()) {
             loaded.push(script.get_hash());
-            pipe.cmd("SCRIPT").arg("LOAD").arg(*code).ignore();
+            pipe.cmd("SCRIPT").arg("LOAD").arg(code.as_str()).ignore();
         }
     }
     let (queues, bytes) = (queue_prefix(), bytes_prefix());
@@ -727,6 +768,9 @@ impl Store for RedisStore {
         Box::pin(async move {
             // Aliases are kept lower-cased, so a lower-cased needle ignores ASCII case.
             let pattern = contains_pattern(&needle.to_ascii_lowercase());
+            // A scan may return an entry more than once; the set keeps each user once, the
+            // list keeps the order found (the final order is by last_seen anyway).
+            let mut seen = std::collections::HashSet::new();
             let mut keys: Vec<Vec<u8>> = Vec::new();
             let mut cursor: u64 = 0;
             loop {
@@ -742,7 +786,7 @@ impl Store for RedisStore {
                     .map_err(eng)?;
                 // Field, value, field, value: the values are the keys.
                 for hex in pairs.into_iter().skip(1).step_by(2) {
-                    if !keys.contains(&hex) {
+                    if seen.insert(hex.clone()) {
                         keys.push(hex);
                     }
                 }
