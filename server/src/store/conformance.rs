@@ -6,7 +6,8 @@
 //! checks, so the engines cannot drift apart. Engine-specific behaviour (reopening a file,
 //! converting an old format, surviving a Redis restart) is tested next to each engine.
 //!
-//! The checks are plain `async fn`s so that any test harness and runtime can drive them.
+//! The checks are plain `async fn`s so that any test harness and runtime can drive them; a
+//! harness runs each on its own fresh store, one test per check.
 
 use bytes::Bytes;
 use flexim_protocol::PublicKey;
@@ -41,19 +42,6 @@ async fn frames(store: &dyn Store, to: PublicKey) -> Vec<Bytes> {
         .into_iter()
         .map(|s| s.entry.frame)
         .collect()
-}
-
-/// Runs every check, each on a fresh store from `fresh`. A harness that wants one test per
-/// check calls them one by one instead.
-pub async fn all<S: Store, F: std::future::Future<Output = S>>(mut fresh: impl FnMut() -> F) {
-    queue_order_limits_peek_and_remove(&fresh().await).await;
-    queue_limits_are_all_or_nothing(&fresh().await).await;
-    sequence_numbers_are_one_global_order(&fresh().await).await;
-    writes_take_effect_in_call_order(&fresh().await).await;
-    aliases_are_unique_ignoring_case(&fresh().await).await;
-    users_touch_and_search(&fresh().await).await;
-    old_entries_expire_and_say_whose_they_were(&fresh().await).await;
-    stats_count_writes(&fresh().await).await;
 }
 
 /// A queue keeps entries (sender, id, frame, time) in order; peeking from a sequence number

@@ -4,8 +4,13 @@
 //! write goes through one writer task per store: the task takes everything waiting and sends
 //! it as one pipeline wrapped in MULTI/EXEC (one round trip). Redis runs the transaction in
 //! one go, so with `appendfsync always` it appends it to its AOF and syncs once before it
-//! replies: a group commit, like the embedded engine's. Whether "stored" is durable depends on
-//! how Redis runs; [`RedisStore::durability_warnings`] says when it is not.
+//! replies: a group commit, like the embedded engine's. [`Store::stats`] counts each write
+//! once and each transaction as one commit. The transaction also keeps other nodes' writes
+//! from landing between two of this node's, but it is not all-or-nothing: a script that
+//! fails (damaged data) fails alone, and the others in the batch are done.
+//!
+//! Whether "stored" is durable depends on how Redis runs; [`RedisStore::durability_warnings`]
+//! says when it is not.
 //!
 //! Data model (every key starts with [`PREFIX`], keys are 64 lower-case hex digits):
 //!
@@ -256,6 +261,7 @@ impl Scripts {
     }
 }
 
+/// Any engine failure as [`StoreError::Engine`].
 fn eng(e: impl std::fmt::Display) -> StoreError {
     StoreError::Engine(e.to_string())
 }
@@ -268,30 +274,37 @@ fn redacted(url: &str) -> String {
     }
 }
 
+/// A user's hash.
 fn user_key(key: &PublicKey) -> String {
     format!("{PREFIX}user:{}", key.to_hex())
 }
 
+/// Every user by `last_seen`.
 fn users_key() -> String {
     format!("{PREFIX}users")
 }
 
+/// Lower-cased alias -> key.
 fn aliases_key() -> String {
     format!("{PREFIX}aliases")
 }
 
+/// A recipient's queue is this and its key.
 fn queue_prefix() -> String {
     format!("{PREFIX}queue:")
 }
 
+/// A recipient's queued bytes are this and its key.
 fn bytes_prefix() -> String {
     format!("{PREFIX}qbytes:")
 }
 
+/// Every queued entry by acceptance time.
 fn expiry_key() -> String {
     format!("{PREFIX}expiry")
 }
 
+/// The one sequence counter.
 fn seq_key() -> String {
     format!("{PREFIX}seq")
 }
