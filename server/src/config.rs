@@ -19,8 +19,19 @@ pub struct Config {
     pub static_dir: PathBuf,
     /// The name the server announces as its alias in the User datum it sends after the header.
     pub name: String,
+    /// Where users, aliases and queues live.
+    pub store: StoreChoice,
     /// The protocol limits.
     pub limits: Limits,
+}
+
+/// The storage engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// redb in the data directory: one node, no other service.
+    Embedded,
+    /// Redis at this URL (`redis://HOST:PORT[/DB]`): any number of nodes sharing it.
+    Redis(String),
 }
 
 /// The protocol limits. Defaults are what `flexim-server` runs with; all are documented in

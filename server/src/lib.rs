@@ -3,6 +3,7 @@
 //! `main` and the tests use the same two calls: [`Server::bind`] then [`Server::run`].
 //! See `ARCHITECTURE.md` for the map and the invariants.
 
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod keyfile;
@@ -22,9 +23,10 @@ use flexim_protocol::PublicKey;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use config::{Config, Limits};
+pub use config::{Config, Limits, StoreChoice};
 use relay::Relay;
-use store::EmbeddedStore;
+use store::{EmbeddedStore, RedisStore, Store};
+use tokio::sync::mpsc;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] store::StoreError),
+    /// The cluster (Redis) could not be joined.
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// A bound, not yet running server.
@@ -65,6 +70,12 @@ pub struct Server {
     static_dir: std::path::PathBuf,
     /// Whether the server key was made by this start (a fresh data directory).
     pub new_key: bool,
+    /// Signals from the other nodes, when several share one Redis.
+    signals: Option<mpsc::Receiver<cluster::Signal>>,
+    /// This node's id among several; `None` for a single node.
+    pub node: Option<String>,
+    /// Why "stored" may not be durable with this store's settings (shown at start-up).
+    pub warnings: Vec<String>,
 }
 
 /// Deletes expired stored messages now and then, for as long as the server runs.
@@ -85,7 +96,17 @@ impl Server {
             source,
         })?;
         let (key, new_key) = keyfile::load_or_create(&config.data.join("server.key"))?;
-        let store = EmbeddedStore::open(&config.data.join("flexim.redb"))?;
+        let mut warnings = Vec::new();
+        let store: Arc<dyn Store> = match &config.store {
+            StoreChoice::Embedded => {
+                Arc::new(EmbeddedStore::open(&config.data.join("flexim.redb"))?)
+            }
+            StoreChoice::Redis(url) => {
+                let store = RedisStore::connect(url).await?;
+                warnings = store.durability_warnings().await;
+                Arc::new(store)
+            }
+        };
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -93,18 +114,23 @@ impl Server {
         };
         let tcp = bind(config.tcp).await?;
         let http = bind(config.http).await?;
-        let relay = Arc::new(Relay::new(
-            key,
-            &config.name,
-            Arc::new(store),
-            config.limits,
-        ));
+        let mut relay = Relay::new(key, &config.name, store, config.limits);
+        let (mut signals, mut node) = (None, None);
+        if let StoreChoice::Redis(url) = &config.store {
+            let (cluster, rx) = cluster::Cluster::connect(url).await?;
+            node = Some(cluster.node().to_string());
+            relay = relay.with_cluster(cluster);
+            signals = Some(rx);
+        }
         Ok(Server {
             tcp,
             http,
-            relay,
+            relay: Arc::new(relay),
             static_dir: config.static_dir,
             new_key,
+            signals,
+            node,
+            warnings,
         })
     }
 
@@ -125,7 +151,25 @@ impl Server {
 
     /// Serves both transports until `shutdown` completes, then tells every session, waits
     /// briefly for them to close, and returns.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let cluster_tasks = self.signals.take().map(|mut signals| {
+            let relay = self.relay.clone();
+            let on_signal = tokio::spawn(async move {
+                while let Some(s) = signals.recv().await {
+                    relay.signal(s).await;
+                }
+            });
+            // Sessions waiting for a key held by a node that died take it over once that
+            // node's heartbeat has expired.
+            let relay = self.relay.clone();
+            let claims = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(cluster::HEARTBEAT_EVERY).await;
+                    relay.claim_waiting(&[]).await;
+                }
+            });
+            [on_signal, claims]
+        });
         let (stop_tx, stop_rx) = watch::channel(false);
         let tcp = tokio::spawn(tcp::serve(self.tcp, self.relay.clone(), stop_rx.clone()));
         let router = http::app(
@@ -152,6 +196,9 @@ impl Server {
         tracing::info!("shutting down");
         if let Some(s) = sweeper {
             s.abort();
+        }
+        for t in cluster_tasks.into_iter().flatten() {
+            t.abort();
         }
         let _ = stop_tx.send(true);
         let _ = tcp.await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use flexim_server::{Config, Limits, Server};
+use flexim_server::{Config, Limits, Server, StoreChoice};
 
 /// The flexim relay: FLEX over TCP and WebSocket, end-to-end encrypted, with offline delivery.
 ///
@@ -28,6 +28,11 @@ struct Cli {
     /// Directory for the server key and the message store (created if missing).
     #[arg(long, env = "FLEXIM_DATA", default_value = "./data")]
     data: PathBuf,
+    /// Where users, aliases and message queues live: `embedded` (a file in --data; one node) or
+    /// `redis://HOST:PORT[/DB]` (Redis; run as many nodes on it as you like). With Redis, run it
+    /// with `--appendonly yes --appendfsync always`, or "stored" is not durable (checked at start).
+    #[arg(long, env = "FLEXIM_STORE", default_value = "embedded", value_parser = parse_store)]
+    store: StoreChoice,
     /// Directory with the browser client's files, served at /.
     #[arg(long = "static", env = "FLEXIM_STATIC", default_value = "static")]
     static_dir: PathBuf,
@@ -56,6 +61,19 @@ struct Cli {
     /// Largest datum body accepted, in bytes (at most 65535).
     #[arg(long, env = "FLEXIM_MAX_BODY", default_value_t = Limits::default().max_body as u16)]
     max_body: u16,
+}
+
+/// Parses `embedded` or a `redis://` URL.
+fn parse_store(s: &str) -> Result<StoreChoice, String> {
+    if s == "embedded" {
+        Ok(StoreChoice::Embedded)
+    } else if s.starts_with("redis://") {
+        Ok(StoreChoice::Redis(s.to_string()))
+    } else {
+        Err(format!(
+            "{s:?}: use `embedded` or a Redis URL such as redis://127.0.0.1:6379/0"
+        ))
+    }
 }
 
 /// A parsed --retention: `None` for "keep until delivered".
@@ -122,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
         data: cli.data.clone(),
         static_dir: cli.static_dir,
         name: cli.name,
+        store: cli.store.clone(),
         limits,
     };
     let stop = shutdown_signal().context("cannot install the signal handlers")?;
@@ -135,6 +154,17 @@ async fn main() -> anyhow::Result<()> {
     println!("ws: ws://{}/ws", server.http_addr());
     println!("http: http://{}/", server.http_addr());
     println!("data: {}", cli.data.display());
+    match (&cli.store, &server.node) {
+        (StoreChoice::Redis(url), Some(node)) => println!("store: {url} (node {node})"),
+        _ => println!(
+            "store: embedded ({})",
+            cli.data.join("flexim.redb").display()
+        ),
+    }
+    for w in &server.warnings {
+        eprintln!("warning: {w}");
+        tracing::warn!("{w}");
+    }
     println!("key: {}", key.to_hex());
     println!("fingerprint: {}", key.fingerprint());
     if server.new_key {

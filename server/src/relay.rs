@@ -16,6 +16,7 @@ use flexim_protocol::keys::validate_alias;
 use flexim_protocol::{Datum, PublicKey, SecretKey, status};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::cluster::{Claimed, Cluster, Signal};
 use crate::config::Limits;
 use crate::store::{BoxFuture, Claim, Entry, QueueLimits, Store, StoreError, Stored, UserRecord};
 
@@ -91,6 +92,9 @@ struct KeySessions {
     live: bool,
     /// The primary was told to close (slow reader): do not wake it to deliver more.
     closing: bool,
+    /// With several nodes: another node holds the key's active session, so the sessions here
+    /// wait (as secondary ones do) until they GHOST or the other node lets the key go.
+    elsewhere: bool,
     /// Messages with an id written to the primary and not acknowledged yet, oldest first.
     unacked: VecDeque<Unacked>,
     /// How many of `unacked` are held only in memory (relayed). Only these count against
@@ -106,6 +110,7 @@ impl KeySessions {
             others: Vec::new(),
             live: false,
             closing: false,
+            elsewhere: false,
             unacked: VecDeque::new(),
             in_memory: 0,
         }
@@ -215,6 +220,8 @@ pub struct Relay {
     next_id: AtomicU64,
     /// Statistics.
     pub metrics: Metrics,
+    /// The other nodes, when several share one Redis; `None` for a single node.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Frames a datum the server built itself. Server datums are far below 64 KiB by
@@ -250,7 +257,15 @@ impl Relay {
             routing: Mutex::new(Routing::default()),
             next_id: AtomicU64::new(1),
             metrics: Metrics::default(),
+            cluster: None,
         }
+    }
+
+    /// The same relay as one node of several: sessions, presence and wake-ups are
+    /// coordinated through `cluster`.
+    pub fn with_cluster(mut self, cluster: Arc<Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// The server's User datum, framed.
@@ -296,7 +311,7 @@ impl Relay {
             stored: stored.clone(),
         };
         let id = peer.id;
-        let primary = {
+        let mut primary = {
             let mut routing = self.lock();
             match routing.sessions.get_mut(&key) {
                 Some(s) => {
@@ -304,14 +319,42 @@ impl Relay {
                     false
                 }
                 None => {
-                    routing.sessions.insert(key, KeySessions::new(peer));
+                    let mut s = KeySessions::new(peer);
+                    // Until the claim below succeeds, another node may hold the key.
+                    s.elsewhere = self.cluster.is_some();
+                    routing.sessions.insert(key, s);
                     true
                 }
             }
         };
+        if primary && let Some(cluster) = &self.cluster {
+            let claimed = cluster.claim(&key, false).await;
+            let mut routing = self.lock();
+            let s = routing.sessions.get_mut(&key);
+            match (claimed, s) {
+                (Ok(Claimed::Here), Some(s)) if s.primary.id == id => s.elsewhere = false,
+                (Ok(_), _) => primary = false,
+                (Err(e), _) => {
+                    drop(routing);
+                    self.forget(key, id);
+                    return Err(StoreError::Engine(e.to_string()));
+                }
+            }
+        }
         Metrics::inc(&self.metrics.logins);
         if primary {
             self.broadcast_presence(key, status::PRESENCE_ONLINE);
+            if let Some(cluster) = &self.cluster {
+                let node = cluster.node().to_string();
+                cluster.send(
+                    None,
+                    Signal::Presence {
+                        key,
+                        online: true,
+                        node,
+                    },
+                );
+            }
         }
         Ok(Login {
             id,
@@ -327,16 +370,34 @@ impl Relay {
         self.routing.lock().expect("routing lock")
     }
 
+    /// Removes a session that never finished logging in.
+    fn forget(&self, key: PublicKey, id: u64) {
+        let mut routing = self.lock();
+        if let Some(s) = routing.sessions.get_mut(&key) {
+            if s.primary.id == id {
+                if s.others.is_empty() {
+                    routing.sessions.remove(&key);
+                } else {
+                    s.primary = s.others.remove(0);
+                }
+            } else {
+                s.others.retain(|p| p.id != id);
+            }
+        }
+    }
+
     /// Removes a session. When the primary leaves, what it had not acknowledged is stored,
     /// and the oldest other session takes over; when the last one leaves, the key goes
     /// offline.
     pub async fn logout(self: &Arc<Self>, key: PublicKey, id: u64) {
+        let mut held_here = false;
         let gone = {
             let mut routing = self.lock();
             let Some(s) = routing.sessions.get_mut(&key) else {
                 return;
             };
             if s.primary.id == id {
+                held_here = !s.elsewhere;
                 self.demote(&mut routing, key);
                 let s = routing.sessions.get_mut(&key).expect("still registered");
                 if s.others.is_empty() {
@@ -359,17 +420,62 @@ impl Relay {
                 tracing::warn!(error = %e, "could not record last_seen at logout");
             }
             self.broadcast_presence(key, status::PRESENCE_OFFLINE);
+            if let Some(cluster) = &self.cluster
+                && held_here
+            {
+                if let Err(e) = cluster.release(&key).await {
+                    // The key stays marked as held here until this node's heartbeat stops;
+                    // another node's session takes it over then.
+                    tracing::warn!(error = %e, "could not release a key in the cluster");
+                }
+                let node = cluster.node().to_string();
+                cluster.send(
+                    None,
+                    Signal::Presence {
+                        key,
+                        online: false,
+                        node,
+                    },
+                );
+            }
         }
     }
 
     /// Makes session `id` the primary for `key`; the old primary is told and closed.
     /// Returns false if the session is not registered (it was closed meanwhile).
-    pub fn ghost(self: &Arc<Self>, key: PublicKey, id: u64) -> bool {
+    pub async fn ghost(self: &Arc<Self>, key: PublicKey, id: u64) -> bool {
+        let elsewhere = {
+            let routing = self.lock();
+            let Some(s) = routing.sessions.get(&key) else {
+                return false;
+            };
+            if s.primary.id != id && !s.others.iter().any(|p| p.id == id) {
+                return false;
+            }
+            s.elsewhere
+        };
+        if elsewhere && let Some(cluster) = &self.cluster {
+            // Take the key from the node that holds it, and tell that node to close its
+            // session (it stores what that session had not acknowledged, then wakes us).
+            let old = cluster
+                .holders(&[key])
+                .await
+                .ok()
+                .and_then(|h| h[0].clone());
+            if cluster.claim(&key, true).await.is_err() {
+                return false;
+            }
+            if let Some(old) = old.filter(|n| n != cluster.node()) {
+                cluster.send(Some(&old), Signal::Kick(key));
+            }
+        }
         let mut routing = self.lock();
         let Some(s) = routing.sessions.get_mut(&key) else {
             return false;
         };
+        s.elsewhere = false;
         if s.primary.id == id {
+            s.primary.stored.notify_one();
             return true;
         }
         if !s.others.iter().any(|p| p.id == id) {
@@ -397,6 +503,25 @@ impl Relay {
     /// Whether `key` has a live session.
     pub fn is_online(&self, key: &PublicKey) -> bool {
         self.lock().sessions.contains_key(key)
+    }
+
+    /// Whether each key is online on this node or, with several nodes, on any live one.
+    pub async fn online(&self, keys: &[PublicKey]) -> Vec<bool> {
+        let here: Vec<bool> = keys.iter().map(|k| self.is_online(k)).collect();
+        let Some(cluster) = &self.cluster else {
+            return here;
+        };
+        match cluster.holders(keys).await {
+            Ok(holders) => here
+                .into_iter()
+                .zip(holders)
+                .map(|(h, node)| h || node.is_some())
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "presence from the cluster is unavailable");
+                here
+            }
+        }
     }
 
     /// Tells every live session that `key` came online or went offline. Presence is
@@ -528,7 +653,7 @@ impl Relay {
     }
 
     /// A store write for `to` ended: the primary, if it is catching up, looks again.
-    fn store_finished(&self, to: PublicKey) {
+    fn store_finished(self: &Arc<Self>, to: PublicKey) {
         let mut routing = self.lock();
         if let Some(n) = routing.storing.get_mut(&to) {
             *n -= 1;
@@ -536,10 +661,94 @@ impl Relay {
                 routing.storing.remove(&to);
             }
         }
-        if let Some(s) = routing.sessions.get(&to)
-            && !s.closing
-        {
-            s.primary.stored.notify_one();
+        match routing.sessions.get(&to) {
+            Some(s) if !s.elsewhere => {
+                if !s.closing {
+                    s.primary.stored.notify_one();
+                }
+            }
+            _ => {
+                drop(routing);
+                self.wake_elsewhere(to);
+            }
+        }
+    }
+
+    /// Tells the node holding `to`'s active session, if it is another one, that messages
+    /// for it were stored.
+    fn wake_elsewhere(self: &Arc<Self>, to: PublicKey) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Ok(holders) = cluster.holders(&[to]).await
+                && let Some(node) = holders[0].as_ref().filter(|n| *n != cluster.node())
+            {
+                cluster.send(Some(node), Signal::Wake(to));
+            }
+        });
+    }
+
+    /// Acts on a signal from another node.
+    pub async fn signal(self: &Arc<Self>, signal: Signal) {
+        match signal {
+            Signal::Wake(key) => self.wake_primary(key),
+            Signal::Kick(key) => {
+                let mut routing = self.lock();
+                if let Some(s) = routing.sessions.get_mut(&key) {
+                    s.elsewhere = true;
+                    s.closing = true;
+                    s.primary.kick.fire(
+                        status::TAKEN_OVER,
+                        "a newer session of this key took over (GHOST) on another node",
+                    );
+                    self.demote(&mut routing, key);
+                }
+            }
+            Signal::Presence { key, online, .. } => {
+                let code = if online {
+                    status::PRESENCE_ONLINE
+                } else {
+                    status::PRESENCE_OFFLINE
+                };
+                self.broadcast_presence(key, code);
+                if !online {
+                    // The key is free: a session waiting here may take it.
+                    self.claim_waiting(&[key]).await;
+                }
+            }
+            Signal::Resync => {
+                let routing = self.lock();
+                for s in routing.sessions.values().filter(|s| !s.elsewhere) {
+                    s.primary.stored.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Tries to make the waiting sessions of these keys (or, with an empty list, of every
+    /// key waiting here) active: their holder left or died. Run every second by the server.
+    pub async fn claim_waiting(self: &Arc<Self>, keys: &[PublicKey]) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let waiting: Vec<PublicKey> = {
+            let routing = self.lock();
+            routing
+                .sessions
+                .iter()
+                .filter(|(k, s)| s.elsewhere && !s.closing && (keys.is_empty() || keys.contains(k)))
+                .map(|(k, _)| *k)
+                .collect()
+        };
+        for key in waiting {
+            if let Ok(Claimed::Here) = cluster.claim(&key, false).await {
+                let mut routing = self.lock();
+                if let Some(s) = routing.sessions.get_mut(&key) {
+                    s.elsewhere = false;
+                    s.primary.stored.notify_one();
+                }
+            }
         }
     }
 
@@ -699,7 +908,7 @@ impl Relay {
         let mut routing = self.lock();
         let writing = routing.storing.contains_key(&key);
         match routing.sessions.get_mut(&key) {
-            Some(s) if s.primary.id == session && !s.closing => {
+            Some(s) if s.primary.id == session && !s.closing && !s.elsewhere => {
                 if !writing {
                     s.live = true;
                 }
@@ -749,9 +958,20 @@ impl Relay {
     /// Tells the primary session of `to`, if any, that the store has messages for it.
     pub fn wake_primary(&self, to: PublicKey) {
         let routing = self.lock();
-        if let Some(s) = routing.sessions.get(&to) {
+        if let Some(s) = routing.sessions.get(&to)
+            && !s.elsewhere
+        {
             s.primary.stored.notify_one();
         }
+    }
+
+    /// Whether session `session` is `key`'s active session: the one messages go to.
+    pub fn is_active(&self, key: PublicKey, session: u64) -> bool {
+        let routing = self.lock();
+        routing
+            .sessions
+            .get(&key)
+            .is_some_and(|s| s.primary.id == session && !s.elsewhere)
     }
 
     /// The stored entries for `key` from sequence number `from` on, oldest first, at most
@@ -809,10 +1029,10 @@ impl Relay {
         }
     }
 
-    fn user_datum(&self, key: PublicKey, record: UserRecord) -> User {
+    fn user_datum(key: PublicKey, record: UserRecord, online: bool) -> User {
         User {
             aliases: record.aliases,
-            online: Some(self.is_online(&key)),
+            online: Some(online),
             key,
             last_seen: record.last_seen,
         }
@@ -827,7 +1047,10 @@ impl Relay {
             .map_err(|_| Status::new(status::INTERNAL, "storage failure"))?
             .ok_or_else(not_found)?;
         match self.store.user(key).await {
-            Ok(Some(record)) => Ok(Datum::User(self.user_datum(key, record))),
+            Ok(Some(record)) => {
+                let online = self.online(&[key]).await[0];
+                Ok(Datum::User(Self::user_datum(key, record, online)))
+            }
             Ok(None) => Err(not_found()),
             Err(_) => Err(Status::new(status::INTERNAL, "storage failure")),
         }
@@ -845,9 +1068,12 @@ impl Relay {
             }
         }
         .map_err(|_| Status::new(status::INTERNAL, "storage failure"))?;
+        let keys: Vec<PublicKey> = found.iter().map(|(k, _)| *k).collect();
+        let online = self.online(&keys).await;
         let mut users: Vec<User> = found
             .into_iter()
-            .map(|(k, r)| self.user_datum(k, r))
+            .zip(online)
+            .map(|((k, r), on)| Self::user_datum(k, r, on))
             .collect();
         users.sort_by_key(|u| std::cmp::Reverse((u.online, u.last_seen)));
         let mut roster = Roster { users };

@@ -453,6 +453,15 @@ impl Session {
             return Flow::Continue;
         };
         let (key, session) = (a.key, a.id);
+        // Messages go to the key's active session only; another one would take them from it.
+        if !self.relay.is_active(key, session) {
+            if always_report {
+                let text = "delivered 0 stored messages: another session of this key is the \
+                    active one; send GHOST to take over";
+                return self.reply(outbound, Status::new(status::OK, text)).await;
+            }
+            return Flow::Continue;
+        }
         // If a write is still running, its end wakes this session to look again.
         self.relay.try_go_live(key, session);
         let mut total = 0usize;
@@ -665,7 +674,7 @@ impl Session {
                 }
             }
             (cmd::GHOST, _) => {
-                if self.relay.ghost(key, id) {
+                if self.relay.ghost(key, id).await {
                     let text = "this session now receives this key's messages";
                     if let Flow::Stop(end) = self
                         .reply(outbound, Status::new(status::GHOSTED, text))

@@ -5,6 +5,7 @@ mod bad_input;
 mod browser;
 mod chat;
 mod cli;
+mod cluster;
 mod crash;
 mod delivery;
 mod handshake;
