@@ -73,6 +73,7 @@ test: setup build-web
     if command -v cargo-nextest >/dev/null; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi
     # The load generator once, briefly: it fails if a message is lost, duplicated or refused (never on speed).
     target/debug/flexim-bench durable --pairs 2 --messages 200
+    target/debug/flexim-bench cross --pairs 2 --messages 100
 
 # Build the server and the load generator optimized and run a measurement, e.g.
 # `just bench durable --pairs 8 --messages 5000` (docs/BENCHMARKS.md lists the commands and the figures).

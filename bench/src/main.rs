@@ -4,6 +4,7 @@
 //! non-zero when a message was lost, duplicated or refused, so a short run doubles as a
 //! correctness smoke test (never a speed test).
 
+mod cross;
 mod durable;
 mod server;
 mod stats;
@@ -32,6 +33,44 @@ enum Mode {
     /// Durable throughput: messages to offline recipients, answered "stored" only once on
     /// disk; then delivered, acknowledged (ACK) and receipted.
     Durable(DurableArgs),
+    /// Several nodes: senders on node A, their online recipients on node B, one Redis
+    /// (started by this tool, durable settings); throughput and send-to-receive latency.
+    Cross(CrossArgs),
+}
+
+/// Options of `cross`.
+#[derive(Args, Debug)]
+struct CrossArgs {
+    /// Sender/recipient pairs.
+    #[arg(long, default_value_t = 8)]
+    pairs: usize,
+    /// Messages per sender.
+    #[arg(long, default_value_t = 2000)]
+    messages: usize,
+    /// Messages a sender may have on their way to its recipient.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// Plaintext bytes per message.
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Put the recipients on node A too, for comparison (the same Redis store).
+    #[arg(long)]
+    same_node: bool,
+    /// The redis-server binary.
+    #[arg(long, default_value = "redis-server")]
+    redis_bin: PathBuf,
+    /// The flexim-server binary to start (default: the one next to this tool).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Where Redis and the nodes keep their data (fresh directories, removed afterwards).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    data: PathBuf,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Print the figures as one JSON object instead of the summary.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Which server to measure.
@@ -101,6 +140,43 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.mode {
+        Mode::Cross(args) => {
+            let redis = server::Redis::spawn(&args.redis_bin, &args.data)?;
+            let store = ["--store", redis.url.as_str()];
+            let a = server::Target::spawn(args.server_bin.as_deref(), &args.data, &store)?;
+            let b = server::Target::spawn(args.server_bin.as_deref(), &args.data, &store)?;
+            let load = cross::Load {
+                pairs: args.pairs,
+                messages: args.messages,
+                window: args.window.max(1),
+                size: args
+                    .size
+                    .clamp(1, flexim_client::protocol::e2e::MAX_PLAINTEXT),
+                timeout: Duration::from_secs(args.timeout),
+            };
+            let to = if args.same_node { &a.tcp } else { &b.tcp };
+            eprintln!(
+                "cross: {} pairs x {} messages, node A {} -> node {} {} ...",
+                load.pairs,
+                load.messages,
+                a.tcp,
+                if args.same_node { "A" } else { "B" },
+                to
+            );
+            let report = cross::run(&a.tcp, to, &load).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", report.summary());
+            }
+            drop((a, b, redis));
+            Ok(if report.correct() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("error: messages were lost or duplicated, or receipts are missing");
+                ExitCode::FAILURE
+            })
+        }
         Mode::Durable(args) => {
             let total = args.pairs as u64 * args.messages as u64;
             let target = match args.server.server.clone() {

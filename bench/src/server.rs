@@ -44,7 +44,10 @@ impl Target {
                 bin.display()
             );
         }
-        let data = data_parent.join(format!("flexim-bench-{}", std::process::id()));
+        // Several servers may run at once (a cluster): each gets its own directory.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let data = data_parent.join(format!("flexim-bench-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
         let mut child = Command::new(&bin)
             .args([
@@ -127,5 +130,70 @@ impl Drop for Target {
         if let Some(data) = self.data.take() {
             let _ = std::fs::remove_dir_all(data);
         }
+    }
+}
+
+/// A `redis-server` this tool starts for a cluster measurement, durable as flexim asks
+/// (append-only file synced on every write); killed and its directory removed on drop.
+pub struct Redis {
+    /// `redis://127.0.0.1:PORT`.
+    pub url: String,
+    /// The process.
+    child: Child,
+    /// Its directory.
+    dir: PathBuf,
+}
+
+impl Redis {
+    /// Starts `bin` on a free loopback port with a fresh directory under `parent`.
+    pub fn spawn(bin: &Path, parent: &Path) -> anyhow::Result<Redis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = parent.join(format!("flexim-bench-redis-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let child = Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {} (install it: apt-get install redis-server)",
+                    bin.display()
+                )
+            })?;
+        let redis = Redis {
+            url: format!("redis://127.0.0.1:{port}"),
+            child,
+            dir,
+        };
+        for _ in 0..250 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(redis);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        bail!("redis-server did not start listening on port {port}")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

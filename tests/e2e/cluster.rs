@@ -201,3 +201,51 @@ async fn the_nodes_recover_by_themselves_after_redis_restarts() {
         .unwrap();
     assert_eq!(next_text(&mut alice).await, "hi alice");
 }
+
+#[tokio::test]
+async fn a_node_warns_when_redis_would_not_keep_stored_messages() {
+    let redis = RedisServer::start();
+    redis
+        .command(&["CONFIG", "SET", "appendfsync", "everysec"])
+        .unwrap();
+    let node = node(&redis);
+    let logs = node.logs();
+    assert!(
+        logs.contains("warning:") && logs.contains("appendfsync"),
+        "{logs}"
+    );
+    // With the durable settings there is nothing to warn about.
+    redis
+        .command(&["CONFIG", "SET", "appendfsync", "always"])
+        .unwrap();
+    let quiet = TestServer::start_with(&["--store", &redis.url]);
+    assert!(!quiet.logs().contains("warning:"), "{}", quiet.logs());
+}
+
+#[tokio::test]
+async fn presence_notices_cross_nodes() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let alice_id = Identity::from_secret(new_key());
+    let mut alice = Client::connect(&a.tcp.to_string(), &alice_id, None)
+        .await
+        .unwrap();
+    let bob_id = Identity::from_secret(new_key());
+    let bob = Client::connect(&b.ws, &bob_id, None).await.unwrap();
+    let presence = |want: bool| {
+        let key = bob_id.public_key();
+        move |ev: &Event| matches!(ev, Event::Presence { key: k, online } if *k == key && *online == want)
+    };
+    let wait_for = async |c: &mut Client, pred: &dyn Fn(&Event) -> bool| loop {
+        let ev = tokio::time::timeout(WAIT, c.next_event())
+            .await
+            .expect("a presence notice arrives")
+            .unwrap();
+        if pred(&ev) {
+            return;
+        }
+    };
+    wait_for(&mut alice, &presence(true)).await;
+    drop(bob);
+    wait_for(&mut alice, &presence(false)).await;
+}
