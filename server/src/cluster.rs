@@ -45,6 +45,9 @@ pub enum Signal {
     Wake(PublicKey),
     /// Another node took this key over (GHOST): close the session here.
     Kick(PublicKey),
+    /// A frame for the key's active session on the receiving node: a receipt, which is best
+    /// effort and so need not go through the store when its recipient is online.
+    Frame(PublicKey, Vec<u8>),
     /// The key came online or went offline on some node.
     Presence {
         /// The user.
@@ -64,6 +67,10 @@ impl Signal {
         match self {
             Signal::Wake(k) => format!("wake {}", k.to_hex()),
             Signal::Kick(k) => format!("kick {}", k.to_hex()),
+            Signal::Frame(k, f) => {
+                let hex: String = f.iter().map(|b| format!("{b:02x}")).collect();
+                format!("frame {} {hex}", k.to_hex())
+            }
             Signal::Presence { key, online, node } => {
                 format!("presence {} {} {node}", key.to_hex(), u8::from(*online))
             }
@@ -81,6 +88,17 @@ impl Signal {
         match kind {
             "wake" => Some(Signal::Wake(key)),
             "kick" => Some(Signal::Kick(key)),
+            "frame" => {
+                let hex = parts.next()?;
+                if hex.len() % 2 != 0 {
+                    return None;
+                }
+                let bytes = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                    .collect::<Option<Vec<u8>>>()?;
+                Some(Signal::Frame(key, bytes))
+            }
             "presence" => Some(Signal::Presence {
                 key,
                 online: parts.next()? == "1",
@@ -112,6 +130,17 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return false
 "#;
 
+/// For each key hex in `ARGV[2..]`, the node holding it in `KEYS[1]` if that node's heartbeat
+/// (`ARGV[1]..id`) exists, else false: one round trip for any number of keys.
+const HOLDERS: &str = r#"
+local out = {}
+for i = 2, #ARGV do
+  local h = redis.call('HGET', KEYS[1], ARGV[i])
+  if h and redis.call('EXISTS', ARGV[1] .. h) == 1 then out[i - 1] = h else out[i - 1] = false end
+end
+return out
+"#;
+
 /// Releases field `ARGV[1]` of `KEYS[1]` if node `ARGV[2]` holds it.
 const RELEASE: &str = r#"
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
@@ -131,6 +160,8 @@ pub struct Cluster {
     claim: redis::Script,
     /// The release script.
     release: redis::Script,
+    /// The live-holders script.
+    holders: redis::Script,
 }
 
 const ONLINE: &str = "flexim:online";
@@ -167,6 +198,7 @@ impl Cluster {
             conn,
             claim: redis::Script::new(CLAIM),
             release: redis::Script::new(RELEASE),
+            holders: redis::Script::new(HOLDERS),
         });
         cluster.beat().await?;
         let (tx, rx) = mpsc::channel(4096);
@@ -216,25 +248,12 @@ impl Cluster {
             return Ok(Vec::new());
         }
         let mut c = self.conn.clone();
-        let fields: Vec<String> = keys.iter().map(PublicKey::to_hex).collect();
-        let nodes: Vec<Option<String>> = timed(
-            redis::cmd("HMGET")
-                .arg(ONLINE)
-                .arg(&fields)
-                .query_async(&mut c),
-        )
-        .await?;
-        let mut alive = std::collections::HashMap::new();
-        for n in nodes.iter().flatten() {
-            if !alive.contains_key(n) {
-                let live: bool = timed(c.exists(format!("{NODE_PREFIX}{n}"))).await?;
-                alive.insert(n.clone(), live);
-            }
+        let mut call = self.holders.key(ONLINE);
+        call.arg(NODE_PREFIX);
+        for k in keys {
+            call.arg(k.to_hex());
         }
-        Ok(nodes
-            .into_iter()
-            .map(|n| n.filter(|n| alive.get(n).copied().unwrap_or(false)))
-            .collect())
+        timed(call.invoke_async(&mut c)).await
     }
 
     /// Sends `signal` to node `node`, or to every node for presence. Best effort: a lost
@@ -317,6 +336,7 @@ mod tests {
         for s in [
             Signal::Wake(key),
             Signal::Kick(key),
+            Signal::Frame(key, vec![6, 0, 1, 0x80, 0xff]),
             Signal::Presence {
                 key,
                 online: true,

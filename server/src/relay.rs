@@ -222,6 +222,9 @@ pub struct Relay {
     pub metrics: Metrics,
     /// The other nodes, when several share one Redis; `None` for a single node.
     cluster: Option<Arc<Cluster>>,
+    /// Keys whose holding node is about to be woken: a wake-up already on its way covers
+    /// every message stored before it looks, so a burst of messages costs one lookup.
+    waking: Mutex<HashSet<PublicKey>>,
 }
 
 /// Frames a datum the server built itself. Server datums are far below 64 KiB by
@@ -258,6 +261,7 @@ impl Relay {
             next_id: AtomicU64::new(1),
             metrics: Metrics::default(),
             cluster: None,
+            waking: Mutex::new(HashSet::new()),
         }
     }
 
@@ -680,7 +684,13 @@ impl Relay {
         let Some(cluster) = self.cluster.clone() else {
             return;
         };
+        if !self.waking.lock().expect("waking lock").insert(to) {
+            return;
+        }
+        let relay = self.clone();
         tokio::spawn(async move {
+            // Leave the set before looking: a message stored from now on wakes again.
+            relay.waking.lock().expect("waking lock").remove(&to);
             if let Ok(holders) = cluster.holders(&[to]).await
                 && let Some(node) = holders[0].as_ref().filter(|n| *n != cluster.node())
             {
@@ -693,6 +703,15 @@ impl Relay {
     pub async fn signal(self: &Arc<Self>, signal: Signal) {
         match signal {
             Signal::Wake(key) => self.wake_primary(key),
+            Signal::Frame(key, frame) => {
+                let routing = self.lock();
+                if let Some(s) = routing.sessions.get(&key)
+                    && !s.elsewhere
+                {
+                    // Best effort, like every receipt: a full queue drops it.
+                    let _ = s.primary.tx.try_send(Bytes::from(frame));
+                }
+            }
             Signal::Kick(key) => {
                 let mut routing = self.lock();
                 if let Some(s) = routing.sessions.get_mut(&key) {
@@ -807,12 +826,39 @@ impl Relay {
     /// login when it is offline or not reading.
     fn receipt(self: &Arc<Self>, to: PublicKey, receipt: Status) {
         let frame = frame(receipt);
-        let mut routing = self.lock();
-        if let Some(s) = routing.sessions.get(&to)
+        let routing = self.lock();
+        let here = routing.sessions.get(&to);
+        if let Some(s) = here
+            && !s.elsewhere
             && s.primary.tx.try_send(frame.clone()).is_ok()
         {
             return;
         }
+        if here.is_none()
+            && let Some(cluster) = self.cluster.clone()
+        {
+            // Not here: if another node holds the sender, hand the receipt over directly;
+            // only an offline sender's receipt is worth a store write.
+            drop(routing);
+            let relay = self.clone();
+            tokio::spawn(async move {
+                match cluster.holders(&[to]).await {
+                    Ok(h) if h[0].as_ref().is_some_and(|n| n != cluster.node()) => {
+                        let node = h[0].clone().expect("checked");
+                        cluster.send(Some(&node), Signal::Frame(to, frame.to_vec()));
+                    }
+                    _ => relay.store_receipt(to, frame),
+                }
+            });
+            return;
+        }
+        drop(routing);
+        self.store_receipt(to, frame);
+    }
+
+    /// Keeps a receipt in the store for `to`'s next login (or its session catching up).
+    fn store_receipt(self: &Arc<Self>, to: PublicKey, frame: Bytes) {
+        let mut routing = self.lock();
         let limits = QueueLimits {
             messages: self.limits.max_offline_messages,
             bytes: self.limits.max_offline_bytes,

@@ -51,6 +51,9 @@ pub enum End {
     Io(io::Error),
 }
 
+/// How long a session waits before looking at the store again after a failed read.
+const STORE_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Where the connection is in the handshake.
 enum Phase {
     /// Header seen; waiting for AUTH.
@@ -469,9 +472,22 @@ impl Session {
             let batch = match self.relay.peek_offline(key, self.cursor).await {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::error!(error = %e, "could not read stored messages");
+                    tracing::error!(error = %e, "could not read stored messages; retrying soon");
+                    // The store may be back in a moment (a restarting Redis): look again then,
+                    // rather than leave the messages until the next login.
+                    if let Some(stored) = self.stored.clone() {
+                        tokio::spawn(async move {
+                            tokio::time::sleep(STORE_RETRY).await;
+                            stored.notify_one();
+                        });
+                    }
+                    if !always_report {
+                        // Unasked, so no Status: only answers may be errors.
+                        return Flow::Continue;
+                    }
                     let text = format!(
-                        "storage failure after {total} stored messages; send OFFLINES to retry"
+                        "storage failure after {total} stored messages; they will come when \
+                         the store is back"
                     );
                     return self
                         .reply(outbound, Status::new(status::INTERNAL, text))
@@ -506,11 +522,9 @@ impl Session {
             if !plain.is_empty()
                 && let Err(e) = self.relay.remove_offline(key, plain).await
             {
+                // They were delivered; they come again at the next login, and clients drop
+                // repeats. Nothing to tell the client now (it did not ask).
                 tracing::error!(error = %e, "could not remove delivered messages");
-                let text = "storage failure; some messages may arrive again";
-                return self
-                    .reply(outbound, Status::new(status::INTERNAL, text))
-                    .await;
             }
         }
         let text = format!("delivered {total} stored messages");
