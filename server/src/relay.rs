@@ -213,9 +213,11 @@ pub struct Relay {
     server_key: SecretKey,
     /// The framed User datum sent after every header, built once.
     hello: Bytes,
-    /// Live sessions and running store writes. A std mutex: it is held only for map
-    /// operations and to hand writes to the store in order, never across an await.
-    routing: Mutex<Routing>,
+    /// Live sessions and running store writes, in shards by key so that messages to
+    /// different users do not wait for one lock. A std mutex per shard: held only for map
+    /// operations and to hand writes to the store in order, never across an await, and never
+    /// two at once.
+    shards: Box<[Mutex<Routing>]>,
     /// Source of session ids.
     next_id: AtomicU64,
     /// Statistics.
@@ -226,6 +228,10 @@ pub struct Relay {
     /// every message stored before it looks, so a burst of messages costs one lookup.
     waking: Mutex<HashSet<PublicKey>>,
 }
+
+/// Shards of the routing table. More than the cores of any machine this runs on, so two
+/// messages to different users rarely meet on one lock.
+const SHARDS: usize = 64;
 
 /// Frames a datum the server built itself. Server datums are far below 64 KiB by
 /// construction (rosters are trimmed to fit), so a failure is a bug.
@@ -257,7 +263,9 @@ impl Relay {
             store,
             server_key,
             hello,
-            routing: Mutex::new(Routing::default()),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Routing::default()))
+                .collect(),
             next_id: AtomicU64::new(1),
             metrics: Metrics::default(),
             cluster: None,
@@ -316,7 +324,7 @@ impl Relay {
         };
         let id = peer.id;
         let mut primary = {
-            let mut routing = self.lock();
+            let mut routing = self.lock(&key);
             match routing.sessions.get_mut(&key) {
                 Some(s) => {
                     s.others.push(peer);
@@ -333,7 +341,7 @@ impl Relay {
         };
         if primary && let Some(cluster) = &self.cluster {
             let claimed = cluster.claim(&key, false).await;
-            let mut routing = self.lock();
+            let mut routing = self.lock(&key);
             let s = routing.sessions.get_mut(&key);
             match (claimed, s) {
                 (Ok(Claimed::Here), Some(s)) if s.primary.id == id => s.elsewhere = false,
@@ -370,13 +378,24 @@ impl Relay {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Routing> {
-        self.routing.lock().expect("routing lock")
+    /// The shard that holds `key`'s sessions: routing a message locks only it.
+    fn lock(&self, key: &PublicKey) -> std::sync::MutexGuard<'_, Routing> {
+        // Keys are uniformly random (X25519 public keys), so their first bytes spread them.
+        let i = u16::from_le_bytes([key.0[0], key.0[1]]) as usize % self.shards.len();
+        self.shards[i].lock().expect("routing lock")
+    }
+
+    /// Every shard, one at a time (presence, resync): never two locks at once, so no order
+    /// between shards can deadlock.
+    fn each_shard(&self, mut f: impl FnMut(&mut Routing)) {
+        for shard in self.shards.iter() {
+            f(&mut shard.lock().expect("routing lock"));
+        }
     }
 
     /// Removes a session that never finished logging in.
     fn forget(&self, key: PublicKey, id: u64) {
-        let mut routing = self.lock();
+        let mut routing = self.lock(&key);
         if let Some(s) = routing.sessions.get_mut(&key) {
             if s.primary.id == id {
                 if s.others.is_empty() {
@@ -396,7 +415,7 @@ impl Relay {
     pub async fn logout(self: &Arc<Self>, key: PublicKey, id: u64) {
         let mut held_here = false;
         let gone = {
-            let mut routing = self.lock();
+            let mut routing = self.lock(&key);
             let Some(s) = routing.sessions.get_mut(&key) else {
                 return;
             };
@@ -449,7 +468,7 @@ impl Relay {
     /// Returns false if the session is not registered (it was closed meanwhile).
     pub async fn ghost(self: &Arc<Self>, key: PublicKey, id: u64) -> bool {
         let elsewhere = {
-            let routing = self.lock();
+            let routing = self.lock(&key);
             let Some(s) = routing.sessions.get(&key) else {
                 return false;
             };
@@ -473,7 +492,7 @@ impl Relay {
                 cluster.send(Some(&old), Signal::Kick(key));
             }
         }
-        let mut routing = self.lock();
+        let mut routing = self.lock(&key);
         let Some(s) = routing.sessions.get_mut(&key) else {
             return false;
         };
@@ -506,7 +525,7 @@ impl Relay {
 
     /// Whether `key` has a live session.
     pub fn is_online(&self, key: &PublicKey) -> bool {
-        self.lock().sessions.contains_key(key)
+        self.lock(key).sessions.contains_key(key)
     }
 
     /// Whether each key is online on this node or, with several nodes, on any live one.
@@ -533,15 +552,16 @@ impl Relay {
     /// relay (ROSTER gives the truth on demand).
     fn broadcast_presence(&self, key: PublicKey, code: i8) {
         let notice = status_frame(code, key.to_hex());
-        let routing = self.lock();
-        for (k, s) in routing.sessions.iter() {
-            if *k == key {
-                continue;
+        self.each_shard(|routing| {
+            for (k, s) in routing.sessions.iter() {
+                if *k == key {
+                    continue;
+                }
+                for peer in std::iter::once(&s.primary).chain(s.others.iter()) {
+                    let _ = peer.tx.try_send(notice.clone());
+                }
             }
-            for peer in std::iter::once(&s.primary).chain(s.others.iter()) {
-                let _ = peer.tx.try_send(notice.clone());
-            }
-        }
+        });
     }
 
     /// Resolves a `to` field: a hex key, or a registered alias.
@@ -566,7 +586,7 @@ impl Relay {
         id: Option<String>,
         frame: Bytes,
     ) -> Answer {
-        let mut routing = self.lock();
+        let mut routing = self.lock(&to);
         if let Some(s) = routing.sessions.get_mut(&to)
             && s.live
         {
@@ -658,7 +678,7 @@ impl Relay {
 
     /// A store write for `to` ended: the primary, if it is catching up, looks again.
     fn store_finished(self: &Arc<Self>, to: PublicKey) {
-        let mut routing = self.lock();
+        let mut routing = self.lock(&to);
         if let Some(n) = routing.storing.get_mut(&to) {
             *n -= 1;
             if *n == 0 {
@@ -704,7 +724,7 @@ impl Relay {
         match signal {
             Signal::Wake(key) => self.wake_primary(key),
             Signal::Frame(key, frame) => {
-                let routing = self.lock();
+                let routing = self.lock(&key);
                 if let Some(s) = routing.sessions.get(&key)
                     && !s.elsewhere
                 {
@@ -713,7 +733,7 @@ impl Relay {
                 }
             }
             Signal::Kick(key) => {
-                let mut routing = self.lock();
+                let mut routing = self.lock(&key);
                 if let Some(s) = routing.sessions.get_mut(&key) {
                     s.elsewhere = true;
                     s.closing = true;
@@ -737,10 +757,11 @@ impl Relay {
                 }
             }
             Signal::Resync => {
-                let routing = self.lock();
-                for s in routing.sessions.values().filter(|s| !s.elsewhere) {
-                    s.primary.stored.notify_one();
-                }
+                self.each_shard(|routing| {
+                    for s in routing.sessions.values().filter(|s| !s.elsewhere) {
+                        s.primary.stored.notify_one();
+                    }
+                });
             }
         }
     }
@@ -751,18 +772,21 @@ impl Relay {
         let Some(cluster) = &self.cluster else {
             return;
         };
-        let waiting: Vec<PublicKey> = {
-            let routing = self.lock();
-            routing
-                .sessions
-                .iter()
-                .filter(|(k, s)| s.elsewhere && !s.closing && (keys.is_empty() || keys.contains(k)))
-                .map(|(k, _)| *k)
-                .collect()
-        };
+        let mut waiting: Vec<PublicKey> = Vec::new();
+        self.each_shard(|routing| {
+            waiting.extend(
+                routing
+                    .sessions
+                    .iter()
+                    .filter(|(k, s)| {
+                        s.elsewhere && !s.closing && (keys.is_empty() || keys.contains(k))
+                    })
+                    .map(|(k, _)| *k),
+            );
+        });
         for key in waiting {
             if let Ok(Claimed::Here) = cluster.claim(&key, false).await {
-                let mut routing = self.lock();
+                let mut routing = self.lock(&key);
                 if let Some(s) = routing.sessions.get_mut(&key) {
                     s.elsewhere = false;
                     s.primary.stored.notify_one();
@@ -826,7 +850,7 @@ impl Relay {
     /// login when it is offline or not reading.
     fn receipt(self: &Arc<Self>, to: PublicKey, receipt: Status) {
         let frame = frame(receipt);
-        let routing = self.lock();
+        let routing = self.lock(&to);
         let here = routing.sessions.get(&to);
         if let Some(s) = here
             && !s.elsewhere
@@ -858,7 +882,7 @@ impl Relay {
 
     /// Keeps a receipt in the store for `to`'s next login (or its session catching up).
     fn store_receipt(self: &Arc<Self>, to: PublicKey, frame: Bytes) {
-        let mut routing = self.lock();
+        let mut routing = self.lock(&to);
         let limits = QueueLimits {
             messages: self.limits.max_offline_messages,
             bytes: self.limits.max_offline_bytes,
@@ -891,7 +915,7 @@ impl Relay {
         let mut done = Vec::new();
         let mut seqs = Vec::new();
         {
-            let mut routing = self.lock();
+            let mut routing = self.lock(&key);
             let Some(s) = routing.sessions.get_mut(&key) else {
                 return 0;
             };
@@ -939,7 +963,7 @@ impl Relay {
     /// Session `session` of `key` wrote these stored messages; they stay in the store until
     /// acknowledged. Ignored unless it is the primary (only the primary's ACKs count).
     pub fn track(&self, key: PublicKey, session: u64, delivered: Vec<Unacked>) {
-        let mut routing = self.lock();
+        let mut routing = self.lock(&key);
         if let Some(s) = routing.sessions.get_mut(&key)
             && s.primary.id == session
         {
@@ -951,7 +975,7 @@ impl Relay {
     /// write for the key is running. Returns whether it is live; the caller then delivers
     /// what the store holds one last time (everything written before this point).
     pub fn try_go_live(&self, key: PublicKey, session: u64) -> bool {
-        let mut routing = self.lock();
+        let mut routing = self.lock(&key);
         let writing = routing.storing.contains_key(&key);
         match routing.sessions.get_mut(&key) {
             Some(s) if s.primary.id == session && !s.closing && !s.elsewhere => {
@@ -1003,7 +1027,7 @@ impl Relay {
 
     /// Tells the primary session of `to`, if any, that the store has messages for it.
     pub fn wake_primary(&self, to: PublicKey) {
-        let routing = self.lock();
+        let routing = self.lock(&to);
         if let Some(s) = routing.sessions.get(&to)
             && !s.elsewhere
         {
@@ -1013,7 +1037,7 @@ impl Relay {
 
     /// Whether session `session` is `key`'s active session: the one messages go to.
     pub fn is_active(&self, key: PublicKey, session: u64) -> bool {
-        let routing = self.lock();
+        let routing = self.lock(&key);
         routing
             .sessions
             .get(&key)

@@ -14,7 +14,7 @@ use flexim_protocol::frame::{FrameError, PREFIX_LEN};
 use flexim_protocol::handshake::{PendingChallenge, parse_auth};
 use flexim_protocol::status::{self, cmd};
 use flexim_protocol::{Datum, DatumError, PublicKey};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt as _, Sink, SinkExt, Stream, StreamExt};
 use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -50,6 +50,9 @@ pub enum End {
     /// Writing to the client failed.
     Io(io::Error),
 }
+
+/// Most datums handled between two flushes when they arrive faster than they are answered.
+const COALESCE: usize = 64;
 
 /// How long a session waits before looking at the store again after a failed read.
 const STORE_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -119,6 +122,7 @@ where
         stored: None,
         answers: VecDeque::new(),
         cursor: 0,
+        unflushed: std::sync::atomic::AtomicBool::new(false),
     };
     let end = session.serve(inbound, outbound, &mut shutdown).await;
     if let Phase::Authed(a) = &session.phase {
@@ -148,6 +152,9 @@ struct Session {
     /// answered when its commit is done, so the connection keeps reading meanwhile (many
     /// messages share one commit), and answers still go out in the order of the Messages.
     answers: VecDeque<Queued>,
+    /// Set when a reply was queued but not flushed yet (see [`Session::reply`]). Atomic only
+    /// because the session is borrowed shared while it replies; it never leaves its task.
+    unflushed: std::sync::atomic::AtomicBool,
     /// The sequence number from which the store still holds entries this session has not
     /// been given; stored messages are written to a session once, and again only after a
     /// reconnect.
@@ -245,22 +252,59 @@ impl Session {
                 _ = &mut auth_deadline, if !authed => {
                     self.auth_failed(outbound, "authentication timed out").await
                 }
-                item = inbound.next() => match item {
-                    None => Flow::Stop(End::Closed),
-                    Some(Inbound::Violation(why)) => Flow::Stop(End::Violation(why)),
-                    Some(Inbound::Bad(e)) => {
-                        let code = match e {
-                            FrameError::TooLarge { .. } => status::TOO_LARGE,
-                            _ => status::TRUNCATED,
-                        };
-                        self.reply(outbound, Status::new(code, e.to_string())).await
+                item = inbound.next() => {
+                    let mut flow = self.inbound(item, outbound).await;
+                    // Datums that have arrived already are handled before anything is
+                    // flushed, so their answers share one write (one system call) instead of
+                    // one each. Bounded, so a client that never pauses still gets its answers.
+                    for _ in 0..COALESCE {
+                        if !matches!(flow, Flow::Continue) {
+                            break;
+                        }
+                        match inbound.next().now_or_never() {
+                            Some(item) => flow = self.inbound(item, outbound).await,
+                            None => break,
+                        }
                     }
-                    Some(Inbound::Frame(frame)) => self.handle(frame, outbound).await,
-                },
+                    flow
+                }
+            };
+            let flow = match flow {
+                Flow::Continue if self.unflushed.swap(false, Ordering::Relaxed) => {
+                    io_flow(outbound.flush().await)
+                }
+                Flow::Stop(end) => {
+                    // The last answers still go out (best effort), e.g. the Status for a
+                    // frame cut short by the end of input.
+                    if self.unflushed.swap(false, Ordering::Relaxed) {
+                        let _ = outbound.flush().await;
+                    }
+                    Flow::Stop(end)
+                }
+                other => other,
             };
             if let Flow::Stop(end) = flow {
                 return end;
             }
+        }
+    }
+
+    /// Handles one item from the transport.
+    async fn inbound<Si>(&mut self, item: Option<Inbound>, outbound: &mut Si) -> Flow
+    where
+        Si: Sink<Bytes, Error = io::Error> + Unpin,
+    {
+        match item {
+            None => Flow::Stop(End::Closed),
+            Some(Inbound::Violation(why)) => Flow::Stop(End::Violation(why)),
+            Some(Inbound::Bad(e)) => {
+                let code = match e {
+                    FrameError::TooLarge { .. } => status::TOO_LARGE,
+                    _ => status::TRUNCATED,
+                };
+                self.reply(outbound, Status::new(code, e.to_string())).await
+            }
+            Some(Inbound::Frame(frame)) => self.handle(frame, outbound).await,
         }
     }
 
@@ -292,7 +336,8 @@ impl Session {
         Flow::Stop(End::Kicked)
     }
 
-    /// Sends a Status; errors are counted for `/metrics`.
+    /// Queues a Status for the client; errors are counted for `/metrics`. It is written at
+    /// the next flush, which the serve loop does once the datums at hand are handled.
     async fn reply<Si>(&self, outbound: &mut Si, s: Status) -> Flow
     where
         Si: Sink<Bytes, Error = io::Error> + Unpin,
@@ -300,7 +345,8 @@ impl Session {
         if status::is_error(s.status) {
             Metrics::inc(&self.relay.metrics.errors);
         }
-        io_flow(outbound.send(relay::frame(s)).await)
+        self.unflushed.store(true, Ordering::Relaxed);
+        io_flow(outbound.feed(relay::frame(s)).await)
     }
 
     /// Handles one whole frame.
