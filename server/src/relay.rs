@@ -97,6 +97,9 @@ struct KeySessions {
     elsewhere: bool,
     /// Messages with an id written to the primary and not acknowledged yet, oldest first.
     unacked: VecDeque<Unacked>,
+    /// The answer to a Message without an id relayed to this key, framed once at login: the
+    /// busiest answer of all costs no formatting or encoding per message.
+    relayed: Bytes,
     /// How many of `unacked` are held only in memory (relayed). Only these count against
     /// `Limits::max_unacked`: stored ones cost the store, not the relay's memory, so a login
     /// that delivers a long backlog does not make the session a "slow reader".
@@ -104,8 +107,9 @@ struct KeySessions {
 }
 
 impl KeySessions {
-    fn new(primary: Peer) -> Self {
+    fn new(key: PublicKey, primary: Peer) -> Self {
         KeySessions {
+            relayed: status_frame(status::RELAYED, format!("relayed to {key}")),
             primary,
             others: Vec::new(),
             live: false,
@@ -154,6 +158,8 @@ struct Routing {
 pub enum Answer {
     /// Known at once (relayed, or refused).
     Now(Status),
+    /// Known at once and framed already (relayed, without an id).
+    Frame(Bytes),
     /// Known once the store has committed the message (or failed to).
     Later(oneshot::Receiver<Status>),
 }
@@ -331,7 +337,7 @@ impl Relay {
                     false
                 }
                 None => {
-                    let mut s = KeySessions::new(peer);
+                    let mut s = KeySessions::new(key, peer);
                     // Until the claim below succeeds, another node may hold the key.
                     s.elsewhere = self.cluster.is_some();
                     routing.sessions.insert(key, s);
@@ -604,6 +610,9 @@ impl Relay {
                             });
                         }
                         Metrics::inc(&self.metrics.relayed);
+                        if id.is_none() {
+                            return Answer::Frame(s.relayed.clone());
+                        }
                         let text = format!("relayed to {to}");
                         return Answer::Now(Status::new(status::RELAYED, text).with_id(id));
                     }

@@ -86,6 +86,8 @@ struct Authed {
 enum Queued {
     /// Known already, but an older answer is still waiting for the store.
     Ready(Status),
+    /// The same, framed already.
+    Framed(Bytes),
     /// Waiting for the store's commit.
     Waiting {
         /// Where the relay sends the answer.
@@ -182,18 +184,27 @@ async fn wait_stored(stored: &Option<Arc<tokio::sync::Notify>>) {
 }
 
 /// The oldest answer, once it is known (pending while there is none).
-async fn next_answer(answers: &mut VecDeque<Queued>) -> Status {
+async fn next_answer(answers: &mut VecDeque<Queued>) -> Reply {
     match answers.front_mut() {
         None => std::future::pending().await,
-        Some(Queued::Ready(s)) => s.clone(),
-        Some(Queued::Waiting { rx, id }) => rx.await.unwrap_or_else(|_| {
+        Some(Queued::Ready(s)) => Reply::Status(s.clone()),
+        Some(Queued::Framed(f)) => Reply::Frame(f.clone()),
+        Some(Queued::Waiting { rx, id }) => Reply::Status(rx.await.unwrap_or_else(|_| {
             Status::new(
                 status::INTERNAL,
                 "the message's fate is unknown; send it again",
             )
             .with_id(id.clone())
-        }),
+        })),
     }
+}
+
+/// An answer ready to go out.
+enum Reply {
+    /// A Status to frame.
+    Status(Status),
+    /// A frame.
+    Frame(Bytes),
 }
 
 async fn recv_queued(rx: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
@@ -247,7 +258,7 @@ impl Session {
                 _ = wait_stored(&self.stored) => self.deliver_offline(outbound, false).await,
                 answer = next_answer(&mut self.answers) => {
                     self.answers.pop_front();
-                    self.reply(outbound, answer).await
+                    self.send_reply(outbound, answer).await
                 }
                 _ = &mut auth_deadline, if !authed => {
                     self.auth_failed(outbound, "authentication timed out").await
@@ -675,13 +686,17 @@ impl Session {
     {
         match answer {
             Answer::Now(s) if self.answers.is_empty() => return self.reply(outbound, s).await,
+            Answer::Frame(f) if self.answers.is_empty() => {
+                return self.send_reply(outbound, Reply::Frame(f)).await;
+            }
             Answer::Now(s) => self.answers.push_back(Queued::Ready(s)),
+            Answer::Frame(f) => self.answers.push_back(Queued::Framed(f)),
             Answer::Later(rx) => self.answers.push_back(Queued::Waiting { rx, id: None }),
         }
         while self.answers.len() > self.relay.limits.max_pipelined {
-            let s = next_answer(&mut self.answers).await;
+            let r = next_answer(&mut self.answers).await;
             self.answers.pop_front();
-            if let Flow::Stop(end) = self.reply(outbound, s).await {
+            if let Flow::Stop(end) = self.send_reply(outbound, r).await {
                 return Flow::Stop(end);
             }
         }
@@ -694,13 +709,27 @@ impl Session {
         Si: Sink<Bytes, Error = io::Error> + Unpin,
     {
         while !self.answers.is_empty() {
-            let s = next_answer(&mut self.answers).await;
+            let r = next_answer(&mut self.answers).await;
             self.answers.pop_front();
-            if let Flow::Stop(end) = self.reply(outbound, s).await {
+            if let Flow::Stop(end) = self.send_reply(outbound, r).await {
                 return Flow::Stop(end);
             }
         }
         Flow::Continue
+    }
+
+    /// Queues an answer for the client (see [`Session::reply`]).
+    async fn send_reply<Si>(&self, outbound: &mut Si, r: Reply) -> Flow
+    where
+        Si: Sink<Bytes, Error = io::Error> + Unpin,
+    {
+        match r {
+            Reply::Status(s) => self.reply(outbound, s).await,
+            Reply::Frame(f) => {
+                self.unflushed.store(true, Ordering::Relaxed);
+                io_flow(outbound.feed(f).await)
+            }
+        }
     }
 
     async fn command<Si>(&mut self, c: Command, key: PublicKey, id: u64, outbound: &mut Si) -> Flow
@@ -896,6 +925,10 @@ mod tests {
         let frame = Bytes::from_static(b"\x03\x00\x01\x80");
         let answer = match relay.route(bob, bob, None, frame.clone()) {
             Answer::Now(s) => s,
+            Answer::Frame(f) => match decode(&f) {
+                Datum::Status(s) => s,
+                other => panic!("not a Status: {other:?}"),
+            },
             Answer::Later(rx) => rx.await.unwrap(),
         };
         assert_eq!(answer.status, status::STORED);
