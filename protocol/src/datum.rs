@@ -142,6 +142,111 @@ pub struct Message {
     pub id: Option<String>,
 }
 
+/// A Message read the way a relay needs it: every field checked exactly as [`Message`] is
+/// (so the same bodies are refused), but its strings borrowed from the frame instead of copied.
+/// The relay reads `to`, `from` and `id` of every message it forwards; copying the sealed body
+/// (the bulk of the bytes) only to drop it again would be an allocation and a copy per message.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MessageRef<'a> {
+    /// See [`Message::to`].
+    #[serde(borrow)]
+    pub to: &'a str,
+    /// See [`Message::from`].
+    #[serde(borrow)]
+    pub from: &'a str,
+    /// See [`Message::flags`].
+    #[serde(default, borrow)]
+    pub flags: Vec<&'a str>,
+    /// See [`Message::date`].
+    pub date: i64,
+    /// See [`Message::msg`].
+    #[serde(borrow)]
+    pub msg: &'a str,
+    /// See [`Message::id`].
+    #[serde(default, borrow)]
+    pub id: Option<&'a str>,
+}
+
+impl<'a> MessageRef<'a> {
+    /// Decodes a Message body (type 3) with the same checks as [`Datum::decode`].
+    pub fn decode(body: &'a [u8]) -> Result<MessageRef<'a>, DatumError> {
+        let kind = DatumKind::Message.name();
+        if !starts_a_map(body) {
+            return Err(DatumError::NotAMap { kind });
+        }
+        match value_len(body) {
+            Some(n) if n == body.len() => {}
+            Some(n) => {
+                return Err(DatumError::Malformed {
+                    kind,
+                    reason: format!("{} bytes after the map", body.len() - n),
+                });
+            }
+            // Cut short: let the decoder name what is missing.
+            None => {}
+        }
+        let mut de = rmp_serde::Deserializer::from_read_ref(body);
+        MessageRef::deserialize(&mut de).map_err(|e| DatumError::Malformed {
+            kind,
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// The length in bytes of the msgpack value at the start of `buf`, or `None` if it is cut
+/// short or uses the one reserved marker (0xc1). No allocation and no recursion: a count of
+/// values still to skip is enough, since every container only adds values to skip.
+fn value_len(buf: &[u8]) -> Option<usize> {
+    let mut pos = 0usize;
+    let mut pending: u64 = 1;
+    let be = |at: usize, n: usize| -> Option<u64> {
+        let bytes = buf.get(at..at + n)?;
+        Some(bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+    };
+    while pending > 0 {
+        pending -= 1;
+        let marker = *buf.get(pos)?;
+        // (bytes of this value before any children, children to skip)
+        let (head, children): (u64, u64) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (1, 0),
+            0x80..=0x8f => (1, 2 * u64::from(marker & 0x0f)),
+            0x90..=0x9f => (1, u64::from(marker & 0x0f)),
+            0xa0..=0xbf => (1 + u64::from(marker & 0x1f), 0),
+            0xc4 | 0xd9 => (2 + be(pos + 1, 1)?, 0),
+            0xc5 | 0xda => (3 + be(pos + 1, 2)?, 0),
+            0xc6 | 0xdb => (5 + be(pos + 1, 4)?, 0),
+            0xc7 => (3 + be(pos + 1, 1)?, 0),
+            0xc8 => (4 + be(pos + 1, 2)?, 0),
+            0xc9 => (6 + be(pos + 1, 4)?, 0),
+            0xca | 0xce | 0xd2 => (5, 0),
+            0xcb | 0xcf | 0xd3 => (9, 0),
+            0xcc | 0xd0 => (2, 0),
+            0xcd | 0xd1 => (3, 0),
+            0xd4 => (3, 0),
+            0xd5 => (4, 0),
+            0xd6 => (6, 0),
+            0xd7 => (10, 0),
+            0xd8 => (18, 0),
+            0xdc => (3, be(pos + 1, 2)?),
+            0xdd => (5, be(pos + 1, 4)?),
+            0xde => (3, 2 * be(pos + 1, 2)?),
+            0xdf => (5, 2 * be(pos + 1, 4)?),
+            0xc1 => return None,
+        };
+        pos = pos.checked_add(usize::try_from(head).ok()?)?;
+        if pos > buf.len() {
+            return None;
+        }
+        pending += children;
+        // Every value takes at least one byte: more pending values than bytes left is a
+        // body cut short (and bounds the work on a forged count).
+        if pending > (buf.len() - pos) as u64 {
+            return None;
+        }
+    }
+    Some(pos)
+}
+
 /// A list of users (type 4). Encoded as `{users: [...]}`; a bare array is also accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Roster {
@@ -578,6 +683,69 @@ mod tests {
             Datum::decode(5, &body),
             Err(DatumError::Malformed { kind: "User", .. })
         ));
+    }
+
+    #[test]
+    fn a_message_ref_reads_what_a_message_reads_without_copying() {
+        let m = Message {
+            to: "bob".into(),
+            from: "alice".into(),
+            flags: vec!["NOTIFY".into()],
+            date: -3,
+            msg: "sealed body".into(),
+            id: Some("m-1".into()),
+        };
+        let body = Datum::Message(m.clone()).encode_body();
+        let r = MessageRef::decode(&body).unwrap();
+        assert_eq!(
+            (r.to, r.from, r.flags.clone(), r.date, r.msg, r.id),
+            (
+                "bob",
+                "alice",
+                vec!["NOTIFY"],
+                -3,
+                "sealed body",
+                Some("m-1")
+            )
+        );
+        // Every body Datum::decode refuses, MessageRef refuses too, and the reverse.
+        let mut trailing = body.clone();
+        trailing.push(0xc0);
+        let positional = rmp_serde::to_vec(&m).unwrap();
+        let cut = &body[..body.len() - 2];
+        let wrong_type = rmp_serde::to_vec_named(&serde_json::json!({
+            "to": "bob", "from": "alice", "date": "yesterday", "msg": "x"
+        }))
+        .unwrap_or_default();
+        for bad in [&trailing[..], &positional, cut, &[0xc1], &[], &wrong_type] {
+            assert!(Datum::decode(3, bad).is_err(), "{bad:?}");
+            assert!(MessageRef::decode(bad).is_err(), "{bad:?}");
+        }
+        let minimal = rmp_serde::to_vec_named(&serde_json::json!({
+            "to": "b", "from": "a", "date": 1, "msg": "x", "extra": [1, {"k": 2.5}]
+        }))
+        .unwrap_or_default();
+        assert!(Datum::decode(3, &minimal).is_ok());
+        assert_eq!(
+            MessageRef::decode(&minimal).unwrap().flags,
+            Vec::<&str>::new()
+        );
+    }
+
+    #[test]
+    fn value_len_measures_every_kind_of_value() {
+        let v = serde_json::json!({"a": [1, -1, 300, -300, 70000, 1.5, null, true, "s"], "b": {}});
+        let mut bytes = rmp_serde::to_vec_named(&v).unwrap();
+        assert_eq!(value_len(&bytes), Some(bytes.len()));
+        bytes.push(0);
+        assert_eq!(value_len(&bytes), Some(bytes.len() - 1));
+        assert_eq!(
+            value_len(&[0xdf, 0xff, 0xff, 0xff, 0xff]),
+            None,
+            "a forged count"
+        );
+        assert_eq!(value_len(&[0xc4, 3, 1, 2, 3]), Some(5));
+        assert_eq!(value_len(&[0xd8, 0]), None);
     }
 
     #[test]
