@@ -259,7 +259,9 @@ fn kernel_tcp_kib() -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum Transport {
+    /// FLEX over raw TCP (docs/PROTOCOL.md section 2.2).
     Tcp,
+    /// FLEX over WebSocket at `/ws` (section 2.3).
     Ws,
 }
 
