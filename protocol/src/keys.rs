@@ -84,23 +84,31 @@ impl<'de> Deserialize<'de> for PublicKey {
 
 /// An X25519 secret key. It never leaves the process that made it; `Debug` does not print it.
 #[derive(Clone)]
-pub struct SecretKey(x25519_dalek::StaticSecret);
+pub struct SecretKey {
+    /// The scalar.
+    secret: x25519_dalek::StaticSecret,
+    /// Its public key, computed once: it is asked for on every handshake and message, and
+    /// each computation is a full scalar multiplication.
+    public: PublicKey,
+}
 
 impl SecretKey {
     /// Builds a secret key from 32 random bytes supplied by the caller (this crate draws no
     /// randomness itself). X25519 clamps the scalar, so any 32 bytes are a valid secret.
     pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
-        SecretKey(x25519_dalek::StaticSecret::from(bytes))
+        let secret = x25519_dalek::StaticSecret::from(bytes);
+        let public = PublicKey(x25519_dalek::PublicKey::from(&secret).to_bytes());
+        SecretKey { secret, public }
     }
 
     /// The 32 secret bytes, for writing a key file.
     pub fn to_bytes(&self) -> [u8; KEY_LEN] {
-        self.0.to_bytes()
+        self.secret.to_bytes()
     }
 
     /// The matching public key.
     pub fn public_key(&self) -> PublicKey {
-        PublicKey(x25519_dalek::PublicKey::from(&self.0).to_bytes())
+        self.public
     }
 
     /// X25519 with a peer's public key. Returns `None` when the result is all zeros, which
@@ -108,7 +116,7 @@ impl SecretKey {
     /// secret, so every caller treats it as a bad key.
     pub fn diffie_hellman(&self, peer: &PublicKey) -> Option<[u8; KEY_LEN]> {
         let shared = self
-            .0
+            .secret
             .diffie_hellman(&x25519_dalek::PublicKey::from(peer.0));
         if shared.was_contributory() {
             Some(shared.to_bytes())
@@ -124,7 +132,7 @@ impl SecretKey {
 
     /// The secret as 64 hex digits (the key-file format).
     pub fn to_hex(&self) -> String {
-        hex(&self.0.to_bytes())
+        hex(&self.secret.to_bytes())
     }
 }
 

@@ -110,7 +110,7 @@ impl Default for Limits {
             max_aliases: 8,
             ws_max_message: flexim_protocol::MAX_BODY + flexim_protocol::frame::PREFIX_LEN,
             ws_write_buffer: 8 * 1024,
-            ws_read_buffer: 8 * 1024,
+            ws_read_buffer: 2 * 1024,
         }
     }
 }

@@ -81,9 +81,17 @@ async fn handle(
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     let mut inbound = Box::pin(frames(FrameReader::new(read, relay.limits.max_body)));
-    let mut outbound = FramedWrite::new(write, BytesCodec::new());
+    // No write buffer kept per connection: frames are written as they come (many per write
+    // under load, since the session feeds several before flushing), and an idle connection
+    // holds no 8 KiB buffer (tokio-util's default), which is most of its memory.
+    let mut outbound = FramedWrite::with_capacity(write, BytesCodec::new(), 0);
     Some(session::run(relay, &mut inbound, &mut outbound, shutdown).await)
 }
+
+/// Bytes of read buffer an idle TCP connection keeps.
+const IDLE_READ: usize = 512;
+/// Bytes read at once while frames keep coming.
+const READ_CHUNK: usize = 8192;
 
 /// Owns the read half and its buffer; turns bytes into frames (check, then split).
 pub struct FrameReader<R> {
@@ -140,8 +148,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
                 return None;
             }
-            if self.buf.capacity() - self.buf.len() < 1024 {
-                self.buf.reserve(4096);
+            if self.buf.is_empty() && self.buf.capacity() > IDLE_READ {
+                // Nothing half-read: let the big buffer go (the frames cut from it keep only
+                // what they use) and wait with a small one, so an idle connection holds
+                // IDLE_READ bytes instead of a burst's worth.
+                self.buf = BytesMut::with_capacity(IDLE_READ);
+            } else if self.buf.capacity() - self.buf.len() < 256 {
+                // Under load: read many frames per system call.
+                self.buf.reserve(READ_CHUNK);
             }
             match self.reader.read_buf(&mut self.buf).await {
                 Ok(0) => self.eof = true,
