@@ -63,7 +63,7 @@ use crate::endpoint::Endpoint;
 use crate::error::ClientError;
 use crate::identity::Identity;
 use crate::outbox::{Outbox, new_message_id};
-use crate::transport::Transport;
+use crate::transport::{RawConnection, Transport};
 
 /// How long [`Client::connect`] may take, from the TCP connect to the end of the login. A
 /// server that accepts the connection but never speaks flexim would otherwise hang the client.
@@ -843,6 +843,15 @@ impl Client {
         let message = self.seal_message(&recipient, text, flags)?;
         self.outbox.push(message.clone());
         expect_status(self.request(&Datum::Message(message)).await?)
+    }
+
+    /// Ends this client and hands over its logged-in connection (see [`RawConnection`]) after
+    /// writing everything queued, for a program that takes over the wire itself, such as the
+    /// load generator. Datums already received but not handed out yet (login notices) are
+    /// dropped, and so is this client's state (outbox, de-duplication, automatic ACKs not yet
+    /// queued): the caller takes over all of it.
+    pub async fn into_parts(self) -> Result<RawConnection, ClientError> {
+        self.transport.into_parts().await
     }
 
     /// The messages sent on this connection (or handed to [`Client::resend`]) that are not

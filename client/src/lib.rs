@@ -48,7 +48,7 @@ pub use endpoint::{Endpoint, EndpointError};
 pub use error::ClientError;
 pub use identity::{Identity, KeyFileError};
 pub use outbox::{Outbox, new_message_id};
-pub use transport::Transport;
+pub use transport::{RawConnection, Transport};
 
 /// The protocol crate, re-exported so that users of this crate name the same types.
 pub use flexim_protocol as protocol;

@@ -1,0 +1,322 @@
+//! Relay throughput: P sender/receiver pairs logged in on one flexim server over TCP or
+//! WebSocket, each sender writing M messages without an id (the plain relay path: the server
+//! answers each with Status RELAYED and keeps nothing) with at most W on their way, against a
+//! plain byte forwarder driven by the same load in the same run (`forwarder.rs`). How the load
+//! generator stays cheap is in `load.rs`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use flexim_client::protocol::e2e::MAX_PLAINTEXT;
+use flexim_client::{Client, Identity};
+use serde::Serialize;
+
+use crate::forwarder::Forwarder;
+use crate::load::{self, Conn, Load, Outcome, Pair, Template};
+use crate::server;
+
+/// The transport to measure.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Raw TCP (the `\xa4FLEX` header, then frames back to back).
+    Tcp,
+    /// WebSocket (`/ws`, one frame per binary message).
+    Ws,
+}
+
+/// Options of `relay`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The transport, for the server and the forwarder alike.
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    transport: Transport,
+    /// Sender/receiver pairs.
+    #[arg(long, default_value_t = 50)]
+    pairs: usize,
+    /// Messages per sender (the default takes a few seconds per system in a release build).
+    #[arg(long, default_value_t = 80_000)]
+    messages: u64,
+    /// Plaintext bytes per message (sealed once per pair, so the frame is larger).
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Messages a pair may have on their way (sent, not yet received).
+    #[arg(long, default_value_t = 64)]
+    window: u64,
+    /// Total messages per second to offer, spread evenly over the pairs (paced); without it,
+    /// every sender goes as fast as its window allows (saturation).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Also measure the byte forwarder with the same load (the default).
+    #[arg(long, overrides_with = "no_baseline")]
+    baseline: bool,
+    /// Measure the flexim server only.
+    #[arg(long, overrides_with = "baseline")]
+    no_baseline: bool,
+    /// The flexim-server binary to start (default: the one next to this tool).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Where the started server keeps its data (a fresh directory, removed afterwards).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    data: PathBuf,
+    /// Give up on a system after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Print the figures as one JSON object instead of the summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Everything measured.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The transport.
+    pub transport: Transport,
+    /// Pairs.
+    pub pairs: usize,
+    /// Messages per sender.
+    pub messages_per_pair: u64,
+    /// Plaintext bytes per message.
+    pub size: usize,
+    /// Bytes per frame on the wire (prefix and msgpack body, without WebSocket framing).
+    pub frame_bytes: usize,
+    /// Window per pair.
+    pub window: u64,
+    /// The offered rate (messages per second in total), when paced.
+    pub rate: Option<f64>,
+    /// The flexim server's figures.
+    pub relay: Outcome,
+    /// The forwarder's figures, unless `--no-baseline`.
+    pub forwarder: Option<Outcome>,
+    /// Relay throughput divided by the forwarder's.
+    pub throughput_ratio: Option<f64>,
+    /// Relay p99 latency divided by the forwarder's.
+    pub p99_ratio: Option<f64>,
+    /// CPU seconds the flexim server process used during its run (from `/proc`; Linux only).
+    pub relay_server_cpu_s: Option<f64>,
+    /// CPU seconds this process (the load generator) used during the relay's run.
+    pub relay_generator_cpu_s: Option<f64>,
+    /// CPU seconds this process (the load generator and the forwarder together) used during
+    /// the forwarder's run.
+    pub forwarder_process_cpu_s: Option<f64>,
+}
+
+/// CPU time (user and system) a process has used so far, in seconds, from
+/// `/proc/PID/stat`; `None` where there is no such file.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start with the state, field 3;
+    // utime and stime are fields 14 and 15, in clock ticks of 1/100 s on Linux.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// The CPU seconds `pid` used while `f` ran.
+async fn cpu_during<T>(pid: &str, f: impl Future<Output = T>) -> (T, Option<f64>) {
+    let before = cpu_seconds(pid);
+    let out = f.await;
+    let used = cpu_seconds(pid).zip(before).map(|(a, b)| a - b);
+    (out, used)
+}
+
+impl Report {
+    /// The human summary.
+    fn summary(&self) -> String {
+        let line = |name: &str, o: &Outcome| {
+            format!(
+                "{name:<9} delivered {} in {:.2} s: {:.0} msg/s; latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n\
+                 {:<9} lost {}, unsent {}, misrouted {}, out of order {}, refused {}, garbled {}, timed-out pairs {}, failed pairs {}{}",
+                o.delivered,
+                o.elapsed_s,
+                o.msgs_per_sec,
+                o.latency.p50_ms,
+                o.latency.p99_ms,
+                o.latency.max_ms,
+                "",
+                o.lost,
+                o.unsent,
+                o.misrouted,
+                o.out_of_order,
+                o.refused,
+                o.garbled,
+                o.timed_out_pairs,
+                o.failed_pairs,
+                if name == "relay" {
+                    format!(", RELAYED answers {}", o.relayed)
+                } else {
+                    String::new()
+                },
+            )
+        };
+        let mut s = format!(
+            "relay over {:?}: {} pairs x {} messages of {} B ({} B frames), window {}{}\n",
+            self.transport,
+            self.pairs,
+            self.messages_per_pair,
+            self.size,
+            self.frame_bytes,
+            self.window,
+            match self.rate {
+                Some(r) => format!(", offered {r:.0} msg/s"),
+                None => ", unpaced".to_string(),
+            }
+        );
+        s += &line("relay", &self.relay);
+        if let (Some(server), Some(generator)) =
+            (self.relay_server_cpu_s, self.relay_generator_cpu_s)
+        {
+            s += &format!(
+                "\n{:<9} CPU: server {server:.2} s, load generator {generator:.2} s",
+                ""
+            );
+        }
+        if let Some(f) = &self.forwarder {
+            s += "\n";
+            s += &line("forwarder", f);
+            if let Some(cpu) = self.forwarder_process_cpu_s {
+                s += &format!("\n{:<9} CPU: forwarder and load generator {cpu:.2} s", "");
+            }
+        }
+        if let (Some(t), Some(p)) = (self.throughput_ratio, self.p99_ratio) {
+            s += &format!("\nrelay/forwarder: throughput {t:.2}, p99 latency {p:.2}");
+        }
+        s
+    }
+}
+
+/// Runs the measurement.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let load = Load {
+        messages: args.messages.max(1),
+        window: args.window.max(1),
+        rate_per_pair: args
+            .rate
+            .filter(|r| *r > 0.0)
+            .map(|r| r / args.pairs.max(1) as f64),
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let pairs = args.pairs.max(1);
+    let text = "x".repeat(args.size.clamp(1, MAX_PLAINTEXT));
+    let websocket = args.transport == Transport::Ws;
+
+    // The flexim server: real logins, one message sealed per pair.
+    let target = server::Target::spawn(args.server_bin.as_deref(), &args.data, &[])?;
+    let addr = if websocket {
+        target
+            .ws
+            .clone()
+            .context("the server did not print its WebSocket URL")?
+    } else {
+        target.tcp.clone()
+    };
+    eprintln!(
+        "relay: logging in {} pairs at {addr} (server pid {}) ...",
+        pairs,
+        target.pid().unwrap_or(0)
+    );
+    let mut relay_pairs = Vec::new();
+    let mut templates = Vec::new();
+    for _ in 0..pairs {
+        let (s_id, r_id) = (Identity::generate()?, Identity::generate()?);
+        let mut s = Client::connect(&addr, &s_id, None)
+            .await
+            .with_context(|| format!("logging in at {addr}"))?;
+        let r = Client::connect(&addr, &r_id, None)
+            .await
+            .with_context(|| format!("logging in at {addr}"))?;
+        let sealed = s.seal_message(&r_id.public_key(), &text, &[])?;
+        let template = Template::new(&sealed)?;
+        templates.push((template.clone(), sealed.from.clone(), sealed.to.clone()));
+        relay_pairs.push(Pair {
+            sender: Conn::from_raw(s.into_parts().await?),
+            receiver: Conn::from_raw(r.into_parts().await?),
+            template,
+            from: sealed.from,
+            to: sealed.to,
+            answers: true,
+        });
+    }
+    let frame_bytes = templates[0].0.len();
+    eprintln!(
+        "relay: {} pairs x {} messages ({} B frames) through flexim-server ...",
+        pairs, load.messages, frame_bytes
+    );
+    let server_pid = target.pid().map(|p| p.to_string()).unwrap_or_default();
+    let before = cpu_seconds(&server_pid);
+    let (relay, generator_cpu) = cpu_during("self", load::run(relay_pairs, &load)).await;
+    let relay = relay?;
+    let server_cpu = cpu_seconds(&server_pid).zip(before).map(|(a, b)| a - b);
+    drop(target);
+
+    // The forwarder: the same frames, the same load, no handshake and no answers.
+    // `--baseline` and `--no-baseline` override each other: the last one given wins.
+    let forwarder = if !args.baseline && args.no_baseline {
+        None
+    } else {
+        let fwd = Forwarder::start(websocket).await?;
+        let mut fwd_pairs = Vec::new();
+        for (i, (template, from, to)) in templates.into_iter().enumerate() {
+            let (sender, receiver) = fwd.connect_pair(i as u32).await?;
+            fwd_pairs.push(Pair {
+                sender,
+                receiver,
+                template,
+                from,
+                to,
+                answers: false,
+            });
+        }
+        eprintln!(
+            "relay: the same load through the byte forwarder at {} ...",
+            fwd.addr
+        );
+        let (outcome, cpu) = cpu_during("self", load::run(fwd_pairs, &load)).await;
+        drop(fwd);
+        Some((outcome?, cpu))
+    };
+    let (forwarder, forwarder_cpu) = match forwarder {
+        Some((o, cpu)) => (Some(o), cpu),
+        None => (None, None),
+    };
+
+    let ratio = |f: fn(&Outcome) -> f64| {
+        forwarder
+            .as_ref()
+            .and_then(|fw| (f(fw) > 0.0).then(|| f(&relay) / f(fw)))
+    };
+    let report = Report {
+        transport: args.transport,
+        pairs,
+        messages_per_pair: load.messages,
+        size: text.len(),
+        frame_bytes,
+        window: load.window,
+        rate: args.rate,
+        throughput_ratio: ratio(|o| o.msgs_per_sec),
+        p99_ratio: ratio(|o| o.latency.p99_ms),
+        relay,
+        forwarder,
+        relay_server_cpu_s: server_cpu,
+        relay_generator_cpu_s: generator_cpu,
+        forwarder_process_cpu_s: forwarder_cpu,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.summary());
+    }
+    let correct =
+        report.relay.correct(true) && report.forwarder.as_ref().is_none_or(|f| f.correct(false));
+    Ok(if correct {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "error: messages were lost, misrouted, refused or out of order, or not all sent in time (see above)"
+        );
+        ExitCode::FAILURE
+    })
+}
