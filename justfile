@@ -74,6 +74,10 @@ test: setup build-web
     # The load generator once, briefly: it fails if a message is lost, duplicated or refused (never on speed).
     target/debug/flexim-bench durable --pairs 2 --messages 200
     target/debug/flexim-bench cross --pairs 2 --messages 100
+    target/debug/flexim-bench relay --pairs 2 --messages 200
+    target/debug/flexim-bench relay --transport ws --pairs 2 --messages 200
+    target/debug/flexim-bench idle --tcp 100 --ws 100 --chatter 2 --hold 2
+    target/debug/flexim-bench handshakes --count 200
 
 # Build the server and the load generator optimized and run a measurement, e.g.
 # `just bench durable --pairs 8 --messages 5000` (docs/BENCHMARKS.md lists the commands and the figures).

@@ -672,6 +672,13 @@ async fn hold(
             }
             _ = tick.tick(), if sending => {
                 let Role::Sender(pair) = &role else { unreachable!("only senders tick") };
+                // The drain may have begun since this loop last looked: send nothing then.
+                if *stage.borrow() != Stage::Chatter {
+                    continue;
+                }
+                // Counted before it is written, so the drain (which waits until everything
+                // counted has arrived) can never see the count before this message.
+                Counters::inc(&c.sent);
                 let sent = match chatter_frame(pair, &shared, n) {
                     Ok(f) => conn.send(f).await.is_ok(),
                     Err(_) => false,
@@ -681,7 +688,6 @@ async fn hold(
                     break;
                 }
                 n += 1;
-                Counters::inc(&c.sent);
             }
             got = next_in(&mut conn, matches!(role, Role::Idle)) => {
                 let frame = match got {

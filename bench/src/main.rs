@@ -6,6 +6,10 @@
 
 mod cross;
 mod durable;
+mod forwarder;
+mod idle;
+mod load;
+mod relay;
 mod server;
 mod stats;
 
@@ -36,6 +40,14 @@ enum Mode {
     /// Several nodes: senders on node A, their online recipients on node B, one Redis
     /// (started by this tool, durable settings); throughput and send-to-receive latency.
     Cross(CrossArgs),
+    /// Relay throughput: P sender/receiver pairs on one node over TCP or WebSocket, M messages
+    /// with a bounded window per pair, against a plain byte forwarder measured in the same run.
+    Relay(relay::Args),
+    /// Idle connections: opens and authenticates N connections and reports the server's
+    /// memory per connection.
+    Idle(idle::IdleArgs),
+    /// Handshake rate: authentications per second.
+    Handshakes(idle::HandshakeArgs),
 }
 
 /// Options of `cross`.
@@ -140,6 +152,9 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.mode {
+        Mode::Relay(args) => relay::run(args).await,
+        Mode::Idle(args) => idle::run_idle(args).await,
+        Mode::Handshakes(args) => idle::run_handshakes(args).await,
         Mode::Cross(args) => {
             let redis = server::Redis::spawn(&args.redis_bin, &args.data)?;
             let store = ["--store", redis.url.as_str()];

@@ -13,6 +13,8 @@ pub struct Target {
     pub tcp: String,
     /// `HOST:PORT` of its HTTP listener, for `/metrics`; `None` if unknown.
     pub http: Option<String>,
+    /// Its WebSocket URL (`ws://HOST:PORT/ws`), when this tool started it.
+    pub ws: Option<String>,
     /// The process, when this tool started it; killed on drop.
     child: Option<Child>,
     /// The data directory this tool made for it; removed on drop.
@@ -25,6 +27,7 @@ impl Target {
         Target {
             tcp,
             http,
+            ws: None,
             child: None,
             data: None,
         }
@@ -68,11 +71,14 @@ impl Target {
             .with_context(|| format!("starting {}", bin.display()))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
-        let (mut tcp, mut http) = (None, None);
+        let (mut tcp, mut http, mut ws) = (None, None, None);
         for line in lines.by_ref() {
             let line = line?;
             if let Some(v) = line.strip_prefix("tcp: ") {
                 tcp = Some(v.to_string());
+            }
+            if let Some(v) = line.strip_prefix("ws: ") {
+                ws = Some(v.to_string());
             }
             if let Some(v) = line.strip_prefix("http: ") {
                 http = Some(
@@ -91,9 +97,15 @@ impl Target {
         Ok(Target {
             tcp,
             http,
+            ws,
             child: Some(child),
             data: Some(data),
         })
+    }
+
+    /// The server process's id, when this tool started it (for reading its memory).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The server's counters from `/metrics`, by name; empty when there is no HTTP address.

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use axum::serve::ListenerExt as _;
 use flexim_protocol::PublicKey;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -181,7 +182,12 @@ impl Server {
         );
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(async move {
-            axum::serve(self.http, router)
+            // Frames are small and a session already writes what it has in one go: Nagle's
+            // delay (40 ms with delayed ACKs) would only add latency, as on the TCP side.
+            let listener = self.http.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
                     let _ = http_stop.wait_for(|s| *s).await;
                 })

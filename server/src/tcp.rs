@@ -3,11 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
 use flexim_protocol::HEADER;
 use flexim_protocol::frame::{self, FrameError};
-use futures_util::Stream;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use futures_util::{Sink, Stream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::codec::{BytesCodec, FramedWrite};
@@ -81,17 +84,61 @@ async fn handle(
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     let mut inbound = Box::pin(frames(FrameReader::new(read, relay.limits.max_body)));
-    // No write buffer kept per connection: frames are written as they come (many per write
-    // under load, since the session feeds several before flushing), and an idle connection
-    // holds no 8 KiB buffer (tokio-util's default), which is most of its memory.
-    let mut outbound = FramedWrite::with_capacity(write, BytesCodec::new(), 0);
+    let mut outbound = Writer::new(write);
     Some(session::run(relay, &mut inbound, &mut outbound, shutdown).await)
 }
+
+/// Bytes of queued frames written out together before more are accepted.
+const WRITE_BATCH: usize = 8 * 1024;
 
 /// Bytes of read buffer an idle TCP connection keeps.
 const IDLE_READ: usize = 512;
 /// Bytes read at once while frames keep coming.
 const READ_CHUNK: usize = 8192;
+
+/// The write side of a TCP connection: frames fed between two flushes go out in one write,
+/// and the buffer that gathered them is given back after each flush, so an idle connection
+/// holds no write buffer (tokio-util's default keeps 8 KiB for every connection).
+pub struct Writer<W> {
+    /// Frames gathered for the next write.
+    inner: FramedWrite<W, BytesCodec>,
+}
+
+impl<W: AsyncWrite + Unpin> Writer<W> {
+    /// A writer with no buffer yet.
+    pub fn new(write: W) -> Self {
+        let mut inner = FramedWrite::with_capacity(write, BytesCodec::new(), 0);
+        // With the capacity as the boundary, an empty buffer would write every frame on its
+        // own: one system call per frame.
+        inner.set_backpressure_boundary(WRITE_BATCH);
+        Writer { inner }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> Sink<Bytes> for Writer<W> {
+    type Error = std::io::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Sink::<Bytes>::poll_ready(Pin::new(&mut self.inner), cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Bytes) -> Result<(), Self::Error> {
+        Sink::<Bytes>::start_send(Pin::new(&mut self.inner), item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let done = ready!(Sink::<Bytes>::poll_flush(Pin::new(&mut self.inner), cx));
+        let buf = self.inner.write_buffer_mut();
+        if buf.is_empty() && buf.capacity() > 0 {
+            *buf = BytesMut::new();
+        }
+        Poll::Ready(done)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Sink::<Bytes>::poll_close(Pin::new(&mut self.inner), cx)
+    }
+}
 
 /// Owns the read half and its buffer; turns bytes into frames (check, then split).
 pub struct FrameReader<R> {
