@@ -1473,19 +1473,13 @@ pub async fn run_idle(args: IdleArgs) -> anyhow::Result<ExitCode> {
         server_cpu_during_hold: cpu_during_hold,
         chatter,
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!("{}", report.summary());
-    }
-    Ok(if report.correct() {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!(
-            "error: connections failed or were closed, or chatter messages were lost (see above)"
-        );
-        ExitCode::FAILURE
-    })
+    crate::finish(
+        args.json,
+        &report,
+        IdleReport::summary,
+        report.correct(),
+        "connections failed or were closed, or chatter messages were lost (see above)",
+    )
 }
 
 /// Percentiles of samples in milliseconds.
@@ -1660,17 +1654,13 @@ pub async fn run_handshakes(args: HandshakeArgs) -> anyhow::Result<ExitCode> {
         per_core_projection: if us > 0.0 { 1e6 / us } else { 0.0 },
         generator_cpu_secs: generator_cpu,
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!("{}", report.summary());
-    }
-    Ok(if report.failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("error: some handshakes failed (see above)");
-        ExitCode::FAILURE
-    })
+    crate::finish(
+        args.json,
+        &report,
+        |r| r.summary(),
+        report.failed == 0,
+        "some handshakes failed (see above)",
+    )
 }
 
 #[cfg(test)]

@@ -132,6 +132,28 @@ struct DurableArgs {
     json: bool,
 }
 
+/// Prints a report (as one JSON object with `json`, else its human `summary`) and turns its
+/// verdict into the exit status: every mode is a correctness check too, and says why it failed.
+pub(crate) fn finish<R: serde::Serialize>(
+    json: bool,
+    report: &R,
+    summary: impl FnOnce(&R) -> String,
+    correct: bool,
+    failure: &str,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        println!("{}", summary(report));
+    }
+    Ok(if correct {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("error: {failure}");
+        ExitCode::FAILURE
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -179,18 +201,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 to
             );
             let report = cross::run(&a.tcp, to, &load).await?;
-            if args.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!("{}", report.summary());
-            }
             drop((a, b, redis));
-            Ok(if report.correct() {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("error: messages were lost or duplicated, or receipts are missing");
-                ExitCode::FAILURE
-            })
+            finish(
+                args.json,
+                &report,
+                cross::Report::summary,
+                report.correct(),
+                "messages were lost or duplicated, or receipts are missing",
+            )
         }
         Mode::Durable(args) => {
             let total = args.pairs as u64 * args.messages as u64;
@@ -221,17 +239,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 load.pairs, load.messages, target.tcp
             );
             let report = durable::run(&target.tcp, &load, || target.metrics()).await?;
-            if args.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!("{}", report.summary());
-            }
-            Ok(if report.correct() {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("error: messages were lost, duplicated or refused (see above)");
-                ExitCode::FAILURE
-            })
+            finish(
+                args.json,
+                &report,
+                durable::Report::summary,
+                report.correct(),
+                "messages were lost, duplicated or refused (see above)",
+            )
         }
     }
 }

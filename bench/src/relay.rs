@@ -304,19 +304,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         relay_generator_cpu_s: generator_cpu,
         forwarder_process_cpu_s: forwarder_cpu,
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!("{}", report.summary());
-    }
     let correct =
         report.relay.correct(true) && report.forwarder.as_ref().is_none_or(|f| f.correct(false));
-    Ok(if correct {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!(
-            "error: messages were lost, misrouted, refused or out of order, or not all sent in time (see above)"
-        );
-        ExitCode::FAILURE
-    })
+    crate::finish(
+        args.json,
+        &report,
+        Report::summary,
+        correct,
+        "messages were lost, misrouted, refused or out of order, or not all sent in time (see above)",
+    )
 }

@@ -372,11 +372,7 @@ impl Session {
             && let Phase::Authed(a) = &self.phase
         {
             let key = a.key;
-            let answer = match MessageRef::decode(&frame[PREFIX_LEN..]) {
-                Ok(m) => self.message(m, frame.clone(), key).await,
-                Err(e) => Answer::Now(Status::new(status::MALFORMED, e.to_string())),
-            };
-            return self.answer(answer, outbound).await;
+            return self.message_frame(frame, key, outbound).await;
         }
         let datum = match Datum::decode(frame[0], &frame[PREFIX_LEN..]) {
             Ok(d) => d,
@@ -635,13 +631,7 @@ impl Session {
         match datum {
             // `handle` takes authenticated Messages before this decode; should one get here,
             // it goes the same way.
-            Datum::Message(_) => {
-                let answer = match MessageRef::decode(&frame[PREFIX_LEN..]) {
-                    Ok(m) => self.message(m, frame.clone(), key).await,
-                    Err(e) => Answer::Now(Status::new(status::MALFORMED, e.to_string())),
-                };
-                self.answer(answer, outbound).await
-            }
+            Datum::Message(_) => self.message_frame(frame, key, outbound).await,
             Datum::Command(c) => {
                 // Commands are answered after every Message before them.
                 if let Flow::Stop(end) = self.flush_answers(outbound).await {
@@ -658,6 +648,19 @@ impl Session {
                     .await
             }
         }
+    }
+
+    /// A Message frame from the authenticated client: read as [`MessageRef`] (its body not
+    /// copied), checked, routed, answered in order.
+    async fn message_frame<Si>(&mut self, frame: Bytes, key: PublicKey, outbound: &mut Si) -> Flow
+    where
+        Si: Sink<Bytes, Error = io::Error> + Unpin,
+    {
+        let answer = match MessageRef::decode(&frame[PREFIX_LEN..]) {
+            Ok(m) => self.message(m, frame.clone(), key).await,
+            Err(e) => Answer::Now(Status::new(status::MALFORMED, e.to_string())),
+        };
+        self.answer(answer, outbound).await
     }
 
     /// Checks a Message and hands it to the core.
