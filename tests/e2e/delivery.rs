@@ -612,3 +612,23 @@ async fn a_session_that_never_acknowledges_is_a_slow_reader_and_loses_nothing() 
         ]
     );
 }
+
+#[tokio::test]
+async fn the_byte_limit_of_a_queue_refuses_with_the_id() {
+    // Room for one of these messages, not two.
+    let server = TestServer::start_with(&["--max-offline-bytes", "1000"]);
+    let (alice, bob) = (new_key(), new_key());
+    let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
+    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let body = "x".repeat(600);
+    for (id, want) in [("y-1", status::STORED), ("y-2", status::QUEUE_FULL)] {
+        a.send(&message_with_id(&a_key, &b_hex, &body, id))
+            .await
+            .unwrap();
+        let s = next_status(&mut a).await;
+        assert_eq!(code_id(&s), (want, Some(id)), "{s:?}");
+    }
+    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    assert_eq!(next_message(&mut b).await.id.as_deref(), Some("y-1"));
+    assert_eq!(next_status(&mut b).await.status, status::DELIVERED_STORED);
+}

@@ -146,3 +146,37 @@ async fn the_browser_bundle_is_served_precompressed() {
     assert!(head.contains("content-type: application/wasm"), "{head}");
     assert_eq!((raw.len() - split - 4) as u64, gz);
 }
+
+#[test]
+fn bad_store_and_retention_values_are_clear_errors() {
+    for (flag, value, says) in [
+        ("--store", "mysql://x", "use `embedded` or a Redis URL"),
+        ("--retention", "5x", "the unit must be s, m, h or d"),
+        ("--retention", "soon", "is not a duration like 30d"),
+    ] {
+        let out = Command::new(bin_dir().join("flexim-server"))
+            .args([flag, value])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{flag} {value}: {err}");
+    }
+    // A Redis that is not there is said so, not waited for.
+    let dir = flexim_tests::TempDir::new("noredis");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(bin_dir().join("flexim-server"))
+        .args(["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--store"])
+        .arg(format!("redis://127.0.0.1:{port}"))
+        .arg("--data")
+        .arg(dir.0.join("d"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot open the store"), "{err}");
+}
