@@ -87,7 +87,9 @@ pub struct Limits {
     /// WebSocket write buffer per connection. tungstenite's default (128 KiB) is far too much
     /// memory for many idle connections; frames are small.
     pub ws_write_buffer: usize,
-    /// WebSocket read buffer per connection, for the same reason.
+    /// WebSocket read buffer per connection, for the same reason; tungstenite allocates it up
+    /// front, so it is most of an idle WebSocket's memory. Larger messages still arrive (the
+    /// buffer grows for them).
     pub ws_read_buffer: usize,
 }
 
