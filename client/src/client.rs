@@ -1058,6 +1058,7 @@ impl Client {
                 status: code @ (status::DELIVERED | status::STORED_LATER),
                 payload,
                 id: Some(id),
+                ..
             }) => Event::Receipt {
                 id: id.clone(),
                 status: Status::new(code, payload).with_id(Some(id)),

@@ -295,6 +295,11 @@ pub struct Status {
     /// Extension: the `id` of the Message this Status is about (answers and receipts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Extension: the ids of several Messages one receipt is about (`7`, `8` or `9` for many
+    /// messages at once, docs/PROTOCOL.md §8.1). A Status is about its `id` and every one of
+    /// its `ids` ([`Status::about`]); an empty list is left out of the encoding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
 }
 
 impl Status {
@@ -304,6 +309,7 @@ impl Status {
             status,
             payload: payload.into(),
             id: None,
+            ids: Vec::new(),
         }
     }
 
@@ -311,6 +317,22 @@ impl Status {
     pub fn with_id(mut self, id: Option<String>) -> Self {
         self.id = id;
         self
+    }
+
+    /// The same status about the messages with these ids: one goes into `id`, several into
+    /// `ids`, so that a receipt for one message looks as it always did.
+    pub fn with_ids(mut self, mut ids: Vec<String>) -> Self {
+        if ids.len() == 1 {
+            self.id = ids.pop();
+        } else {
+            self.ids = ids;
+        }
+        self
+    }
+
+    /// The ids of the messages this Status is about: its `id`, then its `ids`.
+    pub fn about(&self) -> impl Iterator<Item = &str> {
+        self.id.iter().chain(self.ids.iter()).map(String::as_str)
     }
 }
 
@@ -557,6 +579,21 @@ mod tests {
     }
 
     #[test]
+    fn a_receipt_names_one_message_in_id_and_several_in_ids() {
+        let one = Status::new(7, "d").with_ids(vec!["a".into()]);
+        assert_eq!((one.id.as_deref(), one.ids.len()), (Some("a"), 0));
+        assert_eq!(one.about().collect::<Vec<_>>(), ["a"]);
+        let many = Status::new(7, "d").with_ids(vec!["a".into(), "b".into()]);
+        assert_eq!(many.id, None);
+        assert_eq!(many.about().collect::<Vec<_>>(), ["a", "b"]);
+        // An empty list is not encoded: a Status without ids is byte for byte what it was.
+        let plain = Datum::Status(Status::new(3, "relayed")).to_frame().unwrap();
+        assert!(!plain.windows(3).any(|w| w == b"ids"));
+        let body = &Datum::Status(many.clone()).to_frame().unwrap()[3..];
+        assert_eq!(Datum::decode(6, body).unwrap(), Datum::Status(many));
+    }
+
+    #[test]
     fn every_datum_round_trips() {
         let user = User {
             aliases: vec!["alice".into()],
@@ -593,6 +630,11 @@ mod tests {
         round_trip(
             Status::new(7, "delivered")
                 .with_id(Some("m-1".into()))
+                .into(),
+        );
+        round_trip(
+            Status::new(7, "delivered")
+                .with_ids(vec!["m-1".into(), "m-2".into()])
                 .into(),
         );
         round_trip(
