@@ -1,0 +1,561 @@
+//! The engine: one identity's protocol state, its connection's life, and the dispatch of what
+//! the server sends. Receiving is in `inbox.rs`, requests and their answers in `commands.rs`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use flexim_protocol::e2e::{ConversationKey, E2eError};
+use flexim_protocol::keys::alias_key;
+use flexim_protocol::status;
+use flexim_protocol::{
+    Datum, DatumKind, FrameError, HEADER, Message, PublicKey, SecretKey, Status, User,
+};
+
+use crate::dedupe::Dedupe;
+use crate::delivery::Delivery;
+use crate::events::{Event, LoginError};
+use crate::inbox::Unresolved;
+use crate::login::{Login, Step};
+use crate::outbox::{Outbox, SavedDelivery};
+use crate::requests::{PendingQueue, RequestId};
+pub use crate::stream::Framing;
+use crate::stream::Reader;
+use crate::text::describe;
+
+/// The most ids one ACK carries. 256 ids of the longest allowed kind (64 characters, 66 bytes
+/// in msgpack) are about 17 KB, inside the body limit of any server that accepts messages of a
+/// useful size; a wake-up after a long absence is acknowledged in a few ACKs.
+pub const ACK_BATCH: usize = 256;
+
+/// A source of secure random bytes: the operating system's (`getrandom`) natively, the
+/// browser's `crypto.getRandomValues` in a page, a fixed sequence in tests. It must not fail: a
+/// driver whose generator fails stops rather than seal with bytes that are not random.
+pub type Random = Box<dyn FnMut(&mut [u8]) + Send>;
+
+/// What a driver sets up an engine with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The server key pinned earlier, if any. Nothing pinned is trust on first use: the key
+    /// the handshake proves becomes the pin ([`Engine::pinned`]).
+    pub pinned: Option<PublicKey>,
+    /// The alias to claim right after every login (with REGISTER), if any. An alias registered
+    /// later replaces it, and one the server refuses for good (taken, invalid) is forgotten, so
+    /// it is not asked for at every login ([`Engine::alias`]).
+    pub alias: Option<String>,
+    /// How the transport delivers frames.
+    pub framing: Framing,
+}
+
+/// Why the engine could not do what it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// A request needs a logged-in connection.
+    #[error("not connected")]
+    NotConnected,
+    /// The message could not be sealed (empty or too long text, a weak peer key).
+    #[error("cannot encrypt: {0}")]
+    Seal(#[from] E2eError),
+    /// The datum does not fit in a frame.
+    #[error("cannot frame the datum: {0}")]
+    Frame(#[from] FrameError),
+}
+
+/// Where the current connection stands.
+pub(crate) enum Phase {
+    /// No connection.
+    Idle,
+    /// Between the header and this user's User datum.
+    Login(Login),
+    /// Logged in.
+    Ready {
+        /// The server's User datum.
+        server: User,
+        /// This user as the server knows it, aliases kept current by REGISTER.
+        me: User,
+    },
+}
+
+/// The protocol state of one identity (see the crate documentation). It outlives its
+/// connections: the conversation keys, the aliases learnt, the outbox and the de-duplication
+/// memory stay valid across reconnects.
+pub struct Engine {
+    /// This user's secret key.
+    pub(crate) secret: SecretKey,
+    /// This user's public key, computed once.
+    pub(crate) me: PublicKey,
+    /// The pin, the alias to claim and the framing.
+    pub(crate) config: Config,
+    /// Where the current connection stands.
+    pub(crate) phase: Phase,
+    /// Cuts what the transport delivers into frames.
+    pub(crate) reader: Reader,
+    /// Sent requests waiting for their answers.
+    pub(crate) pending: PendingQueue,
+    /// The number the next request gets.
+    pub(crate) next_request: u64,
+    /// The REGISTER of the configured alias sent at the latest login, so that a driver can wait
+    /// for its outcome.
+    pub(crate) alias_request: Option<RequestId>,
+    /// Conversation keys per peer, derived once (an X25519 and an HKDF each).
+    pub(crate) keys: HashMap<PublicKey, ConversationKey>,
+    /// Alias (in its case-insensitive form) to key, from every User the server sent.
+    pub(crate) aliases: HashMap<String, PublicKey>,
+    /// The latest User datum per key, with presence kept current by presence notices.
+    pub(crate) users: HashMap<PublicKey, User>,
+    /// Aliases that GETUSER could not resolve, with the reason, until the messages waiting
+    /// for them have been reported.
+    pub(crate) failed_aliases: HashMap<String, Unresolved>,
+    /// Aliases with a sender lookup in flight.
+    pub(crate) looking_up: HashSet<String>,
+    /// Incoming messages not yet opened, oldest first. A message whose sender is an alias
+    /// waits here for its lookup, and the ones behind it wait too, so that messages are
+    /// reported in the order they arrived.
+    pub(crate) inbox: VecDeque<Message>,
+    /// The keys of the messages already reported.
+    pub(crate) dedupe: Dedupe,
+    /// Ids reported to the application and not acknowledged by it yet. A copy of one of these
+    /// is dropped without an ACK: acknowledging it would tell the server to forget a message
+    /// the application may not have processed yet, and the application's own ACK of the id
+    /// covers the copy too.
+    pub(crate) unacked: HashSet<String>,
+    /// Ids to acknowledge with the next [`Engine::flush_acks`], in order.
+    pub(crate) to_ack: Vec<String>,
+    /// Messages sent and not yet confirmed, oldest first.
+    pub(crate) outbox: Outbox,
+    /// Whether the outbox or the de-duplication memory changed since the application last
+    /// saved them ([`Engine::take_storage_changed`]).
+    pub(crate) storage_changed: bool,
+    /// Bytes to write, oldest first: each is one WebSocket message, or the next bytes of the
+    /// TCP stream.
+    pub(crate) transmits: VecDeque<Vec<u8>>,
+    /// Events for the driver, oldest first.
+    pub(crate) events: VecDeque<Event>,
+    /// Where nonces and message ids come from.
+    pub(crate) random: Random,
+}
+
+impl Engine {
+    /// An engine for the holder of `secret`.
+    pub fn new(secret: SecretKey, config: Config, random: Random) -> Engine {
+        Engine {
+            me: secret.public_key(),
+            reader: Reader::new(config.framing),
+            secret,
+            config,
+            phase: Phase::Idle,
+            pending: PendingQueue::default(),
+            next_request: 1,
+            alias_request: None,
+            keys: HashMap::new(),
+            aliases: HashMap::new(),
+            users: HashMap::new(),
+            failed_aliases: HashMap::new(),
+            looking_up: HashSet::new(),
+            inbox: VecDeque::new(),
+            dedupe: Dedupe::new(),
+            unacked: HashSet::new(),
+            to_ack: Vec::new(),
+            outbox: Outbox::new(),
+            storage_changed: false,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            random,
+        }
+    }
+
+    /// This user's key.
+    pub fn me(&self) -> &PublicKey {
+        &self.me
+    }
+
+    /// This user as the server knows it, once logged in (aliases kept current by REGISTER).
+    pub fn user(&self) -> Option<&User> {
+        match &self.phase {
+            Phase::Ready { me, .. } => Some(me),
+            _ => None,
+        }
+    }
+
+    /// The server's User datum, once logged in (its key proven by the handshake).
+    pub fn server(&self) -> Option<&User> {
+        match &self.phase {
+            Phase::Ready { server, .. } => Some(server),
+            _ => None,
+        }
+    }
+
+    /// The pinned server key: the configured one, or the one a login proved.
+    pub fn pinned(&self) -> Option<&PublicKey> {
+        self.config.pinned.as_ref()
+    }
+
+    /// Sets the pinned key (the user accepted a new one while disconnected).
+    pub fn set_pinned(&mut self, pinned: Option<PublicKey>) {
+        self.config.pinned = pinned;
+    }
+
+    /// The alias claimed at every login (see [`Config::alias`]).
+    pub fn alias(&self) -> Option<&str> {
+        self.config.alias.as_deref()
+    }
+
+    /// The REGISTER of [`Engine::alias`] sent at the latest login, if one was.
+    pub fn alias_request(&self) -> Option<RequestId> {
+        self.alias_request
+    }
+
+    /// Whether the connection is logged in (requests can be sent).
+    pub fn is_ready(&self) -> bool {
+        matches!(self.phase, Phase::Ready { .. })
+    }
+
+    /// Whether a connection is open (logging in or logged in).
+    pub fn is_connected(&self) -> bool {
+        !matches!(self.phase, Phase::Idle)
+    }
+
+    /// Whether the login waits for the application to accept a server key that does not
+    /// match the pin ([`Engine::accept_server_key`]).
+    pub fn is_holding_server_key(&self) -> bool {
+        matches!(&self.phase, Phase::Login(login) if login.is_holding())
+    }
+
+    /// The latest User datum seen for `key` (GETUSER, ROSTER, SEARCH), presence kept current.
+    pub fn cached_user(&self, key: &PublicKey) -> Option<&User> {
+        self.users.get(key)
+    }
+
+    /// The key for `who` without asking the server: 64 hex digits, or an alias learnt before.
+    pub fn resolve_cached(&self, who: &str) -> Option<PublicKey> {
+        PublicKey::from_hex(who).or_else(|| self.aliases.get(&alias_key(who)).copied())
+    }
+
+    /// How many requests wait for an answer.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Starts a new connection: the header is the first transmit. A connection still open is
+    /// ended first ([`Engine::disconnected`]).
+    pub fn connect(&mut self) {
+        if self.is_connected() {
+            self.disconnected();
+        }
+        self.phase = Phase::Login(Login::new(self.secret.clone()));
+        self.transmits.push_back(HEADER.to_vec());
+    }
+
+    /// The connection is gone. The requests waiting for answers are forgotten; the messages
+    /// among them stay in the outbox and go out again at the next login. Reports
+    /// [`Event::Closed`] if a connection was open.
+    pub fn disconnected(&mut self) {
+        if !self.is_connected() {
+            return;
+        }
+        self.phase = Phase::Idle;
+        self.reader.reset();
+        self.transmits.clear();
+        self.pending.clear();
+        // Lookups in flight are asked again at the next login, when the inbox drains.
+        self.looking_up.clear();
+        // The server delivers whatever was not acknowledged again at the next login, where
+        // the copies are recognised and acknowledged.
+        self.to_ack.clear();
+        self.events.push_back(Event::Closed);
+    }
+
+    /// The next bytes to write: one WebSocket binary message, or the next bytes of the TCP
+    /// stream. Take them all after every call that may have queued some.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Whether events are waiting.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// Handles what the transport delivered: one WebSocket binary message, or the next bytes of
+    /// the TCP stream (any amount; a frame cut by the read is completed by the next call).
+    pub fn handle_bytes(&mut self, bytes: &[u8]) {
+        for frame in self.reader.push(bytes) {
+            match frame {
+                Ok(frame) => self.handle_frame(&frame),
+                Err(e) => self.on_garbled(bytes.first().copied(), e.to_string()),
+            }
+        }
+    }
+
+    /// Handles one whole frame.
+    fn handle_frame(&mut self, frame: &[u8]) {
+        let kind = frame[0];
+        match Datum::decode(kind, &frame[flexim_protocol::frame::PREFIX_LEN..]) {
+            Ok(datum) => self.on_datum(datum),
+            Err(e) => self.on_garbled(Some(kind), e.to_string()),
+        }
+    }
+
+    /// The application accepts the server key that did not match the pin: it becomes the pin
+    /// and the login goes on. Does nothing if no key is held.
+    pub fn accept_server_key(&mut self) {
+        let Phase::Login(login) = &mut self.phase else {
+            return;
+        };
+        if let Some(step) = login.accept(&mut *self.random) {
+            self.on_login_step(step);
+        }
+    }
+
+    /// What the application saves so that a restart loses nothing: the outbox and the most
+    /// recent de-duplication keys.
+    pub fn saved(&self) -> SavedDelivery {
+        SavedDelivery::of(&self.outbox, &self.dedupe)
+    }
+
+    /// Takes back what [`Engine::saved`] gave: the waiting messages go out at the next login
+    /// (before any sent since), and the seen messages are not reported again.
+    pub fn restore(&mut self, saved: SavedDelivery) {
+        for key in saved.seen {
+            self.dedupe.insert(key);
+        }
+        let mut outbox = saved.outbox;
+        for entry in self.outbox.iter() {
+            outbox.push(entry.clone());
+        }
+        self.outbox = outbox;
+    }
+
+    /// Remembers a message as reported already (a de-duplication key from the application's
+    /// saved history, [`crate::Incoming::key`]), so that a copy delivered later is not reported.
+    pub fn remember_seen(&mut self, key: &str) {
+        self.dedupe.insert(key.to_string());
+    }
+
+    /// Takes the de-duplication memory, for an engine of the same identity on the next
+    /// connection ([`Engine::restore_seen`]).
+    pub fn take_seen(&mut self) -> Dedupe {
+        std::mem::take(&mut self.dedupe)
+    }
+
+    /// Continues the de-duplication of an earlier engine: a message it reported is not reported
+    /// again, and its copies are acknowledged, since its application has had it.
+    pub fn restore_seen(&mut self, seen: Dedupe) {
+        for key in seen.recent() {
+            self.dedupe.insert(key.to_string());
+        }
+    }
+
+    /// Whether what [`Engine::saved`] returns changed since the last call.
+    pub fn take_storage_changed(&mut self) -> bool {
+        std::mem::take(&mut self.storage_changed)
+    }
+
+    /// The messages sent and not yet confirmed, oldest first.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Takes the unconfirmed messages out of the engine (for another engine's
+    /// [`Engine::resend`]).
+    pub fn take_outbox(&mut self) -> Outbox {
+        self.storage_changed = true;
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Queues a datum for the connection.
+    pub(crate) fn transmit(&mut self, datum: &Datum) -> Result<(), EngineError> {
+        let frame = datum.to_frame()?;
+        self.transmits.push_back(frame);
+        Ok(())
+    }
+
+    /// Reports an event.
+    pub(crate) fn emit(&mut self, event: Event) {
+        self.events.push_back(event);
+    }
+
+    /// Reports a notice.
+    pub(crate) fn notice(&mut self, text: String) {
+        self.emit(Event::Notice(text));
+    }
+
+    /// Remembers a user's aliases and details.
+    pub(crate) fn learn(&mut self, user: &User) {
+        for alias in &user.aliases {
+            self.aliases.insert(alias_key(alias), user.key);
+        }
+        self.users.insert(user.key, user.clone());
+    }
+
+    /// Dispatches one datum by the connection's phase.
+    fn on_datum(&mut self, datum: Datum) {
+        match &mut self.phase {
+            Phase::Idle => {
+                let kind = datum.kind().name();
+                self.notice(format!("ignored a {kind} datum outside a connection"));
+            }
+            Phase::Login(login) => {
+                let step = login.handle(datum, self.config.pinned.as_ref(), &mut *self.random);
+                self.on_login_step(step);
+            }
+            Phase::Ready { .. } => self.on_ready_datum(datum),
+        }
+    }
+
+    /// A frame that does not decode (or a WebSocket message that is not one frame).
+    fn on_garbled(&mut self, kind: Option<u8>, reason: String) {
+        let kind = kind.and_then(DatumKind::from_u8);
+        match (&mut self.phase, kind) {
+            (Phase::Login(login), _) => {
+                let step = login.garbled(reason);
+                self.on_login_step(step);
+            }
+            // A garbled answer still uses up its request, or every later answer would be given
+            // to the wrong one.
+            (
+                Phase::Ready { .. },
+                Some(DatumKind::Status | DatumKind::User | DatumKind::Roster),
+            ) => match self.pending.pop() {
+                Some((id, request)) => self.on_answer(id, request, Err(reason)),
+                None => self.notice(format!("the server sent a garbled datum: {reason}")),
+            },
+            (_, Some(DatumKind::Message)) => self.emit(Event::Undecryptable {
+                from: String::new(),
+                sender: None,
+                date: 0,
+                reason: format!("a garbled message arrived: {reason}"),
+            }),
+            _ => self.notice(format!("the server sent a garbled datum: {reason}")),
+        }
+    }
+
+    /// Acts on a step of the login.
+    fn on_login_step(&mut self, step: Step) {
+        let sent = match step {
+            Step::Wait => Ok(()),
+            Step::Introduced { key, check, send } => {
+                self.emit(Event::ServerKey { key, check });
+                send.map_or(Ok(()), |d| self.transmit(&d))
+            }
+            Step::Send(d) => self.transmit(&d),
+            Step::Done { server, me } => {
+                self.logged_in(server, me);
+                Ok(())
+            }
+            Step::Failed(e) => {
+                self.login_failed(e);
+                Ok(())
+            }
+        };
+        // The handshake's datums are small and fixed: one that does not frame is a bug.
+        if let Err(e) = sent {
+            self.login_failed(LoginError::NotFlexim(e.to_string()));
+        }
+    }
+
+    /// The login failed: the connection is over (the driver closes it).
+    fn login_failed(&mut self, error: LoginError) {
+        self.phase = Phase::Idle;
+        self.reader.reset();
+        self.pending.clear();
+        self.emit(Event::LoginFailed(error));
+    }
+
+    /// The handshake succeeded: pin the key, send the unconfirmed messages again (before
+    /// anything else), claim the alias, and open what waited for a lookup.
+    fn logged_in(&mut self, server: User, me: User) {
+        self.config.pinned = Some(server.key);
+        self.learn(&me);
+        self.phase = Phase::Ready {
+            server: server.clone(),
+            me: me.clone(),
+        };
+        self.emit(Event::LoggedIn { me, server });
+        self.resend_outbox();
+        self.alias_request = None;
+        if let Some(alias) = self.config.alias.clone() {
+            self.alias_request = self.register(&alias).ok();
+        }
+        self.drain_inbox();
+    }
+
+    /// Logged in: messages, notices and answers.
+    fn on_ready_datum(&mut self, datum: Datum) {
+        match datum {
+            Datum::Message(message) => {
+                self.inbox.push_back(message);
+                self.drain_inbox();
+            }
+            Datum::Status(s) if status::is_notice(s.status) => self.on_notice(s),
+            Datum::Status(_) | Datum::User(_) | Datum::Roster(_) => match self.pending.pop() {
+                Some((id, request)) => self.on_answer(id, request, Ok(datum)),
+                None => self.notice(format!(
+                    "the server sent an answer to nothing: {}",
+                    match &datum {
+                        Datum::Status(s) => describe(s),
+                        other => other.kind().name().to_string(),
+                    }
+                )),
+            },
+            other => self.notice(format!("ignored a {} datum", other.kind().name())),
+        }
+    }
+
+    /// A Status the server sends unasked.
+    fn on_notice(&mut self, s: Status) {
+        match s.status {
+            status::PRESENCE_ONLINE | status::PRESENCE_OFFLINE => {
+                match PublicKey::from_hex(&s.payload) {
+                    Some(key) => {
+                        let online = s.status == status::PRESENCE_ONLINE;
+                        if let Some(user) = self.users.get_mut(&key) {
+                            user.online = Some(online);
+                        }
+                        self.emit(Event::Presence { key, online });
+                    }
+                    None => self.notice(format!("a presence notice without a key: {}", s.payload)),
+                }
+            }
+            status::SESSION_EXISTS => self.emit(Event::SessionExists(s)),
+            status::DELIVERED_STORED => self.notice(s.payload),
+            status::DELIVERED | status::STORED_LATER | status::EXPIRED => self.on_receipt(s),
+            _ => self.emit(Event::Closing {
+                status: s.status,
+                reason: describe(&s),
+            }),
+        }
+    }
+
+    /// A receipt about messages this user sent: each one it names is confirmed (no need to
+    /// send it again) and reported, also one confirmed before (stored, then delivered), since
+    /// the application still wants to hear that it was delivered.
+    fn on_receipt(&mut self, s: Status) {
+        let ids: Vec<String> = s.about().map(str::to_string).collect();
+        if ids.is_empty() {
+            // Without an id, EXPIRED tells this user how many messages for them the server
+            // deleted unread ("N stored messages expired unread after 30 days").
+            let text = if s.status == status::EXPIRED {
+                s.payload
+            } else {
+                format!("a receipt without a message id: {}", describe(&s))
+            };
+            return self.notice(text);
+        }
+        let delivery = Delivery::from_status(&s);
+        for id in ids {
+            if self.outbox.remove(&id).is_some() {
+                self.storage_changed = true;
+            }
+            let status = Status::new(s.status, s.payload.clone()).with_id(Some(id.clone()));
+            self.emit(Event::Receipt {
+                id,
+                delivery: delivery.clone(),
+                status,
+            });
+        }
+    }
+}

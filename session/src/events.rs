@@ -1,0 +1,228 @@
+//! What the engine reports to its driver.
+
+use flexim_protocol::handshake::HandshakeError;
+use flexim_protocol::{PublicKey, Status, User};
+
+use crate::delivery::Delivery;
+use crate::login::PinCheck;
+use crate::requests::{Lookup, RequestId};
+
+/// A message that arrived and opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    /// The sender's key (`from` resolved).
+    pub from: PublicKey,
+    /// The `from` field as the sender wrote it (its key in hex, or one of its aliases).
+    pub from_text: String,
+    /// The `to` field as the sender wrote it (this user's key in hex, or one of its aliases).
+    pub to: String,
+    /// When the sender says it sent the message (Unix seconds); bound into the seal, so the
+    /// server cannot change it.
+    pub date: i64,
+    /// The flags, such as `NOTIFY`; bound into the seal too.
+    pub flags: Vec<String>,
+    /// The plaintext.
+    pub text: String,
+    /// The sender's id for the message, when it set one: the id to acknowledge once the
+    /// message is processed ([`crate::Engine::acknowledge`]). Until then the server keeps it
+    /// and delivers it again at the next login.
+    pub id: Option<String>,
+    /// The message's de-duplication key ([`crate::dedupe::message_key`]): stable across every
+    /// copy, so an application may keep it with the message (its history) and hand it back to
+    /// [`crate::Engine::remember_seen`] after a restart.
+    pub key: String,
+}
+
+/// Why a request did not get the answer it wanted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The error Status code, or 0 when the answer was not a Status at all (a datum of the
+    /// wrong kind, or a frame that did not decode).
+    pub status: i8,
+    /// The server's explanation, or what was wrong with the answer.
+    pub reason: String,
+}
+
+impl Refusal {
+    /// The refusal an error Status says.
+    pub fn of(s: &Status) -> Refusal {
+        Refusal {
+            status: s.status,
+            reason: s.payload.clone(),
+        }
+    }
+
+    /// A refusal without a Status: the answer was garbled or of the wrong kind.
+    pub fn garbled(reason: impl Into<String>) -> Refusal {
+        Refusal {
+            status: 0,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.status == 0 {
+            f.write_str(&self.reason)
+        } else {
+            let name = flexim_protocol::status::name(self.status);
+            write!(f, "{name} ({}): {}", self.status, self.reason)
+        }
+    }
+}
+
+/// The answer to one request, interpreted for what the request was for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// REGISTER: the alias is this key's now (also when it already was), or why not (`-9`
+    /// taken, `-12` invalid).
+    Register {
+        /// The alias asked for.
+        alias: String,
+        /// The server's Status, or the refusal.
+        result: Result<Status, Refusal>,
+    },
+    /// ROSTER: the users the server lists for this user.
+    Roster(Result<Vec<User>, Refusal>),
+    /// SEARCH.
+    Search {
+        /// The text searched for.
+        text: String,
+        /// The users found.
+        result: Result<Vec<User>, Refusal>,
+    },
+    /// GETUSER (not reported for [`Lookup::Sender`], which is the engine's own).
+    User {
+        /// The key or alias asked about.
+        query: String,
+        /// Why it was asked.
+        purpose: Lookup,
+        /// The user, or why not (`-8` no such user).
+        result: Result<User, Refusal>,
+    },
+    /// GHOST: this connection is the key's active session now (Status `4`), or why not.
+    Ghost(Result<Status, Refusal>),
+    /// OFFLINES: the stored messages were delivered (as [`Event::Message`]s before this).
+    Offlines(Result<Status, Refusal>),
+    /// ACK.
+    Ack {
+        /// How many ids it carried.
+        count: usize,
+        /// The server's Status (`acknowledged N of M`), or why not.
+        result: Result<Status, Refusal>,
+    },
+    /// The answer to a sent message: `3` RELAYED leaves it waiting for a receipt, `2` STORED
+    /// confirms it and an error refuses it for good.
+    Sent {
+        /// The message's id.
+        id: String,
+        /// What it means for the message; `None` when the answer was garbled or not a Status,
+        /// so the message's fate is unknown and it stays in the outbox.
+        delivery: Option<Delivery>,
+        /// The server's Status (a success), or the refusal.
+        result: Result<Status, Refusal>,
+        /// Whether the message had been confirmed already, by a receipt that overtook this
+        /// answer (a copy sent again after a reconnect): the answer then has nothing to add.
+        late: bool,
+    },
+}
+
+/// Why a login failed. The connection cannot go on; the driver closes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    /// The peer does not talk like a flexim server (its first bytes are no FLEX datum, or not
+    /// its introduction).
+    #[error("the server does not answer like a flexim server ({0})")]
+    NotFlexim(String),
+    /// The server refused the login with this Status.
+    #[error("the server refused: {payload} ({})", flexim_protocol::status::name(*status))]
+    Refused {
+        /// The Status code.
+        status: i8,
+        /// The server's explanation.
+        payload: String,
+    },
+    /// The handshake failed on this side: the server's challenge did not open under the key
+    /// it announced (not the server it says it is), or it sent something out of turn.
+    #[error("handshake failed: {0}")]
+    Handshake(HandshakeError),
+}
+
+/// Something the driver should show or act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The server introduced itself. With [`PinCheck::Mismatch`] the engine holds the login
+    /// until [`crate::Engine::accept_server_key`]: a browser asks the user, a command-line
+    /// client refuses.
+    ServerKey {
+        /// The key the server presents.
+        key: PublicKey,
+        /// How it compares with the pinned key.
+        check: PinCheck,
+    },
+    /// The handshake succeeded: the server's key is proven and this connection is logged in.
+    /// The unconfirmed messages have been sent again already.
+    LoggedIn {
+        /// This user as the server knows it (aliases, previous `last_seen`).
+        me: User,
+        /// The server's User datum.
+        server: User,
+    },
+    /// The login failed; the connection cannot go on.
+    LoginFailed(LoginError),
+    /// A message arrived and opened (copies of messages already reported are not).
+    Message(Incoming),
+    /// A message arrived but did not open. One with an id that will never open has been
+    /// acknowledged (it would come back at every login); it is reported once.
+    Undecryptable {
+        /// The `from` field as sent (empty if the datum itself was garbled).
+        from: String,
+        /// The sender's key, when `from` could be resolved.
+        sender: Option<PublicKey>,
+        /// The message's claimed date (0 if the datum itself was garbled).
+        date: i64,
+        /// Why it did not open.
+        reason: String,
+    },
+    /// A user came online or went offline.
+    Presence {
+        /// The user.
+        key: PublicKey,
+        /// True when the user came online.
+        online: bool,
+    },
+    /// The answer to a request.
+    Answer {
+        /// The request, as returned when it was made.
+        request: RequestId,
+        /// The answer.
+        answer: Answer,
+    },
+    /// A receipt about a message this user sent, on this connection or an earlier one: `7`
+    /// delivered, `8` stored after all, `9` expired unread. One event per message.
+    Receipt {
+        /// The message's id.
+        id: String,
+        /// What it means for the message.
+        delivery: Delivery,
+        /// The receipt as the server sent it.
+        status: Status,
+    },
+    /// Another session of this key is the active one (Status `5`): it receives this key's
+    /// messages until this one sends GHOST ([`crate::Engine::ghost`]).
+    SessionExists(Status),
+    /// Something worth telling the user, with no action needed.
+    Notice(String),
+    /// The server announced that it closes this connection (taken over, shutting down, too
+    /// slow). After [`flexim_protocol::status::TAKEN_OVER`] another session is the active one,
+    /// and reconnecting automatically would only take it back.
+    Closing {
+        /// The Status code.
+        status: i8,
+        /// The server's explanation, with the code's name.
+        reason: String,
+    },
+    /// The connection ended ([`crate::Engine::disconnected`]).
+    Closed,
+}

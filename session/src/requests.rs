@@ -1,0 +1,100 @@
+//! What each datum the client sends is for, so that its answer can be put to use.
+//!
+//! Once logged in, the server answers every datum the client sends with exactly one Status,
+//! User or Roster, in order, and slips unsolicited datums in between. Each unsolicited Status
+//! code is distinct from every answer code ([`flexim_protocol::status::is_notice`]), so a FIFO
+//! of requests ([`PendingQueue`]) popped once per answer-like datum pairs every answer with its
+//! request.
+
+use std::collections::VecDeque;
+
+/// Names one request, so that a driver that waits for an answer (the native client's
+/// `request(..).await`) can recognise it among the events. Numbers only grow, across
+/// connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// Why a GETUSER was sent, which decides what its answer is used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The user asked to talk to this key or alias.
+    Contact,
+    /// A message arrived with an alias in `from`; its key is needed to open it. Internal: its
+    /// answer is used by the engine and reported as no event.
+    Sender,
+    /// Only to learn the user's aliases and presence.
+    Refresh,
+}
+
+/// What a sent datum was for, kept until its answer arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Request {
+    /// REGISTER of this alias.
+    Register {
+        /// The alias asked for.
+        alias: String,
+    },
+    /// ROSTER.
+    Roster,
+    /// SEARCH for this text.
+    Search {
+        /// The text searched for.
+        text: String,
+    },
+    /// GETUSER of a key or alias.
+    GetUser {
+        /// The key or alias asked about, as sent.
+        query: String,
+        /// What the answer is for.
+        purpose: Lookup,
+    },
+    /// A sealed Message. Its frame waits in the outbox until the message is confirmed, so that
+    /// it can be sent again byte for byte after a reconnect.
+    Message {
+        /// The message's id.
+        id: String,
+    },
+    /// GHOST.
+    Ghost,
+    /// OFFLINES.
+    Offlines,
+    /// ACK of messages this client received and processed.
+    Ack {
+        /// How many ids it carried.
+        count: usize,
+    },
+}
+
+/// The requests waiting for their answers, oldest first.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PendingQueue {
+    /// The requests in the order they were sent.
+    queue: VecDeque<(RequestId, Request)>,
+}
+
+impl PendingQueue {
+    /// Records a sent request.
+    pub(crate) fn push(&mut self, id: RequestId, request: Request) {
+        self.queue.push_back((id, request));
+    }
+
+    /// The request the next answer belongs to.
+    pub(crate) fn pop(&mut self) -> Option<(RequestId, Request)> {
+        self.queue.pop_front()
+    }
+
+    /// How many requests are waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether a waiting request matches `pred` (to avoid asking the same thing twice).
+    pub(crate) fn any(&self, pred: impl Fn(&Request) -> bool) -> bool {
+        self.queue.iter().any(|(_, r)| pred(r))
+    }
+
+    /// Empties the queue (the connection is gone, so no answer will come).
+    pub(crate) fn clear(&mut self) {
+        self.queue.clear();
+    }
+}

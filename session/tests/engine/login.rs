@@ -1,0 +1,195 @@
+//! The login: pinning, the handshake, failures, and the alias claimed after it.
+
+use flexim_protocol::handshake::{HandshakeError, PendingChallenge, parse_auth};
+use flexim_protocol::status;
+use flexim_protocol::{Datum, HEADER};
+use flexim_session::{Answer, Config, Engine, Event, Framing, LoginError, PinCheck};
+
+use crate::kit::*;
+
+#[test]
+fn first_use_pins_the_key_the_handshake_proved() {
+    let server = key(1);
+    let mut e = engine(&key(2));
+    let evs = login(&mut e, &server);
+    assert!(matches!(
+        &evs[0],
+        Event::ServerKey { key, check: PinCheck::FirstUse } if *key == server.public_key()
+    ));
+    let Some(Event::LoggedIn { me, server: s }) = evs.last() else {
+        panic!("{evs:?}");
+    };
+    assert_eq!(me.key, key(2).public_key());
+    assert_eq!(s.key, server.public_key());
+    assert_eq!(e.pinned(), Some(&server.public_key()));
+    assert_eq!(e.server().map(|u| u.key), Some(server.public_key()));
+}
+
+#[test]
+fn a_changed_server_key_holds_the_login_until_accepted() {
+    let (server, pinned) = (key(1), key(9).public_key());
+    let mut e = engine_with(&key(2), Some(pinned), None);
+    e.connect();
+    assert_eq!(e.poll_transmit().as_deref(), Some(&HEADER[..]));
+    e.handle_bytes(&frame_of(server_user(&server)));
+    // Nothing about this user goes out to a server it cannot vouch for.
+    assert!(sent(&mut e).is_empty());
+    assert!(e.is_holding_server_key());
+    assert!(matches!(
+        events(&mut e).as_slice(),
+        [Event::ServerKey { check: PinCheck::Mismatch { pinned: p }, .. }] if *p == pinned
+    ));
+    e.accept_server_key();
+    assert!(matches!(sent(&mut e).as_slice(), [Datum::Command(c)] if c.cmd == "AUTH"));
+    assert!(!e.is_holding_server_key());
+}
+
+#[test]
+fn a_refusal_while_holding_fails_the_login() {
+    let mut e = engine_with(&key(2), Some(key(9).public_key()), None);
+    e.connect();
+    e.handle_bytes(&frame_of(server_user(&key(1))));
+    e.handle_bytes(&st(status::AUTH_FAILED, "authentication timed out"));
+    let evs = events(&mut e);
+    assert!(matches!(
+        evs.last(),
+        Some(Event::LoginFailed(LoginError::Refused { status: -6, .. }))
+    ));
+    assert!(!e.is_connected());
+}
+
+#[test]
+fn a_server_that_cannot_open_its_own_challenge_fails_the_login() {
+    // The impostor announces the real server's key but holds another secret.
+    let (real, impostor, me) = (key(1), key(3), key(2));
+    let mut e = engine(&me);
+    e.connect();
+    e.poll_transmit();
+    e.handle_bytes(&frame_of(server_user(&real)));
+    let Datum::Command(auth) = &sent(&mut e)[0] else {
+        panic!("no AUTH");
+    };
+    let (client, _) = parse_auth(auth).unwrap();
+    let (_, challenge) = PendingChallenge::issue(&impostor, client, 5, 0, &mut counter()).unwrap();
+    e.handle_bytes(&frame_of(challenge));
+    assert!(sent(&mut e).is_empty(), "no answer to an impostor");
+    assert!(matches!(
+        events(&mut e).last(),
+        Some(Event::LoginFailed(LoginError::Handshake(
+            HandshakeError::Sealed
+        )))
+    ));
+}
+
+#[test]
+fn garbage_in_place_of_the_introduction_is_not_a_flexim_server() {
+    let mut e = engine(&key(2));
+    e.connect();
+    e.poll_transmit();
+    // An HTTP server answering the header: "HTTP/1.1 400" read as a frame is no datum.
+    e.handle_bytes(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    assert!(matches!(
+        events(&mut e).as_slice(),
+        [Event::LoginFailed(LoginError::NotFlexim(_))]
+    ));
+}
+
+#[test]
+fn the_login_survives_a_byte_stream_cut_anywhere() {
+    // Over TCP the reads cut frames anywhere: every split of the server's bytes logs in.
+    let server = key(1);
+    let me = key(2);
+    let intro = frame_of(server_user(&server));
+    for cut in 0..=intro.len() {
+        let config = Config {
+            pinned: None,
+            alias: None,
+            framing: Framing::Stream,
+        };
+        let mut e = Engine::new(me.clone(), config, counter());
+        e.connect();
+        e.poll_transmit();
+        e.handle_bytes(&intro[..cut]);
+        e.handle_bytes(&intro[cut..]);
+        let out = sent(&mut e);
+        assert!(
+            matches!(out.as_slice(), [Datum::Command(c)] if c.cmd == "AUTH"),
+            "cut {cut}"
+        );
+    }
+    // And several frames in one read come out one by one.
+    let mut e = Engine::new(
+        me.clone(),
+        Config {
+            pinned: None,
+            alias: None,
+            framing: Framing::Stream,
+        },
+        counter(),
+    );
+    e.connect();
+    e.poll_transmit();
+    let mut both = intro.clone();
+    both.extend(st(status::PRESENCE_ONLINE, &key(5).public_key().to_hex()));
+    e.handle_bytes(&both);
+    assert_eq!(sent(&mut e).len(), 1);
+}
+
+#[test]
+fn the_alias_is_claimed_with_register_after_the_resent_messages() {
+    let server = key(1);
+    let me = key(2);
+    let bob = key(3).public_key();
+    let mut e = engine_with(&me, None, Some("alice"));
+    // A message written while offline waits for the login.
+    let id = e.send_text(&bob, "written offline", &[], 5).unwrap().id;
+    let evs = login(&mut e, &server);
+    assert!(matches!(evs.last(), Some(Event::LoggedIn { .. })));
+    let out = sent(&mut e);
+    assert!(matches!(&out[0], Datum::Message(m) if m.id.as_deref() == Some(id.as_str())));
+    assert!(matches!(&out[1], Datum::Command(c) if c.cmd == "REGISTER" && c.payload == ["alice"]));
+    let request = e.alias_request().expect("the REGISTER is named");
+    e.handle_bytes(&st(status::STORED, "stored"));
+    e.handle_bytes(&st(status::OK, "registered alice"));
+    let evs = events(&mut e);
+    assert!(evs.iter().any(|ev| matches!(
+        ev,
+        Event::Answer { request: r, answer: Answer::Register { alias, result: Ok(_) } }
+            if *r == request && alias == "alice"
+    )));
+    assert_eq!(e.user().unwrap().aliases, ["alice"]);
+    assert_eq!(e.resolve_cached("ALICE"), Some(me.public_key()));
+}
+
+#[test]
+fn an_alias_refused_for_good_is_not_asked_for_again() {
+    let server = key(1);
+    let mut e = engine_with(&key(2), None, Some("bob"));
+    login(&mut e, &server);
+    sent(&mut e);
+    e.handle_bytes(&st(
+        status::ALIAS_TAKEN,
+        "the alias bob belongs to someone else",
+    ));
+    assert!(events(&mut e).iter().any(|ev| matches!(
+        ev,
+        Event::Answer { answer: Answer::Register { result: Err(r), .. }, .. } if r.status == -9
+    )));
+    assert_eq!(e.alias(), None);
+    e.disconnected();
+    login(&mut e, &server);
+    assert!(
+        sent(&mut e).is_empty(),
+        "no REGISTER at the next login for an alias someone else has"
+    );
+    // A storage failure, by contrast, keeps the alias for the next login.
+    let mut e = engine_with(&key(2), None, Some("carol"));
+    login(&mut e, &server);
+    sent(&mut e);
+    e.handle_bytes(&st(status::INTERNAL, "storage failure"));
+    assert_eq!(e.alias(), Some("carol"));
+    // And an alias registered later is the one claimed from then on.
+    e.register("dave").unwrap();
+    e.handle_bytes(&st(status::OK, "registered dave"));
+    assert_eq!(e.alias(), Some("dave"));
+}
