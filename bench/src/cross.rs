@@ -12,9 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use flexim_client::protocol::status::{self, cmd};
-use flexim_client::protocol::{Command, Datum, PublicKey};
-use flexim_client::{Client, Identity};
+use flexim_client::protocol::PublicKey;
+use flexim_client::{Answer, Client, Delivery, Event, Identity};
 use serde::Serialize;
 use tokio::sync::{Mutex, Notify};
 
@@ -81,23 +80,21 @@ async fn sender(
     let (mut sent, mut receipts) = (0usize, 0usize);
     loop {
         while sent < load.messages && sent - pair.received.load(Ordering::Acquire) < load.window {
-            let m = c.seal_message(&to, &text, &[])?;
-            let id = m.id.clone().unwrap_or_default();
+            let id = c.queue_text(&to, &text, &[]).await?;
             pair.sent_at.lock().await.insert(id, Instant::now());
-            c.send_datum(&Datum::Message(m)).await?;
             sent += 1;
         }
         if sent == load.messages && receipts == load.messages {
             return Ok(receipts);
         }
         tokio::select! {
-            d = c.recv_datum() => match d? {
-                Some(Datum::Status(s)) if s.status == status::DELIVERED => receipts += 1,
-                Some(Datum::Status(s)) if status::is_error(s.status) => {
-                    bail!("the server refused a message: {}", s.payload)
+            event = c.next_event() => match event? {
+                Event::Receipt { delivery: Delivery::Delivered, .. } => receipts += 1,
+                Event::Answer { answer: Answer::Sent { result: Err(refusal), .. }, .. } => {
+                    bail!("the server refused a message: {refusal}")
                 }
-                Some(_) => {}
-                None => bail!("the server closed the sender's connection"),
+                Event::Closed => bail!("the server closed the sender's connection"),
+                _ => {}
             },
             _ = pair.progress.notified() => {}
         }
@@ -111,10 +108,9 @@ async fn recipient(
 ) -> anyhow::Result<(usize, usize, Vec<Duration>)> {
     let mut got = HashSet::with_capacity(load.messages);
     let (mut repeats, mut latencies) = (0, Vec::with_capacity(load.messages));
-    let (mut acks_sent, mut acks_answered) = (0, 0);
-    while got.len() < load.messages || acks_answered < acks_sent {
-        match c.recv_datum().await? {
-            Some(Datum::Message(m)) => {
+    while got.len() < load.messages || c.acks_pending() {
+        match c.next_event().await? {
+            Event::Message(m) => {
                 let id = m.id.unwrap_or_default();
                 if got.insert(id.clone()) {
                     if let Some(t) = pair.sent_at.lock().await.remove(&id) {
@@ -125,12 +121,20 @@ async fn recipient(
                 } else {
                     repeats += 1;
                 }
-                c.send_datum(&Command::new(cmd::ACK, &[&id]).into()).await?;
-                acks_sent += 1;
+                c.acknowledge(&id);
             }
-            Some(Datum::Status(s)) if s.status == status::OK => acks_answered += 1,
-            Some(_) => {}
-            None => bail!("the server closed the recipient's connection"),
+            Event::Answer {
+                answer:
+                    Answer::Ack {
+                        result: Err(refusal),
+                        ..
+                    },
+                ..
+            } => {
+                bail!("the server refused an ACK: {refusal}")
+            }
+            Event::Closed => bail!("the server closed the recipient's connection"),
+            _ => {}
         }
     }
     Ok((got.len(), repeats, latencies))

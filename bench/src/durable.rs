@@ -3,16 +3,15 @@
 //!
 //! P senders each write M messages to their own offline recipient, keeping up to W unanswered
 //! (pipelined, as a real client does after a reconnect). Then the recipients log in, take
-//! everything and acknowledge it in batches, while the senders collect their "delivered"
+//! everything and acknowledge it as the client library does (one ACK per wake-up), while the senders collect their "delivered"
 //! receipts. Every message is sealed end to end and carries an id; nothing is faked.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use flexim_client::protocol::status::{self, cmd};
-use flexim_client::protocol::{Command, Datum};
-use flexim_client::{Client, Identity};
+use flexim_client::protocol::status;
+use flexim_client::{Answer, Client, Delivery, Event, Identity};
 use serde::Serialize;
 
 use crate::stats::{Latency, rate};
@@ -28,8 +27,6 @@ pub struct Load {
     pub window: usize,
     /// Plaintext bytes per message.
     pub size: usize,
-    /// Ids per ACK.
-    pub ack_batch: usize,
     /// Bound on each phase.
     pub timeout: Duration,
 }
@@ -79,7 +76,8 @@ async fn connect(addr: &str) -> anyhow::Result<(Client, Identity)> {
     Ok((c, me))
 }
 
-/// Phase 1 for one sender: returns the ids answered "stored", the refusals and latencies.
+/// Phase 1 for one sender: returns the ids answered "stored", the refusals, the latencies and
+/// the size of one framed message.
 async fn store_phase(
     c: &mut Client,
     to: &flexim_client::protocol::PublicKey,
@@ -92,76 +90,73 @@ async fn store_phase(
     let mut frame_bytes = 0;
     while stored.len() + refused < load.messages {
         while sent < load.messages && inflight.len() < load.window {
-            let m = Datum::Message(c.seal_message(to, &text, &[])?);
-            frame_bytes = m.to_frame()?.len();
-            c.send_datum(&m).await?;
+            let id = c.queue_text(to, &text, &[]).await?;
+            frame_bytes = c.outbox().get(&id).map_or(0, |o| o.frame.len());
             inflight.push_back(Instant::now());
             sent += 1;
         }
-        match c.recv_datum().await? {
-            Some(Datum::Status(s)) if s.id.is_some() && !status::is_notice(s.status) => {
+        match c.next_event().await? {
+            Event::Answer {
+                answer: Answer::Sent { id, result, .. },
+                ..
+            } => {
                 if let Some(t) = inflight.pop_front() {
                     latencies.push(t.elapsed());
                 }
-                match (s.status, s.id) {
-                    (status::STORED, Some(id)) => stored.push(id),
+                match result {
+                    Ok(s) if s.status == status::STORED => stored.push(id),
                     _ => refused += 1,
                 }
             }
-            Some(_) => {}
-            None => bail!("the server closed the connection"),
+            Event::Closed => bail!("the server closed the connection"),
+            _ => {}
         }
     }
     Ok((stored, refused, latencies, frame_bytes))
 }
 
-/// Phase 2 for one recipient: takes `expected` messages, acknowledging in batches; returns
-/// the ids received (first copies) and the number of repeats.
-async fn drain(
-    c: &mut Client,
-    expected: usize,
-    batch: usize,
-) -> anyhow::Result<(HashSet<String>, usize)> {
+/// Phase 2 for one recipient: takes `expected` messages, acknowledging each once it is
+/// processed (the client sends everything processed in one wake-up in one ACK); returns the
+/// ids received and the number of copies the application saw (the engine drops copies, so
+/// anything but 0 is a bug).
+async fn drain(c: &mut Client, expected: usize) -> anyhow::Result<(HashSet<String>, usize)> {
     let mut got = HashSet::with_capacity(expected);
     let mut repeats = 0;
-    let mut to_ack: Vec<String> = Vec::with_capacity(batch);
-    let (mut acks_sent, mut acks_answered) = (0usize, 0usize);
-    loop {
-        if to_ack.len() >= batch || (got.len() >= expected && !to_ack.is_empty()) {
-            let ids: Vec<&str> = to_ack.iter().map(String::as_str).collect();
-            c.send_datum(&Command::new(cmd::ACK, &ids).into()).await?;
-            acks_sent += 1;
-            to_ack.clear();
-        }
-        if got.len() >= expected && acks_answered == acks_sent {
-            return Ok((got, repeats));
-        }
-        match c.recv_datum().await? {
-            Some(Datum::Message(m)) => {
+    while got.len() < expected || c.acks_pending() {
+        match c.next_event().await? {
+            Event::Message(m) => {
                 let id = m.id.unwrap_or_default();
                 if !got.insert(id.clone()) {
                     repeats += 1;
                 }
-                to_ack.push(id);
+                c.acknowledge(&id);
             }
-            Some(Datum::Status(s)) if s.status == status::OK => acks_answered += 1,
-            Some(Datum::Status(s)) if status::is_error(s.status) => {
-                bail!("the server refused an ACK: {}", s.payload)
-            }
-            Some(_) => {}
-            None => bail!("the server closed the connection"),
+            Event::Answer {
+                answer:
+                    Answer::Ack {
+                        result: Err(refusal),
+                        ..
+                    },
+                ..
+            } => bail!("the server refused an ACK: {refusal}"),
+            Event::Closed => bail!("the server closed the connection"),
+            _ => {}
         }
     }
+    Ok((got, repeats))
 }
 
 /// Waits for `n` "delivered" receipts.
 async fn receipts(c: &mut Client, n: usize) -> anyhow::Result<usize> {
     let mut got = 0;
     while got < n {
-        match c.recv_datum().await? {
-            Some(Datum::Status(s)) if s.status == status::DELIVERED => got += 1,
-            Some(_) => {}
-            None => bail!("the server closed the connection"),
+        match c.next_event().await? {
+            Event::Receipt {
+                delivery: Delivery::Delivered,
+                ..
+            } => got += 1,
+            Event::Closed => bail!("the server closed the connection"),
+            _ => {}
         }
     }
     Ok(got)
@@ -219,10 +214,9 @@ where
                 n.context("waiting for receipts timed out")?
             });
             let mut c = Client::connect(&tcp, &recipient, None).await?;
-            let (got, repeats) =
-                tokio::time::timeout(load.timeout, drain(&mut c, expected, load.ack_batch))
-                    .await
-                    .context("the drain phase timed out")??;
+            let (got, repeats) = tokio::time::timeout(load.timeout, drain(&mut c, expected))
+                .await
+                .context("the drain phase timed out")??;
             let lost = stored.iter().filter(|id| !got.contains(*id)).count();
             let receipts = receipts.await??;
             Ok::<_, anyhow::Error>((got.len(), lost, repeats, receipts))

@@ -121,9 +121,6 @@ struct DurableArgs {
     /// Plaintext bytes per message.
     #[arg(long, default_value_t = 256)]
     size: usize,
-    /// Ids per ACK command.
-    #[arg(long, default_value_t = 256)]
-    ack_batch: usize,
     /// Give up on a phase after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -231,7 +228,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 size: args
                     .size
                     .clamp(1, flexim_client::protocol::e2e::MAX_PLAINTEXT),
-                ack_batch: args.ack_batch.clamp(1, 1000),
                 timeout: Duration::from_secs(args.timeout),
             };
             eprintln!(

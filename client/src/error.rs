@@ -3,12 +3,13 @@
 use std::io;
 
 use flexim_protocol::PublicKey;
-use flexim_protocol::datum::DatumError;
 use flexim_protocol::e2e::E2eError;
 use flexim_protocol::frame::FrameError;
 use flexim_protocol::handshake::HandshakeError;
 use flexim_protocol::status;
 use tokio_tungstenite::tungstenite;
+
+use flexim_session::EngineError;
 
 use crate::endpoint::EndpointError;
 
@@ -86,15 +87,10 @@ pub enum ClientError {
     /// does not hold exactly one frame).
     #[error("framing error: {0}")]
     Frame(FrameError),
-    /// The server sent a frame whose body is not a valid datum. The framing is intact, so the
-    /// connection can go on.
-    #[error("the server sent a bad datum (type {kind}): {error}")]
-    BadDatum {
-        /// The frame's type byte.
-        kind: u8,
-        /// Why it does not decode.
-        error: DatumError,
-    },
+    /// The server answered a request with something this client cannot use (a datum of the
+    /// wrong kind, or a frame that does not decode).
+    #[error("the server's answer makes no sense: {0}")]
+    BadAnswer(String),
     /// The server sent a WebSocket text message; flexim speaks binary only.
     #[error("the server sent a WebSocket text message; flexim uses binary messages only")]
     TextMessage,
@@ -147,7 +143,7 @@ impl ClientError {
     /// messages, a stream cut inside a frame.
     pub(crate) fn is_garbage(&self) -> bool {
         match self {
-            ClientError::BadDatum { .. } | ClientError::Frame(_) | ClientError::TextMessage => true,
+            ClientError::TextMessage => true,
             ClientError::Io(e) => e.kind() == io::ErrorKind::UnexpectedEof,
             _ => false,
         }
@@ -177,6 +173,17 @@ impl From<FrameError> for ClientError {
 impl From<E2eError> for ClientError {
     fn from(e: E2eError) -> Self {
         ClientError::E2e(e)
+    }
+}
+
+impl From<EngineError> for ClientError {
+    /// A request without a connection is a closed connection to the caller.
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NotConnected => ClientError::Closed,
+            EngineError::Seal(e) => ClientError::E2e(e),
+            EngineError::Frame(e) => ClientError::Frame(e),
+        }
     }
 }
 

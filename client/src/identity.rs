@@ -64,7 +64,7 @@ impl Identity {
     /// Draws a fresh secret key from the operating system's random number generator.
     pub fn generate() -> Result<Identity, KeyFileError> {
         let mut bytes = [0u8; flexim_protocol::keys::KEY_LEN];
-        getrandom::fill(&mut bytes).map_err(KeyFileError::Random)?;
+        crate::os::fill(&mut bytes).map_err(KeyFileError::Random)?;
         Ok(Identity(SecretKey::from_bytes(bytes)))
     }
 

@@ -1,9 +1,9 @@
 //! The native flexim client library: key files, server addresses, the TCP and WebSocket
-//! transports, and a [`Client`] that logs in, sends end-to-end encrypted messages and turns
-//! what the server sends into [`Event`]s.
+//! transports, and a [`Client`] that drives the protocol engine of `flexim-session` over them.
 //!
-//! Everything protocol-related (datums, framing, the handshake, the encryption) comes from
-//! `flexim-protocol`; this crate adds only the I/O, the clock and the randomness around it.
+//! The protocol itself (the login, requests and answers, the outbox, receipts, opening and
+//! de-duplicating messages, acknowledgements) is the engine's, shared with the browser client;
+//! this crate adds only the I/O, the clock and the randomness around it.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,7 +21,7 @@
 //!                 client.ack(&[id]).await?;
 //!             }
 //!         }
-//!         Ok(Event::Receipt { id, status }) => println!("{id}: {}", status.payload),
+//!         Ok(Event::Receipt { id, status, .. }) => println!("{id}: {}", status.payload),
 //!         Ok(Event::Closed) => break,
 //!         Ok(_) => {}
 //!         Err(e) if e.is_connection_lost() => break,
@@ -29,9 +29,7 @@
 //!     }
 //! }
 //! // Messages not confirmed yet are sent again, in order, before anything new.
-//! let unconfirmed = client.take_outbox();
-//! let mut client = Client::connect("127.0.0.1:4321", &me, Some("alice")).await?;
-//! client.resend(unconfirmed).await?;
+//! let client = client.reconnect().await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -40,15 +38,20 @@ mod client;
 mod endpoint;
 mod error;
 mod identity;
-pub mod outbox;
+mod os;
 mod transport;
 
-pub use client::{CONNECT_TIMEOUT, Client, Event, Received, Seen};
+pub use client::{CONNECT_TIMEOUT, Client};
 pub use endpoint::{Endpoint, EndpointError};
 pub use error::ClientError;
 pub use identity::{Identity, KeyFileError};
-pub use outbox::{Outbox, new_message_id};
 pub use transport::{RawConnection, Transport};
+
+pub use flexim_session::{
+    Answer, Delivery, Event, Incoming as Received, Outbox, Outgoing, Refusal, Seen,
+};
 
 /// The protocol crate, re-exported so that users of this crate name the same types.
 pub use flexim_protocol as protocol;
+/// The engine crate, re-exported for the same reason.
+pub use flexim_session as session;

@@ -1,20 +1,18 @@
-//! The byte transports: raw TCP and WebSocket, both carrying whole datums.
+//! The byte transports under the engine: raw TCP (a byte stream) and WebSocket (one frame per
+//! binary message). They move bytes only; the engine (`flexim-session`) frames and parses.
 //!
 //! Both halves are built to be cancel-safe, because [`Transport::recv`] runs inside
 //! `tokio::select!` next to stdin and may be dropped at any await point:
 //! - Incoming bytes are kept in the struct (the TCP read buffer, or tungstenite's own state), so
-//!   a dropped `recv` loses nothing; a datum is only taken out of the buffer synchronously,
-//!   after it is complete.
-//! - Outgoing datums are first queued in the struct (synchronously) and then flushed. A dropped
-//!   flush leaves the rest in the queue, and every later `send`/`recv` flushes it first, so a
+//!   a dropped `recv` loses nothing.
+//! - Outgoing bytes are first queued in the struct (synchronously) and then flushed. A dropped
+//!   flush leaves the rest in the queue, and every later `flush`/`recv` flushes it first, so a
 //!   frame is never cut in half on the wire and never silently lost.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
 
 use bytes::{Buf as _, BytesMut};
-use flexim_protocol::frame::{self, HEADER, MAX_BODY, PREFIX_LEN};
-use flexim_protocol::{Datum, DatumError};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -24,7 +22,10 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use crate::endpoint::Endpoint;
 use crate::error::ClientError;
 
-/// A connection to a server that sends and receives whole datums.
+/// Bytes read from a TCP socket at once: many frames per system call under load.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// A connection to a server: bytes out, bytes in.
 pub struct Transport {
     /// The socket and its buffers.
     inner: Inner,
@@ -39,8 +40,8 @@ pub enum RawConnection {
     Tcp {
         /// The socket.
         stream: TcpStream,
-        /// Bytes already read from the socket but not yet returned as datums: the start of
-        /// the stream that follows, to be parsed before anything read later.
+        /// Bytes already read from the socket but not yet parsed: the start of the stream
+        /// that follows, to be parsed before anything read later.
         read: BytesMut,
     },
     /// WebSocket, one frame per binary message. Whatever tungstenite already read is kept
@@ -54,8 +55,7 @@ enum Inner {
     Tcp {
         /// The socket.
         stream: TcpStream,
-        /// Bytes read but not yet returned as datums (a partial frame survives cancellation
-        /// here).
+        /// The read buffer, kept between reads so that it is not allocated for each.
         rbuf: BytesMut,
         /// Bytes queued for writing but not yet accepted by the socket.
         wbuf: BytesMut,
@@ -85,7 +85,7 @@ impl Transport {
         let inner = match endpoint {
             Endpoint::Tcp { .. } => Inner::Tcp {
                 stream,
-                rbuf: BytesMut::with_capacity(8 * 1024),
+                rbuf: BytesMut::with_capacity(READ_CHUNK),
                 wbuf: BytesMut::new(),
             },
             Endpoint::WebSocket { url, .. } => {
@@ -111,37 +111,13 @@ impl Transport {
         matches!(self.inner, Inner::Ws { .. })
     }
 
-    /// Sends the 5-byte connection header (on WebSocket: as the first binary message).
-    pub async fn send_header(&mut self) -> Result<(), ClientError> {
-        self.send_raw(&HEADER).await
-    }
-
-    /// Sends arbitrary bytes: on TCP they go onto the stream as they are, on WebSocket they
-    /// form one binary message. Meant for tests of the server's error handling.
-    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.queue_raw(bytes);
-        self.flush().await
-    }
-
-    /// Sends one datum.
-    pub async fn send(&mut self, datum: &Datum) -> Result<(), ClientError> {
-        self.queue(datum)?;
-        self.flush().await
-    }
-
-    /// Queues one datum for sending without waiting. Once this returns `Ok`, the datum is
-    /// committed: it goes out whole with the next `flush`, `send` or `recv`.
-    pub fn queue(&mut self, datum: &Datum) -> Result<(), ClientError> {
-        let frame = datum.to_frame()?;
-        self.queue_raw(&frame);
-        Ok(())
-    }
-
-    /// Queues raw bytes (see [`Transport::send_raw`]).
-    fn queue_raw(&mut self, bytes: &[u8]) {
+    /// Queues bytes for sending without waiting: on TCP they go onto the stream as they are,
+    /// on WebSocket they form one binary message. Once queued they are committed: they go out
+    /// whole with the next [`Transport::flush`] or [`Transport::recv`].
+    pub fn queue(&mut self, bytes: Vec<u8>) {
         match &mut self.inner {
-            Inner::Tcp { wbuf, .. } => wbuf.extend_from_slice(bytes),
-            Inner::Ws { outbox, .. } => outbox.push_back(WsMessage::binary(bytes.to_vec())),
+            Inner::Tcp { wbuf, .. } => wbuf.extend_from_slice(&bytes),
+            Inner::Ws { outbox, .. } => outbox.push_back(WsMessage::binary(bytes)),
         }
     }
 
@@ -173,39 +149,29 @@ impl Transport {
         }
     }
 
-    /// Receives the next datum; `Ok(None)` when the server closed the connection cleanly.
+    /// Receives what the server sent next: on TCP whatever bytes arrived (frames cut
+    /// anywhere), on WebSocket one binary message. `Ok(None)` when the server closed the
+    /// connection. Queued output goes first, since the caller may wait for the answer to it.
     ///
-    /// Cancel-safe: partial input stays in the buffers and the next call carries on.
-    /// A frame whose body does not decode is consumed and reported as
-    /// [`ClientError::BadDatum`]; the stream stays in sync, so the caller may go on reading.
-    pub async fn recv(&mut self) -> Result<Option<Datum>, ClientError> {
-        // Queued output must go first: the caller may be waiting for the answer to it.
+    /// Cancel-safe: a read that is dropped loses nothing (tokio's `read_buf` and tungstenite
+    /// keep partial input), and unsent output stays queued.
+    pub async fn recv(&mut self) -> Result<Option<BytesMut>, ClientError> {
         self.flush().await?;
         match &mut self.inner {
-            Inner::Tcp { stream, rbuf, .. } => loop {
-                // The server's frames may use the whole 16-bit length; its own 48 KiB limit
-                // applies only to what it receives.
-                if let Some(info) = frame::check(rbuf, MAX_BODY)? {
-                    let frame = rbuf.split_to(info.total());
-                    return decode(info.kind, &frame[PREFIX_LEN..]).map(Some);
+            Inner::Tcp { stream, rbuf, .. } => {
+                if rbuf.capacity() - rbuf.len() < 1024 {
+                    rbuf.reserve(READ_CHUNK);
                 }
                 if stream.read_buf(rbuf).await? == 0 {
-                    if rbuf.is_empty() {
-                        return Ok(None);
-                    }
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection in the middle of a datum",
-                    )
-                    .into());
+                    return Ok(None);
                 }
-            },
+                Ok(Some(rbuf.split()))
+            }
             Inner::Ws { ws, .. } => loop {
                 match ws.next().await {
                     None => return Ok(None),
                     Some(Ok(WsMessage::Binary(bytes))) => {
-                        let (kind, body) = frame::split_exact(&bytes, MAX_BODY)?;
-                        return decode(kind, body).map(Some);
+                        return Ok(Some(BytesMut::from(&bytes[..])));
                     }
                     Some(Ok(WsMessage::Text(_))) => return Err(ClientError::TextMessage),
                     // The close frame's code and reason are not needed: the server sends any
@@ -239,10 +205,14 @@ impl Transport {
     /// Writes everything queued and hands over the socket, with the bytes already read and
     /// not yet returned as datums (see [`RawConnection`]). From then on the caller speaks the
     /// wire format itself.
-    pub async fn into_parts(mut self) -> Result<RawConnection, ClientError> {
+    pub async fn into_parts(mut self, unread: Vec<u8>) -> Result<RawConnection, ClientError> {
         self.flush().await?;
         Ok(match self.inner {
-            Inner::Tcp { stream, rbuf, .. } => RawConnection::Tcp { stream, read: rbuf },
+            Inner::Tcp { stream, rbuf, .. } => {
+                let mut read = BytesMut::from(&unread[..]);
+                read.extend_from_slice(&rbuf);
+                RawConnection::Tcp { stream, read }
+            }
             Inner::Ws { ws, .. } => RawConnection::WebSocket(ws),
         })
     }
@@ -258,9 +228,4 @@ impl Transport {
         }
         Ok(())
     }
-}
-
-/// Decodes one frame body, naming the type byte on failure.
-fn decode(kind: u8, body: &[u8]) -> Result<Datum, ClientError> {
-    Datum::decode(kind, body).map_err(|error: DatumError| ClientError::BadDatum { kind, error })
 }

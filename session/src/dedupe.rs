@@ -72,6 +72,15 @@ impl Dedupe {
         true
     }
 
+    /// Forgets `key` (a message whose report never reached the application).
+    pub fn remove(&mut self, key: &str) -> bool {
+        if !self.seen.remove(key) {
+            return false;
+        }
+        self.order.retain(|k| k != key);
+        true
+    }
+
     /// Whether `key` is remembered.
     pub fn contains(&self, key: &str) -> bool {
         self.seen.contains(key)

@@ -193,6 +193,13 @@ impl Engine {
         self.config.pinned = pinned;
     }
 
+    /// Sets how the transport delivers frames, for a driver that learns it only when it
+    /// connects. Takes effect for the next connection.
+    pub fn set_framing(&mut self, framing: Framing) {
+        self.config.framing = framing;
+        self.reader = Reader::new(framing);
+    }
+
     /// The alias claimed at every login (see [`Config::alias`]).
     pub fn alias(&self) -> Option<&str> {
         self.config.alias.as_deref()
@@ -250,6 +257,19 @@ impl Engine {
     pub fn disconnected(&mut self) {
         if !self.is_connected() {
             return;
+        }
+        // Bytes that never made a datum, from a peer that never sent one, then the end: another
+        // kind of server (an HTTP server answering the header and closing).
+        if let Phase::Login(login) = &self.phase
+            && !login.heard()
+            && self.reader.buffered() > 0
+        {
+            let reason = format!(
+                "{} bytes that are no FLEX frame, then the end of the connection",
+                self.reader.buffered()
+            );
+            self.events
+                .push_back(Event::LoginFailed(LoginError::NotFlexim(reason)));
         }
         self.phase = Phase::Idle;
         self.reader.reset();
@@ -335,18 +355,52 @@ impl Engine {
         self.dedupe.insert(key.to_string());
     }
 
-    /// Takes the de-duplication memory, for an engine of the same identity on the next
-    /// connection ([`Engine::restore_seen`]).
-    pub fn take_seen(&mut self) -> Dedupe {
-        std::mem::take(&mut self.dedupe)
+    /// The de-duplication memory, for an engine of the same identity on the next connection
+    /// ([`Engine::restore_seen`]): the messages the application was given. Messages still
+    /// waiting in the event queue are left out, since their application never saw them; the
+    /// server delivers them again (they were not acknowledged) and they are reported then.
+    pub fn seen(&self) -> Dedupe {
+        let mut seen = self.dedupe.clone();
+        for event in &self.events {
+            if let Event::Message(m) = event {
+                seen.remove(&m.key);
+            }
+        }
+        seen
     }
 
     /// Continues the de-duplication of an earlier engine: a message it reported is not reported
-    /// again, and its copies are acknowledged, since its application has had it.
+    /// again, and its copies are acknowledged, since its application has had it. That includes
+    /// copies already waiting in the event queue (delivered during the login, before this
+    /// call): they are taken out and acknowledged.
     pub fn restore_seen(&mut self, seen: Dedupe) {
         for key in seen.recent() {
             self.dedupe.insert(key.to_string());
         }
+        let mut copies = Vec::new();
+        self.events.retain(|event| match event {
+            Event::Message(m) if seen.contains(&m.key) => {
+                copies.extend(m.id.clone());
+                false
+            }
+            _ => true,
+        });
+        for id in copies {
+            self.unacked.remove(&id);
+            self.queue_ack(id);
+        }
+    }
+
+    /// The first queued event that `pred` picks, left in the queue.
+    pub fn find_event(&self, mut pred: impl FnMut(&Event) -> bool) -> Option<&Event> {
+        self.events.iter().find(|e| pred(e))
+    }
+
+    /// Takes the first queued event that `pred` picks, leaving the others in order: how a
+    /// driver that waits for one answer finds it among the events.
+    pub fn take_event(&mut self, mut pred: impl FnMut(&Event) -> bool) -> Option<Event> {
+        let at = self.events.iter().position(&mut pred)?;
+        self.events.remove(at)
     }
 
     /// Whether what [`Engine::saved`] returns changed since the last call.
@@ -357,6 +411,17 @@ impl Engine {
     /// The messages sent and not yet confirmed, oldest first.
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
+    }
+
+    /// A fresh message id from the engine's random source (for [`Engine::seal`]).
+    pub fn new_message_id(&mut self) -> String {
+        crate::outbox::new_id(&mut *self.random)
+    }
+
+    /// Takes the bytes of a TCP stream read but not yet a whole frame, for a program that takes
+    /// the connection over after the login (the load generator writes frames in bulk).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        self.reader.take()
     }
 
     /// Takes the unconfirmed messages out of the engine (for another engine's

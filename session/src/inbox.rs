@@ -203,7 +203,7 @@ impl Engine {
     }
 
     /// Puts `id` on the next ACK, once.
-    fn queue_ack(&mut self, id: String) {
+    pub(crate) fn queue_ack(&mut self, id: String) {
         if !self.to_ack.contains(&id) {
             self.to_ack.push(id);
         }

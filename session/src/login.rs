@@ -95,6 +95,11 @@ impl Login {
         self.held.is_some()
     }
 
+    /// Whether any datum (or garbled frame) arrived on this connection yet.
+    pub(crate) fn heard(&self) -> bool {
+        self.heard
+    }
+
     /// A frame arrived that does not decode.
     pub(crate) fn garbled(&mut self, reason: String) -> Step {
         let first = !std::mem::replace(&mut self.heard, true);

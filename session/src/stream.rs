@@ -36,6 +36,16 @@ impl Reader {
         self.buf = Vec::new();
     }
 
+    /// How many bytes of an unfinished frame are buffered.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Takes the bytes of an unfinished frame.
+    pub(crate) fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     /// Takes `bytes` and returns each whole frame in it, or why a message is not one frame.
     /// On a stream, an incomplete frame stays buffered for the next call.
     pub(crate) fn push(&mut self, bytes: &[u8]) -> Vec<Result<Vec<u8>, FrameError>> {

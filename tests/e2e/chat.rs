@@ -1,6 +1,6 @@
 //! Users on TCP and on WebSocket chat through the one relay core, end to end encrypted.
 
-use flexim_client::{Client, Event, Identity, Outbox};
+use flexim_client::{Client, Event, Identity, Outbox, Outgoing};
 use flexim_protocol::status;
 use flexim_tests::{TestServer, new_key};
 
@@ -83,7 +83,9 @@ async fn next_receipt(c: &mut Client, id: &str) -> flexim_protocol::Status {
             .expect("a receipt arrives")
             .unwrap();
         match ev {
-            Event::Receipt { id: about, status } if about == id => return status,
+            Event::Receipt {
+                id: about, status, ..
+            } if about == id => return status,
             Event::Closed => panic!("closed"),
             _ => continue,
         }
@@ -129,7 +131,7 @@ async fn receipts_settle_the_outbox_and_a_resent_message_is_shown_once() {
     let message = alice.seal_message(&bob_key, "only once", &[]).unwrap();
     let id = message.id.clone().unwrap();
     let mut unconfirmed = Outbox::new();
-    assert!(unconfirmed.push(message));
+    assert!(unconfirmed.push(Outgoing::from_message(&message).unwrap().unwrap()));
     let answers = alice.resend(unconfirmed.clone()).await.unwrap();
     assert_eq!(answers.len(), 1);
     assert_eq!(answers[0].status, status::RELAYED);

@@ -104,7 +104,9 @@ async fn users_on_two_nodes_chat_both_ways_over_tcp_and_websocket() {
     assert_eq!(ghosted.status, status::GHOSTED);
     let closed = loop {
         match tokio::time::timeout(WAIT, alice.next_event()).await {
-            Ok(Ok(Event::Status(s))) if s.status == status::TAKEN_OVER => break true,
+            Ok(Ok(Event::Closing { status: code, .. })) if code == status::TAKEN_OVER => {
+                break true;
+            }
             Ok(Ok(Event::Closed)) | Ok(Err(_)) => break true,
             Ok(Ok(_)) => continue,
             Err(_) => break false,

@@ -89,7 +89,7 @@ async fn sender(
                 );
                 // Wait for the receipts of what is still unconfirmed.
                 match tokio::time::timeout(Duration::from_millis(200), c.next_event()).await {
-                    Ok(Ok(Event::Receipt { id, status }))
+                    Ok(Ok(Event::Receipt { id, status, .. }))
                         if status.status == status::STORED_LATER =>
                     {
                         sent.stored.push(id)
@@ -101,7 +101,7 @@ async fn sender(
             }
             // The newest unconfirmed message, to tell afterwards whether this one joined the
             // outbox (it is appended there before it is sent).
-            let newest = |c: &Client| c.outbox().unconfirmed().last().and_then(|m| m.id.clone());
+            let newest = |c: &Client| c.outbox().ids().last().map(str::to_string);
             let before = newest(&c);
             let text = format!("{index}:{}", sent.count);
             let result = c.send_text(&to, &text, &[]).await;

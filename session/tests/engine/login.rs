@@ -95,6 +95,29 @@ fn garbage_in_place_of_the_introduction_is_not_a_flexim_server() {
 }
 
 #[test]
+fn an_http_server_on_the_tcp_port_is_not_a_flexim_server() {
+    // Over TCP an HTTP server's answer looks like the start of a huge frame that never ends.
+    let config = Config {
+        pinned: None,
+        alias: None,
+        framing: Framing::Stream,
+    };
+    let mut e = Engine::new(key(2), config, counter());
+    e.connect();
+    e.poll_transmit();
+    e.handle_bytes(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+    assert!(
+        events(&mut e).is_empty(),
+        "not yet: it could be a long frame"
+    );
+    e.disconnected();
+    assert!(matches!(
+        events(&mut e).as_slice(),
+        [Event::LoginFailed(LoginError::NotFlexim(why)), Event::Closed] if why.contains("no FLEX frame")
+    ));
+}
+
+#[test]
 fn the_login_survives_a_byte_stream_cut_anywhere() {
     // Over TCP the reads cut frames anywhere: every split of the server's bytes logs in.
     let server = key(1);

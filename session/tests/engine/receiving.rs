@@ -154,7 +154,7 @@ fn the_seen_messages_carry_across_reconnects_and_engines() {
     assert_eq!(acks(&sent(&mut e)), [vec!["m1".to_string()]]);
     // Another engine of the same identity, given the memory of the first.
     let mut next = logged_in(&me, &server);
-    next.restore_seen(e.take_seen());
+    next.restore_seen(e.seen());
     deliver(&mut next, &m);
     assert!(texts(&events(&mut next)).is_empty());
     next.flush_acks();
@@ -287,4 +287,31 @@ fn many_acks_are_split_into_bounded_batches() {
     e.acknowledge("id0");
     e.disconnected();
     assert!(e.flush_acks().is_empty());
+}
+
+#[test]
+fn only_messages_handed_to_the_application_count_as_seen() {
+    // The shape of a native client that connects, gets messages during the login, and only
+    // then restores the memory of its previous connection; and of one that leaves with
+    // messages still queued.
+    let (server, me, bob) = (key(1), key(2), key(3));
+    let old = sealed(&bob, &me.public_key(), "seen last time", 5, Some("o1"));
+    let new = sealed(&bob, &me.public_key(), "new", 6, Some("n1"));
+    let mut first = logged_in(&me, &server);
+    deliver(&mut first, &old);
+    assert_eq!(texts(&events(&mut first)), ["seen last time"]);
+    // This one is queued but never handed out before the connection goes.
+    deliver(&mut first, &new);
+    let seen = first.seen();
+
+    let mut second = logged_in(&me, &server);
+    // The server redelivers both during the login, before the memory is restored.
+    deliver(&mut second, &old);
+    deliver(&mut second, &new);
+    second.restore_seen(seen);
+    // The copy of what the application had is dropped and acknowledged; the message it never
+    // got is reported now.
+    assert_eq!(texts(&events(&mut second)), ["new"]);
+    second.flush_acks();
+    assert_eq!(acks(&sent(&mut second)), [vec!["o1".to_string()]]);
 }
