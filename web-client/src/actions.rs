@@ -7,11 +7,12 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{Notification, NotificationOptions, NotificationPermission};
 
-use crate::app::{App, random, with_app};
+use crate::app::{App, new_engine, with_app};
 use crate::dom;
+use crate::model::Conn;
 use crate::policy;
-use crate::session::{Lookup, Session};
 use crate::storage;
+use flexim_session::Lookup;
 
 /// The longest notification body: enough to recognise a message, short enough for every
 /// notification system.
@@ -35,8 +36,8 @@ impl App {
         }
         // The server checks the alias rules and says why it refuses, so its reason is
         // what the user sees; checking here too would only risk disagreeing with it.
-        match self.session.register(&alias) {
-            Ok(()) => self
+        match self.engine.register(&alias) {
+            Ok(_) => self
                 .ui
                 .set_alias_result(&format!("registering {alias}…"), true),
             Err(e) => self
@@ -62,15 +63,15 @@ impl App {
                 );
                 return;
             }
-            self.contacts.add(&key, None, dom::now_secs());
+            self.model.contacts.add(&key, None, dom::now_secs());
             self.ui.set_contact_error("");
             self.ui.contact_input.set_value("");
             self.open_conversation(&key);
             // A key needs no lookup to talk to; asking only fills in its alias and presence.
-            let _ = self.session.get_user(&key.to_hex(), Lookup::Refresh);
+            let _ = self.engine.get_user(&key.to_hex(), Lookup::Refresh);
         } else if validate_alias(&input).is_ok() {
-            match self.session.get_user(&input, Lookup::Contact) {
-                Ok(()) => self.ui.set_contact_error(""),
+            match self.engine.get_user(&input, Lookup::Contact) {
+                Ok(_) => self.ui.set_contact_error(""),
                 Err(e) => self.ui.set_contact_error(&format!(
                     "Cannot look up “{input}”: {e}. Try again once online."
                 )),
@@ -92,8 +93,8 @@ impl App {
                 .show_list_note(&self.ui.search_results, "Type part of an alias first.");
             return;
         }
-        match self.session.search(&text) {
-            Ok(()) => self
+        match self.engine.search(&text) {
+            Ok(_) => self
                 .ui
                 .show_list_note(&self.ui.search_results, "Searching…"),
             Err(e) => self
@@ -106,15 +107,17 @@ impl App {
     /// A click on a search result or a roster entry: opens that user's conversation.
     pub fn open_user(&mut self, key: PublicKey) {
         let user = self
+            .model
             .search
             .iter()
-            .chain(self.roster.iter())
+            .chain(self.model.roster.iter())
             .find(|u| u.key == key)
             .cloned();
-        self.contacts.add(&key, None, dom::now_secs());
+        let contacts = &mut self.model.contacts;
+        contacts.add(&key, None, dom::now_secs());
         if let Some(user) = user {
-            self.contacts.learn_name(&key, &user.aliases);
-            self.contacts.set_online(&key, user.online.unwrap_or(false));
+            contacts.learn_name(&key, &user.aliases);
+            contacts.set_online(&key, user.online.unwrap_or(false));
         }
         self.open_conversation(&key);
     }
@@ -126,13 +129,13 @@ impl App {
         if text.trim().is_empty() {
             return;
         }
-        let Some(peer) = self.contacts.open_key().copied() else {
+        let Some(peer) = self.model.contacts.open_key().copied() else {
             self.ui
                 .log("open a conversation first: pick a contact or start one with an alias");
             return;
         };
         let now = dom::now_secs();
-        let line = self.contacts.send(&peer, &text, now);
+        let line = self.model.contacts.send(&peer, &text, now);
         self.ui.composer.set_value("");
         // Offline it is shown as "sending…" and goes out at the next login.
         self.send_line(&peer, line, &text, now);
@@ -141,22 +144,22 @@ impl App {
 
     /// `#accept-server-key`: trusts the server's new key and lets the login go on.
     pub fn on_accept_server_key(&mut self) {
-        let Some((_, presented)) = self.key_warning.take() else {
+        let Some((_, presented)) = self.model.key_warning.take() else {
             return;
         };
         if let Err(e) = self.store.set(storage::SERVER_KEY, &presented.to_hex()) {
             self.ui.log(&format!("the new key could not be saved: {e}"));
         }
-        self.pinned = Some(presented);
+        self.model.pinned = Some(presented);
         self.ui.log("you accepted the server's new key");
-        if self.session.is_holding_server_key() {
-            self.session.accept_server_key();
-            self.conn = crate::app::Conn::Connecting;
+        if self.engine.is_holding_server_key() {
+            self.engine.accept_server_key();
+            self.model.conn = Conn::Connecting;
             self.pump();
         } else {
             // The connection that showed the key is gone (the server does not wait more than
             // 30 seconds for a login): start a new one with the new pin.
-            self.session.set_pinned(Some(presented));
+            self.engine.set_pinned(Some(presented));
             self.reconnect_now();
         }
     }
@@ -178,7 +181,7 @@ impl App {
                 return;
             }
         };
-        if secret.public_key() == *self.session.me() {
+        if secret.public_key() == *self.engine.me() {
             self.ui.set_import_error("This is already your key.");
             return;
         }
@@ -206,18 +209,19 @@ impl App {
 
     /// Starts over as another user: new session, no alias, no history, new connection.
     fn switch_identity(&mut self, secret: SecretKey) {
-        self.session = Session::new(secret.clone(), self.pinned, random());
+        self.engine = new_engine(&secret, self.model.pinned, None);
+        self.model.me = secret.public_key();
         self.secret = secret;
-        self.alias = None;
+        self.model.alias = None;
         self.store.remove(storage::ALIAS);
-        self.my_aliases.clear();
-        self.contacts.clear_history();
-        self.dirty = true;
+        self.model.my_aliases.clear();
+        self.model.contacts.clear_history();
+        self.model.dirty = true;
         // Anything waiting to be sent was sealed by the old key, and went with the old session.
         self.store.remove(storage::DELIVERY);
         self.export_shown = false;
         self.ui.show_export(None);
-        self.ui.set_me(self.session.me());
+        self.ui.set_me(self.engine.me());
         self.ui.import_input.set_value("");
         self.ui.set_import_error("");
         self.ui.set_alias_result("", true);
@@ -275,6 +279,7 @@ impl App {
             return;
         }
         let name = self
+            .model
             .contacts
             .get(from)
             .map(|c| c.display_name())

@@ -1,23 +1,25 @@
-//! The controller: one [`App`] per page, holding the session, the contacts, the socket and
+//! The controller: one [`App`] per page, holding the engine, the model, the socket and
 //! the page, and reacting to the socket, the timers and the user.
 //!
 //! Browser callbacks cannot borrow Rust state, so the `App` lives in a thread-local cell and
 //! every callback goes through [`with_app`], which also re-renders once the callback is done.
-//! This file covers start-up, rendering and the connection's life; `reactions.rs` handles
-//! the session's events and `actions.rs` the user's.
+//! This file covers start-up, rendering and the connection's life; the engine's events go
+//! through the pure [`Model`] (`model.rs`), whose effects `effects.rs` carries out, and
+//! `actions.rs` handles the user's.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
 
-use flexim_protocol::{PublicKey, SecretKey, User};
+use flexim_protocol::{PublicKey, SecretKey};
+use flexim_session::{Config, Delivery, Engine, Framing, SavedDelivery};
 use wasm_bindgen::JsCast;
 use web_sys::{Event, EventTarget, KeyboardEvent};
 
 use crate::dom::{self, listen};
+use crate::model::{Conn, Context, Model};
 use crate::net::{Socket, SocketEvent, ws_url};
 use crate::policy::{self, Backoff};
-use crate::session::{SavedDelivery, Session};
-use crate::state::{Contacts, Delivery};
+use crate::state::Contacts;
 use crate::storage::{self, Store};
 use crate::ui::{ConnView, Ui, item_key};
 
@@ -49,21 +51,6 @@ pub fn with_app(f: impl FnOnce(&mut App)) {
 /// The reason shown while the page is in the back/forward cache.
 const SUSPENDED: &str = "the page was left";
 
-/// Where the connection stands, as the page shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Conn {
-    /// Opening the socket, or in the handshake.
-    Connecting,
-    /// In the handshake, held until the user accepts a changed server key.
-    AwaitingKey,
-    /// Logged in.
-    Online,
-    /// Disconnected; reconnecting after this many milliseconds.
-    Retrying(u32),
-    /// Disconnected, not reconnecting by itself, for this reason.
-    Stopped(String),
-}
-
 /// The page's state and everything it talks to.
 pub struct App {
     /// The page's elements.
@@ -72,27 +59,10 @@ pub struct App {
     pub store: Store,
     /// This user's secret key.
     pub secret: SecretKey,
-    /// The protocol state for this identity.
-    pub session: Session,
-    /// Contacts and conversations.
-    pub contacts: Contacts,
-    /// The last ROSTER answer, without this user.
-    pub roster: Vec<User>,
-    /// The last SEARCH answer.
-    pub search: Vec<User>,
-    /// This user's aliases, as of login and later registrations.
-    pub my_aliases: Vec<String>,
-    /// The alias to register at each login.
-    pub alias: Option<String>,
-    /// The server key pinned in storage.
-    pub pinned: Option<PublicKey>,
-    /// The key the server presented on the latest connection.
-    pub server_key: Option<PublicKey>,
-    /// While set, the server presented `.1` although `.0` is pinned, and the user has not
-    /// decided yet.
-    pub key_warning: Option<(PublicKey, PublicKey)>,
-    /// The connection state.
-    pub conn: Conn,
+    /// The protocol for this identity (shared with the native client).
+    pub engine: Engine,
+    /// What the page shows: contacts, conversations, the connection's state.
+    pub model: Model,
     /// The reconnect schedule.
     pub backoff: Backoff,
     /// The current socket.
@@ -104,16 +74,13 @@ pub struct App {
     generation: u64,
     /// The pending reconnect timer.
     timer: Option<i32>,
-    /// Why reconnecting automatically is off (another tab took over), if it is.
-    pub paused: Option<String>,
     /// Whether the secret key is shown for export.
     pub export_shown: bool,
-    /// Whether the contacts changed since they were last saved.
-    pub dirty: bool,
 }
 
-/// A secure random generator for nonces: the browser's `crypto.getRandomValues`.
-pub fn random() -> crate::session::Random {
+/// A secure random generator for nonces and message ids: the browser's
+/// `crypto.getRandomValues`.
+pub fn random() -> flexim_session::Random {
     Box::new(|buf: &mut [u8]| {
         // Start-up has already drawn the identity or checked the generator, so this cannot
         // fail later; if it somehow did, stopping is the only safe choice, because a nonce
@@ -137,8 +104,8 @@ pub fn start() {
     APP.with(|cell| *cell.borrow_mut() = Some(app));
     bind();
     with_app(|app| {
-        app.ui.set_me(app.session.me());
-        app.ui.set_my_aliases(&app.my_aliases);
+        app.ui.set_me(app.engine.me());
+        app.ui.set_my_aliases(&app.model.my_aliases);
         app.ui.show_export(None);
         app.update_notify_button();
         app.connect();
@@ -206,19 +173,44 @@ impl App {
             None => Contacts::new(),
         };
         contacts.set_visible(!dom::page_hidden());
-        let mut session = Session::new(secret.clone(), pinned, random());
-        for id in contacts.seen_ids() {
-            session.remember_seen(id);
+        let alias = store.get(storage::ALIAS).filter(|a| !a.is_empty());
+        let engine = new_engine(&secret, pinned, alias.clone());
+        let me = *engine.me();
+        let mut app = App {
+            ui,
+            store,
+            secret,
+            engine,
+            model: Model::new(me, contacts, alias, pinned),
+            backoff: Backoff::new(),
+            socket: None,
+            retired: None,
+            generation: 0,
+            timer: None,
+            export_shown: false,
+        };
+        app.restore_delivery(&mut notes);
+        for note in &notes {
+            app.ui.log(note);
         }
-        if let Some(json) = store.get(storage::DELIVERY) {
-            match SavedDelivery::from_json(&json, &secret.public_key()) {
+        Ok(app)
+    }
+
+    /// Gives the engine what an earlier visit left: the messages seen (so that copies are not
+    /// shown again) and the messages still to be confirmed (sent again at the next login).
+    fn restore_delivery(&mut self, notes: &mut Vec<String>) {
+        for key in self.model.contacts.seen_ids() {
+            self.engine.remember_seen(key);
+        }
+        if let Some(json) = self.store.get(storage::DELIVERY) {
+            match SavedDelivery::from_json(&json, self.engine.me()) {
                 Ok((saved, dropped)) => {
                     if dropped > 0 {
                         notes.push(format!(
                             "{dropped} saved messages waiting to be sent were damaged and dropped"
                         ));
                     }
-                    session.restore(saved);
+                    self.engine.restore(saved);
                 }
                 Err(e) => notes.push(format!(
                     "the messages waiting to be sent could not be read ({e}); \
@@ -227,40 +219,14 @@ impl App {
             }
         }
         // Lines whose message has no saved copy to send again can only be reported as such.
-        let waiting: HashSet<&str> = session.outbox().ids().collect();
-        let dirty = contacts.settle_unsent(&waiting) > 0;
-        let alias = store.get(storage::ALIAS).filter(|a| !a.is_empty());
-        for note in &notes {
-            ui.log(note);
-        }
-        Ok(App {
-            ui,
-            store,
-            secret,
-            session,
-            contacts,
-            roster: Vec::new(),
-            search: Vec::new(),
-            my_aliases: alias.iter().cloned().collect(),
-            alias,
-            pinned,
-            server_key: None,
-            key_warning: None,
-            conn: Conn::Connecting,
-            backoff: Backoff::new(),
-            socket: None,
-            retired: None,
-            generation: 0,
-            timer: None,
-            paused: None,
-            export_shown: false,
-            dirty,
-        })
+        let waiting: HashSet<&str> = self.engine.outbox().ids().collect();
+        self.model.dirty |= self.model.contacts.settle_unsent(&waiting) > 0;
     }
 
-    /// Brings the page up to date and saves the contacts if they changed.
+    /// Brings the page up to date and saves what changed.
     pub fn render(&mut self) {
-        let view = match &self.conn {
+        let m = &self.model;
+        let view = match &m.conn {
             Conn::Connecting => ConnView::Connecting,
             Conn::AwaitingKey => ConnView::AwaitingKey,
             Conn::Online => ConnView::Online,
@@ -269,24 +235,27 @@ impl App {
         };
         self.ui.set_conn(view);
         self.ui
-            .set_key_warning(self.key_warning.as_ref().map(|(p, n)| (p, n)));
+            .set_key_warning(m.key_warning.as_ref().map(|(p, n)| (p, n)));
         self.ui
-            .set_server(self.server_key.as_ref().or(self.pinned.as_ref()));
-        self.ui.set_my_aliases(&self.my_aliases);
-        self.ui.sync_contacts(&self.contacts);
-        self.ui.sync_conversation(&self.contacts);
-        self.ui.set_title(self.contacts.total_unread());
+            .set_server(m.server_key.as_ref().or(m.pinned.as_ref()));
+        self.ui.set_my_aliases(&m.my_aliases);
+        self.ui.sync_contacts(&m.contacts);
+        self.ui.sync_conversation(&m.contacts);
+        self.ui.set_title(m.contacts.total_unread());
         // The conversations first: a line saved without its outbox entry is reported as
         // unconfirmed after a crash, whereas an entry without its line would be sent unseen.
-        if self.dirty {
-            self.dirty = false;
-            if let Err(e) = self.store.set(storage::CONTACTS, &self.contacts.to_json()) {
+        if self.model.dirty {
+            self.model.dirty = false;
+            if let Err(e) = self
+                .store
+                .set(storage::CONTACTS, &self.model.contacts.to_json())
+            {
                 self.ui
                     .log(&format!("the conversations could not be saved: {e}"));
             }
         }
-        if self.session.take_storage_changed() {
-            let json = self.session.saved().to_json(self.session.me());
+        if self.engine.take_storage_changed() {
+            let json = self.engine.saved().to_json(self.engine.me());
             if let Err(e) = self.store.set(storage::DELIVERY, &json) {
                 self.ui.log(&format!(
                     "the messages waiting to be sent could not be saved: {e}"
@@ -295,12 +264,11 @@ impl App {
         }
     }
 
-    /// Acknowledges the messages processed since the last wake-up (see [`with_app`]).
+    /// Acknowledges the messages processed since the last wake-up (see [`with_app`]): they
+    /// are on the page and in storage now.
     pub fn flush_acks(&mut self) {
-        self.session.flush_acks();
-        for frame in self.session.take_outgoing() {
-            self.send_raw(&frame);
-        }
+        self.engine.flush_acks();
+        self.send_transmits();
     }
 
     // ----- the connection -----
@@ -312,7 +280,7 @@ impl App {
         }
         self.drop_socket();
         self.generation += 1;
-        self.conn = Conn::Connecting;
+        self.model.conn = Conn::Connecting;
         match ws_url().and_then(|url| Socket::connect(&url, self.generation, on_socket)) {
             Ok(socket) => self.socket = Some(socket),
             Err(e) => {
@@ -325,7 +293,7 @@ impl App {
     /// Reconnects now rather than when the timer says (the user asked, or the network is
     /// back). Also lifts a pause after a takeover: the user wants this tab back.
     pub fn reconnect_now(&mut self) {
-        self.paused = None;
+        self.model.paused = None;
         self.backoff.reset();
         self.connect();
     }
@@ -337,31 +305,31 @@ impl App {
         }
         self.drop_socket();
         self.generation += 1;
-        self.conn = Conn::Stopped(SUSPENDED.into());
+        self.model.conn = Conn::Stopped(SUSPENDED.into());
     }
 
     /// Whether the connection was closed by [`App::suspend`].
     pub fn is_suspended(&self) -> bool {
-        self.conn == Conn::Stopped(SUSPENDED.into())
+        self.model.conn == Conn::Stopped(SUSPENDED.into())
     }
 
-    /// Silences and retires the current socket, and tells the session the connection is
+    /// Silences and retires the current socket, and tells the engine the connection is
     /// gone.
     fn drop_socket(&mut self) {
         if let Some(socket) = self.socket.take() {
             socket.shut();
             self.retired = Some(socket);
-            self.session.disconnected();
+            self.engine.disconnected();
         }
     }
 
     fn schedule_reconnect(&mut self) {
-        if let Some(reason) = &self.paused {
-            self.conn = Conn::Stopped(reason.clone());
+        if let Some(reason) = &self.model.paused {
+            self.model.conn = Conn::Stopped(reason.clone());
             return;
         }
         let delay = self.backoff.next_delay_ms();
-        self.conn = Conn::Retrying(delay);
+        self.model.conn = Conn::Retrying(delay);
         let generation = self.generation;
         self.timer = dom::set_timeout(delay, move || {
             with_app(|app| {
@@ -379,7 +347,7 @@ impl App {
         self.drop_socket();
         // Events of the closed socket still queued in the browser must not count.
         self.generation += 1;
-        if self.conn == Conn::Online {
+        if self.model.conn == Conn::Online {
             self.ui.log(&format!("disconnected: {reason}"));
         }
         self.schedule_reconnect();
@@ -391,11 +359,12 @@ impl App {
         }
         match event {
             SocketEvent::Open => {
-                let header = self.session.connect();
-                self.send_raw(&header);
+                // The header is the engine's first transmit.
+                self.engine.connect();
+                self.send_transmits();
             }
             SocketEvent::Binary(bytes) => {
-                self.session.receive(&bytes);
+                self.engine.handle_bytes(&bytes);
                 self.pump();
             }
             SocketEvent::Text => self
@@ -412,51 +381,68 @@ impl App {
         }
     }
 
-    fn send_raw(&mut self, bytes: &[u8]) {
-        if let Some(socket) = &self.socket
-            && let Err(e) = socket.send(bytes)
-        {
-            self.ui.log(&e);
+    /// Writes what the engine queued, one WebSocket message each.
+    pub fn send_transmits(&mut self) {
+        while let Some(bytes) = self.engine.poll_transmit() {
+            if let Some(socket) = &self.socket
+                && let Err(e) = socket.send(&bytes)
+            {
+                self.ui.log(&e);
+            }
         }
     }
 
-    /// Sends what the session queued and handles its events, until both are done.
+    /// Sends what the engine queued and applies its events to the model, carrying out their
+    /// effects, until both are done.
     pub fn pump(&mut self) {
         loop {
-            for frame in self.session.take_outgoing() {
-                self.send_raw(&frame);
-            }
-            let events = self.session.take_events();
-            if events.is_empty() {
+            self.send_transmits();
+            let Some(event) = self.engine.poll_event() else {
                 break;
-            }
-            for event in events {
-                self.on_event(event);
+            };
+            let ctx = Context {
+                now: dom::now_secs(),
+                page_hidden: dom::page_hidden(),
+                roster_pending: self.engine.roster_pending(),
+                waiting: self.engine.outbox().len(),
+            };
+            for effect in self.model.apply(event, &ctx) {
+                self.run(effect);
             }
         }
     }
 
     /// Brings a conversation in front of the user.
     pub fn open_conversation(&mut self, key: &PublicKey) {
-        self.contacts.open(key, dom::now_secs());
-        self.dirty = true;
-        self.ui.focus_composer();
+        let focus = self.model.open_conversation(key, dom::now_secs());
+        self.run(focus);
     }
 
     /// Seals and sends the outgoing `line` holding `text`, written at `date`. Offline, the
-    /// session keeps it and sends it at the next login; either way the line learns the
+    /// engine keeps it and sends it at the next login; either way the line learns the
     /// message's id, which the server's answers and receipts carry.
     pub fn send_line(&mut self, peer: &PublicKey, line: u64, text: &str, date: i64) {
-        match self.session.send_text(peer, text, &[], date) {
-            Ok(id) => {
-                self.contacts.set_sent_id(peer, line, id);
+        let contacts = &mut self.model.contacts;
+        match self.engine.send_text(peer, text, &[], date) {
+            Ok(sending) => {
+                contacts.set_sent_id(peer, line, sending.id);
             }
             Err(e) => {
-                self.contacts.set_delivery(peer, line, Delivery::Failed(e));
+                contacts.set_delivery(peer, line, Delivery::Failed(e.to_string()));
             }
         }
-        self.dirty = true;
+        self.model.dirty = true;
     }
+}
+
+/// An engine for `secret` over WebSocket, pinned and claiming `alias` as saved.
+pub fn new_engine(secret: &SecretKey, pinned: Option<PublicKey>, alias: Option<String>) -> Engine {
+    let config = Config {
+        pinned,
+        alias,
+        framing: Framing::Messages,
+    };
+    Engine::new(secret.clone(), config, random())
 }
 
 /// Receives every socket event (see [`crate::net::Deliver`]).
@@ -537,7 +523,7 @@ fn bind() {
     });
     if let Some(document) = dom::document() {
         listen(&document, "visibilitychange", |_| {
-            with_app(|app| app.contacts.set_visible(!dom::page_hidden()))
+            with_app(|app| app.model.contacts.set_visible(!dom::page_hidden()))
         });
     }
     if let Some(window) = dom::window() {
@@ -557,7 +543,7 @@ fn bind() {
         // then would only keep the user offline for nothing.
         listen(&window, "online", |_| {
             with_app(|app| {
-                if matches!(app.conn, Conn::Retrying(_)) {
+                if matches!(app.model.conn, Conn::Retrying(_)) {
                     app.reconnect_now();
                 }
             })

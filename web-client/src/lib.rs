@@ -6,27 +6,22 @@
 //! sealed boxes. `static/app.js` merely loads this module, and `start` (run by wasm-bindgen
 //! on load) takes over.
 //!
-//! The modules split pure logic from the browser:
-//! - [`policy`]: small rules (reconnect backoff, server-key pinning, identity import,
-//!   de-duplication, when to notify).
+//! The protocol itself is the engine of `flexim-session`, shared with the native client; this
+//! crate only drives it. The modules split pure logic from the browser:
+//! - [`model`]: what the engine's events mean for the page: state in, effects out.
 //! - [`state`]: contacts, conversations and unread counts, and their saved form.
-//! - [`session`]: the protocol, bytes in and frames and events out, without I/O, with
-//!   [`requests`] (what each sent datum is for), [`events`] (what it reports) and
-//!   [`outbox`] (the messages waiting for confirmation, and what a reload must keep).
-//! - `app`, `reactions` and `actions` (browser only): the controller that ties the session,
-//!   the state, the socket, the storage and the page together; how it reacts to the
-//!   session's events; and the user's actions.
+//! - [`policy`]: small rules of the page (reconnect backoff, identity import, when to notify).
+//! - `app`, `effects` and `actions` (browser only): the controller that ties the engine, the
+//!   model, the socket, the storage and the page together; the runner of the model's effects;
+//!   and the user's actions.
 //! - `ui`, `net`, `storage`, `dom` (browser only): the page, the WebSocket and timers,
 //!   `localStorage`, and DOM helpers.
 //!
 //! The pure modules compile on every target, so their tests also run natively; the browser
 //! modules exist only in the `wasm32` build.
 
-pub mod events;
-pub mod outbox;
+pub mod model;
 pub mod policy;
-pub mod requests;
-pub mod session;
 pub mod state;
 
 #[cfg(target_arch = "wasm32")]
@@ -36,9 +31,9 @@ mod app;
 #[cfg(target_arch = "wasm32")]
 mod dom;
 #[cfg(target_arch = "wasm32")]
-mod net;
+mod effects;
 #[cfg(target_arch = "wasm32")]
-mod reactions;
+mod net;
 #[cfg(target_arch = "wasm32")]
 mod storage;
 #[cfg(target_arch = "wasm32")]

@@ -1,13 +1,12 @@
-//! Small decisions that need neither the DOM nor the network: the reconnect schedule, the
-//! server-key pin check, parsing an imported identity, and de-duplicating delivered messages.
+//! Small decisions of the page that need neither the DOM nor the network: the reconnect
+//! schedule, parsing an imported identity, and when to notify. (The protocol's own rules, the
+//! pin check and de-duplication among them, are the engine's.)
 //!
 //! They live apart from the code that uses them so that the browser tests can check each rule
 //! on its own, with plain values in and plain values out.
 
-use std::collections::{HashSet, VecDeque};
-
+use flexim_protocol::SecretKey;
 use flexim_protocol::keys::KEY_LEN;
-use flexim_protocol::{PublicKey, SecretKey};
 
 /// The first reconnect delay, in milliseconds.
 pub const BACKOFF_FIRST_MS: u32 = 500;
@@ -54,31 +53,6 @@ impl Backoff {
     }
 }
 
-/// What the server key presented on a connection means against the pinned one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PinCheck {
-    /// Nothing was pinned yet: trust on first use, pin this key once the handshake proves it.
-    FirstUse,
-    /// The key is the pinned one.
-    Match,
-    /// The server presents another key than the pinned one. This is either a server that was
-    /// re-installed or someone in the middle; only the user can tell, so the client must not
-    /// log in until the user accepts the new key.
-    Mismatch {
-        /// The key pinned earlier.
-        pinned: PublicKey,
-    },
-}
-
-/// Compares the presented server key with the pinned one (if any).
-pub fn check_pin(pinned: Option<&PublicKey>, presented: &PublicKey) -> PinCheck {
-    match pinned {
-        None => PinCheck::FirstUse,
-        Some(p) if p == presented => PinCheck::Match,
-        Some(p) => PinCheck::Mismatch { pinned: *p },
-    }
-}
-
 /// Why a pasted secret key was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImportError {
@@ -121,80 +95,6 @@ pub fn parse_identity_import(text: &str) -> Result<SecretKey, ImportError> {
         return Err(ImportError::Length(digits.len()));
     }
     SecretKey::from_hex(&digits).ok_or(ImportError::NotHex)
-}
-
-/// How many delivered messages are remembered for de-duplication.
-pub const DEDUP_WINDOW: usize = 4096;
-
-/// The identity of a delivered message for de-duplication: the sender, the date, and the first
-/// 44 characters of the box (33 bytes: the version byte, the 24-byte random nonce and 8 bytes
-/// of ciphertext). A replayed or re-delivered copy has exactly the same three; two different
-/// messages practically never share a random nonce.
-pub fn message_id(sender: &PublicKey, date: i64, msg: &str) -> String {
-    let prefix: String = msg.chars().take(44).collect();
-    format!("{}:{date}:{prefix}", sender.to_hex())
-}
-
-/// The identity of a delivered message that carries an `id`: its sender and the id. The sender
-/// sends an unconfirmed message again with the same id after a reconnect, and the server
-/// delivers it again until it is acknowledged, so every copy has the same key. (A key from
-/// [`message_id`] has two colons and an id has none, so the two kinds never collide.)
-pub fn sender_id_key(sender: &PublicKey, id: &str) -> String {
-    format!("{}:{id}", sender.to_hex())
-}
-
-/// The messages recently shown, so that a second copy is not shown again.
-///
-/// The server delivers stored messages at least once (a connection lost at the wrong moment
-/// means a second delivery), and nothing stops a replay, so the client has to recognise
-/// copies itself. The memory is bounded: the oldest ids are forgotten first.
-#[derive(Debug, Clone, Default)]
-pub struct Dedupe {
-    /// The remembered ids.
-    seen: HashSet<String>,
-    /// The same ids, oldest first, to know which to forget.
-    order: VecDeque<String>,
-}
-
-impl Dedupe {
-    /// An empty memory.
-    pub fn new() -> Self {
-        Dedupe::default()
-    }
-
-    /// Remembers `id`; false if it was already remembered (the message is a copy).
-    pub fn insert(&mut self, id: String) -> bool {
-        if !self.seen.insert(id.clone()) {
-            return false;
-        }
-        self.order.push_back(id);
-        if self.order.len() > DEDUP_WINDOW
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.seen.remove(&oldest);
-        }
-        true
-    }
-
-    /// Whether `id` is remembered.
-    pub fn contains(&self, id: &str) -> bool {
-        self.seen.contains(id)
-    }
-
-    /// The remembered ids, oldest first (to save them).
-    pub fn recent(&self) -> impl DoubleEndedIterator<Item = &str> {
-        self.order.iter().map(String::as_str)
-    }
-
-    /// How many ids are remembered.
-    pub fn len(&self) -> usize {
-        self.order.len()
-    }
-
-    /// Whether nothing is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
 }
 
 /// The flag a sender sets to ask for the recipient's attention.

@@ -14,86 +14,9 @@ use serde::{Deserialize, Serialize};
 /// few megabytes per site, and a conversation's recent past is what people scroll back to.
 pub const HISTORY_LIMIT: usize = 200;
 
-/// What became of an outgoing message, as the server answered it and later confirmed it.
-///
-/// The states are ordered: sending, then relayed, then stored, then delivered; failed ends a
-/// message that was never confirmed, and expired a stored one its recipient never collected. Answers and receipts can arrive late or more than once
-/// (a message sent again after a reconnect is answered again), so a state only ever moves
-/// forward ([`Delivery::can_become`]): a late `3` RELAYED never turns a stored or delivered
-/// message back into a relayed one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Delivery {
-    /// Not answered yet: sent, waiting for the connection, or sent again after a reconnect.
-    Sending,
-    /// The recipient was online and the server handed the message to its connection, but the
-    /// recipient has not acknowledged it yet.
-    Relayed,
-    /// The server committed the message to durable storage (`2` STORED, or `8` STORED_LATER
-    /// after a relay the recipient never acknowledged); it is delivered at the next login.
-    Stored,
-    /// The recipient acknowledged the message (`7` DELIVERED).
-    Delivered,
-    /// The message was stored, but its recipient did not log in before the server's retention
-    /// ran out, and the server deleted it unread (`9` EXPIRED).
-    Expired,
-    /// The page was reloaded while the message waited for its answer, and the saved copy to
-    /// send again was lost (storage full, or saved by an older version): it may or may not
-    /// have arrived.
-    Unconfirmed,
-    /// The server refused the message, or it could not be sealed; the text says why.
-    Failed(String),
-}
-
-impl Delivery {
-    /// The short text shown next to an outgoing message.
-    pub fn label(&self) -> String {
-        match self {
-            Delivery::Sending => "sending…".into(),
-            Delivery::Relayed => "sent".into(),
-            Delivery::Stored => "stored".into(),
-            Delivery::Delivered => "delivered ✓".into(),
-            Delivery::Expired => "expired unread".into(),
-            Delivery::Unconfirmed => "unconfirmed (connection lost)".into(),
-            Delivery::Failed(reason) => format!("failed: {reason}"),
-        }
-    }
-
-    /// The state's name, for the page's `data-state` attribute (and its styles and tests).
-    pub fn state(&self) -> &'static str {
-        match self {
-            Delivery::Sending => "sending",
-            Delivery::Relayed => "relayed",
-            Delivery::Stored => "stored",
-            Delivery::Delivered => "delivered",
-            Delivery::Expired => "expired",
-            Delivery::Unconfirmed => "unconfirmed",
-            Delivery::Failed(_) => "failed",
-        }
-    }
-
-    /// How far along the message is: 0 unanswered, 1 relayed, 2 stored, 3 at its end
-    /// (delivered, expired or failed).
-    fn rank(&self) -> u8 {
-        match self {
-            Delivery::Sending | Delivery::Unconfirmed => 0,
-            Delivery::Relayed => 1,
-            Delivery::Stored => 2,
-            Delivery::Delivered | Delivery::Expired | Delivery::Failed(_) => 3,
-        }
-    }
-
-    /// Whether a message in this state may move to `next`: only forward. Delivered, expired
-    /// and failed are final, and a refusal can only concern a message that was not yet
-    /// confirmed (stored or delivered).
-    pub fn can_become(&self, next: &Delivery) -> bool {
-        match (self, next) {
-            (Delivery::Delivered | Delivery::Expired | Delivery::Failed(_), _) => false,
-            (_, Delivery::Failed(_)) => self.rank() < 2,
-            _ => next.rank() > self.rank(),
-        }
-    }
-}
+/// What became of an outgoing message: the engine's [`flexim_session::Delivery`], saved with
+/// each outgoing line.
+pub use flexim_session::Delivery;
 
 /// Which way a line of a conversation went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,7 +47,7 @@ pub struct Line {
     /// For outgoing lines, what the server said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<Delivery>,
-    /// For incoming lines, the de-duplication id (see [`crate::policy::message_id`]); saved
+    /// For incoming lines, the de-duplication key (the engine's [`flexim_session::Incoming::key`]); saved
     /// so that a copy delivered after a reload is still recognised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msg_id: Option<String>,

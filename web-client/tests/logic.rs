@@ -1,30 +1,32 @@
-//! The browser client's logic, tested in the browser (`cargo test --target
+//! The browser client's own logic, tested in the browser (`cargo test --target
 //! wasm32-unknown-unknown` runs them in headless Chromium) and natively (`cargo test`:
 //! `unsupported = test` makes each one a plain test there), since none of it touches the DOM.
 //!
-//! The session tests play the server with the protocol crate itself: they issue real
-//! challenges with `PendingChallenge`, check the client's answer, and seal messages with
-//! `e2e::seal` as another client would, so what passes here talks to the real server.
+//! The protocol is the engine's and is tested in `flexim-session`; here the page's rules (the
+//! conversations, the reconnect schedule, identity import) and the model that turns the
+//! engine's events into page state and effects. The model tests drive a real engine against a
+//! pretend server played by the protocol crate, as the page does, so what passes here works
+//! with the real server.
 
 use flexim_protocol::e2e::{self, ConversationKey, Envelope};
 use flexim_protocol::handshake::{PendingChallenge, parse_auth};
 use flexim_protocol::status;
 use flexim_protocol::{
-    Command, Datum, HEADER, MAX_BODY, Message, PublicKey, Roster, SecretKey, Status, User, frame,
+    Datum, HEADER, MAX_BODY, Message, PublicKey, Roster, SecretKey, Status, User, frame,
 };
-use flexim_web::policy::{
-    self, BACKOFF_MAX_MS, Backoff, Dedupe, ImportError, PinCheck, check_pin, parse_identity_import,
-};
-use flexim_web::session::{Event, Lookup, PendingQueue, Request, Session, is_notice};
-use flexim_web::state::{Contacts, Delivery, Direction, HISTORY_LIMIT};
+use flexim_session::{Config, Delivery, Engine, Framing, Lookup, Random};
+use flexim_web::model::{Conn, Context, Effect, Model};
+use flexim_web::policy;
+use flexim_web::policy::{BACKOFF_MAX_MS, Backoff, ImportError, parse_identity_import};
+use flexim_web::state::{Contacts, Direction, HISTORY_LIMIT};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-// ----- helpers: a pretend server -----
+// ----- helpers: a pretend server and the page's loop -----
 
 /// A deterministic random source that never repeats a nonce (a 64-bit counter per call).
-fn counter() -> flexim_web::session::Random {
+fn counter() -> Random {
     let mut n: u64 = 0;
     Box::new(move |buf: &mut [u8]| {
         n += 1;
@@ -47,15 +49,6 @@ fn decode(bytes: &[u8]) -> Datum {
     Datum::decode(kind, body).expect("a valid datum")
 }
 
-fn server_user(server: &SecretKey) -> User {
-    User {
-        aliases: vec!["flexim".into()],
-        key: server.public_key(),
-        last_seen: 0,
-        online: None,
-    }
-}
-
 fn user(key: &PublicKey, aliases: &[&str], online: bool) -> User {
     User {
         aliases: aliases.iter().map(|a| a.to_string()).collect(),
@@ -69,52 +62,8 @@ fn st(code: i8, payload: &str) -> Vec<u8> {
     frame_of(Status::new(code, payload))
 }
 
-/// The commands the session sent since the last call, decoded.
-fn sent(session: &mut Session) -> Vec<Datum> {
-    session.take_outgoing().iter().map(|f| decode(f)).collect()
-}
-
-/// Runs the whole handshake against `server` and returns the session's events up to and
-/// including `LoggedIn`.
-fn login(session: &mut Session, server: &SecretKey) -> Vec<Event> {
-    assert_eq!(session.connect(), HEADER.to_vec());
-    session.receive(&frame_of(server_user(server)));
-    let out = sent(session);
-    assert_eq!(out.len(), 1, "AUTH goes out right after the server's User");
-    let Datum::Command(auth) = &out[0] else {
-        panic!("expected AUTH, got {out:?}");
-    };
-    assert_eq!(auth.cmd, "AUTH");
-    let (client, alias) = parse_auth(auth).expect("a well-formed AUTH");
-    assert_eq!(client, *session.me());
-    assert_eq!(
-        alias, None,
-        "the alias is registered with REGISTER, not in AUTH"
-    );
-    let mut rng = counter();
-    let (pending, challenge) =
-        PendingChallenge::issue(server, client, 1_700_000_000, 0, &mut rng).unwrap();
-    session.receive(&frame_of(challenge));
-    let out = sent(session);
-    let Datum::AuthResponse(response) = &out[0] else {
-        panic!("expected AuthResponse, got {out:?}");
-    };
-    assert_eq!(pending.verify(response, 1_700_000_001, 30), Ok(client));
-    session.receive(&frame_of(user(&client, &[], true)));
-    let events = session.take_events();
-    assert!(
-        events.iter().any(|e| matches!(e, Event::LoggedIn { .. })),
-        "{events:?}"
-    );
-    assert!(session.is_ready());
-    events
-}
-
-/// A session for `me`, logged in to `server`.
-fn logged_in(me: &SecretKey, server: &SecretKey) -> Session {
-    let mut session = Session::new(me.clone(), None, counter());
-    login(&mut session, server);
-    session
+fn st_id(code: i8, payload: &str, id: &str) -> Vec<u8> {
+    frame_of(Status::new(code, payload).with_id(Some(id.to_string())))
 }
 
 /// A Message from `from` to `to`, sealed with the protocol crate as another client would.
@@ -129,7 +78,6 @@ fn sealed(from: &SecretKey, to: &PublicKey, text: &str, date: i64, flags: &[&str
         flags: &flags,
     };
     let mut nonce = [0u8; 24];
-    counter()(&mut nonce);
     nonce[0] = text.len() as u8; // different texts, different nonces
     nonce[1] = date as u8;
     Message {
@@ -142,17 +90,169 @@ fn sealed(from: &SecretKey, to: &PublicKey, text: &str, date: i64, flags: &[&str
     }
 }
 
-fn messages(events: &[Event]) -> Vec<&str> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message(m) => Some(m.text.as_str()),
+/// The page without its DOM: the engine and the model, and the effects the model asked for.
+struct Page {
+    /// The protocol.
+    engine: Engine,
+    /// The page's state.
+    model: Model,
+    /// What the server was sent, decoded.
+    sent: Vec<Datum>,
+    /// The effects that are the page's own (everything but requests to the engine).
+    effects: Vec<Effect>,
+    /// Whether the page is hidden.
+    hidden: bool,
+}
+
+impl Page {
+    fn new(me: &SecretKey, pinned: Option<PublicKey>, alias: Option<&str>) -> Page {
+        let config = Config {
+            pinned,
+            alias: alias.map(str::to_string),
+            framing: Framing::Messages,
+        };
+        let engine = Engine::new(me.clone(), config, counter());
+        let model = Model::new(
+            me.public_key(),
+            Contacts::new(),
+            alias.map(str::to_string),
+            pinned,
+        );
+        Page {
+            engine,
+            model,
+            sent: Vec::new(),
+            effects: Vec::new(),
+            hidden: false,
+        }
+    }
+
+    /// What `app.rs` does after every socket event: transmits out, events through the model,
+    /// the model's requests to the engine, until nothing is left; then, as `with_app` does
+    /// after saving, the acknowledgements.
+    fn pump(&mut self) {
+        loop {
+            while let Some(bytes) = self.engine.poll_transmit() {
+                if bytes != HEADER {
+                    self.sent.push(decode(&bytes));
+                }
+            }
+            let Some(event) = self.engine.poll_event() else {
+                break;
+            };
+            let ctx = Context {
+                now: 1_000,
+                page_hidden: self.hidden,
+                roster_pending: self.engine.roster_pending(),
+                waiting: self.engine.outbox().len(),
+            };
+            for effect in self.model.apply(event, &ctx) {
+                match effect {
+                    Effect::AskRoster => drop(self.engine.roster()),
+                    Effect::AskUser { query, purpose } => {
+                        drop(self.engine.get_user(&query, purpose))
+                    }
+                    Effect::AskGhost => drop(self.engine.ghost()),
+                    Effect::Acknowledge(id) => self.engine.acknowledge(&id),
+                    other => self.effects.push(other),
+                }
+            }
+        }
+        self.engine.flush_acks();
+        while let Some(bytes) = self.engine.poll_transmit() {
+            self.sent.push(decode(&bytes));
+        }
+    }
+
+    fn receive(&mut self, bytes: &[u8]) {
+        self.engine.handle_bytes(bytes);
+        self.pump();
+    }
+
+    fn take_sent(&mut self) -> Vec<Datum> {
+        std::mem::take(&mut self.sent)
+    }
+
+    fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Plays the server's side of a login.
+    fn log_in(&mut self, server: &SecretKey) {
+        self.engine.connect();
+        self.receive(&frame_of(User {
+            aliases: vec!["flexim".into()],
+            key: server.public_key(),
+            last_seen: 0,
+            online: None,
+        }));
+        if self.engine.is_holding_server_key() {
+            return;
+        }
+        self.answer_challenge(server);
+    }
+
+    /// The rest of a login, from the AUTH the engine sent.
+    fn answer_challenge(&mut self, server: &SecretKey) {
+        let Some(Datum::Command(auth)) = self.take_sent().pop() else {
+            panic!("no AUTH");
+        };
+        let (client, _) = parse_auth(&auth).unwrap();
+        let (pending, challenge) =
+            PendingChallenge::issue(server, client, 5, 0, &mut counter()).unwrap();
+        self.receive(&frame_of(challenge));
+        let Some(Datum::AuthResponse(response)) = self.take_sent().pop() else {
+            panic!("no AuthResponse");
+        };
+        assert_eq!(pending.verify(&response, 6, 30), Ok(client));
+        self.receive(&frame_of(user(&client, &[], true)));
+    }
+
+    /// Writes a line to `peer` and sends it, as the composer does: the line and the id.
+    fn write(&mut self, peer: &PublicKey, text: &str) -> (u64, String) {
+        let line = self.model.contacts.send(peer, text, 1000);
+        let id = self.engine.send_text(peer, text, &[], 1000).unwrap().id;
+        assert!(self.model.contacts.set_sent_id(peer, line, id.clone()));
+        self.pump();
+        (line, id)
+    }
+
+    fn state(&self, id: &str) -> Delivery {
+        self.model
+            .contacts
+            .delivery_of(id)
+            .cloned()
+            .expect("the line is there")
+    }
+}
+
+/// A page for `me`, logged in to `server`, its login traffic and effects taken.
+fn logged_in(me: &SecretKey, server: &SecretKey) -> Page {
+    let mut page = Page::new(me, None, None);
+    page.log_in(server);
+    assert_eq!(page.model.conn, Conn::Online);
+    // The page asks for the roster at every login; answer it.
+    assert!(
+        page.take_sent()
+            .iter()
+            .any(|d| matches!(d, Datum::Command(c) if c.cmd == "ROSTER"))
+    );
+    page.receive(&frame_of(Roster { users: vec![] }));
+    page.take_effects();
+    page
+}
+
+/// The id lists of the ACK commands among `out`.
+fn acks(out: &[Datum]) -> Vec<Vec<String>> {
+    out.iter()
+        .filter_map(|d| match d {
+            Datum::Command(c) if c.cmd == "ACK" => Some(c.payload.clone()),
             _ => None,
         })
         .collect()
 }
 
-// ----- unread counts -----
+// ----- the page's own rules -----
 
 #[wasm_bindgen_test(unsupported = test)]
 fn unread_counts_only_what_the_user_is_not_looking_at() {
@@ -289,15 +389,6 @@ fn backoff_doubles_from_half_a_second_to_thirty_and_resets() {
 }
 
 #[wasm_bindgen_test(unsupported = test)]
-fn pin_check_detects_a_changed_server_key() {
-    let s1 = key(1).public_key();
-    let s2 = key(2).public_key();
-    assert_eq!(check_pin(None, &s1), PinCheck::FirstUse);
-    assert_eq!(check_pin(Some(&s1), &s1), PinCheck::Match);
-    assert_eq!(check_pin(Some(&s1), &s2), PinCheck::Mismatch { pinned: s1 });
-}
-
-#[wasm_bindgen_test(unsupported = test)]
 fn identity_import_accepts_64_hex_digits_only() {
     let secret = key(7);
     let hex = secret.to_hex();
@@ -320,22 +411,6 @@ fn identity_import_accepts_64_hex_digits_only() {
 }
 
 #[wasm_bindgen_test(unsupported = test)]
-fn dedupe_remembers_a_bounded_window() {
-    let mut d = Dedupe::new();
-    assert!(d.insert("a".into()));
-    assert!(!d.insert("a".into()), "a copy");
-    assert!(d.contains("a"));
-    for i in 0..policy::DEDUP_WINDOW {
-        d.insert(format!("n{i}"));
-    }
-    assert_eq!(d.len(), policy::DEDUP_WINDOW);
-    assert!(!d.contains("a"), "the oldest is forgotten first");
-    let sender = key(1).public_key();
-    let id = policy::message_id(&sender, 5, &"A".repeat(100));
-    assert!(id.ends_with(&"A".repeat(44)) && !id.ends_with(&"A".repeat(45)));
-}
-
-#[wasm_bindgen_test(unsupported = test)]
 fn notifications_for_flagged_messages_or_hidden_pages() {
     assert!(policy::should_notify(&["NOTIFY".into()], false));
     assert!(policy::should_notify(&[], true));
@@ -344,940 +419,326 @@ fn notifications_for_flagged_messages_or_hidden_pages() {
 
 // ----- answers and requests -----
 
-#[wasm_bindgen_test(unsupported = test)]
-fn pending_queue_is_first_in_first_out() {
-    let mut q = PendingQueue::new();
-    assert!(q.is_empty());
-    q.push(Request::Roster);
-    q.push(Request::Search { text: "bo".into() });
-    q.push(Request::Ghost);
-    assert_eq!(q.len(), 3);
-    assert!(q.any(|r| matches!(r, Request::Search { .. })));
-    assert_eq!(q.pop(), Some(Request::Roster));
-    assert_eq!(q.pop(), Some(Request::Search { text: "bo".into() }));
-    assert_eq!(q.take_all(), vec![Request::Ghost]);
-    assert_eq!(q.pop(), None);
-    for code in [10, -10, 5, 6, 7, 8, 9, -15, -17, -18] {
-        assert!(is_notice(code), "{code}");
-    }
-    for code in [1, 2, 3, 4, -1, -7, -8, -9, -12, -13, -14, -16] {
-        assert!(!is_notice(code), "{code}");
-    }
-}
+// ----- the model -----
 
 #[wasm_bindgen_test(unsupported = test)]
-fn answers_go_to_their_requests_in_order_around_notices() {
+fn a_first_login_pins_the_server_and_asks_for_the_roster() {
     let server = key(1);
-    let me = key(2);
-    let bob = key(3).public_key();
-    let mut s = logged_in(&me, &server);
-
-    s.register("alice").unwrap();
-    let hello = s.send_text(&bob, "hello", &[], 100).unwrap();
-    s.search("bo").unwrap();
-    s.get_user("carol", Lookup::Contact).unwrap();
-    let again = s.send_text(&bob, "again", &[], 101).unwrap();
-    let out = sent(&mut s);
-    assert_eq!(out.len(), 5);
-    let Datum::Message(m) = &out[1] else {
-        panic!("expected the message second: {out:?}");
-    };
-    assert_eq!(m.to, bob.to_hex());
-    assert_eq!(m.from, me.public_key().to_hex());
-    assert!(m.flags.is_empty());
-    assert_eq!(m.date, 100);
-    assert_eq!(m.id.as_ref(), Some(&hello));
-    assert_eq!(s.pending_len(), 5);
-
-    // Answers, with unsolicited datums slipped in between that must not be taken for them.
-    s.receive(&st(status::OK, "registered alice"));
-    s.receive(&st(status::PRESENCE_ONLINE, &bob.to_hex()));
-    s.receive(&frame_of(
-        Status::new(status::STORED, "stored").with_id(Some(hello.clone())),
-    ));
-    s.receive(&st(status::DELIVERED_STORED, "delivered 2 stored messages"));
-    s.receive(&frame_of(Roster {
-        users: vec![user(&bob, &["bob"], true)],
-    }));
-    s.receive(&st(status::PRESENCE_OFFLINE, &bob.to_hex()));
-    s.receive(&st(status::NO_SUCH_USER, "no such user"));
-    s.receive(&frame_of(
-        Status::new(status::SPOOF, "not you").with_id(Some(again.clone())),
-    ));
-    assert_eq!(s.pending_len(), 0);
-
-    let events = s.take_events();
-    let mut it = events.iter();
-    assert!(matches!(it.next(), Some(Event::AliasRegistered { alias }) if alias == "alice"));
-    assert!(matches!(it.next(), Some(Event::Presence { key, online: true }) if *key == bob));
-    assert!(matches!(
-        it.next(),
-        Some(Event::Delivery { id, delivery: Delivery::Stored }) if *id == hello
-    ));
-    assert!(matches!(it.next(), Some(Event::Notice(t)) if t.contains("delivered 2")));
-    assert!(matches!(
-        it.next(),
-        Some(Event::SearchResults { text, users }) if text == "bo" && users[0].key == bob
-    ));
-    assert!(matches!(
-        it.next(),
-        Some(Event::Presence { online: false, .. })
-    ));
-    assert!(matches!(
-        it.next(),
-        Some(Event::UserNotFound { query, purpose: Lookup::Contact, status: -8, .. }) if query == "carol"
-    ));
-    assert!(matches!(
-        it.next(),
-        Some(Event::Delivery { id, delivery: Delivery::Failed(reason) })
-            if *id == again && reason.contains("spoof")
-    ));
-    assert!(it.next().is_none());
+    let mut page = Page::new(&key(2), None, None);
+    page.log_in(&server);
+    let effects = page.take_effects();
     assert!(
-        s.outbox().is_empty(),
-        "stored and refused: nothing to send again"
+        effects.contains(&Effect::StoreServerKey(server.public_key())),
+        "{effects:?}"
     );
-}
-
-#[wasm_bindgen_test(unsupported = test)]
-fn alias_refusals_keep_their_code() {
-    let server = key(1);
-    let mut s = logged_in(&key(2), &server);
-    s.register("bob").unwrap();
-    s.register("1bad").unwrap();
-    s.receive(&st(status::ALIAS_TAKEN, "alias taken"));
-    s.receive(&st(status::BAD_ARGUMENT, "alias must start with a letter"));
-    let events = s.take_events();
-    assert!(matches!(
-        &events[0],
-        Event::AliasRefused { alias, status: -9, .. } if alias == "bob"
-    ));
-    assert!(matches!(
-        &events[1],
-        Event::AliasRefused { status: -12, reason, .. } if reason == "alias must start with a letter"
-    ));
-}
-
-#[wasm_bindgen_test(unsupported = test)]
-fn a_garbled_answer_still_uses_up_its_request() {
-    let server = key(1);
-    let mut s = logged_in(&key(2), &server);
-    s.roster().unwrap();
-    s.register("alice").unwrap();
-    // A Roster frame whose body is not a map.
-    s.receive(&[4, 0, 1, 0xc0]);
-    s.receive(&st(status::OK, "registered alice"));
-    let events = s.take_events();
-    assert!(matches!(&events[0], Event::Notice(t) if t.contains("roster")));
-    assert!(matches!(&events[1], Event::AliasRegistered { .. }));
-    // A frame that is not one frame at all is reported, not fatal.
-    s.receive(&[6, 0, 9, 0x80]);
-    assert!(s.is_ready());
-}
-
-#[wasm_bindgen_test(unsupported = test)]
-fn session_exists_makes_this_tab_the_active_session() {
-    let server = key(1);
-    let mut s = logged_in(&key(2), &server);
-    s.receive(&st(status::SESSION_EXISTS, "session exists"));
-    let out = sent(&mut s);
     assert!(
-        matches!(&out[..], [Datum::Command(Command { cmd, .. })] if cmd == "GHOST"),
-        "{out:?}"
-    );
-    s.receive(&st(status::GHOSTED, "ghosted"));
-    assert_eq!(s.pending_len(), 0);
-    s.receive(&st(status::TAKEN_OVER, "taken over"));
-    assert!(
-        s.take_events()
+        effects
             .iter()
-            .any(|e| matches!(e, Event::Closing { status: -15, .. }))
+            .any(|e| matches!(e, Effect::Log(t) if t.contains("logged in to flexim")))
     );
-}
-
-// ----- receiving -----
-
-#[wasm_bindgen_test(unsupported = test)]
-fn a_message_sealed_by_the_protocol_crate_opens_through_the_session() {
-    let server = key(1);
-    let me = key(2);
-    let bob = key(3);
-    let mut s = logged_in(&me, &server);
-    let message = sealed(
-        &bob,
-        &me.public_key(),
-        "HEY, LISTEN! ✓",
-        1_539_890_190,
-        &["NOTIFY"],
-    );
-    s.receive(&frame_of(message));
-    let events = s.take_events();
-    let [Event::Message(m)] = &events[..] else {
-        panic!("expected one message, got {events:?}");
-    };
-    assert_eq!(m.from, bob.public_key());
-    assert_eq!(m.text, "HEY, LISTEN! ✓");
-    assert_eq!(m.flags, vec!["NOTIFY".to_string()]);
-    assert_eq!(m.date, 1_539_890_190);
-    assert!(s.take_outgoing().is_empty(), "a hex sender needs no lookup");
+    assert_eq!(page.model.pinned, Some(server.public_key()));
+    assert!(matches!(page.take_sent().as_slice(), [Datum::Command(c)] if c.cmd == "ROSTER"));
 }
 
 #[wasm_bindgen_test(unsupported = test)]
-fn what_this_client_seals_the_peer_opens() {
-    let server = key(1);
-    let me = key(2);
-    let bob = key(3);
-    let mut s = logged_in(&me, &server);
-    s.send_text(&bob.public_key(), "to bob", &[], 1234).unwrap();
-    let out = sent(&mut s);
-    let Datum::Message(m) = &out[0] else {
-        panic!("{out:?}");
-    };
-    let k = ConversationKey::derive(&bob, &me.public_key()).unwrap();
-    let env = Envelope {
-        sender: &me.public_key(),
-        recipient: &bob.public_key(),
-        date: m.date,
-        flags: &m.flags,
-    };
-    assert_eq!(e2e::open(&k, &env, &m.msg).unwrap(), "to bob");
-    // And sealing refuses what the protocol refuses.
-    assert!(s.send_text(&bob.public_key(), "", &[], 1).is_err());
-    assert!(s.send_text(&PublicKey([0; 32]), "x", &[], 1).is_err());
-    assert_eq!(s.outbox().len(), 1, "what could not be sealed is not kept");
-}
-
-#[wasm_bindgen_test(unsupported = test)]
-fn copies_are_shown_once_and_forgeries_are_shown_as_errors() {
-    let server = key(1);
-    let me = key(2);
-    let bob = key(3);
-    let mut s = logged_in(&me, &server);
-    let message = sealed(&bob, &me.public_key(), "once", 50, &[]);
-    s.receive(&frame_of(message.clone()));
-    s.receive(&frame_of(message.clone()));
-    assert_eq!(messages(&s.take_events()), vec!["once"]);
-
-    // Re-dated by the relay: the box no longer opens. Reported, never dropped.
-    let mut redated = message.clone();
-    redated.date = 51;
-    s.receive(&frame_of(redated));
-    let events = s.take_events();
+fn a_changed_server_key_waits_for_the_user() {
+    let (server, pinned) = (key(1), key(9).public_key());
+    let mut page = Page::new(&key(2), Some(pinned), None);
+    page.log_in(&server);
+    assert_eq!(page.model.conn, Conn::AwaitingKey);
+    assert_eq!(page.model.key_warning, Some((pinned, server.public_key())));
     assert!(
-        matches!(&events[..], [Event::Undecryptable { sender: Some(k), date: 51, .. }] if *k == bob.public_key()),
-        "{events:?}"
+        page.take_sent().is_empty(),
+        "nothing about this user goes out meanwhile"
     );
-    // Not even base64.
-    let mut garbage = message;
-    garbage.msg = "!!!".into();
-    s.receive(&frame_of(garbage));
-    assert!(matches!(
-        &s.take_events()[..],
-        [Event::Undecryptable { .. }]
-    ));
-}
-
-#[wasm_bindgen_test(unsupported = test)]
-fn seen_ids_from_saved_history_suppress_redelivery_after_reload() {
-    let server = key(1);
-    let me = key(2);
-    let bob = key(3);
-    let message = sealed(&bob, &me.public_key(), "stored twice", 60, &[]);
-    let mut s = logged_in(&me, &server);
-    s.receive(&frame_of(message.clone()));
-    let events = s.take_events();
-    let [Event::Message(m)] = &events[..] else {
-        panic!("{events:?}");
-    };
-    let mut contacts = Contacts::new();
-    contacts.receive(&m.from, &m.text, m.date, m.id.clone());
-    let saved = contacts.to_json();
-
-    // A new page: the session starts from the saved history.
-    let reloaded = Contacts::from_json(&saved).unwrap();
-    let mut s2 = Session::new(me.clone(), None, counter());
-    for id in reloaded.seen_ids() {
-        s2.remember_seen(id);
-    }
-    login(&mut s2, &server);
-    s2.receive(&frame_of(message));
-    assert!(messages(&s2.take_events()).is_empty());
-}
-
-#[wasm_bindgen_test(unsupported = test)]
-fn an_alias_sender_is_looked_up_and_order_is_kept() {
-    let server = key(1);
-    let me = key(2);
-    let bob = key(3);
-    let mut s = logged_in(&me, &server);
-    let mut first = sealed(&bob, &me.public_key(), "first", 70, &[]);
-    first.from = "Bob".into();
-    let second = sealed(&bob, &me.public_key(), "second", 71, &[]);
-    s.receive(&frame_of(first));
-    s.receive(&frame_of(second));
+    // The user accepts: the login goes on and the new key is pinned.
+    page.engine.accept_server_key();
+    page.pump();
+    page.answer_challenge(&server);
+    assert_eq!(page.model.conn, Conn::Online);
+    assert_eq!(page.model.key_warning, None);
     assert!(
-        messages(&s.take_events()).is_empty(),
-        "both wait for the lookup"
-    );
-    let out = sent(&mut s);
-    assert!(
-        matches!(&out[..], [Datum::Command(Command { cmd, payload })] if cmd == "GETUSER" && payload == &["Bob".to_string()]),
-        "{out:?}"
-    );
-    s.receive(&frame_of(user(&bob.public_key(), &["bob"], true)));
-    assert_eq!(messages(&s.take_events()), vec!["first", "second"]);
-
-    // Known now: the next one opens without asking.
-    let mut third = sealed(&bob, &me.public_key(), "third", 72, &[]);
-    third.from = "BOB".into();
-    s.receive(&frame_of(third));
-    assert_eq!(messages(&s.take_events()), vec!["third"]);
-    assert!(s.take_outgoing().is_empty());
-
-    // An alias nobody has: the message is reported as unreadable.
-    let mut unknown = sealed(&bob, &me.public_key(), "fourth", 73, &[]);
-    unknown.from = "ghost".into();
-    s.receive(&frame_of(unknown));
-    s.receive(&st(status::NO_SUCH_USER, "no such user"));
-    let events = s.take_events();
-    assert!(
-        matches!(&events[..], [Event::Undecryptable { from, sender: None, .. }] if from == "ghost"),
-        "{events:?}"
+        page.take_effects()
+            .contains(&Effect::StoreServerKey(server.public_key()))
     );
 }
 
-// ----- the handshake and the pin -----
-
 #[wasm_bindgen_test(unsupported = test)]
-fn a_changed_server_key_holds_the_login_until_accepted() {
-    let old = key(1);
-    let new = key(4);
-    let me = key(2);
-    let mut s = Session::new(me.clone(), Some(old.public_key()), counter());
-    s.connect();
-    s.receive(&frame_of(server_user(&new)));
-    assert!(s.take_outgoing().is_empty(), "no AUTH to an unaccepted key");
-    assert!(s.is_holding_server_key());
-    let events = s.take_events();
-    assert!(matches!(
-        &events[..],
-        [Event::ServerKey { key, check: PinCheck::Mismatch { pinned } }]
-            if *key == new.public_key() && *pinned == old.public_key()
-    ));
-
-    s.accept_server_key();
-    let out = sent(&mut s);
-    assert!(matches!(&out[..], [Datum::Command(Command { cmd, .. })] if cmd == "AUTH"));
-    assert!(!s.is_holding_server_key());
-
-    // The next connection matches the newly accepted pin.
-    s.disconnected();
-    login(&mut s, &new);
-}
-
-#[wasm_bindgen_test(unsupported = test)]
-fn a_server_that_cannot_open_its_own_challenge_fails_the_login() {
-    let real = key(1);
-    let impostor = key(5);
-    let me = key(2);
-    let mut s = Session::new(me.clone(), None, counter());
-    s.connect();
-    // Announces the real server's key but seals the challenge with another key.
-    s.receive(&frame_of(server_user(&real)));
-    s.take_outgoing();
-    let mut rng = counter();
-    let (_, challenge) =
-        PendingChallenge::issue(&impostor, me.public_key(), 1000, 0, &mut rng).unwrap();
-    s.receive(&frame_of(challenge));
-    assert!(s.take_outgoing().is_empty());
+fn a_message_lands_in_its_conversation_and_is_acknowledged_after_the_save() {
+    let (server, me, bob) = (key(1), key(2), key(3));
+    let mut page = logged_in(&me, &server);
+    let mut m = sealed(&bob, &me.public_key(), "hello", 50, &["NOTIFY"]);
+    m.id = Some("m-1".into());
+    page.receive(&frame_of(m.clone()));
+    let contact = page
+        .model
+        .contacts
+        .get(&bob.public_key())
+        .expect("a new contact");
+    assert_eq!(contact.lines[0].text, "hello");
+    assert_eq!(contact.lines[0].dir, Direction::In);
+    assert!(page.model.dirty, "worth saving");
+    // A new correspondent is looked up for its alias; the flagged message notifies.
+    let sent = page.take_sent();
+    assert!(sent.iter().any(|d| matches!(d, Datum::Command(c) if c.cmd == "GETUSER" && c.payload == [bob.public_key().to_hex()])));
+    assert_eq!(acks(&sent), [vec!["m-1".to_string()]]);
     assert!(
-        s.take_events()
+        page.take_effects()
             .iter()
-            .any(|e| matches!(e, Event::Failed(_)))
+            .any(|e| matches!(e, Effect::Notify { from, .. } if *from == bob.public_key()))
     );
-    assert!(!s.is_ready());
-}
-
-// ----- delivery that loses nothing -----
-
-/// A Status about the message `id`, as the server sends answers and receipts.
-fn st_id(code: i8, payload: &str, id: &str) -> Vec<u8> {
-    frame_of(Status::new(code, payload).with_id(Some(id.to_string())))
-}
-
-/// A Message from `from` to `to` carrying `id`.
-fn sealed_with_id(from: &SecretKey, to: &PublicKey, text: &str, date: i64, id: &str) -> Message {
-    Message {
-        id: Some(id.to_string()),
-        ..sealed(from, to, text, date, &[])
-    }
-}
-
-/// Writes a line to `peer` and sends it, as the page does: returns the line and the id.
-fn write(s: &mut Session, c: &mut Contacts, peer: &PublicKey, text: &str) -> (u64, String) {
-    let line = c.send(peer, text, 1000);
-    let id = s.send_text(peer, text, &[], 1000).unwrap();
-    assert!(c.set_sent_id(peer, line, id.clone()));
-    (line, id)
-}
-
-/// Applies the session's events to the conversations as the page does; returns them.
-fn apply(s: &mut Session, c: &mut Contacts) -> Vec<Event> {
-    let events = s.take_events();
-    for event in &events {
-        if let Event::Delivery { id, delivery } = event {
-            c.set_delivery_by_id(id, delivery.clone());
-        }
-    }
-    events
-}
-
-fn state(c: &Contacts, id: &str) -> Delivery {
-    c.delivery_of(id).cloned().expect("the line is there")
-}
-
-/// The id lists of the ACK commands among `out`, and whether anything else was sent.
-fn acks(out: &[Datum]) -> Vec<Vec<String>> {
-    out.iter()
-        .map(|d| match d {
-            Datum::Command(Command { cmd, payload }) if cmd == "ACK" => payload.clone(),
-            other => panic!("expected only ACKs, got {other:?}"),
-        })
-        .collect()
-}
-
-/// The ids of the Messages among `out`, in order.
-fn message_ids(out: &[Datum]) -> Vec<String> {
-    out.iter()
-        .filter_map(|d| match d {
-            Datum::Message(m) => m.id.clone(),
-            _ => None,
-        })
-        .collect()
-}
-
-#[wasm_bindgen_test(unsupported = test)]
-fn every_message_carries_a_fresh_random_id() {
-    let server = key(1);
-    let me = key(2);
-    let bob = key(3).public_key();
-    let mut s = logged_in(&me, &server);
-    let ids: Vec<String> = (0..3)
-        .map(|i| s.send_text(&bob, &format!("m{i}"), &[], 10).unwrap())
-        .collect();
-    let out = sent(&mut s);
-    assert_eq!(message_ids(&out), ids, "the id returned is the id sent");
-    for id in &ids {
-        assert_eq!(id.len(), 32, "16 random bytes in hex: {id}");
-        assert!(
-            id.chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
-            "lowercase hex: {id}"
-        );
-        assert_eq!(status::validate_id(id), Ok(()));
-    }
-    let mut distinct = ids.clone();
-    distinct.sort();
-    distinct.dedup();
-    assert_eq!(distinct.len(), 3, "every message has its own id");
+    // The same message again (redelivered): not shown twice.
+    page.receive(&st(status::OK, "alice"));
+    page.receive(&frame_of(m));
     assert_eq!(
-        s.outbox().ids().collect::<Vec<_>>(),
-        ids,
-        "kept until confirmed"
+        page.model
+            .contacts
+            .get(&bob.public_key())
+            .unwrap()
+            .lines
+            .len(),
+        1
     );
 }
 
 #[wasm_bindgen_test(unsupported = test)]
-fn receipts_move_a_message_forward_to_delivered_or_stored() {
-    let server = key(1);
-    let me = key(2);
+fn receipts_move_a_line_forward_to_delivered_stored_or_expired() {
+    let (server, me) = (key(1), key(2));
     let bob = key(3).public_key();
-    let mut s = logged_in(&me, &server);
-    let mut c = Contacts::new();
-
+    let mut page = logged_in(&me, &server);
     // Online recipient: 3 RELAYED, then 7 DELIVERED once Bob acknowledged it.
-    let (_, online) = write(&mut s, &mut c, &bob, "to an online bob");
-    assert_eq!(state(&c, &online), Delivery::Sending);
-    assert_eq!(Delivery::Sending.label(), "sending…");
-    s.receive(&st_id(status::RELAYED, "relayed", &online));
-    apply(&mut s, &mut c);
-    assert_eq!(state(&c, &online), Delivery::Relayed);
-    assert_eq!(Delivery::Relayed.label(), "sent");
-    assert!(s.outbox().contains(&online), "relayed is not confirmed yet");
-    s.receive(&st_id(status::DELIVERED, "delivered", &online));
-    apply(&mut s, &mut c);
-    assert_eq!(state(&c, &online), Delivery::Delivered);
-    assert_eq!(Delivery::Delivered.label(), "delivered ✓");
-    assert!(s.outbox().is_empty(), "a receipt confirms it");
-
-    // Offline recipient: 2 STORED confirms at once; 7 follows once Bob has logged in.
-    let (_, offline) = write(&mut s, &mut c, &bob, "to an offline bob");
-    s.receive(&st_id(status::STORED, "stored", &offline));
-    apply(&mut s, &mut c);
-    assert_eq!(state(&c, &offline), Delivery::Stored);
-    assert_eq!(Delivery::Stored.label(), "stored");
-    assert!(s.outbox().is_empty(), "stored is durable: confirmed");
-    s.receive(&st_id(status::DELIVERED, "delivered", &offline));
-    apply(&mut s, &mut c);
-    assert_eq!(state(&c, &offline), Delivery::Delivered);
-
-    // Relayed, but Bob's connection ended before he acknowledged: 8 STORED_LATER.
-    let (_, later) = write(&mut s, &mut c, &bob, "bob drops");
-    s.receive(&st_id(status::RELAYED, "relayed", &later));
-    s.receive(&st_id(status::STORED_LATER, "stored later", &later));
-    apply(&mut s, &mut c);
-    assert_eq!(state(&c, &later), Delivery::Stored);
-    assert!(s.outbox().is_empty());
-    assert_eq!(s.pending_len(), 0, "receipts answer nothing");
-
-    // Stored, but Bob never came back before the server's retention ran out: 9 EXPIRED.
-    let (_, expired) = write(&mut s, &mut c, &bob, "bob never comes back");
-    s.receive(&st_id(status::STORED, "stored", &expired));
-    s.receive(&st_id(
+    let (_, online) = page.write(&bob, "to an online bob");
+    assert_eq!(page.state(&online), Delivery::Sending);
+    page.receive(&st_id(status::RELAYED, "relayed", &online));
+    assert_eq!(page.state(&online), Delivery::Relayed);
+    page.receive(&st_id(status::DELIVERED, "delivered", &online));
+    assert_eq!(page.state(&online), Delivery::Delivered);
+    // Offline recipient: 2 STORED; then several receipts in one (one ACK of Bob's).
+    let (_, a) = page.write(&bob, "a");
+    let (_, b) = page.write(&bob, "b");
+    page.receive(&st_id(status::STORED, "stored", &a));
+    page.receive(&st_id(status::STORED, "stored", &b));
+    assert_eq!(
+        (page.state(&a), page.state(&b)),
+        (Delivery::Stored, Delivery::Stored)
+    );
+    page.receive(&frame_of(
+        Status::new(status::DELIVERED, "delivered").with_ids(vec![a.clone(), b.clone()]),
+    ));
+    assert_eq!(
+        (page.state(&a), page.state(&b)),
+        (Delivery::Delivered, Delivery::Delivered)
+    );
+    // Relayed, then stored after all (8); stored, then expired unread (9).
+    let (_, later) = page.write(&bob, "bob drops");
+    page.receive(&st_id(status::RELAYED, "relayed", &later));
+    page.receive(&st_id(status::STORED_LATER, "stored later", &later));
+    assert_eq!(page.state(&later), Delivery::Stored);
+    let (_, expired) = page.write(&bob, "bob never comes back");
+    page.receive(&st_id(status::STORED, "stored", &expired));
+    page.receive(&st_id(
         status::EXPIRED,
         "expired unread after 30 days",
         &expired,
     ));
-    apply(&mut s, &mut c);
-    assert_eq!(state(&c, &expired), Delivery::Expired);
-    assert_eq!(Delivery::Expired.label(), "expired unread");
-    assert!(
-        !c.set_delivery_by_id(&expired, Delivery::Delivered),
-        "final"
-    );
-    // Without an id, EXPIRED counts this user's own messages that expired: a notice.
-    s.receive(&st(
-        status::EXPIRED,
-        "2 stored messages expired unread after 30 days",
-    ));
-    assert!(matches!(
-        &s.take_events()[..],
-        [Event::Notice(t)] if t.contains("2 stored messages expired")
-    ));
-
+    assert_eq!(page.state(&expired), Delivery::Expired);
+    assert!(page.engine.outbox().is_empty());
     // The saved lines keep their states across a reload.
-    let back = Contacts::from_json(&c.to_json()).unwrap();
-    assert_eq!(state(&back, &online), Delivery::Delivered);
-    assert_eq!(state(&back, &later), Delivery::Stored);
+    let back = Contacts::from_json(&page.model.contacts.to_json()).unwrap();
+    assert_eq!(back.delivery_of(&online), Some(&Delivery::Delivered));
+    assert_eq!(back.delivery_of(&later), Some(&Delivery::Stored));
 }
 
 #[wasm_bindgen_test(unsupported = test)]
-fn a_refusal_fails_the_message_for_good_and_says_why() {
-    let server = key(1);
-    let me = key(2);
+fn a_refusal_fails_the_line_and_a_late_answer_moves_nothing_back() {
+    let (server, me) = (key(1), key(2));
     let bob = key(3).public_key();
-    let mut s = logged_in(&me, &server);
-    let mut c = Contacts::new();
-    let (_, id) = write(&mut s, &mut c, &bob, "into a full queue");
-    s.receive(&st_id(status::QUEUE_FULL, "queue full", &id));
-    apply(&mut s, &mut c);
-    let failed = state(&c, &id);
-    assert!(
-        matches!(&failed, Delivery::Failed(reason) if reason.contains("queue is full")),
-        "{failed:?}"
-    );
-    assert_eq!(failed.state(), "failed");
+    let mut page = logged_in(&me, &server);
+    let (_, full) = page.write(&bob, "into a full queue");
+    page.receive(&st_id(status::QUEUE_FULL, "queue full", &full));
+    let failed = page.state(&full);
     assert!(
         failed
             .label()
-            .starts_with("failed: the recipient's queue is full")
+            .starts_with("failed: the recipient's queue is full"),
+        "{failed:?}"
     );
-    assert!(s.outbox().is_empty(), "a refusal is final");
-    s.disconnected();
-    login(&mut s, &server);
-    assert!(s.take_outgoing().is_empty(), "nothing is sent again");
+    // Relayed, the connection drops, the copy sent again is overtaken by the receipt: the
+    // copy's late RELAYED changes nothing.
+    let (_, id) = page.write(&bob, "y");
+    page.receive(&st_id(status::RELAYED, "relayed", &id));
+    page.engine.disconnected();
+    page.pump();
+    page.log_in(&server);
+    page.receive(&st_id(status::DELIVERED, "delivered", &id));
+    page.receive(&st_id(status::RELAYED, "relayed", &id));
+    assert_eq!(page.state(&id), Delivery::Delivered);
 }
 
 #[wasm_bindgen_test(unsupported = test)]
-fn acks_follow_processing_and_copies_are_shown_once_but_acked() {
-    let server = key(1);
-    let me = key(2);
-    let bob = key(3);
-    let carol = key(4);
-    let mut s = logged_in(&me, &server);
-    let message = sealed_with_id(&bob, &me.public_key(), "only once", 50, "m-1");
-    s.receive(&frame_of(message.clone()));
-    assert_eq!(messages(&s.take_events()), vec!["only once"]);
+fn another_session_makes_this_tab_take_over_and_a_takeover_pauses_it() {
+    let mut page = logged_in(&key(2), &key(1));
+    page.receive(&st(status::SESSION_EXISTS, "session exists"));
+    assert!(matches!(page.take_sent().as_slice(), [Datum::Command(c)] if c.cmd == "GHOST"));
+    page.receive(&st(status::GHOSTED, "ghosted"));
     assert!(
-        s.take_outgoing().is_empty(),
-        "no ACK before the page has processed the message"
-    );
-    s.flush_acks();
-    assert_eq!(acks(&sent(&mut s)), vec![vec!["m-1".to_string()]]);
-    s.receive(&st(status::OK, "acknowledged 1"));
-    assert!(s.take_events().is_empty());
-    assert_eq!(
-        s.pending_len(),
-        0,
-        "the ACK's answer is numbered like any other"
-    );
-
-    // Redelivered byte for byte (the ACK was lost), or sealed again with the same id: not
-    // shown, but acknowledged again, or the server would deliver it forever.
-    s.receive(&frame_of(message.clone()));
-    let mut resealed = sealed_with_id(&bob, &me.public_key(), "only once!", 50, "m-1");
-    resealed.date = 51;
-    s.receive(&frame_of(resealed));
-    assert!(
-        messages(&s.take_events()).is_empty(),
-        "copies are not shown"
-    );
-    s.flush_acks();
-    assert_eq!(
-        acks(&sent(&mut s)),
-        vec![vec!["m-1".to_string()]],
-        "one ACK per wake-up, each id once"
-    );
-    s.receive(&st(status::OK, "acknowledged 1"));
-
-    // The same id from someone else is another message.
-    s.receive(&frame_of(sealed_with_id(
-        &carol,
-        &me.public_key(),
-        "carol's m-1",
-        52,
-        "m-1",
-    )));
-    // A box that never opens is reported once and acknowledged every time.
-    let mut broken = sealed_with_id(&bob, &me.public_key(), "broken", 53, "bad-1");
-    broken.msg = "!!!".into();
-    s.receive(&frame_of(broken.clone()));
-    s.receive(&frame_of(broken));
-    // Without an id there is nothing to acknowledge.
-    s.receive(&frame_of(sealed(&bob, &me.public_key(), "no id", 54, &[])));
-    let events = s.take_events();
-    assert_eq!(messages(&events), vec!["carol's m-1", "no id"]);
-    assert_eq!(
-        events
+        page.take_effects()
             .iter()
-            .filter(|e| matches!(e, Event::Undecryptable { .. }))
-            .count(),
-        1
+            .any(|e| matches!(e, Effect::Log(t) if t.contains("active session")))
     );
-    s.flush_acks();
-    assert_eq!(
-        acks(&sent(&mut s)),
-        vec![vec!["m-1".to_string(), "bad-1".to_string()]]
-    );
-    s.receive(&st(status::OK, "acknowledged 2"));
-
-    // A refused ACK is reported; the copies that follow are recognised.
-    s.receive(&frame_of(sealed_with_id(
-        &bob,
-        &me.public_key(),
-        "x",
-        55,
-        "m-2",
-    )));
-    s.take_events();
-    s.flush_acks();
-    sent(&mut s);
-    s.receive(&st(status::BAD_ARGUMENT, "bad id"));
+    page.receive(&st(status::TAKEN_OVER, "taken over"));
     assert!(
-        matches!(&s.take_events()[..], [Event::Notice(t)] if t.contains("acknowledgement")),
-        "a refused ACK is reported"
+        page.model.paused.is_some(),
+        "reconnecting would only take it back"
     );
-
-    // Processed but not acknowledged when the connection dropped: the server delivers it
-    // again at the next login, where it is recognised and acknowledged.
-    s.receive(&frame_of(sealed_with_id(
-        &bob,
-        &me.public_key(),
-        "y",
-        56,
-        "m-3",
-    )));
-    assert_eq!(messages(&s.take_events()), vec!["y"]);
-    s.disconnected();
-    s.flush_acks();
-    assert!(
-        s.take_outgoing().is_empty(),
-        "nothing goes out while disconnected"
-    );
-    login(&mut s, &server);
-    s.flush_acks();
-    assert!(s.take_outgoing().is_empty(), "the old ids were dropped");
-    s.receive(&frame_of(sealed_with_id(
-        &bob,
-        &me.public_key(),
-        "y",
-        56,
-        "m-3",
-    )));
-    assert!(messages(&s.take_events()).is_empty());
-    s.flush_acks();
-    assert_eq!(acks(&sent(&mut s)), vec![vec!["m-3".to_string()]]);
 }
 
 #[wasm_bindgen_test(unsupported = test)]
-fn a_message_waiting_for_its_sender_lookup_is_acked_once_opened() {
+fn the_alias_is_saved_once_registered_and_forgotten_once_taken() {
     let server = key(1);
-    let me = key(2);
-    let bob = key(3);
-    let mut s = logged_in(&me, &server);
-    let mut message = sealed_with_id(&bob, &me.public_key(), "from an alias", 60, "a-1");
-    message.from = "bob".into();
-    s.receive(&frame_of(message));
-    sent(&mut s); // the GETUSER
-    s.flush_acks();
-    assert!(s.take_outgoing().is_empty(), "not processed yet");
-    s.receive(&frame_of(user(&bob.public_key(), &["bob"], true)));
-    assert_eq!(messages(&s.take_events()), vec!["from an alias"]);
-    s.flush_acks();
-    assert_eq!(acks(&sent(&mut s)), vec![vec!["a-1".to_string()]]);
-    s.receive(&st(status::OK, "acknowledged 1"));
-
-    // A lookup that failed for a passing reason: reported, but not acknowledged, so that the
-    // server delivers it again at the next login, when it may open.
-    let mut passing = sealed_with_id(&bob, &me.public_key(), "later", 61, "a-2");
-    passing.from = "robert".into();
-    s.receive(&frame_of(passing));
-    sent(&mut s);
-    s.receive(&st(status::INTERNAL, "storage failure"));
-    assert!(matches!(
-        &s.take_events()[..],
-        [Event::Undecryptable { sender: None, .. }]
+    let mut page = Page::new(&key(2), None, Some("alice"));
+    page.log_in(&server);
+    let sent = page.take_sent();
+    assert!(
+        sent.iter().any(
+            |d| matches!(d, Datum::Command(c) if c.cmd == "REGISTER" && c.payload == ["alice"])
+        )
+    );
+    page.take_effects();
+    page.receive(&st(status::OK, "registered alice"));
+    assert!(page.take_effects().contains(&Effect::AliasResult {
+        text: "registered alice".into(),
+        ok: true
+    }));
+    assert_eq!(page.model.my_aliases, ["alice"]);
+    page.receive(&frame_of(Roster { users: vec![] }));
+    // A new alias the user asks for, taken by someone else.
+    page.engine.register("bob").unwrap();
+    page.pump();
+    page.receive(&st(
+        status::ALIAS_TAKEN,
+        "the alias bob belongs to someone else",
     ));
-    s.flush_acks();
-    assert!(s.take_outgoing().is_empty(), "not acknowledged");
-
-    // Nobody has the alias: it never opens, so it is acknowledged.
-    let mut never = sealed_with_id(&bob, &me.public_key(), "never", 62, "a-3");
-    never.from = "nobody".into();
-    s.receive(&frame_of(never));
-    sent(&mut s);
-    s.receive(&st(status::NO_SUCH_USER, "no such user"));
-    assert!(matches!(
-        &s.take_events()[..],
-        [Event::Undecryptable { sender: None, .. }]
-    ));
-    s.flush_acks();
-    assert_eq!(acks(&sent(&mut s)), vec![vec!["a-3".to_string()]]);
-}
-
-#[wasm_bindgen_test(unsupported = test)]
-fn many_acks_are_split_into_bounded_batches() {
-    let server = key(1);
-    let me = key(2);
-    let bob = key(3);
-    let mut s = logged_in(&me, &server);
-    let n = flexim_web::session::ACK_BATCH + 3;
-    for i in 0..n {
-        let id = format!("n{i}");
-        s.receive(&frame_of(sealed_with_id(
-            &bob,
-            &me.public_key(),
-            &format!("message {i}"),
-            100 + i as i64,
-            &id,
-        )));
-    }
-    assert_eq!(messages(&s.take_events()).len(), n);
-    s.flush_acks();
-    let batches = acks(&sent(&mut s));
-    assert_eq!(
-        batches.iter().map(Vec::len).collect::<Vec<_>>(),
-        vec![flexim_web::session::ACK_BATCH, 3]
-    );
-    assert_eq!(
-        batches[1].last().map(String::as_str),
-        Some(&*format!("n{}", n - 1))
-    );
-    assert_eq!(s.pending_len(), 2, "each ACK expects its answer");
-}
-
-#[wasm_bindgen_test(unsupported = test)]
-fn unconfirmed_messages_are_sent_again_in_order_with_the_same_bytes() {
-    let server = key(1);
-    let me = key(2);
-    let bob = key(3).public_key();
-    let mut s = logged_in(&me, &server);
-    let mut c = Contacts::new();
-    let mut frames = std::collections::HashMap::new();
-    let mut send = |s: &mut Session, c: &mut Contacts, text: &str| {
-        let (_, id) = write(s, c, &bob, text);
-        let out = s.take_outgoing();
-        if let [frame] = &out[..] {
-            frames.insert(id.clone(), frame.clone());
-        }
-        id
-    };
-    let stored = send(&mut s, &mut c, "stored");
-    let relayed = send(&mut s, &mut c, "relayed");
-    let refused = send(&mut s, &mut c, "refused");
-    let delivered = send(&mut s, &mut c, "delivered");
-    let relayed_again = send(&mut s, &mut c, "relayed again");
-    let unanswered = send(&mut s, &mut c, "unanswered");
-    s.receive(&st_id(status::STORED, "stored", &stored));
-    s.receive(&st_id(status::RELAYED, "relayed", &relayed));
-    s.receive(&st_id(status::QUEUE_FULL, "queue full", &refused));
-    s.receive(&st_id(status::RELAYED, "relayed", &delivered));
-    s.receive(&st_id(status::DELIVERED, "delivered", &delivered));
-    s.receive(&st_id(status::RELAYED, "relayed", &relayed_again));
-    apply(&mut s, &mut c);
-    // Answers go to the messages in order: the last one is still unanswered.
-    assert_eq!(state(&c, &relayed_again), Delivery::Relayed);
-    assert_eq!(state(&c, &unanswered), Delivery::Sending);
-    s.disconnected();
-
-    // Written while offline: kept, sent after the older ones.
-    let offline = send(&mut s, &mut c, "written offline");
     assert!(
-        !frames.contains_key(&offline),
-        "nothing goes out while offline"
+        page.take_effects().iter().any(
+            |e| matches!(e, Effect::AliasResult { text, ok: false } if text.contains("taken"))
+        )
     );
-    let (_, offline_frame) = s
-        .outbox()
+    assert_eq!(
+        page.model.alias.as_deref(),
+        Some("alice"),
+        "the saved alias is kept"
+    );
+    // The saved alias refused at a later login (the server was reset and someone took it).
+    page.engine.disconnected();
+    page.log_in(&server);
+    page.take_sent();
+    page.take_effects();
+    page.receive(&st(status::ALIAS_TAKEN, "taken"));
+    assert!(page.take_effects().contains(&Effect::StoreAlias(None)));
+    assert_eq!(page.model.alias, None);
+    assert_eq!(
+        page.engine.alias(),
+        None,
+        "not asked for at the next login either"
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn presence_refreshes_the_roster_once_per_burst() {
+    let (server, me) = (key(1), key(2));
+    let (bob, carol) = (key(3).public_key(), key(4).public_key());
+    let mut page = logged_in(&me, &server);
+    page.receive(&st(status::PRESENCE_ONLINE, &bob.to_hex()));
+    page.receive(&st(status::PRESENCE_ONLINE, &carol.to_hex()));
+    let rosters = page
+        .take_sent()
         .iter()
-        .map(|e| (e.id.clone(), e.frame.clone()))
-        .find(|(id, _)| *id == offline)
-        .unwrap();
-    frames.insert(offline.clone(), offline_frame);
-
-    login(&mut s, &server);
-    s.register("alice").unwrap(); // what the page sends on login comes after
-    let out = s.take_outgoing();
-    let expected = [&relayed, &relayed_again, &unanswered, &offline];
-    assert_eq!(out.len(), expected.len() + 1);
-    for (frame, id) in out.iter().zip(expected) {
-        assert_eq!(frame, &frames[id], "{id} is sent again byte for byte");
-    }
-    assert!(matches!(decode(&out[4]), Datum::Command(Command { cmd, .. }) if cmd == "REGISTER"));
-    // Sent again, a relayed message stays relayed: it never moves backward.
-    assert_eq!(state(&c, &relayed), Delivery::Relayed);
-    assert_eq!(state(&c, &unanswered), Delivery::Sending);
-
-    // The new connection's answers, in order.
-    s.receive(&st_id(status::STORED, "stored", &relayed));
-    s.receive(&st_id(status::RELAYED, "relayed", &relayed_again));
-    s.receive(&st_id(status::RELAYED, "relayed", &unanswered));
-    s.receive(&st_id(status::STORED_LATER, "stored later", &unanswered));
-    s.receive(&st_id(status::STORED, "stored", &offline));
-    s.receive(&st(status::OK, "registered alice"));
-    apply(&mut s, &mut c);
-    assert_eq!(state(&c, &stored), Delivery::Stored);
-    assert_eq!(state(&c, &relayed), Delivery::Stored);
-    assert!(matches!(state(&c, &refused), Delivery::Failed(_)));
-    assert_eq!(state(&c, &delivered), Delivery::Delivered);
-    assert_eq!(state(&c, &relayed_again), Delivery::Relayed);
-    assert_eq!(state(&c, &unanswered), Delivery::Stored);
-    assert_eq!(state(&c, &offline), Delivery::Stored);
-    assert_eq!(
-        s.outbox().ids().collect::<Vec<_>>(),
-        vec![relayed_again.as_str()]
+        .filter(|d| matches!(d, Datum::Command(c) if c.cmd == "ROSTER"))
+        .count();
+    assert_eq!(rosters, 1);
+    page.receive(&frame_of(Roster {
+        users: vec![
+            user(&bob, &["bob"], true),
+            user(&me.public_key(), &[], true),
+        ],
+    }));
+    assert_eq!(page.model.roster.len(), 1, "without this user");
+    assert!(
+        page.take_effects()
+            .iter()
+            .any(|e| matches!(e, Effect::ShowRoster(_)))
     );
-    assert_eq!(s.pending_len(), 0);
 }
 
 #[wasm_bindgen_test(unsupported = test)]
-fn a_delivery_state_never_moves_backward() {
-    use Delivery::*;
-    let failed = || Failed("refused".into());
-    let order = [Sending, Relayed, Stored, Delivered];
-    for (i, from) in order.iter().enumerate() {
-        for (j, to) in order.iter().enumerate() {
-            assert_eq!(from.can_become(to), j > i, "{from:?} -> {to:?}");
-        }
-    }
-    assert!(Sending.can_become(&failed()) && Relayed.can_become(&failed()));
-    assert!(!Stored.can_become(&failed()) && !Delivered.can_become(&failed()));
-    for to in order.iter().chain([&failed()]) {
-        assert!(!failed().can_become(to), "failed is final");
-    }
-    assert!(
-        Unconfirmed.can_become(&Delivered),
-        "a receipt can still come"
-    );
-
-    // In the conversations: a late RELAYED (the answer to a copy sent again) changes nothing.
-    let server = key(1);
-    let me = key(2);
+fn looking_up_a_contact_opens_the_conversation_or_says_why_not() {
+    let (server, me) = (key(1), key(2));
     let bob = key(3).public_key();
-    let mut s = logged_in(&me, &server);
-    let mut c = Contacts::new();
-    let (line, id) = write(&mut s, &mut c, &bob, "x");
-    assert!(c.set_delivery_by_id(&id, Delivered));
-    assert!(!c.set_delivery_by_id(&id, Relayed));
-    assert!(!c.set_delivery_by_id(&id, Stored));
-    assert!(!c.set_delivery(&bob, line, failed()));
-    assert_eq!(state(&c, &id), Delivered);
-    s.receive(&st_id(status::DELIVERED, "delivered", &id));
-    apply(&mut s, &mut c);
-
-    // In the session: relayed, then the connection drops and the copy sent again is
-    // overtaken by the receipt; the copy's answer is stale and reports nothing.
-    let (_, id) = write(&mut s, &mut c, &bob, "y");
-    s.receive(&st_id(status::RELAYED, "relayed", &id));
-    apply(&mut s, &mut c);
-    s.disconnected();
-    login(&mut s, &server);
-    assert_eq!(message_ids(&sent(&mut s)), vec![id.clone()]);
-    s.receive(&st_id(status::DELIVERED, "delivered", &id));
-    s.receive(&st_id(status::RELAYED, "relayed", &id));
-    let events = apply(&mut s, &mut c);
+    let mut page = logged_in(&me, &server);
+    page.engine.get_user("Bob", Lookup::Contact).unwrap();
+    page.pump();
+    page.receive(&frame_of(user(&bob, &["bob"], true)));
+    assert_eq!(page.model.contacts.open_key(), Some(&bob));
     assert_eq!(
-        events,
-        vec![Event::Delivery {
-            id: id.clone(),
-            delivery: Delivered
-        }]
+        page.model.contacts.get(&bob).unwrap().name.as_deref(),
+        Some("bob")
     );
-    assert_eq!(state(&c, &id), Delivered);
-    assert_eq!(s.pending_len(), 0);
+    let effects = page.take_effects();
+    assert!(
+        effects.contains(&Effect::ClearContactInput) && effects.contains(&Effect::FocusComposer)
+    );
+    page.engine.get_user("nobody", Lookup::Contact).unwrap();
+    page.pump();
+    page.receive(&st(status::NO_SUCH_USER, "no user"));
+    assert!(page.take_effects().contains(&Effect::ContactError(
+        "Nobody is registered as “nobody”.".into()
+    )));
 }
 
 #[wasm_bindgen_test(unsupported = test)]
-fn the_outbox_and_the_seen_ids_survive_a_reload() {
-    use flexim_web::outbox::SavedDelivery;
-    let server = key(1);
-    let me = key(2);
-    let bob = key(3);
-    let mut s = logged_in(&me, &server);
-    assert!(!s.take_storage_changed());
-    let stored = s.send_text(&bob.public_key(), "stored", &[], 70).unwrap();
-    let waiting = s.send_text(&bob.public_key(), "waiting", &[], 71).unwrap();
-    let original = s.take_outgoing();
-    s.receive(&st_id(status::STORED, "stored", &stored));
-    let incoming = sealed_with_id(&bob, &me.public_key(), "seen", 72, "b-1");
-    s.receive(&frame_of(incoming.clone()));
-    s.take_events();
-    assert!(s.take_storage_changed(), "sent and seen: worth saving");
-    assert!(!s.take_storage_changed());
-    let json = s.saved().to_json(&me.public_key());
+fn what_the_page_saves_brings_back_the_outbox_and_the_seen_messages() {
+    let (server, me, bob) = (key(1), key(2), key(3));
+    let mut page = logged_in(&me, &server);
+    let (_, waiting) = page.write(&bob.public_key(), "waiting");
+    let mut m = sealed(&bob, &me.public_key(), "seen", 72, &[]);
+    m.id = Some("b-1".into());
+    page.receive(&frame_of(m.clone()));
+    assert!(page.engine.take_storage_changed());
+    let json = page.engine.saved().to_json(&me.public_key());
+    let contacts = page.model.contacts.to_json();
 
-    // A new page.
-    let (saved, dropped) = SavedDelivery::from_json(&json, &me.public_key()).unwrap();
-    assert_eq!(dropped, 0);
-    let mut s2 = Session::new(me.clone(), None, counter());
-    s2.restore(saved);
-    assert_eq!(
-        s2.outbox().ids().collect::<Vec<_>>(),
-        vec![waiting.as_str()]
-    );
-    login(&mut s2, &server);
-    assert_eq!(
-        s2.take_outgoing(),
-        vec![original[1].clone()],
-        "the same bytes"
-    );
-    s2.receive(&frame_of(incoming));
-    assert!(
-        messages(&s2.take_events()).is_empty(),
-        "seen before the reload"
-    );
-    s2.flush_acks();
-    assert_eq!(acks(&sent(&mut s2)), vec![vec!["b-1".to_string()]]);
-
-    // Another identity's saved state is not this one's to send.
-    let (other, _) = SavedDelivery::from_json(&json, &bob.public_key()).unwrap();
-    assert!(other.outbox.is_empty() && other.seen.is_empty());
-    // A damaged entry is dropped, not sent.
-    let damaged = json.replacen("\"frame\":\"03", "\"frame\":\"06", 1);
-    assert_ne!(damaged, json);
-    let (saved, dropped) = SavedDelivery::from_json(&damaged, &me.public_key()).unwrap();
-    assert_eq!((saved.outbox.len(), dropped), (0, 1));
-    assert!(SavedDelivery::from_json("{", &me.public_key()).is_err());
-    assert_eq!(flexim_web::outbox::unhex("0aFf"), Some(vec![10, 255]));
-    assert_eq!(flexim_web::outbox::unhex("+f"), None);
-    assert_eq!(flexim_web::outbox::unhex("abc"), None);
+    // A new page, as `app.rs` starts one: the contacts' seen keys and the saved delivery.
+    let mut after = Page::new(&me, None, None);
+    after.model.contacts = Contacts::from_json(&contacts).unwrap();
+    for key in after
+        .model
+        .contacts
+        .seen_ids()
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+    {
+        after.engine.remember_seen(&key);
+    }
+    let (saved, _) = flexim_session::SavedDelivery::from_json(&json, &me.public_key()).unwrap();
+    after.engine.restore(saved);
+    after.log_in(&server);
+    let resent: Vec<_> = after
+        .take_sent()
+        .into_iter()
+        .filter_map(|d| match d {
+            Datum::Message(m) => m.id,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resent, [waiting]);
+    after.receive(&frame_of(m));
+    let lines = after
+        .model
+        .contacts
+        .get(&bob.public_key())
+        .unwrap()
+        .lines
+        .len();
+    assert_eq!(lines, 2, "the sent line and the received one, not the copy");
 }

@@ -7,3 +7,4 @@ mod login;
 mod receiving;
 mod requests;
 mod sending;
+mod units;
