@@ -4,14 +4,14 @@ use std::time::Duration;
 
 use flexim_protocol::status;
 use flexim_protocol::{Datum, PublicKey};
-use flexim_tests::{Raw, TestServer, WsEvent, WsRaw, message, new_key};
+use flexim_tests::{Conn, Got, TestServer, message, new_key};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Alice and Bob chat on one server while a test abuses it; `check` proves they still can.
 struct Bystanders {
-    alice: Raw,
-    bob: Raw,
+    alice: Conn,
+    bob: Conn,
     bob_key: PublicKey,
     alice_key: PublicKey,
     n: usize,
@@ -21,8 +21,8 @@ impl Bystanders {
     async fn new(server: &TestServer) -> Bystanders {
         let (a, b) = (new_key(), new_key());
         Bystanders {
-            alice: Raw::login(server.tcp, &a).await.unwrap(),
-            bob: Raw::login(server.tcp, &b).await.unwrap(),
+            alice: Conn::login_tcp(server.tcp, &a).await.unwrap(),
+            bob: Conn::login_tcp(server.tcp, &b).await.unwrap(),
             alice_key: a.public_key(),
             bob_key: b.public_key(),
             n: 0,
@@ -77,7 +77,7 @@ async fn malformed_datums_get_status_errors_and_the_connection_stays_up() {
     let server = TestServer::start();
     let mut by = Bystanders::new(&server).await;
     let mallory = new_key();
-    let mut m = Raw::login(server.tcp, &mallory).await.unwrap();
+    let mut m = Conn::login_tcp(server.tcp, &mallory).await.unwrap();
 
     // An oversized length: refused from its prefix, the body skipped.
     let mut huge = vec![3u8, 0xff, 0xff];
@@ -153,9 +153,9 @@ async fn malformed_datums_get_status_errors_and_the_connection_stays_up() {
 async fn a_truncated_frame_at_end_of_input_gets_a_status() {
     let server = TestServer::start();
     let mut by = Bystanders::new(&server).await;
-    let mut m = Raw::login(server.tcp, &new_key()).await.unwrap();
+    let mut m = Conn::login_tcp(server.tcp, &new_key()).await.unwrap();
     m.send_bytes(&[3, 0, 100, 0x85, 1, 2]).await.unwrap();
-    m.stream.shutdown().await.unwrap();
+    m.shutdown().await.unwrap();
     let s = m.status().await.unwrap();
     assert_eq!(s.status, status::TRUNCATED, "{s:?}");
     assert!(m.closed().await);
@@ -166,7 +166,7 @@ async fn a_truncated_frame_at_end_of_input_gets_a_status() {
 async fn websocket_frames_get_the_same_answers() {
     let server = TestServer::start();
     let mut by = Bystanders::new(&server).await;
-    let mut w = WsRaw::login(&server.ws, &new_key()).await.unwrap();
+    let mut w = Conn::login_ws(&server.ws, &new_key()).await.unwrap();
 
     // A message shorter than its length prefix says.
     w.send_bytes(&[3, 0, 100, 0x85]).await.unwrap();
@@ -183,7 +183,7 @@ async fn websocket_frames_get_the_same_answers() {
     // A text message is a protocol error: close code 1002.
     w.send_text("hello").await.unwrap();
     match w.next().await.unwrap() {
-        WsEvent::Close(code, _) => assert_eq!(code, 1002),
+        Got::Close(code, _) => assert_eq!(code, 1002),
         other => panic!("expected a close, got {other:?}"),
     }
     by.check().await;
@@ -192,9 +192,9 @@ async fn websocket_frames_get_the_same_answers() {
 #[tokio::test]
 async fn a_websocket_with_a_bad_header_is_closed_with_a_protocol_error() {
     let server = TestServer::start();
-    let mut w = WsRaw::connect_with(&server.ws, b"\xa4FLEY").await.unwrap();
+    let mut w = Conn::ws_with(&server.ws, b"\xa4FLEY").await.unwrap();
     match w.next().await.unwrap() {
-        WsEvent::Close(code, reason) => {
+        Got::Close(code, reason) => {
             assert_eq!(code, 1002);
             assert!(reason.contains("header"), "{reason}");
         }
@@ -206,7 +206,7 @@ async fn a_websocket_with_a_bad_header_is_closed_with_a_protocol_error() {
 async fn an_oversized_websocket_frame_gets_too_large_and_the_socket_stays_up() {
     let server = TestServer::start();
     let mut by = Bystanders::new(&server).await;
-    let mut w = WsRaw::login(&server.ws, &new_key()).await.unwrap();
+    let mut w = Conn::login_ws(&server.ws, &new_key()).await.unwrap();
     let mut huge = vec![3u8, 0xff, 0xff];
     huge.extend(std::iter::repeat_n(0x41, 65535));
     w.send_bytes(&huge).await.unwrap();
@@ -221,12 +221,12 @@ async fn an_oversized_websocket_frame_gets_too_large_and_the_socket_stays_up() {
     .unwrap();
     assert!(matches!(
         w.next().await.unwrap(),
-        WsEvent::Datum(Datum::Roster(_))
+        Got::Datum(Datum::Roster(_))
     ));
     // A message no frame could fill is refused by the WebSocket layer: close 1009.
     w.send_bytes(&vec![0u8; 70_000]).await.unwrap();
     match w.next().await.unwrap() {
-        WsEvent::Close(code, _) => assert_eq!(code, 1009),
+        Got::Close(code, _) => assert_eq!(code, 1009),
         other => panic!("expected a close, got {other:?}"),
     }
     by.check().await;

@@ -7,10 +7,10 @@
 use flexim_protocol::datum::{Command, Message, Status};
 use flexim_protocol::status::{self, cmd};
 use flexim_protocol::{Datum, SecretKey};
-use flexim_tests::{Raw, TestServer, message, message_with_id, new_key};
+use flexim_tests::{Conn, TestServer, message, message_with_id, new_key};
 
 /// The next datum that is not a presence notice.
-async fn next(raw: &mut Raw) -> Datum {
+async fn next(raw: &mut Conn) -> Datum {
     loop {
         match raw.recv().await.unwrap() {
             Datum::Status(s) if s.status.abs() == 10 => continue,
@@ -19,14 +19,14 @@ async fn next(raw: &mut Raw) -> Datum {
     }
 }
 
-async fn next_status(raw: &mut Raw) -> Status {
+async fn next_status(raw: &mut Conn) -> Status {
     match next(raw).await {
         Datum::Status(s) => s,
         other => panic!("expected a Status, got {other:?}"),
     }
 }
 
-async fn next_message(raw: &mut Raw) -> Message {
+async fn next_message(raw: &mut Conn) -> Message {
     match next(raw).await {
         Datum::Message(m) => m,
         other => panic!("expected a Message, got {other:?}"),
@@ -35,7 +35,7 @@ async fn next_message(raw: &mut Raw) -> Message {
 
 /// Sends ACK and returns its answer, skipping "delivered N stored messages" notices that may
 /// still be on their way.
-async fn ack(raw: &mut Raw, ids: &[&str]) -> Status {
+async fn ack(raw: &mut Conn, ids: &[&str]) -> Status {
     raw.send(&Command::new(cmd::ACK, ids).into()).await.unwrap();
     loop {
         let s = next_status(raw).await;
@@ -57,7 +57,7 @@ fn to(key: &SecretKey) -> String {
 /// Waits until the server has noticed that `key`'s connection was dropped (GETUSER says it
 /// is offline), so that what follows does not race the old session's logout.
 async fn until_offline(server: &TestServer, key: &SecretKey) {
-    let mut observer = Raw::login(server.tcp, &new_key()).await.unwrap();
+    let mut observer = Conn::login_tcp(server.tcp, &new_key()).await.unwrap();
     for _ in 0..200 {
         observer
             .send(&Command::new(cmd::GETUSER, &[&to(key)]).into())
@@ -76,9 +76,9 @@ async fn until_offline(server: &TestServer, key: &SecretKey) {
 /// Logs `key` in again after its previous connection was dropped, once the server has
 /// noticed: otherwise the new login would find the old session still registered and be only
 /// a secondary one (Status 5).
-async fn relogin(server: &TestServer, key: &SecretKey) -> Raw {
+async fn relogin(server: &TestServer, key: &SecretKey) -> Conn {
     until_offline(server, key).await;
-    Raw::login(server.tcp, key).await.unwrap()
+    Conn::login_tcp(server.tcp, key).await.unwrap()
 }
 
 #[tokio::test]
@@ -86,8 +86,8 @@ async fn receipts_follow_a_message_from_relayed_to_delivered() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     let sent = message_with_id(&a_key, &b_hex, "hi", "m-1");
     a.send(&sent).await.unwrap();
     let answer = next_status(&mut a).await;
@@ -130,8 +130,8 @@ async fn a_cut_connection_gets_everything_unacknowledged_again_in_order() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     let ids = ["r-0", "r-1", "r-2"];
     for (i, id) in ids.iter().enumerate() {
         let m = message_with_id(&a_key, &b_hex, &format!("live {i}"), id);
@@ -217,7 +217,7 @@ async fn a_cut_in_the_middle_of_stored_delivery_loses_nothing() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     // More than one delivery batch (256), sent without waiting for answers: many messages
     // share each commit, and the answers still come in order.
     const N: usize = 300;
@@ -233,7 +233,7 @@ async fn a_cut_in_the_middle_of_stored_delivery_loses_nothing() {
         );
     }
     // Bob takes 100, acknowledges the first 50 and is cut off mid-delivery.
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     for i in 0..100 {
         assert_eq!(next_message(&mut b).await.msg, format!("{i}"));
     }
@@ -276,7 +276,7 @@ async fn a_full_queue_refuses_with_the_id_and_keeps_what_it_has() {
     let server = TestServer::start_with(&["--max-offline-messages", "3"]);
     let (alice, bob) = (new_key(), new_key());
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     for i in 0..5 {
         let m = message_with_id(&a_key, &b_hex, &format!("q{i}"), &format!("q-{i}"));
         a.send(&m).await.unwrap();
@@ -305,7 +305,7 @@ async fn a_full_queue_refuses_with_the_id_and_keeps_what_it_has() {
         answers[3].payload
     );
     // Nothing already stored was lost; acknowledging makes room again.
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     for i in 0..3 {
         assert_eq!(next_message(&mut b).await.msg, format!("q{i}"));
     }
@@ -337,9 +337,9 @@ async fn bad_ids_and_acks_get_clear_errors_and_route_nothing() {
     let (alice, bob, carol) = (new_key(), new_key(), new_key());
     let (a_key, b_key, c_key) = (alice.public_key(), bob.public_key(), carol.public_key());
     let (a_hex, b_hex, c_hex) = (a_key.to_hex(), b_key.to_hex(), c_key.to_hex());
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
-    let mut c = Raw::login(server.tcp, &carol).await.unwrap();
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
+    let mut c = Conn::login_tcp(server.tcp, &carol).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     let long = "x".repeat(65);
     for bad in ["", "has space", "ümlaut", long.as_str()] {
         let m = message_with_id(&a_key, &b_hex, "never", bad);
@@ -400,14 +400,14 @@ async fn ghost_hands_over_unacknowledged_messages_before_new_ones() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
-    let mut old = Raw::login(server.tcp, &bob).await.unwrap();
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let mut old = Conn::login_tcp(server.tcp, &bob).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     let m1 = message_with_id(&a_key, &b_hex, "one", "g-1");
     a.send(&m1).await.unwrap();
     assert_eq!(next_status(&mut a).await.status, status::RELAYED);
     assert_eq!(next_message(&mut old).await.msg, "one");
     // A second session of Bob's takes over without the first having acknowledged.
-    let mut new = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut new = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     assert_eq!(next_status(&mut new).await.status, status::SESSION_EXISTS);
     new.send(&Command::new(cmd::GHOST, &[]).into())
         .await
@@ -447,7 +447,7 @@ async fn a_login_during_a_stream_keeps_the_senders_order() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     // Few enough that the answers fit in the socket buffers while Alice is not reading yet.
     const N: usize = 600;
     let b_hex2 = b_hex.clone();
@@ -469,7 +469,7 @@ async fn a_login_during_a_stream_keeps_the_senders_order() {
     // Bob logs in while the stream is running: some messages are stored, some still being
     // committed, the rest come live. He must see them in the order they were sent.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     let mut next_expected = 0usize;
     while next_expected < N {
         match next(&mut b).await {
@@ -495,7 +495,7 @@ async fn stored_messages_expire_after_the_retention_and_both_sides_are_told() {
     let server = TestServer::start_with(&["--retention", "2s"]);
     let (alice, bob) = (new_key(), new_key());
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     a.send(&message_with_id(&a_key, &b_hex, "too late", "e-1"))
         .await
         .unwrap();
@@ -511,7 +511,7 @@ async fn stored_messages_expire_after_the_retention_and_both_sides_are_told() {
         "{s:?}"
     );
     // Bob is told how many he lost, and gets nothing else.
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     let s = next_status(&mut b).await;
     assert_eq!(
         (s.status, s.payload.as_str()),
@@ -536,7 +536,7 @@ async fn a_session_that_never_acknowledges_is_a_slow_reader_and_loses_nothing() 
     let server = TestServer::start_with(&["--max-unacked", "3"]);
     let (alice, bob) = (new_key(), new_key());
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
 
     // A backlog larger than the limit is fine: stored messages do not count against it.
     for i in 0..5 {
@@ -550,7 +550,7 @@ async fn a_session_that_never_acknowledges_is_a_slow_reader_and_loses_nothing() 
         .unwrap();
         assert_eq!(next_status(&mut a).await.status, status::STORED);
     }
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     for i in 0..5 {
         assert_eq!(next_message(&mut b).await.msg, format!("old {i}"));
     }
@@ -619,7 +619,7 @@ async fn the_byte_limit_of_a_queue_refuses_with_the_id() {
     let server = TestServer::start_with(&["--max-offline-bytes", "1000"]);
     let (alice, bob) = (new_key(), new_key());
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     let body = "x".repeat(600);
     for (id, want) in [("y-1", status::STORED), ("y-2", status::QUEUE_FULL)] {
         a.send(&message_with_id(&a_key, &b_hex, &body, id))
@@ -628,7 +628,7 @@ async fn the_byte_limit_of_a_queue_refuses_with_the_id() {
         let s = next_status(&mut a).await;
         assert_eq!(code_id(&s), (want, Some(id)), "{s:?}");
     }
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     assert_eq!(next_message(&mut b).await.id.as_deref(), Some("y-1"));
     assert_eq!(next_status(&mut b).await.status, status::DELIVERED_STORED);
 }

@@ -4,7 +4,7 @@ use flexim_protocol::datum::{AuthResponse, Command};
 use flexim_protocol::handshake::answer;
 use flexim_protocol::status::{self, cmd};
 use flexim_protocol::{Datum, PublicKey};
-use flexim_tests::{Raw, TestServer, message, new_key};
+use flexim_tests::{Conn, TestServer, message, new_key};
 
 fn server_key(d: Datum) -> PublicKey {
     match d {
@@ -17,7 +17,7 @@ fn server_key(d: Datum) -> PublicKey {
 async fn a_valid_key_logs_in_and_gets_its_user_datum() {
     let server = TestServer::start();
     let alice = new_key();
-    let mut raw = Raw::connect(server.tcp).await.unwrap();
+    let mut raw = Conn::tcp(server.tcp).await.unwrap();
     let skey = server_key(raw.recv().await.unwrap());
     assert_eq!(skey.to_hex(), server.key);
     raw.send(&Command::new(cmd::AUTH, &[&alice.public_key().to_hex().to_uppercase()]).into())
@@ -44,7 +44,7 @@ async fn a_valid_key_logs_in_and_gets_its_user_datum() {
 async fn a_wrong_key_fails_auth_and_is_closed() {
     let server = TestServer::start();
     let (alice, mallory) = (new_key(), new_key());
-    let mut raw = Raw::connect(server.tcp).await.unwrap();
+    let mut raw = Conn::tcp(server.tcp).await.unwrap();
     let skey = server_key(raw.recv().await.unwrap());
     raw.send(&Command::new(cmd::AUTH, &[&alice.public_key().to_hex()]).into())
         .await
@@ -55,7 +55,7 @@ async fn a_wrong_key_fails_auth_and_is_closed() {
     // Mallory cannot open the challenge with her key...
     assert!(answer(&mallory, &skey, &auth, [1; 24]).is_err());
     // ...so she answers a challenge issued to her own key, on Alice's connection.
-    let mut own = Raw::connect(server.tcp).await.unwrap();
+    let mut own = Conn::tcp(server.tcp).await.unwrap();
     own.recv().await.unwrap();
     own.send(&Command::new(cmd::AUTH, &[&mallory.public_key().to_hex()]).into())
         .await
@@ -76,7 +76,7 @@ async fn a_wrong_key_fails_auth_and_is_closed() {
 async fn a_replayed_response_fails_auth() {
     let server = TestServer::start();
     let alice = new_key();
-    let mut first = Raw::connect(server.tcp).await.unwrap();
+    let mut first = Conn::tcp(server.tcp).await.unwrap();
     let skey = server_key(first.recv().await.unwrap());
     first
         .send(&Command::new(cmd::AUTH, &[&alice.public_key().to_hex()]).into())
@@ -90,7 +90,7 @@ async fn a_replayed_response_fails_auth() {
     assert!(matches!(first.recv().await.unwrap(), Datum::User(_)));
 
     // An eavesdropper replays the recorded answer on a new connection.
-    let mut replay = Raw::connect(server.tcp).await.unwrap();
+    let mut replay = Conn::tcp(server.tcp).await.unwrap();
     replay.recv().await.unwrap();
     replay
         .send(&Command::new(cmd::AUTH, &[&alice.public_key().to_hex()]).into())
@@ -115,7 +115,7 @@ async fn a_replayed_response_fails_auth() {
 async fn a_reflected_challenge_fails_auth() {
     let server = TestServer::start();
     let alice = new_key();
-    let mut raw = Raw::connect(server.tcp).await.unwrap();
+    let mut raw = Conn::tcp(server.tcp).await.unwrap();
     raw.recv().await.unwrap();
     raw.send(&Command::new(cmd::AUTH, &[&alice.public_key().to_hex()]).into())
         .await
@@ -140,7 +140,7 @@ async fn a_reflected_challenge_fails_auth() {
 async fn a_malformed_or_weak_key_fails_auth() {
     let server = TestServer::start();
     for bad in ["not-a-key".to_string(), "00".repeat(32)] {
-        let mut raw = Raw::connect(server.tcp).await.unwrap();
+        let mut raw = Conn::tcp(server.tcp).await.unwrap();
         raw.recv().await.unwrap();
         raw.send(&Command::new(cmd::AUTH, &[&bad]).into())
             .await
@@ -156,9 +156,9 @@ async fn a_malformed_or_weak_key_fails_auth() {
 async fn datums_before_auth_get_an_error_and_are_not_routed() {
     let server = TestServer::start();
     let bob = new_key();
-    let mut bob_conn = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut bob_conn = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     let stranger = new_key();
-    let mut raw = Raw::connect(server.tcp).await.unwrap();
+    let mut raw = Conn::tcp(server.tcp).await.unwrap();
     raw.recv().await.unwrap();
     raw.send(&message(
         &stranger.public_key(),
@@ -175,7 +175,7 @@ async fn datums_before_auth_get_an_error_and_are_not_routed() {
     assert_eq!(raw.status().await.unwrap().status, status::UNAUTHENTICATED);
     // The connection is still usable for AUTH; Bob received nothing from it.
     let alice = new_key();
-    let mut alice_conn = Raw::login(server.tcp, &alice).await.unwrap();
+    let mut alice_conn = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     alice_conn
         .send(&message(
             &alice.public_key(),

@@ -3,7 +3,7 @@
 use flexim_protocol::Datum;
 use flexim_protocol::datum::Command;
 use flexim_protocol::status::{self, cmd};
-use flexim_tests::{Raw, TestServer, message, new_key};
+use flexim_tests::{Conn, TestServer, message, new_key};
 
 #[tokio::test]
 async fn an_offline_message_survives_a_restart_and_arrives_at_login() {
@@ -11,13 +11,13 @@ async fn an_offline_message_survives_a_restart_and_arrives_at_login() {
     let key_before = server.key.clone();
     let (alice, bob) = (new_key(), new_key());
     // Bob registers an alias, then leaves.
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     b.send(&Command::new(cmd::REGISTER, &["bob"]).into())
         .await
         .unwrap();
     assert_eq!(b.status().await.unwrap().status, status::OK);
     drop(b);
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     let first = message(
         &alice.public_key(),
         &bob.public_key().to_hex(),
@@ -33,7 +33,7 @@ async fn an_offline_message_survives_a_restart_and_arrives_at_login() {
 
     let server = server.restart();
     assert_eq!(server.key, key_before, "the server key persists");
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     let got1 = b.recv_frame().await.unwrap();
     let got2 = b.recv_frame().await.unwrap();
     assert_eq!(got1, first.to_frame().unwrap(), "byte-for-byte, in order");
@@ -61,7 +61,7 @@ async fn an_offline_message_survives_a_restart_and_arrives_at_login() {
 async fn a_full_queue_refuses_with_a_status_and_keeps_what_it_has() {
     let server = TestServer::start_with(&["--max-offline-messages", "2"]);
     let (alice, bob) = (new_key(), new_key());
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     let to = bob.public_key().to_hex();
     for (i, want) in [status::STORED, status::STORED, status::QUEUE_FULL]
         .into_iter()
@@ -73,7 +73,7 @@ async fn a_full_queue_refuses_with_a_status_and_keeps_what_it_has() {
         let s = a.status().await.unwrap();
         assert_eq!(s.status, want, "{s:?}");
     }
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     assert_eq!(b.message().await.unwrap().msg, "m0");
     assert_eq!(b.message().await.unwrap().msg, "m1");
 }

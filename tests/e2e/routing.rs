@@ -3,14 +3,14 @@
 use flexim_protocol::Datum;
 use flexim_protocol::datum::Command;
 use flexim_protocol::status::{self, cmd};
-use flexim_tests::{Raw, TestServer, WsRaw, message, new_key};
+use flexim_tests::{Conn, TestServer, message, new_key};
 
 #[tokio::test]
 async fn a_spoofed_from_is_refused_and_not_forwarded() {
     let server = TestServer::start();
     let (alice, bob, carol) = (new_key(), new_key(), new_key());
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     // Alice claims to be Carol.
     a.send(&message(
         &carol.public_key(),
@@ -48,8 +48,8 @@ async fn a_spoofed_from_is_refused_and_not_forwarded() {
 async fn a_forwarded_message_is_the_senders_bytes() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     // A message with an extension key the server does not know, to an upper-case key.
     #[derive(serde::Serialize)]
     struct Extended {
@@ -84,8 +84,8 @@ async fn a_forwarded_message_is_the_senders_bytes() {
 async fn aliases_route_are_unique_and_first_come() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     a.send(&Command::new(cmd::REGISTER, &["Alice"]).into())
         .await
         .unwrap();
@@ -128,12 +128,12 @@ async fn aliases_route_are_unique_and_first_come() {
 async fn commands_answer_roster_getuser_search_and_unknown() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     a.send(&Command::new(cmd::REGISTER, &["alice"]).into())
         .await
         .unwrap();
     a.status().await.unwrap();
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     b.send(&Command::new(cmd::ROSTER, &[]).into())
         .await
         .unwrap();
@@ -182,8 +182,8 @@ async fn commands_answer_roster_getuser_search_and_unknown() {
 async fn presence_reaches_others_and_last_seen_is_kept() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
-    let b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
+    let b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     let bob_hex = bob.public_key().to_hex();
     let presence = |d: Datum| match d {
         Datum::Status(s) => (s.status, s.payload),
@@ -212,9 +212,9 @@ async fn presence_reaches_others_and_last_seen_is_kept() {
 async fn ghost_moves_delivery_to_the_newer_session() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
-    let mut old = Raw::login(server.tcp, &alice).await.unwrap();
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
-    let mut new = WsRaw::login(&server.ws, &alice).await.unwrap();
+    let mut old = Conn::login_tcp(server.tcp, &alice).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
+    let mut new = Conn::login_ws(&server.ws, &alice).await.unwrap();
     assert_eq!(new.status().await.unwrap().status, status::SESSION_EXISTS);
     b.send(&message(
         &bob.public_key(),
@@ -245,11 +245,11 @@ async fn ghost_moves_delivery_to_the_newer_session() {
     assert_eq!(b.status().await.unwrap().status, status::RELAYED);
     loop {
         match new.next().await.unwrap() {
-            flexim_tests::WsEvent::Datum(Datum::Message(m)) => {
+            flexim_tests::Got::Datum(Datum::Message(m)) => {
                 assert_eq!(m.msg, "to the new one");
                 break;
             }
-            flexim_tests::WsEvent::Datum(_) => continue,
+            flexim_tests::Got::Datum(_) => continue,
             other => panic!("{other:?}"),
         }
     }

@@ -103,7 +103,7 @@ async fn http_serves_the_page_health_and_metrics() {
         "{status} {body}"
     );
     // One login shows up in the counters.
-    let _alice = flexim_tests::Raw::login(server.tcp, &flexim_tests::new_key())
+    let _alice = flexim_tests::Conn::login_tcp(server.tcp, &flexim_tests::new_key())
         .await
         .unwrap();
     let (_, metrics) = flexim_tests::http_get(&server.http, "/metrics")

@@ -1,0 +1,494 @@
+//! One framed connection to a flexim server, over raw TCP or WebSocket, for the tests and the
+//! load generator: exact bytes out, whole frames in.
+//!
+//! It has two faces over one implementation. The async one (`send_bytes`, `recv`, `next`, ...)
+//! is what a test needs to send exactly the bytes it wants, wrong ones included, and to see
+//! exactly what the server answers, close codes included. The polling one
+//! ([`Conn::poll_frames`], [`Conn::poll_send`]) is what the load generator needs to move many
+//! frames per system call without a task per direction. [`Conn::login`] logs in with the
+//! client engine of `flexim-session`, the same code both clients run, so no test or benchmark
+//! has a handshake of its own.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use bytes::Bytes;
+use flexim_client::RawConnection;
+use flexim_protocol::frame::{self, HEADER, MAX_BODY, PREFIX_LEN};
+use flexim_protocol::{Datum, Message, SecretKey, Status, User};
+use flexim_session::{Config, Engine, Event, Framing};
+use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::WAIT;
+
+/// Bytes a TCP connection reads at most at once by default: room for many frames per read and
+/// always for the largest frame.
+pub const LARGE_READS: usize = 256 * 1024;
+/// Bytes an idle connection's read buffer starts with, so that thousands of them fit in a load
+/// generator; it grows when a frame needs more.
+pub const SMALL_READS: usize = 4 * 1024;
+
+/// What a read brought.
+#[derive(Debug)]
+pub enum Got {
+    /// A whole frame, decoded.
+    Datum(Datum),
+    /// The server closed the WebSocket with this code and reason.
+    Close(u16, String),
+    /// The connection ended without a close frame (a TCP end of stream, or a reset).
+    Gone,
+}
+
+/// A framed connection (see the module documentation).
+pub enum Conn {
+    /// Raw TCP: FLEX frames back to back.
+    Tcp {
+        /// The socket.
+        stream: TcpStream,
+        /// Read buffer; bytes `..rlen` are read and not yet taken as frames.
+        rbuf: Vec<u8>,
+        /// See `rbuf`.
+        rlen: usize,
+        /// Bytes to write; `wpos..` are not written yet.
+        wbuf: Vec<u8>,
+        /// See `wbuf`.
+        wpos: usize,
+    },
+    /// WebSocket: one frame per binary message.
+    Ws(Box<WebSocketStream<TcpStream>>),
+}
+
+/// Opens a TCP connection from `source` (if any): a load generator spreads its sockets over
+/// several 127.0.0.x addresses, since one source address has only about 28,000 ports towards
+/// one server port.
+async fn dial(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .with_context(|| format!("binding to {ip}"))?;
+    }
+    let stream = socket
+        .connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    // Frames are small and interactive; waiting to coalesce them only adds latency.
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// The `HOST:PORT` of a `ws://HOST:PORT/...` URL.
+fn ws_authority(url: &str) -> Result<SocketAddr> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| anyhow!("not a ws:// URL: {url}"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .parse()
+        .with_context(|| format!("the URL {url} does not name HOST:PORT"))
+}
+
+impl Conn {
+    /// A TCP connection to `addr` with nothing sent yet.
+    pub async fn open_tcp(addr: SocketAddr, source: Option<IpAddr>, reads: usize) -> Result<Conn> {
+        Ok(Conn::tcp_from(dial(addr, source).await?, &[], reads))
+    }
+
+    /// A WebSocket connection to `url` (upgraded, nothing sent yet). With `small`, buffers of
+    /// a few KiB instead of tungstenite's 128 KiB, so that thousands of connections fit.
+    pub async fn open_ws(url: &str, source: Option<IpAddr>, small: bool) -> Result<Conn> {
+        let stream = dial(ws_authority(url)?, source).await?;
+        let config = small.then(|| {
+            WebSocketConfig::default()
+                .read_buffer_size(SMALL_READS)
+                .write_buffer_size(0)
+        });
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, config)
+            .await
+            .with_context(|| format!("the WebSocket upgrade at {url}"))?;
+        Ok(Conn::Ws(Box::new(ws)))
+    }
+
+    /// A TCP connection whose first bytes (already read) are `read`.
+    pub fn tcp_from(stream: TcpStream, read: &[u8], reads: usize) -> Conn {
+        let mut rbuf = vec![0; reads.max(read.len() * 2).max(PREFIX_LEN)];
+        rbuf[..read.len()].copy_from_slice(read);
+        Conn::Tcp {
+            stream,
+            rlen: read.len(),
+            rbuf,
+            wbuf: Vec::new(),
+            wpos: 0,
+        }
+    }
+
+    /// A logged-in client's connection, taken over from the client library.
+    pub fn from_raw(raw: RawConnection) -> Conn {
+        match raw {
+            RawConnection::Tcp { stream, read } => Conn::tcp_from(stream, &read, LARGE_READS),
+            RawConnection::WebSocket(ws) => Conn::Ws(ws),
+        }
+    }
+
+    /// Connects over TCP and sends the header.
+    pub async fn tcp(addr: SocketAddr) -> Result<Conn> {
+        let mut conn = Conn::open_tcp(addr, None, SMALL_READS).await?;
+        conn.send_bytes(&HEADER).await?;
+        Ok(conn)
+    }
+
+    /// Connects over WebSocket and sends `header` as the first binary message.
+    pub async fn ws_with(url: &str, header: &[u8]) -> Result<Conn> {
+        let mut conn = Conn::open_ws(url, None, false).await?;
+        conn.send_bytes(header).await?;
+        Ok(conn)
+    }
+
+    /// Connects over WebSocket and sends the right header.
+    pub async fn ws(url: &str) -> Result<Conn> {
+        Conn::ws_with(url, &HEADER).await
+    }
+
+    /// Connects over TCP and logs in as `key`.
+    pub async fn login_tcp(addr: SocketAddr, key: &SecretKey) -> Result<Conn> {
+        let mut conn = Conn::open_tcp(addr, None, SMALL_READS).await?;
+        conn.login(key).await?;
+        Ok(conn)
+    }
+
+    /// Connects over WebSocket and logs in as `key`.
+    pub async fn login_ws(url: &str, key: &SecretKey) -> Result<Conn> {
+        let mut conn = Conn::open_ws(url, None, false).await?;
+        conn.login(key).await?;
+        Ok(conn)
+    }
+
+    /// Logs in as `key` on a connection with nothing sent yet, with the client engine (which
+    /// sends the header): the login both clients run. Returns this user as the server knows
+    /// it. Frames after the login stay unread.
+    pub async fn login(&mut self, key: &SecretKey) -> Result<User> {
+        let framing = match self {
+            Conn::Tcp { .. } => Framing::Stream,
+            Conn::Ws(_) => Framing::Messages,
+        };
+        let config = Config {
+            pinned: None,
+            alias: None,
+            framing,
+        };
+        let mut engine = Engine::new(key.clone(), config, Box::new(crate::random));
+        engine.connect();
+        loop {
+            while let Some(bytes) = engine.poll_transmit() {
+                self.send_bytes(&bytes).await?;
+            }
+            while let Some(event) = engine.poll_event() {
+                match event {
+                    Event::LoggedIn { me, .. } => return Ok(me),
+                    Event::LoginFailed(e) => bail!("login failed: {e}"),
+                    _ => {}
+                }
+            }
+            match self.next_frame().await? {
+                Some(frame) => engine.handle_bytes(&frame),
+                None => bail!("the server closed the connection during the login"),
+            }
+        }
+    }
+
+    /// Sends bytes: on TCP onto the stream as they are, on WebSocket as one binary message.
+    pub async fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        match self {
+            Conn::Tcp { stream, .. } => stream.write_all(bytes).await?,
+            Conn::Ws(ws) => {
+                ws.send(WsMessage::Binary(Bytes::copy_from_slice(bytes)))
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a datum.
+    pub async fn send(&mut self, datum: &Datum) -> Result<()> {
+        self.send_bytes(&datum.to_frame()?).await
+    }
+
+    /// Sends a frame with the given type and raw body.
+    pub async fn send_frame(&mut self, kind: u8, body: &[u8]) -> Result<()> {
+        let mut out = Vec::new();
+        frame::encode_into(kind, body, &mut out)?;
+        self.send_bytes(&out).await
+    }
+
+    /// Sends one WebSocket text message (a protocol violation); an error on TCP.
+    pub async fn send_text(&mut self, text: &str) -> Result<()> {
+        match self {
+            Conn::Ws(ws) => Ok(ws.send(WsMessage::Text(text.into())).await?),
+            Conn::Tcp { .. } => bail!("TCP has no text messages"),
+        }
+    }
+
+    /// Closes the TCP connection's sending side (the server sees the end of input); on
+    /// WebSocket, sends a close frame.
+    pub async fn shutdown(&mut self) -> Result<()> {
+        match self {
+            Conn::Tcp { stream, .. } => stream.shutdown().await?,
+            Conn::Ws(ws) => ws.send(WsMessage::Close(None)).await?,
+        }
+        Ok(())
+    }
+
+    /// The next frame, or how the connection ended; waits as long as it takes. Cancel-safe:
+    /// bytes already read stay in the buffer.
+    pub async fn next_read(&mut self) -> Result<Result<Vec<u8>, Got>> {
+        match self {
+            Conn::Tcp {
+                stream, rbuf, rlen, ..
+            } => loop {
+                if let Some(info) = frame::check(&rbuf[..*rlen], MAX_BODY)? {
+                    let frame = rbuf[..info.total()].to_vec();
+                    rbuf.copy_within(info.total()..*rlen, 0);
+                    *rlen -= info.total();
+                    return Ok(Ok(frame));
+                }
+                if *rlen == rbuf.len() {
+                    // A frame larger than the buffer: make room for the largest one.
+                    rbuf.resize((rbuf.len() * 2).max(MAX_BODY + PREFIX_LEN), 0);
+                }
+                let n = poll_fn(|cx| {
+                    let mut buf = ReadBuf::new(&mut rbuf[*rlen..]);
+                    Pin::new(&mut *stream)
+                        .poll_read(cx, &mut buf)
+                        .map_ok(|()| buf.filled().len())
+                })
+                .await;
+                match n {
+                    Ok(0) | Err(_) => return Ok(Err(Got::Gone)),
+                    Ok(n) => *rlen += n,
+                }
+            },
+            Conn::Ws(ws) => loop {
+                match ws.next().await {
+                    Some(Ok(WsMessage::Binary(b))) => return Ok(Ok(b.to_vec())),
+                    Some(Ok(WsMessage::Close(Some(c)))) => {
+                        return Ok(Err(Got::Close(c.code.into(), c.reason.to_string())));
+                    }
+                    Some(Ok(WsMessage::Close(None))) | None | Some(Err(_)) => {
+                        return Ok(Err(Got::Gone));
+                    }
+                    Some(Ok(WsMessage::Text(_))) => bail!("the server sent a text message"),
+                    Some(Ok(_)) => {}
+                }
+            },
+        }
+    }
+
+    /// The next frame, or `None` once the connection ended; waits as long as it takes.
+    pub async fn next_frame(&mut self) -> Result<Option<Vec<u8>>> {
+        Ok(self.next_read().await?.ok())
+    }
+
+    /// The next datum or the end, waiting at most [`WAIT`].
+    pub async fn next(&mut self) -> Result<Got> {
+        let read = tokio::time::timeout(WAIT, self.next_read())
+            .await
+            .map_err(|_| anyhow!("nothing from the server within {WAIT:?}"))??;
+        Ok(match read {
+            Ok(frame) => {
+                let (kind, body) = frame::split_exact(&frame, MAX_BODY)?;
+                Got::Datum(Datum::decode(kind, body)?)
+            }
+            Err(end) => end,
+        })
+    }
+
+    /// The next whole frame as raw bytes, waiting at most [`WAIT`]; an error if the server
+    /// closed.
+    pub async fn recv_frame(&mut self) -> Result<Vec<u8>> {
+        tokio::time::timeout(WAIT, self.next_frame())
+            .await
+            .map_err(|_| anyhow!("no frame within {WAIT:?}"))??
+            .ok_or_else(|| anyhow!("connection closed"))
+    }
+
+    /// The next datum, waiting at most [`WAIT`]; an error if the server closed.
+    pub async fn recv(&mut self) -> Result<Datum> {
+        let frame = self.recv_frame().await?;
+        Ok(Datum::decode(frame[0], &frame[PREFIX_LEN..])?)
+    }
+
+    /// The next Status that is not a presence notice.
+    pub async fn status(&mut self) -> Result<Status> {
+        loop {
+            match self.recv().await? {
+                Datum::Status(s) if s.status.abs() == 10 => continue,
+                Datum::Status(s) => return Ok(s),
+                other => bail!("expected a Status, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next Message, skipping presence notices.
+    pub async fn message(&mut self) -> Result<Message> {
+        loop {
+            match self.recv().await? {
+                Datum::Message(m) => return Ok(m),
+                Datum::Status(s) if s.status.abs() == 10 => continue,
+                other => bail!("expected a Message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Whether the server closes the connection (end of stream, reset or close frame) within
+    /// [`WAIT`], ignoring any frames it sends first.
+    pub async fn closed(&mut self) -> bool {
+        let wait = async {
+            loop {
+                match self.next_read().await {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(_)) | Err(_) => return true,
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, wait).await.unwrap_or(false)
+    }
+
+    /// Reads and throws away whatever arrives (presence notices); false once the server has
+    /// closed the connection. Cheaper than framing, for thousands of idle connections.
+    pub async fn discard(&mut self) -> bool {
+        match self {
+            Conn::Tcp { stream, rbuf, .. } => {
+                let n = poll_fn(|cx| {
+                    let mut buf = ReadBuf::new(&mut rbuf[..]);
+                    Pin::new(&mut *stream)
+                        .poll_read(cx, &mut buf)
+                        .map_ok(|()| buf.filled().len())
+                })
+                .await;
+                matches!(n, Ok(n) if n > 0)
+            }
+            Conn::Ws(ws) => !matches!(ws.next().await, None | Some(Err(_))),
+        }
+    }
+
+    /// Reads whatever is available and calls `on_frame(type, body)` for each whole frame.
+    /// Returns `Ok(true)` when the peer closed the connection, `Ok(false)` once reading would
+    /// block (the waker is registered then).
+    pub fn poll_frames(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut on_frame: impl FnMut(u8, &[u8]),
+    ) -> io::Result<bool> {
+        match self {
+            Conn::Tcp {
+                stream, rbuf, rlen, ..
+            } => loop {
+                if *rlen == rbuf.len() {
+                    rbuf.resize((rbuf.len() * 2).max(MAX_BODY + PREFIX_LEN), 0);
+                }
+                let mut rb = ReadBuf::new(&mut rbuf[*rlen..]);
+                match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+                    Poll::Pending => return Ok(false),
+                    Poll::Ready(r) => r?,
+                }
+                let n = rb.filled().len();
+                if n == 0 {
+                    return Ok(true);
+                }
+                *rlen += n;
+                let mut at = 0;
+                while *rlen - at >= PREFIX_LEN {
+                    let len = usize::from(u16::from_be_bytes([rbuf[at + 1], rbuf[at + 2]]));
+                    let end = at + PREFIX_LEN + len;
+                    if end > *rlen {
+                        break;
+                    }
+                    on_frame(rbuf[at], &rbuf[at + PREFIX_LEN..end]);
+                    at = end;
+                }
+                rbuf.copy_within(at..*rlen, 0);
+                *rlen -= at;
+            },
+            Conn::Ws(ws) => loop {
+                match Pin::new(&mut **ws).poll_next(cx) {
+                    Poll::Pending => return Ok(false),
+                    Poll::Ready(None) | Poll::Ready(Some(Ok(WsMessage::Close(_)))) => {
+                        return Ok(true);
+                    }
+                    Poll::Ready(Some(Ok(WsMessage::Binary(b)))) if b.len() >= PREFIX_LEN => {
+                        on_frame(b[0], &b[PREFIX_LEN..]);
+                    }
+                    Poll::Ready(Some(Ok(_))) => {}
+                    Poll::Ready(Some(Err(e))) => return Err(io::Error::other(e)),
+                }
+            },
+        }
+    }
+
+    /// Takes up to `max` frames, built by `build(i, buffer)` for i = 0, 1, ..., and writes as
+    /// much as the socket accepts. Returns how many frames were taken. On TCP they are appended
+    /// to one buffer and go out in as few writes as the socket allows; on WebSocket each is one
+    /// binary message, queued in tungstenite's buffer and then flushed together.
+    pub fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: u64,
+        mut build: impl FnMut(u64, &mut Vec<u8>),
+    ) -> io::Result<u64> {
+        let mut taken = 0;
+        match self {
+            Conn::Tcp {
+                stream, wbuf, wpos, ..
+            } => {
+                while taken < max {
+                    build(taken, wbuf);
+                    taken += 1;
+                }
+                while *wpos < wbuf.len() {
+                    match Pin::new(&mut *stream).poll_write(cx, &wbuf[*wpos..]) {
+                        Poll::Pending => break,
+                        Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                        Poll::Ready(Ok(n)) => *wpos += n,
+                        Poll::Ready(Err(e)) => return Err(e),
+                    }
+                }
+                if *wpos == wbuf.len() {
+                    wbuf.clear();
+                    *wpos = 0;
+                }
+            }
+            Conn::Ws(ws) => {
+                let mut ws = Pin::new(&mut **ws);
+                while taken < max {
+                    match ws.as_mut().poll_ready(cx) {
+                        Poll::Pending => break,
+                        Poll::Ready(r) => r.map_err(io::Error::other)?,
+                    }
+                    let mut frame = Vec::new();
+                    build(taken, &mut frame);
+                    ws.as_mut()
+                        .start_send(WsMessage::Binary(Bytes::from(frame)))
+                        .map_err(io::Error::other)?;
+                    taken += 1;
+                }
+                if let Poll::Ready(r) = ws.as_mut().poll_flush(cx) {
+                    r.map_err(io::Error::other)?;
+                }
+            }
+        }
+        Ok(taken)
+    }
+}

@@ -1,0 +1,274 @@
+//! A real `flexim-server` process on ports the OS chose, with its own data directory: what the
+//! end-to-end tests and the load generator run against.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::{TempDir, bin_dir, http_get};
+
+/// How to start a server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `flexim-server` binary: the workspace's by default.
+    pub bin: Option<PathBuf>,
+    /// Where its data directory is made (the system's temp directory by default).
+    pub data_parent: Option<PathBuf>,
+    /// The log level (`--log`).
+    pub log: String,
+    /// Whether the log goes to `server.log` in its directory (tests read it) rather than to
+    /// this process's stderr (the load generator shows warnings).
+    pub log_to_file: bool,
+    /// The directory of the browser client's files (`--static`), if served.
+    pub static_dir: Option<PathBuf>,
+    /// More flags.
+    pub args: Vec<String>,
+}
+
+impl Default for Options {
+    /// What the tests run: the workspace's server, every log line kept, the browser client
+    /// served.
+    fn default() -> Self {
+        Options {
+            bin: None,
+            data_parent: None,
+            log: "trace".into(),
+            log_to_file: true,
+            static_dir: Some(PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../static"
+            ))),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// A running `flexim-server` process, killed when dropped.
+pub struct TestServer {
+    /// The child process.
+    child: Option<Child>,
+    /// How it was started, to start it again.
+    options: Options,
+    /// Its directory: `data/` (kept across restarts) and `server.log`.
+    pub dir: TempDir,
+    /// The bound TCP address.
+    pub tcp: SocketAddr,
+    /// The WebSocket URL.
+    pub ws: String,
+    /// The HTTP base URL.
+    pub http: String,
+    /// The server key as printed.
+    pub key: String,
+    /// Every stdout line it printed at start.
+    pub banner: Vec<String>,
+}
+
+impl TestServer {
+    /// Starts a server on 127.0.0.1 port 0 with a new data directory.
+    pub fn start() -> TestServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra flags.
+    pub fn start_with(extra: &[&str]) -> TestServer {
+        let options = Options {
+            args: extra.iter().map(|a| a.to_string()).collect(),
+            ..Options::default()
+        };
+        Self::launch(options).expect("server starts")
+    }
+
+    /// Starts a server as `options` say, on free ports, with a new data directory.
+    pub fn launch(options: Options) -> Result<TestServer> {
+        let parent = options
+            .data_parent
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = TempDir::new_in(&parent, "server");
+        Self::spawn(dir, "127.0.0.1:0", "127.0.0.1:0", options)
+    }
+
+    fn spawn(dir: TempDir, tcp: &str, http: &str, options: Options) -> Result<TestServer> {
+        let bin = options
+            .bin
+            .clone()
+            .unwrap_or_else(|| bin_dir().join("flexim-server"));
+        if !bin.exists() {
+            bail!(
+                "{} not found: build it first (cargo build --release -p flexim-server)",
+                bin.display()
+            );
+        }
+        let stderr = if options.log_to_file {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.0.join("server.log"))?;
+            Stdio::from(log)
+        } else {
+            Stdio::inherit()
+        };
+        let mut command = Command::new(&bin);
+        command
+            .args(["--tcp", tcp, "--http", http, "--log", &options.log])
+            .arg("--data")
+            .arg(dir.0.join("data"));
+        if let Some(s) = &options.static_dir {
+            command.arg("--static").arg(s);
+        }
+        let mut child = command
+            .args(&options.args)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let banner = read_banner(&mut child)?;
+        let field = |name: &str| {
+            banner
+                .iter()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+                .ok_or_else(|| anyhow!("no {name} in banner {banner:?}"))
+        };
+        Ok(TestServer {
+            tcp: field("tcp")?.parse()?,
+            ws: field("ws")?,
+            http: field("http")?,
+            key: field("key")?,
+            banner: banner.clone(),
+            child: Some(child),
+            options,
+            dir,
+        })
+    }
+
+    /// The server's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.0.join("data")
+    }
+
+    /// Everything the server logged so far (when it logs to a file).
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("server.log")).unwrap_or_default()
+    }
+
+    /// `HOST:PORT` of the HTTP listener.
+    pub fn http_addr(&self) -> String {
+        self.http
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// The server's counters from `/metrics`, by name.
+    pub async fn metrics(&self) -> Result<HashMap<String, u64>> {
+        metrics_at(&self.http_addr()).await
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Kills the server with SIGKILL (no chance to flush or close anything) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server with SIGKILL and starts it again on the same data directory and
+    /// ports: a crash and a restart.
+    pub fn crash_and_restart(mut self) -> TestServer {
+        self.kill();
+        self.start_again_on_same_ports()
+    }
+
+    /// Stops the server and starts it again on the same data directory (new ports).
+    pub fn restart(mut self) -> TestServer {
+        assert!(self.stop(), "server exits cleanly on SIGTERM");
+        let dir = TempDir(std::mem::take(&mut self.dir.0));
+        let options = self.options.clone();
+        Self::spawn(dir, "127.0.0.1:0", "127.0.0.1:0", options).expect("server restarts")
+    }
+
+    /// Stops the server and starts it again on the same data directory and the same ports, so
+    /// that clients (a browser page, whose origin is the HTTP address) can reconnect.
+    pub fn restart_on_same_ports(mut self) -> TestServer {
+        assert!(self.stop(), "server exits cleanly on SIGTERM");
+        self.start_again_on_same_ports()
+    }
+
+    /// Starts a stopped server again on its data directory and ports.
+    fn start_again_on_same_ports(mut self) -> TestServer {
+        let dir = TempDir(std::mem::take(&mut self.dir.0));
+        let http = self.http_addr();
+        let options = self.options.clone();
+        Self::spawn(dir, &self.tcp.to_string(), &http, options).expect("server restarts")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Reads the server's stdout up to its "ready" line, then keeps draining it on a thread so
+/// that the server never blocks on a full pipe.
+fn read_banner(child: &mut Child) -> Result<Vec<String>> {
+    let stdout = child.stdout.take().context("stdout is piped")?;
+    let mut banner = Vec::new();
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line?;
+        let done = line == "ready";
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    if banner.last().map(String::as_str) != Some("ready") {
+        bail!("the server exited before it was ready: {banner:?}");
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Ok(banner)
+}
+
+/// The counters of the server whose HTTP listener is `http` (`HOST:PORT`), from `/metrics`.
+pub async fn metrics_at(http: &str) -> Result<HashMap<String, u64>> {
+    let (_, body) = http_get(&format!("http://{http}/"), "/metrics").await?;
+    Ok(body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            Some((name.to_string(), value.trim().parse().ok()?))
+        })
+        .collect())
+}
