@@ -175,7 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Mode::Idle(args) => idle::run_idle(args).await,
         Mode::Handshakes(args) => idle::run_handshakes(args).await,
         Mode::Cross(args) => {
-            let redis = server::Redis::spawn(&args.redis_bin, &args.data)?;
+            let redis = flexim_testkit::RedisServer::start_with(&args.redis_bin, &args.data);
             let store = ["--store", redis.url.as_str()];
             let a = server::Target::spawn(args.server_bin.as_deref(), &args.data, &store)?;
             let b = server::Target::spawn(args.server_bin.as_deref(), &args.data, &store)?;

@@ -110,7 +110,17 @@ impl Conn {
     /// A WebSocket connection to `url` (upgraded, nothing sent yet). With `small`, buffers of
     /// a few KiB instead of tungstenite's 128 KiB, so that thousands of connections fit.
     pub async fn open_ws(url: &str, source: Option<IpAddr>, small: bool) -> Result<Conn> {
-        let stream = dial(ws_authority(url)?, source).await?;
+        Conn::open_ws_at(ws_authority(url)?, url, source, small).await
+    }
+
+    /// [`Conn::open_ws`] with the server's address resolved already.
+    pub async fn open_ws_at(
+        addr: SocketAddr,
+        url: &str,
+        source: Option<IpAddr>,
+        small: bool,
+    ) -> Result<Conn> {
+        let stream = dial(addr, source).await?;
         let config = small.then(|| {
             WebSocketConfig::default()
                 .read_buffer_size(SMALL_READS)
@@ -180,6 +190,12 @@ impl Conn {
     /// sends the header): the login both clients run. Returns this user as the server knows
     /// it. Frames after the login stay unread.
     pub async fn login(&mut self, key: &SecretKey) -> Result<User> {
+        let mut engine = self.engine(key);
+        self.login_with(&mut engine).await
+    }
+
+    /// A client engine for `key`, framed for this connection's transport.
+    pub fn engine(&self, key: &SecretKey) -> Engine {
         let framing = match self {
             Conn::Tcp { .. } => Framing::Stream,
             Conn::Ws(_) => Framing::Messages,
@@ -189,12 +205,15 @@ impl Conn {
             alias: None,
             framing,
         };
-        let mut engine = Engine::new(key.clone(), config, Box::new(crate::random));
+        Engine::new(key.clone(), config, Box::new(crate::random))
+    }
+
+    /// Logs in with `engine` (see [`Conn::login`]), which the caller keeps to go on with the
+    /// protocol: feed it each frame with [`Engine::handle_bytes`] and send what it transmits.
+    pub async fn login_with(&mut self, engine: &mut Engine) -> Result<User> {
         engine.connect();
         loop {
-            while let Some(bytes) = engine.poll_transmit() {
-                self.send_bytes(&bytes).await?;
-            }
+            self.send_transmits(engine).await?;
             while let Some(event) = engine.poll_event() {
                 match event {
                     Event::LoggedIn { me, .. } => return Ok(me),
@@ -207,6 +226,14 @@ impl Conn {
                 None => bail!("the server closed the connection during the login"),
             }
         }
+    }
+
+    /// Sends everything `engine` queued.
+    pub async fn send_transmits(&mut self, engine: &mut Engine) -> Result<()> {
+        while let Some(bytes) = engine.poll_transmit() {
+            self.send_bytes(&bytes).await?;
+        }
+        Ok(())
     }
 
     /// Sends bytes: on TCP onto the stream as they are, on WebSocket as one binary message.

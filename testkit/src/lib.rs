@@ -82,9 +82,18 @@ impl Drop for TempDir {
     }
 }
 
-/// Random bytes from the operating system: the one source of them in the kit.
+/// Random bytes from the operating system: the one source of them in the kit, the tests and
+/// the load generator.
 pub fn random(buf: &mut [u8]) {
     getrandom::fill(buf).expect("the operating system's random source");
+}
+
+/// The current Unix time in seconds: the one clock of the kit, the tests and the load
+/// generator (the protocol crate and the engine have none).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A new random identity.
