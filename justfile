@@ -29,7 +29,7 @@ build-web: setup-wasm
     gzip -9 --keep --force static/pkg/flexim_web_bg.wasm static/pkg/flexim_web.js
     @echo "browser client: static/pkg/ ($(du -k static/pkg/flexim_web_bg.wasm | cut -f1) KiB of wasm, $(gzip -c static/pkg/flexim_web_bg.wasm | wc -c | awk '{print int($1/1024)}') KiB gzipped)"
 
-# The wasm32 target, for the browser client and the protocol crate.
+# The wasm32 target, for the browser client, the protocol crate and the client engine.
 setup-wasm:
     @rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 
@@ -67,7 +67,7 @@ test: setup build-web
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy -p flexim-web --target wasm32-unknown-unknown --all-targets -- -D warnings
-    cargo build -p flexim-protocol --target wasm32-unknown-unknown
+    cargo build -p flexim-protocol -p flexim-session --target wasm32-unknown-unknown
     cargo build --workspace --bins
     cargo test -p flexim-web --target wasm32-unknown-unknown
     if command -v cargo-nextest >/dev/null; then cargo nextest run --workspace --no-fail-fast; else cargo test --workspace --no-fail-fast; fi

@@ -28,7 +28,7 @@ fn notifications_supported() -> bool {
 
 impl App {
     /// `#alias-button`: REGISTER the alias typed in `#alias-input`.
-    pub fn on_register(&mut self) {
+    pub(crate) fn on_register(&mut self) {
         let alias = self.ui.alias_input.value().trim().to_string();
         if alias.is_empty() {
             self.ui.set_alias_result("Type an alias first.", false);
@@ -48,7 +48,7 @@ impl App {
     }
 
     /// `#contact-add`: starts a conversation with the key or alias in `#contact-input`.
-    pub fn on_add_contact(&mut self) {
+    pub(crate) fn on_add_contact(&mut self) {
         let input = self.ui.contact_input.value().trim().to_string();
         if input.is_empty() {
             self.ui
@@ -63,7 +63,7 @@ impl App {
                 );
                 return;
             }
-            self.model.contacts.add(&key, None, dom::now_secs());
+            self.model.contacts.add(&key, None, crate::os::now_secs());
             self.ui.set_contact_error("");
             self.ui.contact_input.set_value("");
             self.open_conversation(&key);
@@ -86,7 +86,7 @@ impl App {
     }
 
     /// `#search-button`: SEARCH for the text in `#search-input`.
-    pub fn on_search(&mut self) {
+    pub(crate) fn on_search(&mut self) {
         let text = self.ui.search_input.value().trim().to_string();
         if text.is_empty() {
             self.ui
@@ -105,7 +105,7 @@ impl App {
     }
 
     /// A click on a search result or a roster entry: opens that user's conversation.
-    pub fn open_user(&mut self, key: PublicKey) {
+    pub(crate) fn open_user(&mut self, key: PublicKey) {
         let user = self
             .model
             .search
@@ -114,7 +114,7 @@ impl App {
             .find(|u| u.key == key)
             .cloned();
         let contacts = &mut self.model.contacts;
-        contacts.add(&key, None, dom::now_secs());
+        contacts.add(&key, None, crate::os::now_secs());
         if let Some(user) = user {
             contacts.learn_name(&key, &user.aliases);
             contacts.set_online(&key, user.online.unwrap_or(false));
@@ -124,7 +124,7 @@ impl App {
 
     /// `#send-button` or Enter in `#composer`: sends the composer's text to the open
     /// conversation.
-    pub fn on_send(&mut self) {
+    pub(crate) fn on_send(&mut self) {
         let text = self.ui.composer.value();
         if text.trim().is_empty() {
             return;
@@ -134,7 +134,7 @@ impl App {
                 .log("open a conversation first: pick a contact or start one with an alias");
             return;
         };
-        let now = dom::now_secs();
+        let now = crate::os::now_secs();
         let line = self.model.contacts.send(&peer, &text, now);
         self.ui.composer.set_value("");
         // Offline it is shown as "sending…" and goes out at the next login.
@@ -143,7 +143,7 @@ impl App {
     }
 
     /// `#accept-server-key`: trusts the server's new key and lets the login go on.
-    pub fn on_accept_server_key(&mut self) {
+    pub(crate) fn on_accept_server_key(&mut self) {
         let Some((_, presented)) = self.model.key_warning.take() else {
             return;
         };
@@ -165,7 +165,7 @@ impl App {
     }
 
     /// `#export-button`: shows the secret key (or hides it again).
-    pub fn on_export_toggle(&mut self) {
+    pub(crate) fn on_export_toggle(&mut self) {
         self.export_shown = !self.export_shown;
         let hex = self.secret.to_hex();
         self.ui
@@ -173,7 +173,7 @@ impl App {
     }
 
     /// `#import-button`: replaces the identity with the pasted secret key, after asking.
-    pub fn on_import(&mut self) {
+    pub(crate) fn on_import(&mut self) {
         let secret = match policy::parse_identity_import(&self.ui.import_input.value()) {
             Ok(secret) => secret,
             Err(e) => {
@@ -231,7 +231,7 @@ impl App {
     }
 
     /// Shows the notification button according to the browser's permission.
-    pub fn update_notify_button(&self) {
+    pub(crate) fn update_notify_button(&self) {
         if !notifications_supported() {
             self.ui
                 .set_notify("Notifications unavailable in this browser", false);
@@ -246,7 +246,7 @@ impl App {
     }
 
     /// `#notify-button`: asks for permission to show desktop notifications.
-    pub fn on_notify_click(&mut self) {
+    pub(crate) fn on_notify_click(&mut self) {
         if !notifications_supported() {
             return;
         }
@@ -272,7 +272,7 @@ impl App {
     }
 
     /// Shows a desktop notification for a message from `from`, if allowed.
-    pub fn notify(&self, from: &PublicKey, text: &str) {
+    pub(crate) fn notify(&self, from: &PublicKey, text: &str) {
         if !notifications_supported()
             || Notification::permission() != NotificationPermission::Granted
         {

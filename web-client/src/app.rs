@@ -16,6 +16,7 @@ use wasm_bindgen::JsCast;
 use web_sys::{Event, EventTarget, KeyboardEvent};
 
 use crate::dom::{self, listen};
+use crate::os;
 use crate::model::{Conn, Context, Model};
 use crate::net::{Socket, SocketEvent, ws_url};
 use crate::policy::{self, Backoff};
@@ -35,7 +36,7 @@ thread_local! {
 /// Browser events never nest inside one another here (nothing the handlers call dispatches
 /// events synchronously), so the borrow always succeeds; if it ever did not, dropping the
 /// event is safer than a panic, which would kill the whole module.
-pub fn with_app(f: impl FnOnce(&mut App)) {
+pub(crate) fn with_app(f: impl FnOnce(&mut App)) {
     APP.with(|cell| match cell.try_borrow_mut() {
         Ok(mut guard) => {
             if let Some(app) = guard.as_mut() {
@@ -52,19 +53,19 @@ pub fn with_app(f: impl FnOnce(&mut App)) {
 const SUSPENDED: &str = "the page was left";
 
 /// The page's state and everything it talks to.
-pub struct App {
+pub(crate) struct App {
     /// The page's elements.
-    pub ui: Ui,
+    pub(crate) ui: Ui,
     /// `localStorage`.
-    pub store: Store,
+    pub(crate) store: Store,
     /// This user's secret key.
-    pub secret: SecretKey,
+    pub(crate) secret: SecretKey,
     /// The protocol for this identity (shared with the native client).
-    pub engine: Engine,
+    pub(crate) engine: Engine,
     /// What the page shows: contacts, conversations, the connection's state.
-    pub model: Model,
+    pub(crate) model: Model,
     /// The reconnect schedule.
-    pub backoff: Backoff,
+    pub(crate) backoff: Backoff,
     /// The current socket.
     socket: Option<Socket>,
     /// The previous socket, closed and silent, kept until the next one is retired: it may be
@@ -75,22 +76,11 @@ pub struct App {
     /// The pending reconnect timer.
     timer: Option<i32>,
     /// Whether the secret key is shown for export.
-    pub export_shown: bool,
-}
-
-/// A secure random generator for nonces and message ids: the browser's
-/// `crypto.getRandomValues`.
-pub fn random() -> flexim_session::Random {
-    Box::new(|buf: &mut [u8]| {
-        // Start-up has already drawn the identity or checked the generator, so this cannot
-        // fail later; if it somehow did, stopping is the only safe choice, because a nonce
-        // that is not random would weaken the encryption.
-        getrandom::fill(buf).expect("the browser's secure random generator failed")
-    })
+    pub(crate) export_shown: bool,
 }
 
 /// Starts the page: run by `lib.rs` when the module loads.
-pub fn start() {
+pub(crate) fn start() {
     std::panic::set_hook(Box::new(|info| {
         dom::log_error(&format!("flexim stopped: {info}"));
     }));
@@ -137,8 +127,7 @@ fn load_identity(store: &Store, notes: &mut Vec<String>) -> Result<SecretKey, St
         }
     }
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| format!("this browser has no secure random generator: {e}"))?;
+    os::fill(&mut bytes)?;
     let secret = SecretKey::from_bytes(bytes);
     match store.set(storage::IDENTITY, &secret.to_hex()) {
         Ok(()) => notes.push("a new key was made for you and saved in this browser".into()),
@@ -224,7 +213,7 @@ impl App {
     }
 
     /// Brings the page up to date and saves what changed.
-    pub fn render(&mut self) {
+    pub(crate) fn render(&mut self) {
         let m = &self.model;
         let view = match &m.conn {
             Conn::Connecting => ConnView::Connecting,
@@ -266,7 +255,7 @@ impl App {
 
     /// Acknowledges the messages processed since the last wake-up (see [`with_app`]): they
     /// are on the page and in storage now.
-    pub fn flush_acks(&mut self) {
+    pub(crate) fn flush_acks(&mut self) {
         self.engine.flush_acks();
         self.send_transmits();
     }
@@ -274,7 +263,7 @@ impl App {
     // ----- the connection -----
 
     /// Opens a new connection, dropping the current one if any.
-    pub fn connect(&mut self) {
+    pub(crate) fn connect(&mut self) {
         if let Some(id) = self.timer.take() {
             dom::clear_timeout(id);
         }
@@ -292,14 +281,14 @@ impl App {
 
     /// Reconnects now rather than when the timer says (the user asked, or the network is
     /// back). Also lifts a pause after a takeover: the user wants this tab back.
-    pub fn reconnect_now(&mut self) {
+    pub(crate) fn reconnect_now(&mut self) {
         self.model.paused = None;
         self.backoff.reset();
         self.connect();
     }
 
     /// Closes the connection while the page is put away (see `bind`), without reconnecting.
-    pub fn suspend(&mut self) {
+    pub(crate) fn suspend(&mut self) {
         if let Some(id) = self.timer.take() {
             dom::clear_timeout(id);
         }
@@ -309,7 +298,7 @@ impl App {
     }
 
     /// Whether the connection was closed by [`App::suspend`].
-    pub fn is_suspended(&self) -> bool {
+    pub(crate) fn is_suspended(&self) -> bool {
         self.model.conn == Conn::Stopped(SUSPENDED.into())
     }
 
@@ -343,7 +332,7 @@ impl App {
     }
 
     /// The connection ended (closed by either side, or failed).
-    pub fn on_closed(&mut self, reason: &str) {
+    pub(crate) fn on_closed(&mut self, reason: &str) {
         self.drop_socket();
         // Events of the closed socket still queued in the browser must not count.
         self.generation += 1;
@@ -382,7 +371,7 @@ impl App {
     }
 
     /// Writes what the engine queued, one WebSocket message each.
-    pub fn send_transmits(&mut self) {
+    pub(crate) fn send_transmits(&mut self) {
         while let Some(bytes) = self.engine.poll_transmit() {
             if let Some(socket) = &self.socket
                 && let Err(e) = socket.send(&bytes)
@@ -394,14 +383,14 @@ impl App {
 
     /// Sends what the engine queued and applies its events to the model, carrying out their
     /// effects, until both are done.
-    pub fn pump(&mut self) {
+    pub(crate) fn pump(&mut self) {
         loop {
             self.send_transmits();
             let Some(event) = self.engine.poll_event() else {
                 break;
             };
             let ctx = Context {
-                now: dom::now_secs(),
+                now: os::now_secs(),
                 page_hidden: dom::page_hidden(),
                 roster_pending: self.engine.roster_pending(),
                 waiting: self.engine.outbox().len(),
@@ -413,15 +402,15 @@ impl App {
     }
 
     /// Brings a conversation in front of the user.
-    pub fn open_conversation(&mut self, key: &PublicKey) {
-        let focus = self.model.open_conversation(key, dom::now_secs());
+    pub(crate) fn open_conversation(&mut self, key: &PublicKey) {
+        let focus = self.model.open_conversation(key, os::now_secs());
         self.run(focus);
     }
 
     /// Seals and sends the outgoing `line` holding `text`, written at `date`. Offline, the
     /// engine keeps it and sends it at the next login; either way the line learns the
     /// message's id, which the server's answers and receipts carry.
-    pub fn send_line(&mut self, peer: &PublicKey, line: u64, text: &str, date: i64) {
+    pub(crate) fn send_line(&mut self, peer: &PublicKey, line: u64, text: &str, date: i64) {
         let contacts = &mut self.model.contacts;
         match self.engine.send_text(peer, text, &[], date) {
             Ok(sending) => {
@@ -436,13 +425,13 @@ impl App {
 }
 
 /// An engine for `secret` over WebSocket, pinned and claiming `alias` as saved.
-pub fn new_engine(secret: &SecretKey, pinned: Option<PublicKey>, alias: Option<String>) -> Engine {
+pub(crate) fn new_engine(secret: &SecretKey, pinned: Option<PublicKey>, alias: Option<String>) -> Engine {
     let config = Config {
         pinned,
         alias,
         framing: Framing::Messages,
     };
-    Engine::new(secret.clone(), config, random())
+    Engine::new(secret.clone(), config, os::random())
 }
 
 /// Receives every socket event (see [`crate::net::Deliver`]).

@@ -8,7 +8,7 @@ use crate::storage;
 
 impl App {
     /// Carries out one effect of [`crate::model::Model::apply`].
-    pub fn run(&mut self, effect: Effect) {
+    pub(crate) fn run(&mut self, effect: Effect) {
         match effect {
             Effect::Log(text) => self.ui.log(&text),
             Effect::AliasResult { text, ok } => self.ui.set_alias_result(&text, ok),

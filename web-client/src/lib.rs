@@ -14,8 +14,8 @@
 //! - `app`, `effects` and `actions` (browser only): the controller that ties the engine, the
 //!   model, the socket, the storage and the page together; the runner of the model's effects;
 //!   and the user's actions.
-//! - `ui`, `net`, `storage`, `dom` (browser only): the page, the WebSocket and timers,
-//!   `localStorage`, and DOM helpers.
+//! - `ui`, `net`, `storage`, `dom`, `os` (browser only): the page, the WebSocket and timers,
+//!   `localStorage`, DOM helpers, and the clock and random source.
 //!
 //! The pure modules compile on every target, so their tests also run natively; the browser
 //! modules exist only in the `wasm32` build.
@@ -34,6 +34,8 @@ mod dom;
 mod effects;
 #[cfg(target_arch = "wasm32")]
 mod net;
+#[cfg(target_arch = "wasm32")]
+mod os;
 #[cfg(target_arch = "wasm32")]
 mod storage;
 #[cfg(target_arch = "wasm32")]

@@ -9,7 +9,7 @@ use wasm_bindgen::prelude::*;
 use web_sys::{BinaryType, CloseEvent, Event, MessageEvent, WebSocket};
 
 /// What happened on a socket.
-pub enum SocketEvent {
+pub(crate) enum SocketEvent {
     /// The connection is open: time to send the header.
     Open,
     /// One binary message: exactly one frame.
@@ -27,10 +27,10 @@ pub enum SocketEvent {
 
 /// Receives socket events. A plain function with the connection's number rather than a
 /// closure, so that the events of an old connection can be recognised and ignored.
-pub type Deliver = fn(u64, SocketEvent);
+pub(crate) type Deliver = fn(u64, SocketEvent);
 
 /// An open (or opening) WebSocket with its event handlers.
-pub struct Socket {
+pub(crate) struct Socket {
     /// The socket.
     ws: WebSocket,
     /// The handlers, kept alive as long as the socket is; detached on drop.
@@ -41,7 +41,7 @@ pub struct Socket {
 
 /// The server's WebSocket address: the page's own host, `/ws`, `wss:` when the page came
 /// over HTTPS (a browser refuses `ws:` from an HTTPS page anyway).
-pub fn ws_url() -> Result<String, String> {
+pub(crate) fn ws_url() -> Result<String, String> {
     let location = crate::dom::window().ok_or("no window")?.location();
     let protocol = location.protocol().map_err(|_| "no location")?;
     let host = location.host().map_err(|_| "no location")?;
@@ -51,7 +51,7 @@ pub fn ws_url() -> Result<String, String> {
 
 impl Socket {
     /// Opens a connection to `url`; its events go to `deliver` with `generation`.
-    pub fn connect(url: &str, generation: u64, deliver: Deliver) -> Result<Socket, String> {
+    pub(crate) fn connect(url: &str, generation: u64, deliver: Deliver) -> Result<Socket, String> {
         let ws = WebSocket::new(url).map_err(|e| format!("cannot open {url}: {e:?}"))?;
         // Binary messages as ArrayBuffer, which copies straight into a Vec; the default,
         // Blob, would need an asynchronous read for every frame.
@@ -89,7 +89,7 @@ impl Socket {
     }
 
     /// Sends one binary message.
-    pub fn send(&self, bytes: &[u8]) -> Result<(), String> {
+    pub(crate) fn send(&self, bytes: &[u8]) -> Result<(), String> {
         self.ws
             .send_with_u8_array(bytes)
             .map_err(|e| format!("the connection refused to send: {e:?}"))
@@ -98,7 +98,7 @@ impl Socket {
     /// Closes the connection without reporting anything more. The handlers are detached
     /// first, so that the closing socket's last events do not reach a page that has moved
     /// on (and so that closing from inside one of its own handlers is safe).
-    pub fn shut(&self) {
+    pub(crate) fn shut(&self) {
         self.ws.set_onopen(None);
         self.ws.set_onmessage(None);
         self.ws.set_onclose(None);

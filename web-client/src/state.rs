@@ -473,11 +473,11 @@ mod hex_key {
     use flexim_protocol::PublicKey;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(key: &PublicKey, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(key: &PublicKey, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&key.to_hex())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PublicKey, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PublicKey, D::Error> {
         let text = String::deserialize(d)?;
         PublicKey::from_hex(&text)
             .ok_or_else(|| serde::de::Error::custom("a key must be 64 hexadecimal digits"))

@@ -7,45 +7,45 @@
 use web_sys::Storage;
 
 /// The user's X25519 secret key, 64 hex digits. Whoever reads it can be the user.
-pub const IDENTITY: &str = "flexim.identity";
+pub(crate) const IDENTITY: &str = "flexim.identity";
 /// The pinned server key, 64 hex digits.
-pub const SERVER_KEY: &str = "flexim.serverKey";
+pub(crate) const SERVER_KEY: &str = "flexim.serverKey";
 /// The alias to register again at each login.
-pub const ALIAS: &str = "flexim.alias";
+pub(crate) const ALIAS: &str = "flexim.alias";
 /// The contacts and their conversations, as JSON (see [`crate::state::Contacts::to_json`]).
-pub const CONTACTS: &str = "flexim.contacts";
+pub(crate) const CONTACTS: &str = "flexim.contacts";
 /// The messages sent but not yet confirmed, and the recently seen message ids, as JSON (see
 /// [`crate::outbox::SavedDelivery::to_json`]).
-pub const DELIVERY: &str = "flexim.delivery";
+pub(crate) const DELIVERY: &str = "flexim.delivery";
 /// Where an unreadable identity is moved before a new one is made, so that a damaged value
 /// can still be recovered by hand instead of being overwritten.
-pub const IDENTITY_BACKUP: &str = "flexim.identity.unreadable";
+pub(crate) const IDENTITY_BACKUP: &str = "flexim.identity.unreadable";
 
 /// The page's `localStorage`, if the browser provides one.
-pub struct Store {
+pub(crate) struct Store {
     /// The storage area; `None` when the browser refuses access.
     storage: Option<Storage>,
 }
 
 impl Store {
     /// Opens `localStorage`.
-    pub fn open() -> Store {
+    pub(crate) fn open() -> Store {
         let storage = crate::dom::window().and_then(|w| w.local_storage().ok().flatten());
         Store { storage }
     }
 
     /// Whether there is a storage area at all.
-    pub fn available(&self) -> bool {
+    pub(crate) fn available(&self) -> bool {
         self.storage.is_some()
     }
 
     /// The value under `key`.
-    pub fn get(&self, key: &str) -> Option<String> {
+    pub(crate) fn get(&self, key: &str) -> Option<String> {
         self.storage.as_ref()?.get_item(key).ok().flatten()
     }
 
     /// Stores `value` under `key`.
-    pub fn set(&self, key: &str, value: &str) -> Result<(), String> {
+    pub(crate) fn set(&self, key: &str, value: &str) -> Result<(), String> {
         let storage = self
             .storage
             .as_ref()
@@ -56,7 +56,7 @@ impl Store {
     }
 
     /// Removes `key`.
-    pub fn remove(&self, key: &str) {
+    pub(crate) fn remove(&self, key: &str) {
         if let Some(storage) = &self.storage {
             let _ = storage.remove_item(key);
         }

@@ -21,7 +21,7 @@ use crate::state::{Contact, Contacts, Direction, Line, short_fingerprint};
 const LOG_LIMIT: usize = 30;
 
 /// What the connection indicator shows.
-pub enum ConnView<'a> {
+pub(crate) enum ConnView<'a> {
     /// Opening the socket or in the handshake.
     Connecting,
     /// Connected, but waiting for the user to accept a changed server key.
@@ -55,13 +55,13 @@ struct LineItem {
 }
 
 /// The page's elements, and what is currently shown in the lists.
-pub struct Ui {
+pub(crate) struct Ui {
     /// `#conn-state`.
     conn_state: Element,
     /// `#reconnect-button`.
-    pub reconnect_button: HtmlButtonElement,
+    pub(crate) reconnect_button: HtmlButtonElement,
     /// `#notify-button`.
-    pub notify_button: HtmlButtonElement,
+    pub(crate) notify_button: HtmlButtonElement,
     /// Where the server-key warning goes when there is one.
     banner_slot: Element,
     /// `#my-fingerprint`.
@@ -73,23 +73,23 @@ pub struct Ui {
     /// `#server-fingerprint`.
     server_fingerprint: Element,
     /// `#alias-input`.
-    pub alias_input: HtmlInputElement,
+    pub(crate) alias_input: HtmlInputElement,
     /// `#alias-result`.
     alias_result: Element,
     /// `#contact-input`.
-    pub contact_input: HtmlInputElement,
+    pub(crate) contact_input: HtmlInputElement,
     /// `#contact-error`.
     contact_error: Element,
     /// `#search-input`.
-    pub search_input: HtmlInputElement,
+    pub(crate) search_input: HtmlInputElement,
     /// `#search-results`.
-    pub search_results: Element,
+    pub(crate) search_results: Element,
     /// `#contacts`.
-    pub contacts: Element,
+    pub(crate) contacts: Element,
     /// The hint shown while there are no contacts.
     contacts_empty: Element,
     /// `#roster`.
-    pub roster: Element,
+    pub(crate) roster: Element,
     /// `#conversation`.
     conversation: Element,
     /// `#conversation-name`.
@@ -101,15 +101,15 @@ pub struct Ui {
     /// `#messages`.
     messages: Element,
     /// `#composer`.
-    pub composer: HtmlTextAreaElement,
+    pub(crate) composer: HtmlTextAreaElement,
     /// `#export-button`.
-    pub export_button: HtmlButtonElement,
+    pub(crate) export_button: HtmlButtonElement,
     /// `#export-output`.
     export_output: HtmlTextAreaElement,
     /// `#export-warning`.
     export_warning: Element,
     /// `#import-input`.
-    pub import_input: HtmlInputElement,
+    pub(crate) import_input: HtmlInputElement,
     /// `#import-error`.
     import_error: Element,
     /// `#log`.
@@ -124,7 +124,7 @@ pub struct Ui {
 
 impl Ui {
     /// Finds every element the page needs; fails naming the first one missing.
-    pub fn find() -> Result<Ui, String> {
+    pub(crate) fn find() -> Result<Ui, String> {
         Ok(Ui {
             conn_state: by_id("conn-state")?,
             reconnect_button: by_id("reconnect-button")?,
@@ -162,7 +162,7 @@ impl Ui {
     }
 
     /// Shows the connection state: `data-state` for machines, a sentence for people.
-    pub fn set_conn(&self, view: ConnView<'_>) {
+    pub(crate) fn set_conn(&self, view: ConnView<'_>) {
         let (state, text) = match view {
             ConnView::Connecting => ("connecting", "connecting…".to_string()),
             ConnView::AwaitingKey => (
@@ -182,13 +182,13 @@ impl Ui {
     }
 
     /// Shows this user's key and fingerprint.
-    pub fn set_me(&self, key: &PublicKey) {
+    pub(crate) fn set_me(&self, key: &PublicKey) {
         set_text(&self.my_fingerprint, &key.fingerprint());
         set_text(&self.my_key, &key.to_hex());
     }
 
     /// Shows this user's registered aliases.
-    pub fn set_my_aliases(&self, aliases: &[String]) {
+    pub(crate) fn set_my_aliases(&self, aliases: &[String]) {
         let text = if aliases.is_empty() {
             "none yet".to_string()
         } else {
@@ -198,7 +198,7 @@ impl Ui {
     }
 
     /// Shows the server's fingerprint (or that it is not known yet).
-    pub fn set_server(&self, key: Option<&PublicKey>) {
+    pub(crate) fn set_server(&self, key: Option<&PublicKey>) {
         match key {
             Some(k) => set_text(&self.server_fingerprint, &k.fingerprint()),
             None => set_text(&self.server_fingerprint, "not connected yet"),
@@ -207,7 +207,7 @@ impl Ui {
 
     /// Shows the warning about a changed server key, or removes it. The warning exists in
     /// the page only while there is something to warn about.
-    pub fn set_key_warning(&self, warning: Option<(&PublicKey, &PublicKey)>) {
+    pub(crate) fn set_key_warning(&self, warning: Option<(&PublicKey, &PublicKey)>) {
         let existing = dom::document().and_then(|d| d.get_element_by_id("server-warning"));
         match (warning, existing) {
             (None, Some(el)) => el.remove(),
@@ -221,24 +221,24 @@ impl Ui {
     }
 
     /// Shows the outcome of an alias registration.
-    pub fn set_alias_result(&self, text: &str, ok: bool) {
+    pub(crate) fn set_alias_result(&self, text: &str, ok: bool) {
         set_text(&self.alias_result, text);
         set_class(&self.alias_result, "error", !ok);
         set_class(&self.alias_result, "ok", ok);
     }
 
     /// Shows (or clears, with "") a problem starting a conversation.
-    pub fn set_contact_error(&self, text: &str) {
+    pub(crate) fn set_contact_error(&self, text: &str) {
         set_text(&self.contact_error, text);
     }
 
     /// Shows (or clears) a problem importing a key.
-    pub fn set_import_error(&self, text: &str) {
+    pub(crate) fn set_import_error(&self, text: &str) {
         set_text(&self.import_error, text);
     }
 
     /// Shows the secret key for export, or hides it again.
-    pub fn show_export(&self, secret: Option<&str>) {
+    pub(crate) fn show_export(&self, secret: Option<&str>) {
         let text = secret.unwrap_or("");
         // Both the value and the text content: the value is what the box shows, the text
         // content what copies and automation read when the box was never edited.
@@ -257,17 +257,17 @@ impl Ui {
     }
 
     /// Sets the notification button's label and whether it can be clicked.
-    pub fn set_notify(&self, label: &str, enabled: bool) {
+    pub(crate) fn set_notify(&self, label: &str, enabled: bool) {
         set_text(&self.notify_button, label);
         self.notify_button.set_disabled(!enabled);
     }
 
     /// Adds a line to the activity log (newest first, bounded).
-    pub fn log(&self, text: &str) {
+    pub(crate) fn log(&self, text: &str) {
         let Some(li) = element("li", "") else {
             return;
         };
-        let time = dom::format_time(dom::now_secs());
+        let time = dom::format_time(crate::os::now_secs());
         li.set_text_content(Some(&format!("{time} {text}")));
         let _ = self.log.insert_before(&li, self.log.first_child().as_ref());
         while self.log.child_element_count() as usize > LOG_LIMIT {
@@ -279,7 +279,7 @@ impl Ui {
     }
 
     /// Puts the unread total in the page title, where a background tab shows it.
-    pub fn set_title(&self, unread: u32) {
+    pub(crate) fn set_title(&self, unread: u32) {
         if let Some(d) = dom::document() {
             let title = if unread > 0 {
                 format!("({unread}) flexim")
@@ -293,7 +293,7 @@ impl Ui {
     }
 
     /// Brings `#contacts` up to date: one `li.contact` per contact, most recent first.
-    pub fn sync_contacts(&mut self, contacts: &Contacts) {
+    pub(crate) fn sync_contacts(&mut self, contacts: &Contacts) {
         let sorted = contacts.sorted();
         let open = contacts.open_key();
         let keep: HashSet<PublicKey> = sorted.iter().map(|c| c.key).collect();
@@ -325,7 +325,7 @@ impl Ui {
     }
 
     /// Brings the conversation panel up to date with the open conversation.
-    pub fn sync_conversation(&mut self, contacts: &Contacts) {
+    pub(crate) fn sync_conversation(&mut self, contacts: &Contacts) {
         let open = contacts.open_key().and_then(|k| contacts.get(k));
         if self.shown != open.map(|c| c.key) {
             self.messages.set_text_content(None);
@@ -400,7 +400,7 @@ impl Ui {
 
     /// Fills a list of users (`#search-results` or `#roster`): one `li` per user with
     /// `data-key`, or a single note when there is nobody to show.
-    pub fn show_users(&self, list: &Element, users: &[User], me: &PublicKey, empty: &str) {
+    pub(crate) fn show_users(&self, list: &Element, users: &[User], me: &PublicKey, empty: &str) {
         list.set_text_content(None);
         if users.is_empty() {
             if let Some(li) = text_element("li", "note", empty) {
@@ -416,7 +416,7 @@ impl Ui {
     }
 
     /// Shows a note (an error, "searching…") in place of a user list.
-    pub fn show_list_note(&self, list: &Element, text: &str) {
+    pub(crate) fn show_list_note(&self, list: &Element, text: &str) {
         list.set_text_content(None);
         if let Some(li) = text_element("li", "note", text) {
             add(list, &li);
@@ -424,7 +424,7 @@ impl Ui {
     }
 
     /// Moves the keyboard to the composer (and, on a phone, the conversation into view).
-    pub fn focus_composer(&self) {
+    pub(crate) fn focus_composer(&self) {
         if dom::is_narrow() {
             self.conversation.scroll_into_view();
         } else {
@@ -611,6 +611,6 @@ fn remove_placeholders(container: &Element) {
 }
 
 /// The key in a list item's `data-key`.
-pub fn item_key(item: &Element) -> Option<PublicKey> {
+pub(crate) fn item_key(item: &Element) -> Option<PublicKey> {
     PublicKey::from_hex(&item.get_attribute("data-key")?)
 }
