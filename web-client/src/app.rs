@@ -16,9 +16,9 @@ use wasm_bindgen::JsCast;
 use web_sys::{Event, EventTarget, KeyboardEvent};
 
 use crate::dom::{self, listen};
-use crate::os;
 use crate::model::{Conn, Context, Model};
 use crate::net::{Socket, SocketEvent, ws_url};
+use crate::os;
 use crate::policy::{self, Backoff};
 use crate::state::Contacts;
 use crate::storage::{self, Store};
@@ -425,7 +425,11 @@ impl App {
 }
 
 /// An engine for `secret` over WebSocket, pinned and claiming `alias` as saved.
-pub(crate) fn new_engine(secret: &SecretKey, pinned: Option<PublicKey>, alias: Option<String>) -> Engine {
+pub(crate) fn new_engine(
+    secret: &SecretKey,
+    pinned: Option<PublicKey>,
+    alias: Option<String>,
+) -> Engine {
     let config = Config {
         pinned,
         alias,

@@ -11,7 +11,13 @@ use flexim_session::{Config, Engine, Event, Framing, Random};
 
 /// A deterministic random source that never repeats a nonce (a 64-bit counter per call).
 pub(crate) fn counter() -> Random {
-    let mut n: u64 = 0;
+    counter_from(0)
+}
+
+/// A counter source starting elsewhere, for several engines of one identity (their ids and
+/// nonces must differ, as the operating system's random bytes would).
+pub(crate) fn counter_from(start: u64) -> Random {
+    let mut n: u64 = start;
     Box::new(move |buf: &mut [u8]| {
         n += 1;
         for (i, b) in buf.iter_mut().enumerate() {

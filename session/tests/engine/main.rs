@@ -7,4 +7,5 @@ mod login;
 mod receiving;
 mod requests;
 mod sending;
+mod soak;
 mod units;
