@@ -103,7 +103,7 @@ impl World {
     }
 
     /// The relay reads one frame from the sender.
-    fn from_sender(&mut self, bytes: Vec<u8>) {
+    fn read_sender(&mut self, bytes: Vec<u8>) {
         let (kind, body) = frame::split_exact(&bytes, MAX_BODY).unwrap();
         let Ok(Datum::Message(Message { id: Some(id), .. })) = Datum::decode(kind, body) else {
             return; // ACK answers and the like: the sender sends only messages here.
@@ -123,7 +123,7 @@ impl World {
     }
 
     /// The relay reads one frame from the recipient: an ACK.
-    fn from_recipient(&mut self, bytes: Vec<u8>) {
+    fn read_recipient(&mut self, bytes: Vec<u8>) {
         let (kind, body) = frame::split_exact(&bytes, MAX_BODY).unwrap();
         let Ok(Datum::Command(Command { cmd, payload })) = Datum::decode(kind, body) else {
             return;
@@ -246,7 +246,7 @@ impl World {
             }
             2 | 3 => {
                 if let Some(f) = self.sender.up.pop_front() {
-                    self.from_sender(f);
+                    self.read_sender(f);
                 }
             }
             4 => {
@@ -267,7 +267,7 @@ impl World {
             7 => self.recipient_wakes(),
             8 => {
                 if let Some(f) = self.recipient.up.pop_front() {
-                    self.from_recipient(f);
+                    self.read_recipient(f);
                 }
             }
             9 => match self.recipient.engine {
@@ -294,7 +294,7 @@ impl World {
         for _ in 0..10_000 {
             let mut moved = false;
             while let Some(f) = self.sender.up.pop_front() {
-                self.from_sender(f);
+                self.read_sender(f);
                 moved = true;
             }
             while let Some(f) = self.recipient.down.pop_front() {
@@ -303,7 +303,7 @@ impl World {
             }
             self.recipient_wakes();
             while let Some(f) = self.recipient.up.pop_front() {
-                self.from_recipient(f);
+                self.read_recipient(f);
                 moved = true;
             }
             while let Some(f) = self.sender.down.pop_front() {
