@@ -12,11 +12,10 @@ use flexim_protocol::{
 
 use crate::dedupe::Dedupe;
 use crate::delivery::Delivery;
-use crate::events::{Event, LoginError};
-use crate::inbox::Unresolved;
-use crate::login::{Login, Step};
+use crate::events::Event;
+use crate::login::{Login, LoginError, Step};
 use crate::outbox::{Outbox, SavedDelivery};
-use crate::requests::{PendingQueue, RequestId};
+use crate::requests::{PendingQueue, RequestId, Unresolved};
 pub use crate::stream::Framing;
 use crate::stream::Reader;
 use crate::text::describe;

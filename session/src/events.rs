@@ -1,10 +1,9 @@
 //! What the engine reports to its driver.
 
-use flexim_protocol::handshake::HandshakeError;
 use flexim_protocol::{PublicKey, Status, User};
 
 use crate::delivery::Delivery;
-use crate::login::PinCheck;
+use crate::login::{LoginError, PinCheck};
 use crate::requests::{Lookup, RequestId};
 
 /// A message that arrived and opened.
@@ -126,27 +125,6 @@ pub enum Answer {
         /// answer (a copy sent again after a reconnect): the answer then has nothing to add.
         late: bool,
     },
-}
-
-/// Why a login failed. The connection cannot go on; the driver closes it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LoginError {
-    /// The peer does not talk like a flexim server (its first bytes are no FLEX datum, or not
-    /// its introduction).
-    #[error("the server does not answer like a flexim server ({0})")]
-    NotFlexim(String),
-    /// The server refused the login with this Status.
-    #[error("the server refused: {payload} ({})", flexim_protocol::status::name(*status))]
-    Refused {
-        /// The Status code.
-        status: i8,
-        /// The server's explanation.
-        payload: String,
-    },
-    /// The handshake failed on this side: the server's challenge did not open under the key
-    /// it announced (not the server it says it is), or it sent something out of turn.
-    #[error("handshake failed: {0}")]
-    Handshake(HandshakeError),
 }
 
 /// Something the driver should show or act on.

@@ -16,17 +16,7 @@ use flexim_protocol::{Command, Message, PublicKey, User};
 use crate::dedupe::{message_key, unopened_key};
 use crate::engine::Engine;
 use crate::events::{Event, Incoming, Refusal};
-use crate::requests::{Lookup, Request};
-
-/// Why a message's sender could not be resolved to a key.
-#[derive(Debug, Clone)]
-pub(crate) struct Unresolved {
-    /// What went wrong, for the user.
-    reason: String,
-    /// Whether it is final (nobody has the alias) rather than a failure that may pass (the
-    /// server's storage failed, the answer was garbled).
-    for_good: bool,
-}
+use crate::requests::{Lookup, Request, Unresolved};
 
 /// Why a box did not open: the sender if known, the reason, and whether it is final.
 type Unopened = (Option<PublicKey>, String, bool);

@@ -55,8 +55,8 @@ pub use commands::Sending;
 pub use dedupe::{DEDUP_WINDOW, Dedupe, Seen};
 pub use delivery::{Delivery, is_final};
 pub use engine::{ACK_BATCH, Config, Engine, EngineError, Framing, Random};
-pub use events::{Answer, Event, Incoming, LoginError, Refusal};
-pub use login::PinCheck;
+pub use events::{Answer, Event, Incoming, Refusal};
+pub use login::{LoginError, PinCheck};
 pub use outbox::{Outbox, Outgoing, SavedDelivery};
 pub use requests::{Lookup, RequestId};
 

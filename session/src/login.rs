@@ -11,8 +11,6 @@ use flexim_protocol::handshake::{ClientHandshake, ClientStep, HandshakeError};
 use flexim_protocol::status;
 use flexim_protocol::{Datum, PublicKey, SecretKey, User};
 
-use crate::events::LoginError;
-
 /// What the server key presented on a connection means against the pinned one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PinCheck {
@@ -36,6 +34,27 @@ pub fn check_pin(pinned: Option<&PublicKey>, presented: &PublicKey) -> PinCheck 
         Some(p) if p == presented => PinCheck::Match,
         Some(p) => PinCheck::Mismatch { pinned: *p },
     }
+}
+
+/// Why a login failed. The connection cannot go on; the driver closes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    /// The peer does not talk like a flexim server (its first bytes are no FLEX datum, or not
+    /// its introduction).
+    #[error("the server does not answer like a flexim server ({0})")]
+    NotFlexim(String),
+    /// The server refused the login with this Status.
+    #[error("the server refused: {payload} ({})", flexim_protocol::status::name(*status))]
+    Refused {
+        /// The Status code.
+        status: i8,
+        /// The server's explanation.
+        payload: String,
+    },
+    /// The handshake failed on this side: the server's challenge did not open under the key
+    /// it announced (not the server it says it is), or it sent something out of turn.
+    #[error("handshake failed: {0}")]
+    Handshake(HandshakeError),
 }
 
 /// What the login wants done after a datum.

@@ -26,6 +26,16 @@ pub enum Lookup {
     Refresh,
 }
 
+/// Why a message's sender could not be resolved to a key.
+#[derive(Debug, Clone)]
+pub(crate) struct Unresolved {
+    /// What went wrong, for the user.
+    pub(crate) reason: String,
+    /// Whether it is final (nobody has the alias) rather than a failure that may pass (the
+    /// server's storage failed, the answer was garbled).
+    pub(crate) for_good: bool,
+}
+
 /// What a sent datum was for, kept until its answer arrives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Request {
