@@ -116,9 +116,6 @@ pub enum ClientError {
     /// A message could not be sealed (empty or too long text, a weak peer key).
     #[error("cannot encrypt: {0}")]
     E2e(E2eError),
-    /// The operating system's random number generator failed.
-    #[error("cannot draw random bytes: {0}")]
-    Random(getrandom::Error),
 }
 
 impl ClientError {

@@ -150,7 +150,7 @@ mod tests {
     impl TempDir {
         fn new(name: &str) -> TempDir {
             let mut rand = [0u8; 8];
-            getrandom::fill(&mut rand).unwrap();
+            crate::os::fill(&mut rand).unwrap();
             let dir = std::env::temp_dir().join(format!(
                 "flexim-client-{name}-{}",
                 flexim_protocol::keys::hex(&rand)
