@@ -279,6 +279,42 @@ fn no_server_is_a_clear_error() {
     assert!(err.contains("cannot connect"), "{err}");
 }
 
+/// The HTTP port given where the FLEX port belongs: the client says what answered instead of
+/// failing with a framing error or hanging, and so does the WebSocket URL of a path that is
+/// not the WebSocket.
+#[test]
+fn the_wrong_port_is_a_clear_error() {
+    let server = TestServer::start();
+    let dir = TempDir::new("cli-wrongport");
+    let (alice, _) = keygen(&dir, "alice");
+    let http = server
+        .http
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let (code, _, err) = flexim(&[
+        "send", "--server", &http, "--key", &alice, "--to", "bob", "hi",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("does not answer like a flexim server"),
+        "{err}"
+    );
+    let wrong_path = format!("ws://{http}/not-ws");
+    let (code, _, err) = flexim(&[
+        "send",
+        "--server",
+        &wrong_path,
+        "--key",
+        &alice,
+        "--to",
+        "bob",
+        "hi",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("WebSocket upgrade"), "{err}");
+}
+
 /// The README's walk-through: two terminals, one on TCP, one on WebSocket.
 #[test]
 fn two_chat_terminals_tcp_and_websocket_see_messages_and_fingerprints() {
