@@ -672,10 +672,14 @@ impl Client {
         // or a receipt and whoever reads it. An answer without an id (a server that predates
         // ids) is matched to its message by its number.
         let by_number = answer.and_then(|n| self.message_requests.remove(&n));
-        if let Ok(Datum::Status(s)) = &item
-            && let Some(id) = s.id.as_deref().or(by_number.as_deref())
-        {
-            self.outbox.settle(id, s.status);
+        if let Ok(Datum::Status(s)) = &item {
+            // A receipt may name several messages (`ids`): each is settled.
+            for id in s
+                .about()
+                .chain(by_number.as_deref().filter(|_| s.id.is_none()))
+            {
+                self.outbox.settle(id, s.status);
+            }
         }
         if answer.is_some_and(|n| self.internal_acks.remove(&n)) {
             return Ok(Read::Internal);
@@ -909,13 +913,9 @@ impl Client {
         let receipts: Vec<(String, i8)> = self
             .pending
             .iter()
-            .filter_map(|d| match d {
-                Ok(Datum::Status(Status {
-                    status,
-                    id: Some(id),
-                    ..
-                })) => Some((id.clone(), *status)),
-                _ => None,
+            .flat_map(|d| match d {
+                Ok(Datum::Status(s)) => s.about().map(|id| (id.to_string(), s.status)).collect(),
+                _ => Vec::new(),
             })
             .collect();
         for (id, code) in receipts {
@@ -1027,6 +1027,17 @@ impl Client {
                     };
                 }
             };
+            // A receipt naming several messages comes out as one Event::Receipt per message.
+            if let Datum::Status(s) = &datum
+                && !s.ids.is_empty()
+            {
+                self.pending.pop_front();
+                for id in s.ids.iter().rev() {
+                    let one = Status::new(s.status, s.payload.clone()).with_id(Some(id.clone()));
+                    self.pending.push_front(Ok(Datum::Status(one)));
+                }
+                continue;
+            }
             let event = self.event_for(datum).await;
             self.queue_pending_acks();
             self.pending.pop_front();

@@ -452,6 +452,13 @@ impl Session {
                 self.ghost();
             }
             status::DELIVERED_STORED => self.notice(s.payload),
+            // A receipt may name several messages (`ids`): each is handled as if alone.
+            status::DELIVERED | status::STORED_LATER | status::EXPIRED if !s.ids.is_empty() => {
+                for id in &s.ids {
+                    let one = Status::new(s.status, s.payload.clone()).with_id(Some(id.clone()));
+                    self.on_notice(one);
+                }
+            }
             status::DELIVERED | status::STORED_LATER | status::EXPIRED => match s.id {
                 Some(id) => {
                     // Confirmed: no need to send it again. The receipt may also concern a
