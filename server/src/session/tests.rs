@@ -15,24 +15,34 @@ fn decode(b: &Bytes) -> Datum {
     Datum::decode(kind, body).unwrap()
 }
 
-#[tokio::test]
-async fn handshake_routing_and_spoofing_without_sockets() {
-    let dir = std::env::temp_dir().join(format!("flexim-session-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+/// A relay on an embedded store in a fresh directory `dir`.
+fn relay_in(dir: &std::path::Path) -> (Arc<Relay>, EmbeddedStore) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
     let store = EmbeddedStore::open(&dir.join("db")).unwrap();
-    let store_handle = store.clone();
     let relay = Arc::new(Relay::new(
         SecretKey::from_bytes([1; 32]),
         "test",
-        Arc::new(store),
+        Arc::new(store.clone()),
         Limits::default(),
     ));
-    let core = relay.clone();
+    (relay, store)
+}
+
+/// The two ends of a session driven over channels, and its task.
+type Driven = (
+    mpsc::UnboundedSender<Inbound>,
+    mpsc::UnboundedReceiver<Bytes>,
+    tokio::task::JoinHandle<End>,
+);
+
+/// Runs a session on channels: what the test sends is its inbound side, what it writes comes
+/// out of the receiver.
+fn drive(relay: Arc<Relay>) -> Driven {
     let (in_tx, in_rx) = mpsc::unbounded_channel::<Inbound>();
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
-    let (_stop_tx, stop_rx) = watch::channel(false);
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<Bytes>();
     let task = tokio::spawn(async move {
+        let (_stop_tx, stop_rx) = watch::channel(false);
         let mut inbound = Box::pin(futures_util::stream::unfold(in_rx, |mut r| async move {
             r.recv().await.map(|x| (x, r))
         }));
@@ -45,14 +55,18 @@ async fn handshake_routing_and_spoofing_without_sockets() {
         ));
         run(relay, &mut inbound, outbound, stop_rx).await
     });
+    (in_tx, out_rx, task)
+}
 
-    let me = SecretKey::from_bytes([2; 32]);
+/// Logs `me` in over a driven session, asking for the alias `alice`.
+async fn handshake(driven: &mut Driven, me: &SecretKey) {
     let mut hs = ClientHandshake::new(me.clone(), Some("alice".into()));
     let mut rng = |b: &mut [u8]| b.fill(9);
     loop {
-        let datum = decode(&out_rx.recv().await.unwrap());
+        let datum = decode(&driven.1.recv().await.unwrap());
         match hs.handle(datum, &mut rng).unwrap() {
-            ClientStep::Send(d) => in_tx
+            ClientStep::Send(d) => driven
+                .0
                 .send(Inbound::Frame(d.to_frame().unwrap().into()))
                 .unwrap(),
             ClientStep::Done { me: user, .. } => {
@@ -61,6 +75,17 @@ async fn handshake_routing_and_spoofing_without_sockets() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn handshake_routing_and_spoofing_without_sockets() {
+    let dir = std::env::temp_dir().join(format!("flexim-session-{}", std::process::id()));
+    let (relay, store_handle) = relay_in(&dir);
+    let core = relay.clone();
+    let mut driven = drive(relay);
+    let me = SecretKey::from_bytes([2; 32]);
+    handshake(&mut driven, &me).await;
+    let (in_tx, mut out_rx, task) = driven;
     // The alias asked for in AUTH was registered.
     assert!(
         matches!(decode(&out_rx.recv().await.unwrap()), Datum::Status(s) if s.status == status::OK)
@@ -115,15 +140,7 @@ async fn handshake_routing_and_spoofing_without_sockets() {
 #[tokio::test]
 async fn a_message_stored_while_online_wakes_the_session() {
     let dir = std::env::temp_dir().join(format!("flexim-wake-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = EmbeddedStore::open(&dir.join("db")).unwrap();
-    let relay = Arc::new(Relay::new(
-        SecretKey::from_bytes([1; 32]),
-        "test",
-        Arc::new(store),
-        Limits::default(),
-    ));
+    let (relay, _) = relay_in(&dir);
     let bob = SecretKey::from_bytes([3; 32]).public_key();
     let mut login = relay.login(bob).await.unwrap();
     // Bob's session is registered but not caught up (as if it were still logging in): the
