@@ -353,6 +353,8 @@ async fn bad_ids_and_acks_get_clear_errors_and_route_nothing() {
         let s = next_status(&mut a).await;
         assert_eq!(s.status, status::BAD_ARGUMENT, "{bad:?}: {s:?}");
         assert!(s.payload.contains("bad message id"), "{s:?}");
+        // Only a well-formed id names the answer: a malformed one cannot be repeated back.
+        assert_eq!(s.id, None, "{s:?}");
     }
     // A forged `from` with an id is refused with the id, so the sender knows which one.
     let mut spoof = message_with_id(&b_key, &c_hex, "forged", "f-1");
