@@ -166,6 +166,19 @@ pub mod cmd {
 /// The longest message `id` the server accepts, in bytes.
 pub const MAX_ID_LEN: usize = 64;
 
+/// Which bytes an id may hold, by value: one lookup per byte, because a server checks the id of
+/// every message and every id of every ACK.
+const ID_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        b += 1;
+    }
+    table
+};
+
 /// Checks a message `id`: 1 to [`MAX_ID_LEN`] characters, each an ASCII letter, digit, `-` or
 /// `_`, so that ids are safe to log, to store as keys and to show.
 pub fn validate_id(id: &str) -> Result<(), &'static str> {
@@ -175,10 +188,7 @@ pub fn validate_id(id: &str) -> Result<(), &'static str> {
     if id.len() > MAX_ID_LEN {
         return Err("an id may have at most 64 characters");
     }
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if !id.bytes().all(|b| ID_BYTE[usize::from(b)]) {
         return Err("an id may hold only ASCII letters, digits, '-' and '_'");
     }
     Ok(())
@@ -231,5 +241,18 @@ mod tests {
         assert!(!is_error(STORED));
         assert!(is_notice(PRESENCE_OFFLINE) && is_notice(TOO_SLOW));
         assert!(!is_notice(OK) && !is_notice(STORED) && !is_notice(SPOOF));
+    }
+
+    #[test]
+    fn ids_take_ascii_letters_digits_dash_and_underscore_only() {
+        for b in 0..=255u8 {
+            let ok = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+            let s = char::from(b).to_string();
+            assert_eq!(validate_id(&s).is_ok(), ok, "{b:#04x}");
+        }
+        assert!(validate_id("").is_err());
+        assert!(validate_id(&"a".repeat(64)).is_ok());
+        assert!(validate_id(&"a".repeat(65)).is_err());
+        assert!(validate_id("ü").is_err());
     }
 }

@@ -24,34 +24,101 @@ pub(crate) fn frame(datum: impl Into<Datum>) -> Bytes {
     )
 }
 
-/// A Status frame.
-pub(crate) fn status_frame(code: i8, text: impl Into<String>) -> Bytes {
-    frame(Status::new(code, text))
+/// A Status frame without an id, encoded straight into its buffer (the bytes the encoder
+/// would write: see the tests), because the server sends one for most datums it answers.
+pub(crate) fn status_frame(code: i8, text: impl AsRef<str>) -> Bytes {
+    let text = text.as_ref();
+    let mut out = BytesMut::with_capacity(24 + text.len());
+    status_head(&mut out, 2, code, text);
+    finish(out)
+}
+
+/// A Status as a frame: hand-encoded when it names no message, by the encoder otherwise.
+pub(crate) fn status(s: Status) -> Bytes {
+    if s.id.is_none() && s.ids.is_empty() {
+        status_frame(s.status, &s.payload)
+    } else {
+        frame(s)
+    }
 }
 
 /// A Message's id, checked already (ASCII letters, digits, `-` and `_`, at most 64). It shares
 /// the memory of the frame it came in, so remembering the id of a relayed message until its
-/// acknowledgement costs no allocation.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Id(Bytes);
+/// acknowledgement costs no allocation, and it carries a hash of itself, made once, so that
+/// an ACK finds it among many without comparing every id byte by byte.
+#[derive(Clone)]
+pub(crate) struct Id {
+    /// The id's bytes.
+    bytes: Bytes,
+    /// [`hash_id`] of the bytes.
+    hash: u64,
+}
+
+/// A quick hash of an id's bytes, 8 at a time. Not keyed: it only narrows a search within one
+/// session's unacknowledged messages, where the bytes are compared after it, so ids chosen to
+/// collide can cost their sender time but never a wrong match.
+pub(crate) fn hash_id(id: &[u8]) -> u64 {
+    let mix = |h: u64, word: u64| {
+        (h ^ word)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29)
+    };
+    let mut h = id.len() as u64;
+    let mut words = id.chunks_exact(8);
+    for word in &mut words {
+        h = mix(h, u64::from_le_bytes(word.try_into().expect("8 bytes")));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        h = mix(h, u64::from_le_bytes(word));
+    }
+    h
+}
 
 impl Id {
     /// The id `id`, which must be borrowed from `frame` (as `MessageRef` borrows it).
     pub(crate) fn in_frame(frame: &Bytes, id: &str) -> Id {
-        Id(frame.slice_ref(id.as_bytes()))
+        Id::of(frame.slice_ref(id.as_bytes()))
+    }
+
+    fn of(bytes: Bytes) -> Id {
+        Id {
+            hash: hash_id(&bytes),
+            bytes,
+        }
+    }
+
+    /// The id's bytes (ASCII).
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// [`hash_id`] of the id.
+    pub(crate) fn hash(&self) -> u64 {
+        self.hash
     }
 
     /// The id as text.
     pub(crate) fn as_str(&self) -> &str {
         // Ids are ASCII by the time they get here (checked by `status::validate_id` or written
         // by this server), so this never fails.
-        std::str::from_utf8(&self.0).unwrap_or("")
+        std::str::from_utf8(&self.bytes).unwrap_or("")
     }
 }
 
+impl PartialEq for Id {
+    fn eq(&self, other: &Id) -> bool {
+        self.hash == other.hash && self.bytes == other.bytes
+    }
+}
+
+impl Eq for Id {}
+
 impl From<String> for Id {
     fn from(id: String) -> Id {
-        Id(Bytes::from(id))
+        Id::of(Bytes::from(id))
     }
 }
 
@@ -117,8 +184,8 @@ fn finish(mut out: BytesMut) -> Bytes {
 }
 
 /// The answer to Messages relayed to one recipient (`3 relayed to KEY`), framed once at login:
-/// the answer without an id is these bytes as they are, the answer with an id is a copy of the
-/// pre-encoded head with the id appended.
+/// the answer without an id is these bytes as they are, the answer with an id is one copy of
+/// the pre-encoded head with the id appended.
 pub(crate) struct Answers {
     /// The whole answer for a Message without an id.
     plain: Bytes,
@@ -146,11 +213,19 @@ impl Answers {
         let Some(id) = id else {
             return self.plain.clone();
         };
-        let id = id.0.as_ref();
-        let mut out = BytesMut::with_capacity(self.head.len() + 2 + id.len());
-        out.put_slice(&self.head);
-        str(&mut out, id);
-        finish(out)
+        let id = id.bytes.as_ref();
+        // One allocation and two copies: ids are at most 64 bytes, so str8 at most.
+        let mut out = Vec::with_capacity(self.head.len() + 2 + id.len());
+        out.extend_from_slice(&self.head);
+        if id.len() < 32 {
+            out.push(0xa0 | id.len() as u8);
+        } else {
+            out.extend_from_slice(&[0xd9, id.len() as u8]);
+        }
+        out.extend_from_slice(id);
+        let len = (out.len() - PREFIX_LEN) as u16;
+        out[1..PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
+        Bytes::from(out)
     }
 }
 
@@ -169,7 +244,7 @@ pub(crate) fn receipts(status: i8, payload: &str, ids: &[Id]) -> Vec<Bytes> {
         let n = rest
             .iter()
             .take_while(|id| {
-                bytes += id.0.len() + 2;
+                bytes += id.bytes.len() + 2;
                 bytes <= RECEIPT_BODY
             })
             .count()
@@ -183,12 +258,12 @@ pub(crate) fn receipts(status: i8, payload: &str, ids: &[Id]) -> Vec<Bytes> {
 
 /// One receipt about `ids` (at least one, all fitting in one frame).
 fn receipt(status: i8, payload: &str, ids: &[Id]) -> Bytes {
-    let size: usize = ids.iter().map(|id| id.0.len() + 2).sum();
+    let size: usize = ids.iter().map(|id| id.bytes.len() + 2).sum();
     let mut out = BytesMut::with_capacity(40 + payload.len() + size);
     status_head(&mut out, 3, status, payload);
     if let [one] = ids {
         str(&mut out, b"id");
-        str(&mut out, &one.0);
+        str(&mut out, &one.bytes);
     } else {
         str(&mut out, b"ids");
         match ids.len() {
@@ -203,10 +278,82 @@ fn receipt(status: i8, payload: &str, ids: &[Id]) -> Bytes {
             }
         }
         for id in ids {
-            str(&mut out, &id.0);
+            str(&mut out, &id.bytes);
         }
     }
     finish(out)
+}
+
+/// The ids of an ACK Command body in its usual encoding: a map of exactly `cmd` (the string
+/// `ACK`) and `payload` (a non-empty array of ASCII strings), borrowed from the body, so that
+/// the busiest command costs no String per id. `None` for anything else; the caller decodes
+/// that the general way, which gives the same datum for every body this accepts.
+pub(crate) fn ack_ids(body: &[u8]) -> Option<Vec<&str>> {
+    let mut r = Reader { b: body, at: 0 };
+    if r.byte()? != 0x82 {
+        return None;
+    }
+    let (mut cmd, mut ids) = (false, None);
+    for _ in 0..2 {
+        match r.str()? {
+            b"cmd" if !cmd => cmd = r.str()? == b"ACK",
+            b"payload" if ids.is_none() => ids = Some(r.strings()?),
+            _ => return None,
+        }
+    }
+    let ids = ids?;
+    (cmd && r.at == body.len() && !ids.is_empty()).then_some(ids)
+}
+
+/// A cursor over msgpack bytes, for [`ack_ids`].
+struct Reader<'a> {
+    /// The bytes.
+    b: &'a [u8],
+    /// Where the next value starts.
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.b.get(self.at)?;
+        self.at += 1;
+        Some(b)
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.b.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+
+    /// A string's bytes (fixstr, str8 or str16).
+    fn str(&mut self) -> Option<&'a [u8]> {
+        let n = match self.byte()? {
+            m @ 0xa0..=0xbf => usize::from(m & 0x1f),
+            0xd9 => usize::from(self.byte()?),
+            0xda => usize::from(u16::from_be_bytes([self.byte()?, self.byte()?])),
+            _ => return None,
+        };
+        self.take(n)
+    }
+
+    /// An array of ASCII strings (fixarray or array16).
+    fn strings(&mut self) -> Option<Vec<&'a str>> {
+        let n = match self.byte()? {
+            m @ 0x90..=0x9f => usize::from(m & 0x0f),
+            0xdc => usize::from(u16::from_be_bytes([self.byte()?, self.byte()?])),
+            _ => return None,
+        };
+        let mut out = Vec::with_capacity(n.min(self.b.len()));
+        for _ in 0..n {
+            let s = self.str()?;
+            if !s.is_ascii() {
+                return None;
+            }
+            out.push(std::str::from_utf8(s).ok()?);
+        }
+        Some(out)
+    }
 }
 
 #[cfg(test)]
@@ -227,7 +374,13 @@ mod tests {
         for payload in ["relayed to x", &"k".repeat(64), &"long ".repeat(60)] {
             for code in [status::RELAYED, status::STORED, -13, -100, 100] {
                 let a = Answers::new(code, payload);
-                assert_eq!(a.about(None), status_frame(code, payload));
+                assert_eq!(a.about(None), frame(Status::new(code, payload)));
+                assert_eq!(
+                    status_frame(code, payload),
+                    frame(Status::new(code, payload))
+                );
+                let with = Status::new(code, payload).with_id(Some("x".into()));
+                assert_eq!(status(with.clone()), frame(with));
                 for id in ["a", &"7".repeat(31), &"8".repeat(32), &"9".repeat(64)] {
                     let want = frame(Status::new(code, payload).with_id(Some(id.into())));
                     assert_eq!(a.about(Some(&Id::from(id.to_string()))), want, "{id}");
@@ -265,11 +418,67 @@ mod tests {
     }
 
     #[test]
+    fn the_usual_ack_is_read_in_place_and_anything_else_is_left_to_the_decoder() {
+        use flexim_protocol::datum::Command;
+        let body = |d: Datum| d.encode_body();
+        let ids: Vec<String> = (0..40).map(|i| format!("{i:032x}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        for n in [1, 15, 16, 40] {
+            let b = body(Command::new("ACK", &refs[..n]).into());
+            assert_eq!(ack_ids(&b).as_deref(), Some(&refs[..n]));
+            // What it accepts, the decoder reads the same way.
+            let Ok(Datum::Command(c)) = Datum::decode(2, &b) else {
+                panic!("decodes");
+            };
+            assert_eq!((c.cmd.as_str(), c.payload.as_slice()), ("ACK", &ids[..n]));
+        }
+        // Keys in the other order are the same command.
+        let swapped = [
+            &[0x82, 0xa7][..],
+            b"payload",
+            &[0x91, 0xa3],
+            b"a-1",
+            &[0xa3],
+            b"cmd",
+            &[0xa3],
+            b"ACK",
+        ]
+        .concat();
+        assert_eq!(ack_ids(&swapped), Some(vec!["a-1"]));
+        // Another command, no ids, a duplicate key, an extra key, trailing bytes, a non-ASCII
+        // id, a cut-off body: all left to the general decoder.
+        assert_eq!(ack_ids(&body(Command::new("ROSTER", &["x"]).into())), None);
+        assert_eq!(ack_ids(&body(Command::new("ACK", &[]).into())), None);
+        let dup = [
+            &[0x82, 0xa3][..],
+            b"cmd",
+            &[0xa3],
+            b"ACK",
+            &[0xa3],
+            b"cmd",
+            &[0xa3],
+            b"ACK",
+        ]
+        .concat();
+        assert_eq!(ack_ids(&dup), None);
+        let mut extra = body(Command::new("ACK", &["a"]).into());
+        extra[0] = 0x83;
+        extra.extend_from_slice(&[0xa1, b'x', 0x01]);
+        assert_eq!(ack_ids(&extra), None);
+        let mut trailing = body(Command::new("ACK", &["a"]).into());
+        trailing.push(0xc0);
+        assert_eq!(ack_ids(&trailing), None);
+        assert_eq!(ack_ids(&body(Command::new("ACK", &["ü"]).into())), None);
+        let whole = body(Command::new("ACK", &["abc"]).into());
+        assert_eq!(ack_ids(&whole[..whole.len() - 1]), None);
+    }
+
+    #[test]
     fn an_id_shares_its_frame() {
         let frame = Bytes::from_static(b"....the-id....");
         let text = std::str::from_utf8(&frame[4..10]).unwrap();
         let id = Id::in_frame(&frame, text);
         assert_eq!(id.as_str(), "the-id");
-        assert_eq!(id.0.as_ptr(), frame[4..].as_ptr());
+        assert_eq!(id.as_bytes().as_ptr(), frame[4..].as_ptr());
     }
 }

@@ -156,8 +156,13 @@ impl Relay {
 
     /// Hands a decided write to the store. Called with the write's shard still locked, so
     /// writes reach the store in the order the table decided them.
-    fn start(&self, w: Write) -> Started {
+    fn start(&self, mut w: Write) -> Started {
         let limits = w.limited.then(|| self.queue_limits());
+        // When the server accepted the entries, for the retention.
+        let now = clock::now();
+        for e in &mut w.entries {
+            e.at = now;
+        }
         Started {
             to: w.to,
             write: self.store.enqueue(w.to, w.entries, limits),
@@ -177,7 +182,7 @@ impl Relay {
                     let status = relay.store_answer(started.to, result);
                     let id = id.as_ref().map(|i| i.as_str().to_string());
                     if let Some(answer) = answer {
-                        let _ = answer.send(frames::frame(status.with_id(id)));
+                        let _ = answer.send(frames::status(status.with_id(id)));
                     }
                 }
                 Then::StoredLater(receipts) => match result {
@@ -271,7 +276,7 @@ impl Relay {
     pub(crate) async fn logout(self: &Arc<Self>, key: PublicKey, id: SessionId) {
         let (left, started) = {
             let mut table = self.lock(&key);
-            let mut left = table.leave(key, id, clock::now());
+            let mut left = table.leave(key, id);
             let started = left.write.take().map(|w| self.start(w));
             (left, started)
         };
@@ -309,7 +314,7 @@ impl Relay {
         }
         let (ghosted, started) = {
             let mut table = self.lock(&key);
-            let Some(mut ghosted) = table.ghost(key, id, clock::now()) else {
+            let Some(mut ghosted) = table.ghost(key, id) else {
                 return false;
             };
             let started = ghosted.write.take().map(|w| self.start(w));
@@ -365,7 +370,7 @@ impl Relay {
         frame: Bytes,
     ) -> Answer {
         let mut table = self.lock(&to);
-        match table.route(sender, to, id, frame, clock::now()) {
+        match table.route(sender, to, id, frame) {
             Routed::Relayed(answer) => {
                 drop(table);
                 metrics::inc(&self.metrics.relayed);
@@ -396,7 +401,7 @@ impl Relay {
     /// ACK from session `id` of `key`: forgets the acknowledged messages (removing stored ones
     /// from the store) and sends each sender one `7` naming its ids. Returns how many of the
     /// distinct ids were pending.
-    pub(crate) fn ack(self: &Arc<Self>, key: PublicKey, id: SessionId, ids: &[String]) -> usize {
+    pub(crate) fn ack(self: &Arc<Self>, key: PublicKey, id: SessionId, ids: &[&str]) -> usize {
         let acked = self.lock(&key).ack(key, id, ids);
         if !acked.remove.is_empty() {
             metrics::add(&self.metrics.delivered_offline, acked.remove.len() as u64);

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use flexim_protocol::PublicKey;
 
 use super::Relay;
-use crate::clock;
 use crate::cluster::{Claimed, Signal};
 
 impl Relay {
@@ -121,7 +120,7 @@ impl Relay {
             Signal::Kick(key) => {
                 let (taken, started) = {
                     let mut table = self.lock(&key);
-                    let Some((close, write)) = table.taken_elsewhere(key, clock::now()) else {
+                    let Some((close, write)) = table.taken_elsewhere(key) else {
                         return;
                     };
                     (close, write.map(|w| self.start(w)))

@@ -17,20 +17,24 @@ impl Relay {
     /// Sends the receipts `code` (`7` or `8`) the table decided on, one frame per sender.
     pub(super) fn send_receipts(self: &Arc<Self>, code: i8, receipts: Receipts) {
         let about = receipts.about;
-        let text = match receipts.why {
-            None => format!("delivered to {about}"),
-            Some(Why::Offline) => format!("stored for {about}: delivered when they log in"),
+        let text: std::borrow::Cow<'_, str> = match receipts.why {
+            None => match &receipts.delivered {
+                Some(text) => text.as_ref().into(),
+                None => format!("delivered to {about}").into(),
+            },
+            Some(Why::Offline) => format!("stored for {about}: delivered when they log in").into(),
             Some(Why::NextSession) => {
-                format!("stored for {about}: their other session gets it now")
+                format!("stored for {about}: their other session gets it now").into()
             }
             Some(Why::Ghost) => {
-                format!("stored for {about}: their newer session (GHOST) gets it now")
+                format!("stored for {about}: their newer session (GHOST) gets it now").into()
             }
             Some(Why::SlowReader) => format!(
                 "stored for {about}: they did not read fast enough; delivered when they reconnect"
-            ),
+            )
+            .into(),
             Some(Why::TakenElsewhere) => {
-                format!("stored for {about}: their session on another node gets it now")
+                format!("stored for {about}: their session on another node gets it now").into()
             }
         };
         for (sender, ids) in receipts.senders {
@@ -45,7 +49,7 @@ impl Relay {
     pub(super) fn receipt(self: &Arc<Self>, to: PublicKey, frame: Bytes) {
         let started = {
             let mut table = self.lock(&to);
-            match table.receipt(to, frame, clock::now(), self.cluster.is_some()) {
+            match table.receipt(to, frame, self.cluster.is_some()) {
                 ReceiptRoute::Sent => return,
                 ReceiptRoute::AskCluster(frame) => {
                     drop(table);
@@ -62,7 +66,7 @@ impl Relay {
     pub(super) fn store_receipt(self: &Arc<Self>, to: PublicKey, frame: Bytes) {
         let started = {
             let mut table = self.lock(&to);
-            let write = table.store_receipt(to, frame, clock::now());
+            let write = table.store_receipt(to, frame);
             self.start(write)
         };
         self.carry(started, None);

@@ -29,7 +29,10 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
                 return self.register(&alias).await;
             }
             (cmd::OFFLINES, _) => return self.deliver_stored(true).await,
-            (cmd::ACK, Some(_)) => Err(self.ack(&c.payload)),
+            (cmd::ACK, Some(_)) => {
+                let ids: Vec<&str> = c.payload.iter().map(String::as_str).collect();
+                Err(self.ack(&ids))
+            }
             (cmd::GHOST, _) => {
                 if self.relay.ghost(key, id).await {
                     let text = "this session now receives this key's messages";
@@ -57,7 +60,7 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
     }
 
     /// ACK: the answer says how many of the distinct ids named a message this session held.
-    fn ack(&self, ids: &[String]) -> Status {
+    pub(super) fn ack(&self, ids: &[&str]) -> Status {
         let Some((key, id)) = self.authed() else {
             return Status::new(status::UNAUTHENTICATED, "authenticate first");
         };

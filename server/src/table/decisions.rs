@@ -13,7 +13,8 @@ use crate::store::Entry;
 pub(crate) struct Write {
     /// Whose queue the entries go to.
     pub(crate) to: PublicKey,
-    /// The entries, in order.
+    /// The entries, in order. Their time (`at`, for the retention) is set when the write is
+    /// handed to the store: the table reads no clock.
     pub(crate) entries: Vec<Entry>,
     /// Whether the recipient's queue limits apply. Messages its connection had accepted
     /// already must be taken whatever the queue holds, so they are written without.
@@ -41,6 +42,8 @@ pub(crate) struct Receipts {
     pub(crate) about: PublicKey,
     /// Why the messages are stored, for `8`; `None` for `7` (delivered).
     pub(crate) why: Option<Why>,
+    /// The text of a `7`, made once per key at its login (ACKs are frequent).
+    pub(crate) delivered: Option<std::sync::Arc<str>>,
     /// Each sender and the ids of its messages, oldest first.
     pub(crate) senders: Vec<(PublicKey, Vec<Id>)>,
 }

@@ -4,8 +4,9 @@
 //! its own mutex). Per key it holds the sessions (the primary, which messages go to, and the
 //! others, which may only send), whether the primary is `live` (caught up with the store, so
 //! new messages go straight to its queue), the messages it has not acknowledged yet, and how
-//! many store writes for the key are still running. It reads no clock (the time is an
-//! argument), calls no store and spawns nothing: its methods return decisions — deliver this
+//! many store writes for the key are still running. It reads no clock (the entries it decides
+//! to store are stamped with the time when the relay hands them to the store), calls no store
+//! and spawns nothing: its methods return decisions — deliver this
 //! frame, start these store writes in this order and then do this, close this session with
 //! this Status, wake this session, send these receipts — and the async relay carries them out.
 //!
@@ -118,12 +119,15 @@ struct Key<O> {
     decided: u64,
     /// The answers to Messages relayed to this key (`3 relayed to KEY`), framed once at login.
     answers: Answers,
+    /// The text of the receipts its ACKs cause (`delivered to KEY`), made once at login.
+    delivered: std::sync::Arc<str>,
 }
 
 impl<O> Key<O> {
     fn new(key: PublicKey, primary: Session<O>, elsewhere: bool) -> Self {
         Key {
             answers: Answers::new(status::RELAYED, &format!("relayed to {key}")),
+            delivered: format!("delivered to {key}").into(),
             primary,
             others: Vec::new(),
             live: false,
@@ -237,7 +241,7 @@ impl<O: Outlet> Table<O> {
     /// Session `id` of `key` ended. When it was the primary, what it had not acknowledged goes
     /// to the store, and the oldest other session takes over; when it was the last, the key is
     /// offline.
-    pub(crate) fn leave(&mut self, key: PublicKey, id: SessionId, now: i64) -> Left<O> {
+    pub(crate) fn leave(&mut self, key: PublicKey, id: SessionId) -> Left<O> {
         let mut left = Left {
             write: None,
             wake: None,
@@ -262,7 +266,7 @@ impl<O: Outlet> Table<O> {
             k.unacked.clear();
             k.in_memory = 0;
         }
-        left.write = self.demote(key, why, now);
+        left.write = self.demote(key, why);
         let k = self.keys.get_mut(&key).expect("still registered");
         if k.others.is_empty() {
             self.keys.remove(&key);
@@ -289,7 +293,7 @@ impl<O: Outlet> Table<O> {
     /// Makes session `id` the primary of `key`; the old primary is closed, and what it had not
     /// acknowledged goes to the store first, so the new primary receives it, in order, when it
     /// catches up. `None` if the session is not registered (it was closed meanwhile).
-    pub(crate) fn ghost(&mut self, key: PublicKey, id: SessionId, now: i64) -> Option<Ghosted<O>> {
+    pub(crate) fn ghost(&mut self, key: PublicKey, id: SessionId) -> Option<Ghosted<O>> {
         let k = self.keys.get_mut(&key)?;
         k.elsewhere = false;
         if k.primary.id == id {
@@ -300,7 +304,7 @@ impl<O: Outlet> Table<O> {
             });
         }
         let pos = k.others.iter().position(|s| s.id == id)?;
-        let write = self.demote(key, Why::Ghost, now);
+        let write = self.demote(key, Why::Ghost);
         let k = self.keys.get_mut(&key).expect("still registered");
         k.closing = false;
         let new = k.others.remove(pos);
@@ -325,7 +329,6 @@ impl<O: Outlet> Table<O> {
         to: PublicKey,
         id: Option<Id>,
         frame: Bytes,
-        now: i64,
     ) -> Routed<O> {
         let mut demoted = None;
         let mut close = None;
@@ -375,7 +378,7 @@ impl<O: Outlet> Table<O> {
             };
             // Either way the session must not be given anything again.
             k.closing = true;
-            demoted = self.demote(to, why, now);
+            demoted = self.demote(to, why);
         }
         let write = self.write(
             to,
@@ -383,7 +386,7 @@ impl<O: Outlet> Table<O> {
                 sender,
                 id: id.as_ref().map(|i| i.as_str().to_string()),
                 frame,
-                at: now,
+                at: 0,
             }],
             true,
             Then::Answer(id),
@@ -412,7 +415,7 @@ impl<O: Outlet> Table<O> {
     /// Takes `key`'s primary off the fast path: new messages are stored from now on, and the
     /// messages it holds only in memory without an acknowledgement go to the store now, ahead
     /// of anything routed later; their senders get `8` once they are durable.
-    fn demote(&mut self, key: PublicKey, why: Why, now: i64) -> Option<Write> {
+    fn demote(&mut self, key: PublicKey, why: Why) -> Option<Write> {
         let k = self.keys.get_mut(&key)?;
         k.live = false;
         if k.in_memory == 0 {
@@ -427,14 +430,15 @@ impl<O: Outlet> Table<O> {
                     sender: u.sender,
                     id: Some(u.id.as_str().to_string()),
                     frame,
-                    at: now,
+                    at: 0,
                 });
-                add_receipt(&mut senders, u.sender, u.id);
+                add_receipt(&mut senders, u.sender, u.id, 1);
             }
         }
         let receipts = Receipts {
             about: key,
             why: Some(why),
+            delivered: None,
             senders,
         };
         Some(self.write(key, entries, false, Then::StoredLater(receipts)))
@@ -458,7 +462,7 @@ impl<O: Outlet> Table<O> {
 
     /// ACK from session `id` of `key`: forgets the messages it held with these ids (all copies
     /// of each). Only the primary's acknowledgements count: the others are given nothing.
-    pub(crate) fn ack(&mut self, key: PublicKey, id: SessionId, ids: &[String]) -> Acked {
+    pub(crate) fn ack(&mut self, key: PublicKey, id: SessionId, ids: &[&str]) -> Acked {
         let mut acked = Acked {
             matched: 0,
             remove: Vec::new(),
@@ -470,31 +474,76 @@ impl<O: Outlet> Table<O> {
         if k.primary.id != id || k.unacked.is_empty() {
             return acked;
         }
-        // Each id the ACK names, and whether it matched: an id counts once however many
-        // copies of its message the session held.
-        let mut named: HashMap<&str, bool> = ids.iter().map(|i| (i.as_str(), false)).collect();
+        // Each id the ACK names by its hash, sorted to be found by bisection, and whether it
+        // matched: an id counts once however many copies of its message the session held.
+        let mut named: Vec<(u64, &[u8], bool)> = ids
+            .iter()
+            .map(|i| (crate::frames::hash_id(i.as_bytes()), i.as_bytes(), false))
+            .collect();
+        named.sort_unstable();
+        named.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        // A bit per id hash, so that most entries the ACK does not name cost one test.
+        let mut filter = [0u64; 4];
+        for n in &named {
+            filter[(n.0 >> 6 & 3) as usize] |= 1 << (n.0 & 63);
+        }
+        let find = |named: &[(u64, &[u8], bool)], id: &Id| {
+            let h = id.hash();
+            if filter[(h >> 6 & 3) as usize] & (1 << (h & 63)) == 0 {
+                return None;
+            }
+            let from = named.partition_point(|n| n.0 < h);
+            named[from..]
+                .iter()
+                .take_while(|n| n.0 == h)
+                .position(|n| n.1 == id.as_bytes())
+                .map(|i| from + i)
+        };
         let mut senders: Vec<(PublicKey, Vec<Id>)> = Vec::new();
         let mut freed = 0;
-        k.unacked.retain(|u| {
-            let Some(seen) = named.get_mut(u.id.as_str()) else {
-                return true;
-            };
+        let mut take = |u: &Unacked, at: usize, named: &mut [(u64, &[u8], bool)]| {
             match u.held {
                 Held::Stored(seq) => acked.remove.push(seq),
                 Held::Memory(_) => freed += 1,
             }
-            if !*seen {
-                *seen = true;
+            if !named[at].2 {
+                named[at].2 = true;
                 acked.matched += 1;
-                add_receipt(&mut senders, u.sender, u.id.clone());
+                add_receipt(&mut senders, u.sender, u.id.clone(), ids.len());
             }
-            false
-        });
+        };
+        // Usually the ACK names the oldest messages the session holds and nothing after them:
+        // those are taken off the front, and the rest stays where it is.
+        let front = k
+            .unacked
+            .iter()
+            .take_while(|u| find(&named, &u.id).is_some())
+            .count();
+        let beyond = k
+            .unacked
+            .iter()
+            .skip(front)
+            .any(|u| find(&named, &u.id).is_some());
+        if beyond {
+            k.unacked.retain(|u| match find(&named, &u.id) {
+                Some(at) => {
+                    take(u, at, &mut named);
+                    false
+                }
+                None => true,
+            });
+        } else {
+            for u in k.unacked.drain(..front) {
+                let at = find(&named, &u.id).expect("found above");
+                take(&u, at, &mut named);
+            }
+        }
         k.in_memory -= freed;
         if !senders.is_empty() {
             acked.receipts = Some(Receipts {
                 about: key,
                 why: None,
+                delivered: Some(k.delivered.clone()),
                 senders,
             });
         }
@@ -572,29 +621,23 @@ impl<O: Outlet> Table<O> {
 
     /// Where a receipt for `to` goes: into its active session's queue if there is room, else
     /// into the store (or, with several nodes and no session here, to wherever `to` is).
-    pub(crate) fn receipt(
-        &mut self,
-        to: PublicKey,
-        frame: Bytes,
-        now: i64,
-        clustered: bool,
-    ) -> ReceiptRoute {
+    pub(crate) fn receipt(&mut self, to: PublicKey, frame: Bytes, clustered: bool) -> ReceiptRoute {
         match self.keys.get(&to) {
             Some(k) if !k.elsewhere && k.primary.outlet.offer(frame.clone()).is_ok() => {
                 ReceiptRoute::Sent
             }
             None if clustered => ReceiptRoute::AskCluster(frame),
-            _ => ReceiptRoute::Store(self.store_receipt(to, frame, now)),
+            _ => ReceiptRoute::Store(self.store_receipt(to, frame)),
         }
     }
 
     /// A write keeping a receipt in the store for `to`'s next login (or catch-up).
-    pub(crate) fn store_receipt(&mut self, to: PublicKey, frame: Bytes, now: i64) -> Write {
+    pub(crate) fn store_receipt(&mut self, to: PublicKey, frame: Bytes) -> Write {
         let entry = Entry {
             sender: to,
             id: None,
             frame,
-            at: now,
+            at: 0,
         };
         self.write(to, vec![entry], true, Then::Nothing)
     }
@@ -626,10 +669,20 @@ impl<O: Outlet> Table<O> {
     }
 }
 
-/// Adds `id` to `sender`'s receipt (senders are few per recipient: a list beats a map).
-fn add_receipt(senders: &mut Vec<(PublicKey, Vec<Id>)>, sender: PublicKey, id: Id) {
+/// Adds `id` to `sender`'s receipt (senders are few per recipient: a list beats a map), with
+/// room for `expected` ids when it is the sender's first.
+fn add_receipt(
+    senders: &mut Vec<(PublicKey, Vec<Id>)>,
+    sender: PublicKey,
+    id: Id,
+    expected: usize,
+) {
     match senders.iter_mut().find(|(s, _)| *s == sender) {
         Some((_, ids)) => ids.push(id),
-        None => senders.push((sender, vec![id])),
+        None => {
+            let mut ids = Vec::with_capacity(expected);
+            ids.push(id);
+            senders.push((sender, ids));
+        }
     }
 }

@@ -31,11 +31,7 @@ impl<O: Outlet> Table<O> {
 
     /// Another node took `key` over (GHOST there): the sessions here wait again, the primary
     /// is closed, and what it held goes to the store.
-    pub(crate) fn taken_elsewhere(
-        &mut self,
-        key: PublicKey,
-        now: i64,
-    ) -> Option<(Close<O>, Option<Write>)> {
+    pub(crate) fn taken_elsewhere(&mut self, key: PublicKey) -> Option<(Close<O>, Option<Write>)> {
         let k = self.keys.get_mut(&key)?;
         k.elsewhere = true;
         k.closing = true;
@@ -44,7 +40,7 @@ impl<O: Outlet> Table<O> {
             code: status::TAKEN_OVER,
             text: "a newer session of this key took over (GHOST) on another node",
         };
-        Some((close, self.demote(key, Why::TakenElsewhere, now)))
+        Some((close, self.demote(key, Why::TakenElsewhere)))
     }
 
     /// Appends the keys here whose sessions wait for another node (of `among`, or all when it

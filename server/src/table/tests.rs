@@ -7,8 +7,6 @@ use flexim_protocol::{Datum, PublicKey, status};
 use super::fake::Fake;
 use super::*;
 
-const NOW: i64 = 1_700_000_000;
-
 fn key(n: u8) -> PublicKey {
     PublicKey([n; 32])
 }
@@ -36,7 +34,7 @@ fn status_of(frame: &Bytes) -> Status {
 
 /// Routes and expects the message to be relayed; returns the answer.
 fn relayed(t: &mut Table<Fake>, from: PublicKey, to: PublicKey, i: Option<Id>, n: u32) -> Status {
-    match t.route(from, to, i, msg(n), NOW) {
+    match t.route(from, to, i, msg(n)) {
         Routed::Relayed(answer) => status_of(&answer),
         other => panic!("expected relayed, got {other:?}"),
     }
@@ -50,7 +48,7 @@ fn stored(
     i: Option<Id>,
     n: u32,
 ) -> (Option<Write>, Write, Option<Close<Fake>>) {
-    match t.route(from, to, i, msg(n), NOW) {
+    match t.route(from, to, i, msg(n)) {
         Routed::Store(to_store) => {
             let ToStore {
                 demoted,
@@ -161,7 +159,7 @@ fn stored_is_decided_here_and_answered_only_after_the_write() {
     assert!(demoted.is_none() && close.is_none());
     assert!(matches!(&write.then, Then::Answer(Some(i)) if i.as_str() == "m-1"));
     assert_eq!(write.entries[0].id.as_deref(), Some("m-1"));
-    assert_eq!(write.entries[0].at, NOW, "the time comes from the caller");
+    assert_eq!(write.entries[0].at, 0, "the time is the caller's to set");
     assert!(t.is_writing(&bob));
     t.store_finished(bob);
     assert!(!t.is_writing(&bob));
@@ -247,7 +245,7 @@ fn what_a_leaving_primary_held_goes_to_the_store_and_the_next_session_takes_over
     relayed(&mut t, alice, bob, id("a-1"), 1);
     relayed(&mut t, carol, bob, id("c-1"), 2);
     relayed(&mut t, alice, bob, id("a-2"), 3);
-    let left = t.leave(bob, 1, NOW);
+    let left = t.leave(bob, 1);
     assert!(!left.offline && left.held_here);
     assert_eq!(left.wake.map(|f| f.n), Some(2));
     let write = left.write.expect("held messages are stored");
@@ -267,7 +265,7 @@ fn what_a_leaving_primary_held_goes_to_the_store_and_the_next_session_takes_over
     // The new primary is not live until it has caught up (the write still runs).
     let mark = t.catch_up(bob, 2).unwrap();
     assert_eq!(t.go_live(bob, 2, mark), GoLive::Wait);
-    let left = t.leave(bob, 2, NOW);
+    let left = t.leave(bob, 2);
     assert!(left.offline && left.write.is_none());
     assert!(!t.is_online(&bob));
 }
@@ -282,7 +280,7 @@ fn ghost_stores_what_the_old_primary_held_and_closes_it() {
     live(&mut t, bob, 1);
     relayed(&mut t, alice, bob, id("g-1"), 1);
     assert_eq!(t.ghost_check(bob, 2), GhostCheck::Here);
-    let g = t.ghost(bob, 2, NOW).unwrap();
+    let g = t.ghost(bob, 2).unwrap();
     let write = g
         .write
         .expect("the old primary's unacknowledged message is stored");
@@ -301,8 +299,8 @@ fn ghost_stores_what_the_old_primary_held_and_closes_it() {
         "the old primary reads the store no more"
     );
     // The old one acknowledges nothing any more; GHOST again by the primary only wakes it.
-    assert_eq!(t.ack(bob, 1, &["g-1".into()]).matched, 0);
-    assert!(t.ghost(bob, 2, NOW).unwrap().wake.is_some());
+    assert_eq!(t.ack(bob, 1, &["g-1"]).matched, 0);
+    assert!(t.ghost(bob, 2).unwrap().wake.is_some());
     assert_eq!(t.ghost_check(bob, 9), GhostCheck::Unknown);
 }
 
@@ -326,10 +324,7 @@ fn an_ack_counts_ids_not_copies_and_makes_one_receipt_per_sender() {
             held: Held::Stored(7),
         }],
     );
-    let ids: Vec<String> = ["m-1", "m-2", "c-1", "s-1", "m-1", "nobody"]
-        .map(String::from)
-        .to_vec();
-    let acked = t.ack(bob, 1, &ids);
+    let acked = t.ack(bob, 1, &["m-1", "m-2", "c-1", "s-1", "m-1", "nobody"]);
     assert_eq!(acked.matched, 4, "each distinct pending id once");
     assert_eq!(acked.remove, [7], "the stored one leaves the store");
     let r = acked.receipts.unwrap();
@@ -346,7 +341,7 @@ fn an_ack_counts_ids_not_copies_and_makes_one_receipt_per_sender() {
     );
     assert!(t.held().is_empty());
     // Acknowledged means forgotten: nothing goes to the store when Bob leaves.
-    assert!(t.leave(bob, 1, NOW).write.is_none());
+    assert!(t.leave(bob, 1).write.is_none());
 }
 
 #[test]
@@ -355,14 +350,14 @@ fn a_stored_message_tracked_for_a_session_that_is_no_longer_primary_is_ignored()
     let mut t = table();
     t.join(bob, 1, Fake::new(1, 8), false);
     t.join(bob, 2, Fake::new(2, 8), false);
-    t.ghost(bob, 2, NOW);
+    t.ghost(bob, 2);
     let delivered = vec![Unacked {
         id: Id::from("s-1".to_string()),
         sender: alice,
         held: Held::Stored(3),
     }];
     t.track(bob, 1, delivered);
-    assert_eq!(t.ack(bob, 2, &["s-1".into()]).matched, 0);
+    assert_eq!(t.ack(bob, 2, &["s-1"]).matched, 0);
 }
 
 #[test]
@@ -392,21 +387,21 @@ fn receipts_go_to_the_active_session_or_the_store() {
     let a = Fake::new(1, 1);
     t.join(alice, 1, a.clone(), false);
     assert!(matches!(
-        t.receipt(alice, msg(1), NOW, false),
+        t.receipt(alice, msg(1), false),
         ReceiptRoute::Sent
     ));
     // Its queue is full: kept in the store for it, as for an offline sender.
-    let ReceiptRoute::Store(w) = t.receipt(alice, msg(2), NOW, false) else {
+    let ReceiptRoute::Store(w) = t.receipt(alice, msg(2), false) else {
         panic!("stored");
     };
     assert!(w.limited && matches!(w.then, Then::Nothing));
     assert!(matches!(
-        t.receipt(bob, msg(3), NOW, false),
+        t.receipt(bob, msg(3), false),
         ReceiptRoute::Store(_)
     ));
     // With several nodes, a sender with no session here may be on another node.
     assert!(matches!(
-        t.receipt(bob, msg(4), NOW, true),
+        t.receipt(bob, msg(4), true),
         ReceiptRoute::AskCluster(_)
     ));
     assert_eq!(a.drain(), [msg(1)]);
@@ -436,7 +431,7 @@ fn with_several_nodes_a_key_is_active_only_once_claimed() {
     live(&mut t, bob, 1);
     relayed(&mut t, alice, bob, id("x-1"), 1);
     // Another node takes the key over: what Bob held here is stored, and Bob is closed.
-    let (close, write) = t.taken_elsewhere(bob, NOW).unwrap();
+    let (close, write) = t.taken_elsewhere(bob).unwrap();
     assert_eq!(close.code, status::TAKEN_OVER);
     assert_eq!(frames_of(&write.unwrap()), [msg(1)]);
     let mut waiting = Vec::new();
