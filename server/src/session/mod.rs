@@ -222,6 +222,11 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
             };
             match flow {
                 Flow::Continue => {
+                    // Frames the relay queued meanwhile (messages, receipts) go out in the same
+                    // write as the answers: one system call instead of two.
+                    if let Err(e) = self.write_waiting().await {
+                        return End::Io(e);
+                    }
                     if let Err(e) = self.out.flush().await {
                         return End::Io(e);
                     }
@@ -273,6 +278,11 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
     /// the relay is busy.
     async fn write_queued(&mut self, first: Bytes) -> io::Result<()> {
         self.out.feed(first).await?;
+        self.write_waiting().await
+    }
+
+    /// Feeds every frame the relay has queued for this session already, without waiting.
+    async fn write_waiting(&mut self) -> io::Result<()> {
         while let Some(more) = self.mailbox.as_mut().and_then(Mailbox::try_recv) {
             self.out.feed(more).await?;
         }
