@@ -19,6 +19,9 @@ use crate::forwarder::Forwarder;
 use crate::load::{self, Conn, Load, Outcome, Pair, Template};
 use crate::server;
 
+/// `--max-unacked` of the server in ids mode (see [`run`]).
+const UNACKED_FOR_IDS: &str = "16384";
+
 /// The transport to measure.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -348,8 +351,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let text = "x".repeat(args.size.clamp(1, MAX_PLAINTEXT));
     let websocket = args.transport == Transport::Ws;
 
-    // The flexim server: real logins, one message sealed per pair.
-    let target = server::Target::spawn(args.server_bin.as_deref(), &args.data, &[])?;
+    // The flexim server: real logins, one message sealed per pair. In ids mode it may hold more
+    // unacknowledged messages per session than its default: once most pairs have finished,
+    // the last ones run at tens of thousands of messages per second each, and a stall of a few
+    // tens of milliseconds on two busy cores (the server's and this tool's threads taking turns)
+    // lets over a thousand be relayed before the receiver's ACKs for them are read. The default
+    // limit would then, by its rule, close the receiver as one that does not acknowledge; this
+    // measures throughput, not that limit (tests/e2e/delivery.rs tests it).
+    let extra: &[&str] = if args.ids {
+        &["--max-unacked", UNACKED_FOR_IDS]
+    } else {
+        &[]
+    };
+    let target = server::Target::spawn(args.server_bin.as_deref(), &args.data, extra)?;
     let addr = if websocket {
         target
             .ws

@@ -67,6 +67,11 @@ pub(crate) enum End {
 /// Most datums handled between two flushes when they arrive faster than they are answered.
 const COALESCE: usize = 64;
 
+/// Most queued frames written in one round. Senders on other cores may refill a session's
+/// queue as fast as it is written; a round that wrote for as long as frames came would leave
+/// its client's datums unread meanwhile.
+const WRITE_PER_ROUND: usize = 256;
+
 /// Where the connection is in the handshake.
 enum Phase {
     /// Header seen; waiting for AUTH.
@@ -204,20 +209,14 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
                     self.auth_failed("authentication timed out").await
                 }
                 item = inbound.next() => {
-                    let mut flow = self.inbound(item).await;
+                    let flow = self.inbound(item).await;
                     // Datums that have arrived already are handled before anything is
                     // flushed, so their answers share one write (one system call) instead of
-                    // one each. Bounded, so a client that never pauses still gets its answers.
-                    for _ in 0..COALESCE {
-                        if !matches!(flow, Flow::Continue) {
-                            break;
-                        }
-                        match inbound.next().now_or_never() {
-                            Some(item) => flow = self.inbound(item).await,
-                            None => break,
-                        }
+                    // one each.
+                    match flow {
+                        Flow::Continue => self.arrived(inbound).await,
+                        stop => stop,
                     }
-                    flow
                 }
             };
             match flow {
@@ -239,6 +238,25 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
                 }
             }
         }
+    }
+
+    /// Handles the datums that have arrived already, without waiting for more. Bounded, so a
+    /// client that never pauses still gets its answers.
+    async fn arrived<St>(&mut self, inbound: &mut St) -> Flow
+    where
+        St: Stream<Item = Inbound> + Unpin,
+    {
+        for _ in 0..COALESCE {
+            match inbound.next().now_or_never() {
+                Some(item) => {
+                    if let Flow::Stop(end) = self.inbound(item).await {
+                        return Flow::Stop(end);
+                    }
+                }
+                None => break,
+            }
+        }
+        Flow::Continue
     }
 
     /// Acts on what the relay sent.
@@ -281,10 +299,14 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
         self.write_waiting().await
     }
 
-    /// Feeds every frame the relay has queued for this session already, without waiting.
+    /// Feeds the frames the relay has queued for this session already (at most
+    /// [`WRITE_PER_ROUND`]), without waiting for more.
     async fn write_waiting(&mut self) -> io::Result<()> {
-        while let Some(more) = self.mailbox.as_mut().and_then(Mailbox::try_recv) {
-            self.out.feed(more).await?;
+        for _ in 0..WRITE_PER_ROUND {
+            match self.mailbox.as_mut().and_then(Mailbox::try_recv) {
+                Some(more) => self.out.feed(more).await?,
+                None => break,
+            }
         }
         Ok(())
     }

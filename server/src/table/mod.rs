@@ -656,6 +656,18 @@ impl<O: Outlet> Table<O> {
         out
     }
 
+    /// Whether every key's count of messages held in memory is what its list holds (tests).
+    #[cfg(test)]
+    pub(crate) fn counts_agree(&self) -> bool {
+        self.keys.values().all(|k| {
+            let memory = k
+                .unacked
+                .iter()
+                .filter(|u| matches!(u.held, Held::Memory(_)));
+            memory.count() == k.in_memory
+        })
+    }
+
     /// Whether `key`'s primary is live (tests).
     #[cfg(test)]
     pub(crate) fn is_live(&self, key: &PublicKey) -> bool {

@@ -216,6 +216,9 @@ impl World {
                 }
             }
         }
+        if !self.table.counts_agree() {
+            return Err("the count of messages held in memory drifted".into());
+        }
         self.check_nothing_lost()
     }
 
