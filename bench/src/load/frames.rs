@@ -95,12 +95,14 @@ impl Template {
     }
 }
 
-/// Writes `seq` as 32 lower-case hex digits.
+/// Writes `seq` as 32 lower-case hex digits: 16 zeros (the high half of a 128-bit number),
+/// then 16 digits of `seq`.
 fn hex_id(seq: u64, out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let n = u128::from(seq);
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = DIGITS[((n >> ((ID_LEN - 1 - i) * 4)) & 0xf) as usize];
+    let (high, low) = out.split_at_mut(ID_LEN / 2);
+    high.fill(b'0');
+    for (i, b) in low.iter_mut().enumerate() {
+        *b = DIGITS[((seq >> ((ID_LEN / 2 - 1 - i) * 4)) & 0xf) as usize];
     }
 }
 
