@@ -227,11 +227,11 @@ fn compute() -> Vec<(&'static str, String)> {
     ));
     v.push((
         "frame: Status receipt with ids",
-        hex(&Datum::Status(
-            Status::new(7, "delivered").with_ids(vec!["m-1".into(), "m-2".into()]),
-        )
-        .to_frame()
-        .unwrap()),
+        hex(
+            &Datum::Status(Status::new(7, "delivered").with_ids(vec!["m-1".into(), "m-2".into()]))
+                .to_frame()
+                .unwrap(),
+        ),
     ));
     v.push((
         "frame: Command ROSTER",
