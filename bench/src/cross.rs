@@ -92,7 +92,10 @@ async fn sender(
         }
         tokio::select! {
             d = c.recv_datum() => match d? {
-                Some(Datum::Status(s)) if s.status == status::DELIVERED => receipts += 1,
+                // One receipt may name several messages (`ids`).
+                Some(Datum::Status(s)) if s.status == status::DELIVERED => {
+                    receipts += s.about().count()
+                }
                 Some(Datum::Status(s)) if status::is_error(s.status) => {
                     bail!("the server refused a message: {}", s.payload)
                 }

@@ -159,7 +159,8 @@ async fn receipts(c: &mut Client, n: usize) -> anyhow::Result<usize> {
     let mut got = 0;
     while got < n {
         match c.recv_datum().await? {
-            Some(Datum::Status(s)) if s.status == status::DELIVERED => got += 1,
+            // One receipt may name several messages (`ids`).
+            Some(Datum::Status(s)) if s.status == status::DELIVERED => got += s.about().count(),
             Some(_) => {}
             None => bail!("the server closed the connection"),
         }

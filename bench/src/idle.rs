@@ -703,14 +703,20 @@ async fn hold(
                     continue;
                 };
                 match (&role, datum) {
-                    (Role::Sender(_), Datum::Status(s)) if s.id.is_some() => match s.status {
-                        status::RELAYED | status::STORED | status::STORED_LATER => {
-                            Counters::inc(&c.answered)
+                    // A Status about messages (one receipt may name several, in `ids`).
+                    (Role::Sender(_), Datum::Status(s)) if s.about().next().is_some() => {
+                        let n = s.about().count() as u64;
+                        match s.status {
+                            status::RELAYED | status::STORED | status::STORED_LATER => {
+                                c.answered.fetch_add(n, Ordering::Relaxed);
+                            }
+                            status::DELIVERED => {
+                                c.receipts.fetch_add(n, Ordering::Relaxed);
+                            }
+                            code if status::is_error(code) => Counters::inc(&c.refused),
+                            _ => {}
                         }
-                        status::DELIVERED => Counters::inc(&c.receipts),
-                        code if status::is_error(code) => Counters::inc(&c.refused),
-                        _ => {}
-                    },
+                    }
                     (Role::Receiver(pair), Datum::Message(m)) => {
                         let env = Envelope {
                             sender: &pair.peer,
