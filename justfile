@@ -76,6 +76,7 @@ test: setup build-web
     target/debug/flexim-bench cross --pairs 2 --messages 100
     target/debug/flexim-bench relay --pairs 2 --messages 200
     target/debug/flexim-bench relay --transport ws --pairs 2 --messages 200
+    target/debug/flexim-bench relay --ids --pairs 2 --messages 200
     target/debug/flexim-bench idle --tcp 100 --ws 100 --chatter 2 --hold 2
     target/debug/flexim-bench handshakes --count 200
 

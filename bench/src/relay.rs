@@ -1,8 +1,10 @@
 //! Relay throughput: P sender/receiver pairs logged in on one flexim server over TCP or
 //! WebSocket, each sender writing M messages without an id (the plain relay path: the server
 //! answers each with Status RELAYED and keeps nothing) with at most W on their way, against a
-//! plain byte forwarder driven by the same load in the same run (`forwarder.rs`). How the load
-//! generator stays cheap is in `load.rs`.
+//! plain byte forwarder driven by the same load in the same run (`forwarder.rs`). With `--ids`,
+//! the same server then takes the same load on the path real clients use (every message with
+//! an id, acknowledged in batches, receipted), and the report compares the two. How the load
+//! generator stays cheap is in `load/`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +18,9 @@ use serde::Serialize;
 use crate::forwarder::Forwarder;
 use crate::load::{self, Conn, Load, Outcome, Pair, Template};
 use crate::server;
+
+/// `--max-unacked` of the server in ids mode (see [`run`]).
+const UNACKED_FOR_IDS: &str = "16384";
 
 /// The transport to measure.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -67,6 +72,29 @@ pub struct Args {
     /// Print the figures as one JSON object instead of the summary.
     #[arg(long)]
     json: bool,
+    /// Then measure the path real clients use on the same server: every message with an id,
+    /// each receiver acknowledging what it read in batches (one ACK per read round, at most
+    /// 256 ids), each sender counting receipts; fails unless every message is receipted. The
+    /// forwarder is left out then unless `--baseline` is given.
+    #[arg(long)]
+    ids: bool,
+}
+
+/// The ids path against the plain one, same server process, same load.
+#[derive(Debug, Serialize)]
+pub struct IdsReport {
+    /// The flexim server's figures with ids.
+    pub relay: Outcome,
+    /// CPU seconds the server used during the ids run.
+    pub server_cpu_s: Option<f64>,
+    /// CPU seconds this process used during the ids run.
+    pub generator_cpu_s: Option<f64>,
+    /// Throughput with ids divided by the plain relay's.
+    pub throughput_ratio: f64,
+    /// Server CPU per delivered message, plain path, in microseconds.
+    pub plain_server_us_per_message: Option<f64>,
+    /// Server CPU per delivered message, ids path, in microseconds.
+    pub ids_server_us_per_message: Option<f64>,
 }
 
 /// Everything measured.
@@ -101,6 +129,9 @@ pub struct Report {
     /// CPU seconds this process (the load generator and the forwarder together) used during
     /// the forwarder's run.
     pub forwarder_process_cpu_s: Option<f64>,
+    /// The ids path, with `--ids`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ids: Option<IdsReport>,
 }
 
 /// CPU time (user and system) a process has used so far, in seconds, from
@@ -145,10 +176,10 @@ impl Report {
                 o.garbled,
                 o.timed_out_pairs,
                 o.failed_pairs,
-                if name == "relay" {
-                    format!(", RELAYED answers {}", o.relayed)
-                } else {
-                    String::new()
+                match (name, o.receipts) {
+                    ("forwarder", _) => String::new(),
+                    (_, Some(r)) => format!(", RELAYED answers {}, receipted {r}", o.relayed),
+                    (_, None) => format!(", RELAYED answers {}", o.relayed),
                 },
             )
         };
@@ -184,8 +215,125 @@ impl Report {
         if let (Some(t), Some(p)) = (self.throughput_ratio, self.p99_ratio) {
             s += &format!("\nrelay/forwarder: throughput {t:.2}, p99 latency {p:.2}");
         }
+        if let Some(ids) = &self.ids {
+            s += "\n";
+            s += &line("ids", &ids.relay);
+            if let (Some(server), Some(generator)) = (ids.server_cpu_s, ids.generator_cpu_s) {
+                s += &format!(
+                    "\n{:<9} CPU: server {server:.2} s, load generator {generator:.2} s",
+                    ""
+                );
+            }
+            s += &format!("\nids/plain: throughput {:.2}", ids.throughput_ratio);
+            if let (Some(p), Some(i)) = (
+                ids.plain_server_us_per_message,
+                ids.ids_server_us_per_message,
+            ) {
+                s += &format!(
+                    ", server CPU per message {i:.2} us with ids, {p:.2} us plain ({:.2}x)",
+                    i / p
+                );
+            }
+        }
         s
     }
+}
+
+/// One load through the flexim server.
+struct Measured {
+    /// The figures.
+    outcome: Outcome,
+    /// The server's CPU seconds during the load.
+    server_cpu: Option<f64>,
+    /// This process's CPU seconds during the load.
+    generator_cpu: Option<f64>,
+    /// Each pair's frame, `from` and `to`, for the forwarder.
+    templates: Vec<(Template, String, String)>,
+}
+
+/// Server CPU per delivered message in microseconds.
+fn per_message(cpu: Option<f64>, o: &Outcome) -> Option<f64> {
+    cpu.filter(|_| o.delivered > 0)
+        .map(|c| c / o.delivered as f64 * 1e6)
+}
+
+/// Logs `pairs` new pairs in at `addr` and runs the load through the server (messages with
+/// ids when `ids`).
+async fn through_server(
+    target: &server::Target,
+    addr: &str,
+    pairs: usize,
+    text: &str,
+    ids: bool,
+    load: &Load,
+) -> anyhow::Result<Measured> {
+    let mut relay_pairs = Vec::new();
+    let mut templates = Vec::new();
+    for _ in 0..pairs {
+        let (s_id, r_id) = (Identity::generate()?, Identity::generate()?);
+        let mut s = Client::connect(addr, &s_id, None)
+            .await
+            .with_context(|| format!("logging in at {addr}"))?;
+        let r = Client::connect(addr, &r_id, None)
+            .await
+            .with_context(|| format!("logging in at {addr}"))?;
+        let sealed = s.seal_message(&r_id.public_key(), text, &[])?;
+        let template = Template::new(&sealed, ids)?;
+        templates.push((template.clone(), sealed.from.clone(), sealed.to.clone()));
+        relay_pairs.push(Pair {
+            sender: Conn::from_raw(s.into_parts().await?),
+            receiver: Conn::from_raw(r.into_parts().await?),
+            template,
+            from: sealed.from,
+            to: sealed.to,
+            answers: true,
+        });
+    }
+    eprintln!(
+        "relay: {} pairs x {} messages ({} B frames{}) through flexim-server ...",
+        pairs,
+        load.messages,
+        templates[0].0.len(),
+        if ids { ", with ids" } else { "" }
+    );
+    let server_pid = target.pid().map(|p| p.to_string()).unwrap_or_default();
+    let before = cpu_seconds(&server_pid);
+    let (outcome, generator_cpu) = cpu_during("self", load::run(relay_pairs, load)).await;
+    let server_cpu = cpu_seconds(&server_pid).zip(before).map(|(a, b)| a - b);
+    Ok(Measured {
+        outcome: outcome?,
+        server_cpu,
+        generator_cpu,
+        templates,
+    })
+}
+
+/// The same load through the byte forwarder: the same frames, no handshake, no answers.
+async fn through_forwarder(
+    websocket: bool,
+    templates: Vec<(Template, String, String)>,
+    load: &Load,
+) -> anyhow::Result<(Outcome, Option<f64>)> {
+    let fwd = Forwarder::start(websocket).await?;
+    let mut fwd_pairs = Vec::new();
+    for (i, (template, from, to)) in templates.into_iter().enumerate() {
+        let (sender, receiver) = fwd.connect_pair(i as u32).await?;
+        fwd_pairs.push(Pair {
+            sender,
+            receiver,
+            template,
+            from,
+            to,
+            answers: false,
+        });
+    }
+    eprintln!(
+        "relay: the same load through the byte forwarder at {} ...",
+        fwd.addr
+    );
+    let (outcome, cpu) = cpu_during("self", load::run(fwd_pairs, load)).await;
+    drop(fwd);
+    Ok((outcome?, cpu))
 }
 
 /// Runs the measurement.
@@ -203,8 +351,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let text = "x".repeat(args.size.clamp(1, MAX_PLAINTEXT));
     let websocket = args.transport == Transport::Ws;
 
-    // The flexim server: real logins, one message sealed per pair.
-    let target = server::Target::spawn(args.server_bin.as_deref(), &args.data, &[])?;
+    // The flexim server: real logins, one message sealed per pair. In ids mode it may hold more
+    // unacknowledged messages per session than its default: once most pairs have finished,
+    // the last ones run at tens of thousands of messages per second each, and a stall of a few
+    // tens of milliseconds on two busy cores (the server's and this tool's threads taking turns)
+    // lets over a thousand be relayed before the receiver's ACKs for them are read. The default
+    // limit would then, by its rule, close the receiver as one that does not acknowledge; this
+    // measures throughput, not that limit (tests/e2e/delivery.rs tests it).
+    let extra: &[&str] = if args.ids {
+        &["--max-unacked", UNACKED_FOR_IDS]
+    } else {
+        &[]
+    };
+    let target = server::Target::spawn(args.server_bin.as_deref(), &args.data, extra)?;
     let addr = if websocket {
         target
             .ws
@@ -218,99 +377,78 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         pairs,
         target.pid().unwrap_or(0)
     );
-    let mut relay_pairs = Vec::new();
-    let mut templates = Vec::new();
-    for _ in 0..pairs {
-        let (s_id, r_id) = (Identity::generate()?, Identity::generate()?);
-        let mut s = Client::connect(&addr, &s_id, None)
-            .await
-            .with_context(|| format!("logging in at {addr}"))?;
-        let r = Client::connect(&addr, &r_id, None)
-            .await
-            .with_context(|| format!("logging in at {addr}"))?;
-        let sealed = s.seal_message(&r_id.public_key(), &text, &[])?;
-        let template = Template::new(&sealed)?;
-        templates.push((template.clone(), sealed.from.clone(), sealed.to.clone()));
-        relay_pairs.push(Pair {
-            sender: Conn::from_raw(s.into_parts().await?),
-            receiver: Conn::from_raw(r.into_parts().await?),
-            template,
-            from: sealed.from,
-            to: sealed.to,
-            answers: true,
-        });
-    }
-    let frame_bytes = templates[0].0.len();
-    eprintln!(
-        "relay: {} pairs x {} messages ({} B frames) through flexim-server ...",
-        pairs, load.messages, frame_bytes
-    );
-    let server_pid = target.pid().map(|p| p.to_string()).unwrap_or_default();
-    let before = cpu_seconds(&server_pid);
-    let (relay, generator_cpu) = cpu_during("self", load::run(relay_pairs, &load)).await;
-    let relay = relay?;
-    let server_cpu = cpu_seconds(&server_pid).zip(before).map(|(a, b)| a - b);
+    let plain = through_server(&target, &addr, pairs, &text, false, &load).await?;
+    let ids = match args.ids {
+        true => Some(through_server(&target, &addr, pairs, &text, true, &load).await?),
+        false => None,
+    };
     drop(target);
 
-    // The forwarder: the same frames, the same load, no handshake and no answers.
-    // `--baseline` and `--no-baseline` override each other: the last one given wins.
-    let forwarder = if !args.baseline && args.no_baseline {
-        None
+    // `--baseline` and `--no-baseline` override each other: the last one given wins. With
+    // `--ids` the forwarder runs only when asked for.
+    let wanted = if args.ids {
+        args.baseline
     } else {
-        let fwd = Forwarder::start(websocket).await?;
-        let mut fwd_pairs = Vec::new();
-        for (i, (template, from, to)) in templates.into_iter().enumerate() {
-            let (sender, receiver) = fwd.connect_pair(i as u32).await?;
-            fwd_pairs.push(Pair {
-                sender,
-                receiver,
-                template,
-                from,
-                to,
-                answers: false,
-            });
-        }
-        eprintln!(
-            "relay: the same load through the byte forwarder at {} ...",
-            fwd.addr
-        );
-        let (outcome, cpu) = cpu_during("self", load::run(fwd_pairs, &load)).await;
-        drop(fwd);
-        Some((outcome?, cpu))
+        args.baseline || !args.no_baseline
     };
-    let (forwarder, forwarder_cpu) = match forwarder {
-        Some((o, cpu)) => (Some(o), cpu),
-        None => (None, None),
+    let (forwarder, forwarder_cpu) = if wanted {
+        let (o, cpu) = through_forwarder(websocket, plain.templates.clone(), &load).await?;
+        (Some(o), cpu)
+    } else {
+        (None, None)
     };
+    let report = report(&args, &load, &text, plain, ids, forwarder, forwarder_cpu);
+    let correct = report.relay.correct(true)
+        && report.ids.as_ref().is_none_or(|i| i.relay.correct(true))
+        && report.forwarder.as_ref().is_none_or(|f| f.correct(false));
+    crate::finish(
+        args.json,
+        &report,
+        Report::summary,
+        correct,
+        "messages were lost, misrouted, refused, out of order or not receipted, or not all sent in time (see above)",
+    )
+}
 
+/// The report of a run.
+fn report(
+    args: &Args,
+    load: &Load,
+    text: &str,
+    plain: Measured,
+    ids: Option<Measured>,
+    forwarder: Option<Outcome>,
+    forwarder_cpu: Option<f64>,
+) -> Report {
+    let relay = plain.outcome;
     let ratio = |f: fn(&Outcome) -> f64| {
         forwarder
             .as_ref()
             .and_then(|fw| (f(fw) > 0.0).then(|| f(&relay) / f(fw)))
     };
-    let report = Report {
+    let ids = ids.map(|m| IdsReport {
+        throughput_ratio: m.outcome.msgs_per_sec / relay.msgs_per_sec.max(f64::MIN_POSITIVE),
+        plain_server_us_per_message: per_message(plain.server_cpu, &relay),
+        ids_server_us_per_message: per_message(m.server_cpu, &m.outcome),
+        relay: m.outcome,
+        server_cpu_s: m.server_cpu,
+        generator_cpu_s: m.generator_cpu,
+    });
+    Report {
         transport: args.transport,
-        pairs,
+        pairs: args.pairs.max(1),
         messages_per_pair: load.messages,
         size: text.len(),
-        frame_bytes,
+        frame_bytes: plain.templates[0].0.len(),
         window: load.window,
         rate: args.rate,
         throughput_ratio: ratio(|o| o.msgs_per_sec),
         p99_ratio: ratio(|o| o.latency.p99_ms),
         relay,
         forwarder,
-        relay_server_cpu_s: server_cpu,
-        relay_generator_cpu_s: generator_cpu,
+        relay_server_cpu_s: plain.server_cpu,
+        relay_generator_cpu_s: plain.generator_cpu,
         forwarder_process_cpu_s: forwarder_cpu,
-    };
-    let correct =
-        report.relay.correct(true) && report.forwarder.as_ref().is_none_or(|f| f.correct(false));
-    crate::finish(
-        args.json,
-        &report,
-        Report::summary,
-        correct,
-        "messages were lost, misrouted, refused or out of order, or not all sent in time (see above)",
-    )
+        ids,
+    }
 }

@@ -20,16 +20,18 @@ pub const SESSION_EXISTS: i8 = 5;
 /// stored messages". OFFLINES, which asks, is answered with OK instead, so a client can always
 /// tell its command's answer from this notice.
 pub const DELIVERED_STORED: i8 = 6;
-/// Receipt, sent unasked to the sender of a Message that carried an `id` (the Status carries
-/// the same `id`): the recipient acknowledged it (ACK). The server no longer holds it.
+/// Receipt, sent unasked to the sender of Messages that carried an `id` (the Status names them:
+/// one in `id`, several in `ids`): the recipient acknowledged them (ACK). The server no longer
+/// holds them.
 pub const DELIVERED: i8 = 7;
-/// Receipt, sent unasked to the sender of a Message that carried an `id` and was answered
-/// `3` RELAYED: its recipient's connection ended before acknowledging it, and the message is
-/// now durably stored for redelivery. From here on the sender may forget it, as after `2`.
+/// Receipt, sent unasked to the sender of Messages that carried an `id` and were answered `3`
+/// RELAYED (the Status names them in `id` or `ids`): their recipient's connection ended before
+/// acknowledging them, and they are now durably stored for redelivery. From here on the
+/// sender may forget them, as after `2`.
 pub const STORED_LATER: i8 = 8;
 /// Sent unasked when stored messages outlived the server's retention and were deleted unread:
-/// to each sender of such a message that carried an `id` (the Status carries the id), and to
-/// the recipient as a count ("N stored messages expired unread").
+/// to each sender of such messages that carried an `id` (the Status names them in `id` or
+/// `ids`), and to the recipient as a count ("N stored messages expired unread").
 pub const EXPIRED: i8 = 9;
 /// Presence: the user whose key is the payload came online.
 pub const PRESENCE_ONLINE: i8 = 10;
@@ -76,6 +78,9 @@ pub const SHUTTING_DOWN: i8 = -17;
 /// This session did not read its messages fast enough; the server stored what it could not
 /// deliver and closes the connection. Reconnect to receive the rest.
 pub const TOO_SLOW: i8 = -18;
+/// The server has as many connections as it allows (`--max-connections`): this one is refused
+/// right after its header and closed. Connections already open are not affected; try later.
+pub const SERVER_FULL: i8 = -19;
 
 /// A short name for a code, for logs and command-line output.
 pub fn name(code: i8) -> &'static str {
@@ -108,6 +113,7 @@ pub fn name(code: i8) -> &'static str {
         UNSUPPORTED => "unsupported",
         SHUTTING_DOWN => "shutting-down",
         TOO_SLOW => "too-slow",
+        SERVER_FULL => "server-full",
         _ => "unknown",
     }
 }
@@ -132,6 +138,7 @@ pub fn is_notice(code: i8) -> bool {
             | TAKEN_OVER
             | SHUTTING_DOWN
             | TOO_SLOW
+            | SERVER_FULL
     )
 }
 
@@ -159,6 +166,19 @@ pub mod cmd {
 /// The longest message `id` the server accepts, in bytes.
 pub const MAX_ID_LEN: usize = 64;
 
+/// Which bytes an id may hold, by value: one lookup per byte, because a server checks the id of
+/// every message and every id of every ACK.
+const ID_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        b += 1;
+    }
+    table
+};
+
 /// Checks a message `id`: 1 to [`MAX_ID_LEN`] characters, each an ASCII letter, digit, `-` or
 /// `_`, so that ids are safe to log, to store as keys and to show.
 pub fn validate_id(id: &str) -> Result<(), &'static str> {
@@ -168,10 +188,7 @@ pub fn validate_id(id: &str) -> Result<(), &'static str> {
     if id.len() > MAX_ID_LEN {
         return Err("an id may have at most 64 characters");
     }
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if !id.bytes().all(|b| ID_BYTE[usize::from(b)]) {
         return Err("an id may hold only ASCII letters, digits, '-' and '_'");
     }
     Ok(())
@@ -212,6 +229,7 @@ mod tests {
             UNSUPPORTED,
             SHUTTING_DOWN,
             TOO_SLOW,
+            SERVER_FULL,
         ];
         let mut names: Vec<_> = codes.iter().map(|c| name(*c)).collect();
         assert!(!names.contains(&"unknown"));
@@ -223,5 +241,18 @@ mod tests {
         assert!(!is_error(STORED));
         assert!(is_notice(PRESENCE_OFFLINE) && is_notice(TOO_SLOW));
         assert!(!is_notice(OK) && !is_notice(STORED) && !is_notice(SPOOF));
+    }
+
+    #[test]
+    fn ids_take_ascii_letters_digits_dash_and_underscore_only() {
+        for b in 0..=255u8 {
+            let ok = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+            let s = char::from(b).to_string();
+            assert_eq!(validate_id(&s).is_ok(), ok, "{b:#04x}");
+        }
+        assert!(validate_id("").is_err());
+        assert!(validate_id(&"a".repeat(64)).is_ok());
+        assert!(validate_id(&"a".repeat(65)).is_err());
+        assert!(validate_id("ü").is_err());
     }
 }

@@ -226,6 +226,14 @@ fn compute() -> Vec<(&'static str, String)> {
         hex(&Datum::Status(Status::new(-7, "spoof")).to_frame().unwrap()),
     ));
     v.push((
+        "frame: Status receipt with ids",
+        hex(
+            &Datum::Status(Status::new(7, "delivered").with_ids(vec!["m-1".into(), "m-2".into()]))
+                .to_frame()
+                .unwrap(),
+        ),
+    ));
+    v.push((
         "frame: Command ROSTER",
         hex(&Datum::Command(Command::new("ROSTER", &[]))
             .to_frame()
@@ -487,6 +495,10 @@ const EXPECTED: &[(&str, &str)] = &[
     (
         "frame: Status spoof",
         "06001782a6737461747573f9a77061796c6f6164a573706f6f66",
+    ),
+    (
+        "frame: Status receipt with ids",
+        "06002883a673746174757307a77061796c6f6164a964656c697665726564a369647392a36d2d31a36d2d32",
     ),
     (
         "frame: Command ROSTER",

@@ -8,7 +8,7 @@
 //! - `online` (hash): key hex -> id of the node holding the key's active session.
 //! - channels `to:<id>` (signals for one node) and `presence` (for every node).
 //!
-//! The relay core uses this through [`Cluster`]; it still knows no sockets.
+//! The relay uses this through [`Cluster`]; it still knows no sockets.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +20,9 @@ use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
 /// How often a node refreshes its heartbeat.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// How long a heartbeat lives: a node silent for this long is dead and its keys are free.
-pub const HEARTBEAT_TTL_SECS: u64 = 3;
+pub(crate) const HEARTBEAT_TTL_SECS: u64 = 3;
 /// Longest wait for one Redis command; a Redis that does not answer counts as down.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -39,7 +39,7 @@ pub enum ClusterError {
 
 /// What one node tells another (or all).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     /// Messages for this key were stored; its active session (on the receiving node) should
     /// look at the store.
     Wake(PublicKey),
@@ -111,7 +111,7 @@ impl Signal {
 
 /// The outcome of claiming a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claimed {
+pub(crate) enum Claimed {
     /// This node holds the key now.
     Here,
     /// A live node holds it.
@@ -150,7 +150,7 @@ return 0
 "#;
 
 /// This node's handle on the cluster.
-pub struct Cluster {
+pub(crate) struct Cluster {
     /// This node's id: random, so a restarted node is a new node and never mistaken for
     /// its dead predecessor.
     node: String,
@@ -185,13 +185,13 @@ impl Cluster {
     /// Connects to Redis at `url`, starts the heartbeat and the subscription, and returns
     /// the handle and the signals for this node (a bounded channel: when the relay falls
     /// behind, the oldest signals are not dropped but the subscription waits).
-    pub async fn connect(
+    pub(crate) async fn connect(
         url: &str,
     ) -> Result<(Arc<Cluster>, mpsc::Receiver<Signal>), ClusterError> {
         let client = redis::Client::open(url)?;
         let conn = timed(client.get_connection_manager()).await?;
         let mut id = [0u8; 8];
-        crate::relay::random(&mut id);
+        crate::clock::random(&mut id);
         let node: String = id.iter().map(|b| format!("{b:02x}")).collect();
         let cluster = Arc::new(Cluster {
             node,
@@ -208,7 +208,7 @@ impl Cluster {
     }
 
     /// This node's id.
-    pub fn node(&self) -> &str {
+    pub(crate) fn node(&self) -> &str {
         &self.node
     }
 
@@ -220,7 +220,11 @@ impl Cluster {
 
     /// Makes this node the holder of `key`, unless a live node holds it (with `force`,
     /// regardless: GHOST).
-    pub async fn claim(&self, key: &PublicKey, force: bool) -> Result<Claimed, ClusterError> {
+    pub(crate) async fn claim(
+        &self,
+        key: &PublicKey,
+        force: bool,
+    ) -> Result<Claimed, ClusterError> {
         let mut c = self.conn.clone();
         let mut call = self.claim.key(ONLINE);
         call.arg(key.to_hex())
@@ -235,7 +239,7 @@ impl Cluster {
     }
 
     /// Gives `key` up if this node holds it.
-    pub async fn release(&self, key: &PublicKey) -> Result<(), ClusterError> {
+    pub(crate) async fn release(&self, key: &PublicKey) -> Result<(), ClusterError> {
         let mut c = self.conn.clone();
         let mut call = self.release.key(ONLINE);
         call.arg(key.to_hex()).arg(&self.node);
@@ -243,7 +247,10 @@ impl Cluster {
     }
 
     /// The live nodes holding each key (`None`: offline, or its node is dead).
-    pub async fn holders(&self, keys: &[PublicKey]) -> Result<Vec<Option<String>>, ClusterError> {
+    pub(crate) async fn holders(
+        &self,
+        keys: &[PublicKey],
+    ) -> Result<Vec<Option<String>>, ClusterError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -258,7 +265,7 @@ impl Cluster {
 
     /// Sends `signal` to node `node`, or to every node for presence. Best effort: a lost
     /// signal delays delivery until the next login or resync, it never loses a message.
-    pub fn send(self: &Arc<Self>, node: Option<&str>, signal: Signal) {
+    pub(crate) fn send(self: &Arc<Self>, node: Option<&str>, signal: Signal) {
         let channel = match node {
             Some(n) => to_channel(n),
             None => PRESENCE.to_string(),

@@ -91,6 +91,14 @@ pub struct Limits {
     /// front, so it is most of an idle WebSocket's memory. Larger messages still arrive (the
     /// buffer grows for them).
     pub ws_read_buffer: usize,
+    /// Connections (TCP and WebSocket together) the server keeps open at once. One more is
+    /// told Status -19 (server-full) right after its header and closed; the connections
+    /// already open are not affected. The default leaves half of this machine kind's 20,000
+    /// open files for the store, the listeners, and refusing connections over the limit.
+    pub max_connections: usize,
+    /// How long a shutdown waits for the connections to send their goodbye (Status -17) and
+    /// close before the server stops regardless.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Limits {
@@ -113,6 +121,8 @@ impl Default for Limits {
             ws_max_message: flexim_protocol::MAX_BODY + flexim_protocol::frame::PREFIX_LEN,
             ws_write_buffer: 8 * 1024,
             ws_read_buffer: 2 * 1024,
+            max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(2),
         }
     }
 }

@@ -35,7 +35,7 @@ pub fn load_or_create(path: &Path) -> Result<(SecretKey, bool), KeyFileError> {
             .ok_or_else(|| KeyFileError::Format(shown.clone())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 32];
-            crate::relay::random(&mut bytes);
+            crate::clock::random(&mut bytes);
             let key = SecretKey::from_bytes(bytes);
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create_new(true);

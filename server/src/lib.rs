@@ -3,31 +3,38 @@
 //! `main` and the tests use the same two calls: [`Server::bind`] then [`Server::run`].
 //! See `ARCHITECTURE.md` for the map and the invariants.
 
+mod clock;
 pub mod cluster;
 pub mod config;
-pub mod http;
+mod conns;
+mod directory;
+mod frames;
+mod http;
 pub mod keyfile;
-pub mod relay;
-pub mod session;
+mod metrics;
+mod peer;
+mod relay;
+mod session;
+mod state;
 pub mod store;
-pub mod tcp;
-pub mod ws;
+mod table;
+mod tcp;
+mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::serve::ListenerExt as _;
 use flexim_protocol::PublicKey;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 pub use config::{Config, Limits, StoreChoice};
+use conns::Connections;
 use relay::Relay;
 use store::{EmbeddedStore, RedisStore, Store};
-use tokio::sync::mpsc;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -147,39 +154,31 @@ impl Server {
 
     /// The server's public key.
     pub fn public_key(&self) -> PublicKey {
-        self.relay.public_key()
+        self.relay.server_key.public_key()
     }
 
     /// Serves both transports until `shutdown` completes, then tells every session, waits
-    /// briefly for them to close, and returns.
+    /// (at most `Limits::shutdown_grace`) for every connection's task to end, and returns.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let cluster_tasks = self.signals.take().map(|mut signals| {
-            let relay = self.relay.clone();
-            let on_signal = tokio::spawn(async move {
-                while let Some(s) = signals.recv().await {
-                    relay.signal(s).await;
-                }
-            });
-            // Sessions waiting for a key held by a node that died take it over once that
-            // node's heartbeat has expired.
-            let relay = self.relay.clone();
-            let claims = tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(cluster::HEARTBEAT_EVERY).await;
-                    relay.claim_waiting(&[]).await;
-                }
-            });
-            [on_signal, claims]
-        });
+        let cluster_tasks = self
+            .signals
+            .take()
+            .map(|signals| self.cluster_tasks(signals));
+        let limits = self.relay.limits.clone();
+        let conns = Arc::new(Connections::new(limits.max_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let tcp = tokio::spawn(tcp::serve(self.tcp, self.relay.clone(), stop_rx.clone()));
-        let router = http::app(
-            http::AppState {
-                relay: self.relay.clone(),
-                shutdown: stop_rx.clone(),
-            },
-            &self.static_dir,
-        );
+        let tcp = tokio::spawn(tcp::serve(
+            self.tcp,
+            self.relay.clone(),
+            conns.clone(),
+            stop_rx.clone(),
+        ));
+        let state = state::AppState {
+            relay: self.relay.clone(),
+            shutdown: stop_rx.clone(),
+            conns: conns.clone(),
+        };
+        let router = http::app(state, &self.static_dir);
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(async move {
             // Frames are small and a session already writes what it has in one go: Nagle's
@@ -193,9 +192,7 @@ impl Server {
                 })
                 .await
         });
-        let sweeper = self
-            .relay
-            .limits
+        let sweeper = limits
             .retention
             .map(|retention| tokio::spawn(sweep(self.relay.clone(), retention)));
         shutdown.await;
@@ -208,16 +205,38 @@ impl Server {
         }
         let _ = stop_tx.send(true);
         let _ = tcp.await;
-        // Sessions send SHUTTING_DOWN and close; give them a moment to do it.
-        for _ in 0..50 {
-            if self.relay.metrics.connections_open.load(Ordering::Relaxed) == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        // Sessions send SHUTTING_DOWN and close; wait for their tasks (not a counter), so that
+        // every logout has run when this returns.
+        if !conns.wait(limits.shutdown_grace).await {
+            tracing::warn!("some connections did not close in time");
         }
-        match tokio::time::timeout(Duration::from_secs(2), http).await {
+        match tokio::time::timeout(limits.shutdown_grace, http).await {
             Ok(Ok(result)) => result,
             _ => Ok(()),
         }
+    }
+
+    /// The tasks of one node among several: signals from the others, and claims of keys whose
+    /// holder died.
+    fn cluster_tasks(
+        &self,
+        mut signals: mpsc::Receiver<cluster::Signal>,
+    ) -> [tokio::task::JoinHandle<()>; 2] {
+        let relay = self.relay.clone();
+        let on_signal = tokio::spawn(async move {
+            while let Some(s) = signals.recv().await {
+                relay.signal(s).await;
+            }
+        });
+        // Sessions waiting for a key held by a node that died take it over once that node's
+        // heartbeat has expired.
+        let relay = self.relay.clone();
+        let claims = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(cluster::HEARTBEAT_EVERY).await;
+                relay.claim_waiting(&[]).await;
+            }
+        });
+        [on_signal, claims]
     }
 }

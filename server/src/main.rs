@@ -58,6 +58,10 @@ struct Cli {
     /// reader (its messages are stored and it is disconnected).
     #[arg(long, env = "FLEXIM_MAX_UNACKED", default_value_t = Limits::default().max_unacked)]
     max_unacked: usize,
+    /// Connections (TCP and WebSocket together) open at once; one more is told Status -19
+    /// server-full after its header and closed.
+    #[arg(long, env = "FLEXIM_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
     /// Largest datum body accepted, in bytes (at most 65535).
     #[arg(long, env = "FLEXIM_MAX_BODY", default_value_t = Limits::default().max_body as u16)]
     max_body: u16,
@@ -132,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
         max_unacked: cli.max_unacked,
         retention: cli.retention.0,
         max_body: cli.max_body.into(),
+        max_connections: cli.max_connections,
         ..Limits::default()
     };
     let config = Config {

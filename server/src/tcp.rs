@@ -10,16 +10,23 @@ use bytes::{Bytes, BytesMut};
 use flexim_protocol::HEADER;
 use flexim_protocol::frame::{self, FrameError};
 use futures_util::{Sink, Stream};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::codec::{BytesCodec, FramedWrite};
 
-use crate::relay::{Metrics, Relay};
+use crate::conns::{Connections, Slot};
+use crate::metrics;
+use crate::relay::Relay;
 use crate::session::{self, Inbound};
 
 /// Accepts connections until shutdown, one task per connection.
-pub async fn serve(listener: TcpListener, relay: Arc<Relay>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    relay: Arc<Relay>,
+    conns: Arc<Connections>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
@@ -27,11 +34,13 @@ pub async fn serve(listener: TcpListener, relay: Arc<Relay>, mut shutdown: watch
         };
         match accepted {
             Ok((stream, peer)) => {
-                Metrics::inc(&relay.metrics.connections_total);
+                metrics::inc(&relay.metrics.connections_total);
+                let slot = conns.try_slot();
                 let relay = relay.clone();
                 let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    let end = handle(stream, relay, shutdown).await;
+                let refusal = slot.is_none().then(|| conns.refusal());
+                conns.spawn(async move {
+                    let end = handle(stream, relay, slot, refusal, shutdown).await;
                     tracing::debug!(%peer, ?end, "tcp connection closed");
                 });
             }
@@ -68,24 +77,47 @@ async fn read_header(stream: &mut TcpStream) -> bool {
     true
 }
 
+/// Serves one connection: the header, then the session; or, without a `slot`, the header and
+/// the `refusal`.
 async fn handle(
     mut stream: TcpStream,
     relay: Arc<Relay>,
-    shutdown: watch::Receiver<bool>,
+    slot: Option<Slot>,
+    refusal: Option<Bytes>,
+    mut shutdown: watch::Receiver<bool>,
 ) -> Option<session::End> {
     let timeout = relay.limits.header_timeout;
-    if !matches!(
-        tokio::time::timeout(timeout, read_header(&mut stream)).await,
-        Ok(true)
-    ) {
+    let header = tokio::select! {
+        ok = tokio::time::timeout(timeout, read_header(&mut stream)) => matches!(ok, Ok(true)),
+        // A connection that has not sent its header yet is no session to tell: it is reset.
+        _ = shutdown.wait_for(|stop| *stop) => false,
+    };
+    if !header {
         reset(stream);
         return None;
     }
+    let Some(_slot) = slot else {
+        metrics::inc(&relay.metrics.connections_refused);
+        if let Some(refusal) = refusal {
+            // Best effort, briefly: the client is told why, then the connection closes.
+            let _ = tokio::time::timeout(timeout, async {
+                stream.write_all(&refusal).await?;
+                stream.shutdown().await?;
+                // Read what the client still sends until it closes: closing with unread bytes
+                // would reset the connection, and a reset may destroy the Status unread.
+                let mut sink = [0u8; 512];
+                while stream.read(&mut sink).await? > 0 {}
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+        }
+        return None;
+    };
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     let mut inbound = Box::pin(frames(FrameReader::new(read, relay.limits.max_body)));
-    let mut outbound = Writer::new(write);
-    Some(session::run(relay, &mut inbound, &mut outbound, shutdown).await)
+    let outbound = Writer::new(write);
+    Some(session::run(relay, &mut inbound, outbound, shutdown).await)
 }
 
 /// Bytes of queued frames written out together before more are accepted.
@@ -99,14 +131,14 @@ const READ_CHUNK: usize = 8192;
 /// The write side of a TCP connection: frames fed between two flushes go out in one write,
 /// and the buffer that gathered them is given back after each flush, so an idle connection
 /// holds no write buffer (tokio-util's default keeps 8 KiB for every connection).
-pub struct Writer<W> {
+pub(crate) struct Writer<W> {
     /// Frames gathered for the next write.
     inner: FramedWrite<W, BytesCodec>,
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
     /// A writer with no buffer yet.
-    pub fn new(write: W) -> Self {
+    pub(crate) fn new(write: W) -> Self {
         let mut inner = FramedWrite::with_capacity(write, BytesCodec::new(), 0);
         // With the capacity as the boundary, an empty buffer would write every frame on its
         // own: one system call per frame.
@@ -141,7 +173,7 @@ impl<W: AsyncWrite + Unpin> Sink<Bytes> for Writer<W> {
 }
 
 /// Owns the read half and its buffer; turns bytes into frames (check, then split).
-pub struct FrameReader<R> {
+pub(crate) struct FrameReader<R> {
     /// The socket's read half.
     reader: R,
     /// Bytes read but not yet framed.
@@ -156,7 +188,7 @@ pub struct FrameReader<R> {
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader with an empty buffer.
-    pub fn new(reader: R, max_body: usize) -> Self {
+    pub(crate) fn new(reader: R, max_body: usize) -> Self {
         FrameReader {
             reader,
             buf: BytesMut::new(),
@@ -167,7 +199,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// The next frame or framing problem; `None` at the end of input or on a read error.
-    pub async fn next(&mut self) -> Option<Inbound> {
+    pub(crate) async fn next(&mut self) -> Option<Inbound> {
         loop {
             if self.skip > 0 {
                 let n = self.skip.min(self.buf.len());
@@ -214,7 +246,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 }
 
 /// The reader as a `Stream`. Cancel-safe: an unfinished read stays inside the stream.
-pub fn frames<R: AsyncRead + Unpin>(reader: FrameReader<R>) -> impl Stream<Item = Inbound> {
+pub(crate) fn frames<R: AsyncRead + Unpin>(reader: FrameReader<R>) -> impl Stream<Item = Inbound> {
     futures_util::stream::unfold(
         reader,
         |mut r| async move { r.next().await.map(|i| (i, r)) },

@@ -9,27 +9,38 @@ use axum::response::Response;
 use bytes::Bytes;
 use flexim_protocol::HEADER;
 use flexim_protocol::frame;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use tokio::sync::watch;
 
-use crate::http::AppState;
-use crate::relay::{Metrics, Relay};
+use crate::conns::Slot;
+use crate::metrics;
+use crate::relay::Relay;
 use crate::session::{self, End, Inbound};
+use crate::state::AppState;
 
-/// Upgrades `GET /ws` with buffers sized for many connections.
-pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+/// Upgrades `GET /ws` with buffers sized for many connections. A connection over the limit is
+/// upgraded all the same, so that it can be told why it is refused (a browser sees nothing of
+/// an HTTP error answer to its upgrade).
+pub(crate) async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+    metrics::inc(&state.relay.metrics.connections_total);
+    let slot = state.conns.try_slot();
     let limits = &state.relay.limits;
+    let conns = state.conns.clone();
     ws.max_message_size(limits.ws_max_message)
         .max_frame_size(limits.ws_max_message)
         .write_buffer_size(limits.ws_write_buffer)
         .max_write_buffer_size(limits.ws_write_buffer.max(limits.ws_max_message) * 2)
         .read_buffer_size(limits.ws_read_buffer)
-        .on_upgrade(move |socket| handle(socket, state.relay, state.shutdown))
+        .on_upgrade(move |socket| conns.track(handle(socket, state, slot)))
 }
 
 /// The reason given with close code 1009.
 const TOO_BIG: &str = "message larger than any frame";
 /// Marks the end of the stream (a close frame or a broken connection); never sent.
 const GONE: &str = "";
+/// Close code 1013, "try again later": the server is full.
+const TRY_AGAIN_LATER: u16 = 1013;
 
 /// Turns one WebSocket message into what the session driver expects.
 fn to_inbound(msg: Result<Message, axum::Error>, max_body: usize) -> Option<Inbound> {
@@ -50,37 +61,40 @@ fn to_inbound(msg: Result<Message, axum::Error>, max_body: usize) -> Option<Inbo
     }
 }
 
-async fn handle(
-    socket: WebSocket,
-    relay: Arc<Relay>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    Metrics::inc(&relay.metrics.connections_total);
+/// Waits for the header (at most `Limits::header_timeout`, and not past shutdown); false if it
+/// did not come or was wrong.
+async fn header(
+    stream: &mut SplitStream<WebSocket>,
+    relay: &Relay,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let first = tokio::select! {
+        first = tokio::time::timeout(relay.limits.header_timeout, stream.next()) => first,
+        _ = shutdown.wait_for(|stop| *stop) => return false,
+    };
+    matches!(&first, Ok(Some(Ok(Message::Binary(b)))) if b[..] == HEADER)
+}
+
+/// Serves one WebSocket connection, or refuses it when it has no `slot`.
+async fn handle(socket: WebSocket, state: AppState, slot: Option<Slot>) {
+    let AppState {
+        relay,
+        mut shutdown,
+        conns,
+    } = state;
     let (mut sink, mut stream) = socket.split();
-    let first = tokio::time::timeout(relay.limits.header_timeout, stream.next()).await;
-    let header_ok = matches!(&first, Ok(Some(Ok(Message::Binary(b)))) if b[..] == HEADER);
-    if !header_ok {
-        let _ = sink
-            .send(close(
-                close_code::PROTOCOL,
-                "expected the 5-byte FLEX header as the first binary message",
-            ))
-            .await;
+    if !header(&mut stream, &relay, &mut shutdown).await {
+        let why = "expected the 5-byte FLEX header as the first binary message";
+        let _ = sink.send(close(close_code::PROTOCOL, why)).await;
         return;
     }
-    let max_body = relay.limits.max_body;
-    // A closed or failed stream ends the session: map both to the end of the stream.
-    let mut inbound = Box::pin(
-        stream
-            .filter_map(move |m| std::future::ready(to_inbound(m, max_body)))
-            .take_while(|i| std::future::ready(!matches!(i, Inbound::Violation(GONE)))),
-    );
-    let end = {
-        let mut outbound = (&mut sink)
-            .sink_map_err(io::Error::other)
-            .with(|b: Bytes| std::future::ready(Ok::<_, io::Error>(Message::Binary(b))));
-        session::run(relay, &mut inbound, &mut outbound, shutdown).await
+    let Some(_slot) = slot else {
+        metrics::inc(&relay.metrics.connections_refused);
+        let _ = sink.send(Message::Binary(conns.refusal())).await;
+        let _ = sink.send(close(TRY_AGAIN_LATER, "server full")).await;
+        return;
     };
+    let end = serve(&mut sink, stream, relay, shutdown).await;
     let goodbye = match end {
         End::Violation(TOO_BIG) => close(close_code::SIZE, TOO_BIG),
         End::Violation(why) => close(close_code::PROTOCOL, why),
@@ -90,6 +104,27 @@ async fn handle(
     let _ = sink.send(goodbye).await;
 }
 
+/// Runs the session over the WebSocket's two halves.
+async fn serve(
+    sink: &mut SplitSink<WebSocket, Message>,
+    stream: SplitStream<WebSocket>,
+    relay: Arc<Relay>,
+    shutdown: watch::Receiver<bool>,
+) -> End {
+    let max_body = relay.limits.max_body;
+    // A closed or failed stream ends the session: map both to the end of the stream.
+    let mut inbound = Box::pin(
+        stream
+            .filter_map(move |m| std::future::ready(to_inbound(m, max_body)))
+            .take_while(|i| std::future::ready(!matches!(i, Inbound::Violation(GONE)))),
+    );
+    let outbound = sink
+        .sink_map_err(io::Error::other)
+        .with(|b: Bytes| std::future::ready(Ok::<_, io::Error>(Message::Binary(b))));
+    session::run(relay, &mut inbound, outbound, shutdown).await
+}
+
+/// A close frame.
 fn close(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame {
         code,

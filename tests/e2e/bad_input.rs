@@ -231,3 +231,69 @@ async fn an_oversized_websocket_frame_gets_too_large_and_the_socket_stays_up() {
     }
     by.check().await;
 }
+
+#[tokio::test]
+async fn websocket_subprotocols_and_compression_are_declined_and_any_origin_is_served() {
+    let server = TestServer::start();
+    let host = server
+        .http
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let mut s = TcpStream::connect(host).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: flex, chat\r\n\
+         Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+         Origin: https://elsewhere.example\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1, "the server closed during the upgrade: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 101"),
+        "upgraded despite the Origin: {head}"
+    );
+    assert!(
+        !head.contains("sec-websocket-protocol"),
+        "no subprotocol: {head}"
+    );
+    assert!(
+        !head.contains("sec-websocket-extensions"),
+        "no compression: {head}"
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_that_sends_no_header_is_closed_with_a_protocol_error_after_5_seconds() {
+    let server = TestServer::start();
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws.as_str())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    use futures_util::StreamExt;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(c)))) => break c,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let waited = started.elapsed();
+    let close = close.expect("a close code");
+    assert_eq!(u16::from(close.code), 1002, "{close:?}");
+    assert!(close.reason.contains("FLEX header"), "{close:?}");
+    assert!(
+        waited >= Duration::from_millis(4500) && waited < Duration::from_secs(8),
+        "{waited:?}"
+    );
+}

@@ -254,3 +254,60 @@ async fn ghost_moves_delivery_to_the_newer_session() {
         }
     }
 }
+
+/// Unix seconds now.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test]
+async fn last_seen_of_an_online_user_is_its_latest_login_and_of_an_offline_one_its_logout() {
+    let server = TestServer::start();
+    let (alice, observer) = (new_key(), new_key());
+    let mut o = Raw::login(server.tcp, &observer).await.unwrap();
+    let alice_hex = alice.public_key().to_hex();
+    let before = now();
+    let a = Raw::login(server.tcp, &alice).await.unwrap();
+    let after = now();
+    let online = get_user(&mut o, &alice_hex).await;
+    assert_eq!(online.online, Some(true));
+    assert!(
+        (before..=after).contains(&online.last_seen),
+        "online: the time its session began, {before}..={after}: {online:?}"
+    );
+    // Two seconds later she leaves: once the -10 notice is out, last_seen is her logout.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let left = now();
+    drop(a);
+    loop {
+        match o.recv().await.unwrap() {
+            Datum::Status(s) if s.status == status::PRESENCE_OFFLINE && s.payload == alice_hex => {
+                break;
+            }
+            _ => continue,
+        }
+    }
+    let offline = get_user(&mut o, &alice_hex).await;
+    assert_eq!(offline.online, Some(false));
+    assert!(
+        offline.last_seen >= left,
+        "offline: its logout: {offline:?}"
+    );
+}
+
+/// GETUSER, skipping presence notices.
+async fn get_user(o: &mut Raw, who: &str) -> flexim_protocol::datum::User {
+    o.send(&Command::new(cmd::GETUSER, &[who]).into())
+        .await
+        .unwrap();
+    loop {
+        match o.recv().await.unwrap() {
+            Datum::User(u) => return u,
+            Datum::Status(s) if s.status.abs() == 10 => continue,
+            other => panic!("expected a User, got {other:?}"),
+        }
+    }
+}

@@ -110,17 +110,27 @@ pub async fn queue_order_limits_peek_and_remove(store: &dyn Store) {
             .is_empty(),
         "nothing after the last sequence number"
     );
+    removing_frees_room(store, bob, [got[0].seq, got[1].seq], LIMITS).await;
+}
 
+/// The second half of [`queue_order_limits_peek_and_remove`]: `bob`'s queue holds the entries
+/// `seqs` ("one" and "two") and is at the limit.
+async fn removing_frees_room(
+    store: &dyn Store,
+    bob: PublicKey,
+    seqs: [u64; 2],
+    limits: QueueLimits,
+) {
     store
-        .remove(bob, vec![got[0].seq, got[1].seq + 1000])
+        .remove(bob, vec![seqs[0], seqs[1] + 1000])
         .await
         .expect("removing a known and an unknown sequence number");
     store
-        .remove(bob, vec![got[0].seq])
+        .remove(bob, vec![seqs[0]])
         .await
         .expect("removing an entry twice is not an error");
     store
-        .enqueue(bob, vec![entry(b"three", None)], Some(LIMITS))
+        .enqueue(bob, vec![entry(b"three", None)], Some(limits))
         .await
         .expect("removing freed room for one more");
     assert_eq!(
@@ -154,7 +164,7 @@ pub async fn queue_order_limits_peek_and_remove(store: &dyn Store) {
         .enqueue(
             bob,
             vec![entry(b"five", None), entry(b"six", None)],
-            Some(LIMITS),
+            Some(limits),
         )
         .await
         .expect("an emptied queue takes as many as its limit again");

@@ -112,7 +112,7 @@ impl EmbeddedStore {
     /// Opens (or creates) the database file at `path`, makes sure every table exists and
     /// starts the writer thread (it ends when the last clone of the store is dropped).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::open_at(path, crate::relay::now())
+        Self::open_at(path, crate::clock::now())
     }
 
     /// [`EmbeddedStore::open`] with the time given, for converting old entries.

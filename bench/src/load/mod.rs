@@ -14,6 +14,17 @@
 //! receiver reads the fields it checks (`from`, `to`, `date`) with a small msgpack walker
 //! instead of decoding the datum, and latencies go into a fixed-size histogram, with one
 //! clock read per batch rather than per message.
+//!
+//! In ids mode (the path real clients take) each message also carries a unique id, patched
+//! in place like the sequence number; each receiver acknowledges the ids it read in one ACK
+//! per read round (at most 256 ids each), and each sender counts the receipts (`7`, naming
+//! one message in `id` or several in `ids`).
+
+mod frames;
+mod histogram;
+
+pub use frames::{Template, message_fields, status_code};
+pub use histogram::Histogram;
 
 use std::future::poll_fn;
 use std::io;
@@ -21,12 +32,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use bytes::Bytes;
 use flexim_client::RawConnection;
 use flexim_client::protocol::frame::PREFIX_LEN;
 use flexim_client::protocol::status;
-use flexim_client::protocol::{Datum, Message};
 use futures_util::{Sink, Stream};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -35,6 +45,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::stats::Latency;
+use frames::{ACK_BATCH, ID_LEN, ack_frame, status_fields};
 
 /// Type byte of a Message frame.
 const MESSAGE: u8 = 3;
@@ -53,270 +64,6 @@ pub struct Load {
     pub rate_per_pair: Option<f64>,
     /// Bound on the run.
     pub timeout: Duration,
-}
-
-/// A sealed Message frame whose `date` field can be overwritten in place.
-#[derive(Debug, Clone)]
-pub struct Template {
-    /// The whole frame (prefix and body), with the sentinel in `date`.
-    frame: Vec<u8>,
-    /// Offset in `frame` of the 8 big-endian bytes of `date`.
-    seq_at: usize,
-}
-
-/// The `date` the template is encoded with: negative and below -2^31, so msgpack writes it as
-/// an int64 (marker 0xd3 and 8 bytes) and any sequence number written over it later keeps the
-/// frame's length; its bytes are distinctive enough to be found exactly once.
-const SENTINEL: i64 = -0x0123_4567_89ab_cdef;
-
-impl Template {
-    /// The frame of `message` (sealed once by the client library) without an id, so that the
-    /// server takes its plain relay path: no ACK, no receipts.
-    pub fn new(message: &Message) -> anyhow::Result<Template> {
-        let mut m = message.clone();
-        m.id = None;
-        m.date = SENTINEL;
-        let frame = Datum::Message(m).to_frame()?;
-        let mut pattern = vec![0xd3];
-        pattern.extend_from_slice(&SENTINEL.to_be_bytes());
-        let mut found = frame
-            .windows(pattern.len())
-            .enumerate()
-            .filter(|(_, w)| *w == pattern.as_slice())
-            .map(|(i, _)| i + 1);
-        let Some(seq_at) = found.next() else {
-            bail!("the encoded message has no int64 date to patch");
-        };
-        if found.next().is_some() {
-            bail!("the date sentinel occurs twice in the encoded message");
-        }
-        Ok(Template { frame, seq_at })
-    }
-
-    /// Length of every frame built from this template.
-    pub fn len(&self) -> usize {
-        self.frame.len()
-    }
-
-    /// Appends the frame for sequence number `seq` to `out`.
-    pub fn write(&self, seq: u64, out: &mut Vec<u8>) {
-        let at = out.len() + self.seq_at;
-        out.extend_from_slice(&self.frame);
-        out[at..at + 8].copy_from_slice(&(seq as i64).to_be_bytes());
-    }
-}
-
-/// A msgpack value as far as the receiver cares.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Value<'a> {
-    /// A string's bytes.
-    Str(&'a [u8]),
-    /// Any integer that fits in an i64.
-    Int(i64),
-    /// Anything else (skipped).
-    Other,
-}
-
-/// A cursor over msgpack bytes.
-struct Reader<'a> {
-    /// The bytes.
-    b: &'a [u8],
-    /// Where the next value starts.
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    /// The next `n` bytes.
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let s = self.b.get(self.at..self.at.checked_add(n)?)?;
-        self.at += n;
-        Some(s)
-    }
-
-    /// A big-endian unsigned number of `n` bytes (1, 2, 4 or 8).
-    fn uint(&mut self, n: usize) -> Option<u64> {
-        Some(
-            self.take(n)?
-                .iter()
-                .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
-        )
-    }
-
-    /// The next value; nested arrays and maps are skipped whole (depth-limited).
-    fn value(&mut self, depth: u32) -> Option<Value<'a>> {
-        if depth > 8 {
-            return None;
-        }
-        let m = *self.b.get(self.at)?;
-        self.at += 1;
-        Some(match m {
-            0x00..=0x7f => Value::Int(i64::from(m)),
-            0xe0..=0xff => Value::Int(i64::from(m as i8)),
-            0xa0..=0xbf => Value::Str(self.take(usize::from(m & 0x1f))?),
-            0xd9..=0xdb => {
-                let n = self.uint(1 << (m - 0xd9))? as usize;
-                Value::Str(self.take(n)?)
-            }
-            0xcc..=0xcf => Value::Int(i64::try_from(self.uint(1 << (m - 0xcc))?).ok()?),
-            0xd0 => Value::Int(i64::from(self.uint(1)? as u8 as i8)),
-            0xd1 => Value::Int(i64::from(self.uint(2)? as u16 as i16)),
-            0xd2 => Value::Int(i64::from(self.uint(4)? as u32 as i32)),
-            0xd3 => Value::Int(self.uint(8)? as i64),
-            0xc0 | 0xc2 | 0xc3 => Value::Other,
-            0xca => self.take(4).map(|_| Value::Other)?,
-            0xcb => self.take(8).map(|_| Value::Other)?,
-            0xc4..=0xc6 => {
-                let n = self.uint(1 << (m - 0xc4))? as usize;
-                self.take(n).map(|_| Value::Other)?
-            }
-            0x90..=0x9f | 0xdc | 0xdd | 0x80..=0x8f | 0xde | 0xdf => {
-                let (n, per) = match m {
-                    0x90..=0x9f => (u64::from(m & 0x0f), 1),
-                    0x80..=0x8f => (u64::from(m & 0x0f), 2),
-                    0xdc => (self.uint(2)?, 1),
-                    0xdd => (self.uint(4)?, 1),
-                    0xde => (self.uint(2)?, 2),
-                    _ => (self.uint(4)?, 2),
-                };
-                for _ in 0..n * per {
-                    self.value(depth + 1)?;
-                }
-                Value::Other
-            }
-            // Ext types (and the unused 0xc1) never occur in FLEX datums.
-            _ => return None,
-        })
-    }
-}
-
-/// Calls `f` with each key and value of the msgpack map `body`; `None` if it is not one.
-pub fn map_fields<'a>(body: &'a [u8], mut f: impl FnMut(&'a [u8], Value<'a>)) -> Option<()> {
-    let mut r = Reader { b: body, at: 0 };
-    let m = *body.first()?;
-    r.at = 1;
-    let n = match m {
-        0x80..=0x8f => u64::from(m & 0x0f),
-        0xde => r.uint(2)?,
-        0xdf => r.uint(4)?,
-        _ => return None,
-    };
-    for _ in 0..n {
-        let Value::Str(key) = r.value(0)? else {
-            return None;
-        };
-        f(key, r.value(0)?);
-    }
-    (r.at == body.len()).then_some(())
-}
-
-/// The fields of a Message body the receiver checks: `from`, `to` and `date` (the sequence
-/// number).
-pub fn message_fields(body: &[u8]) -> Option<(&[u8], &[u8], i64)> {
-    let (mut from, mut to, mut date) = (None, None, None);
-    map_fields(body, |k, v| match (k, v) {
-        (b"from", Value::Str(s)) => from = Some(s),
-        (b"to", Value::Str(s)) => to = Some(s),
-        (b"date", Value::Int(d)) => date = Some(d),
-        _ => {}
-    })?;
-    Some((from?, to?, date?))
-}
-
-/// The code of a Status body.
-pub fn status_code(body: &[u8]) -> Option<i64> {
-    let mut code = None;
-    map_fields(body, |k, v| {
-        if let (b"status", Value::Int(c)) = (k, v) {
-            code = Some(c);
-        }
-    })?;
-    code
-}
-
-/// Latencies in nanoseconds, log-linear buckets with 64 steps per power of two (within 1.6%),
-/// in a fixed amount of memory however many messages there are.
-#[derive(Debug, Clone)]
-pub struct Histogram {
-    /// Samples per bucket.
-    counts: Vec<u64>,
-    /// Samples in total.
-    n: u64,
-    /// The largest sample, exactly.
-    max: u64,
-}
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Histogram {
-            counts: vec![0; 128 + 57 * 64],
-            n: 0,
-            max: 0,
-        }
-    }
-}
-
-impl Histogram {
-    /// The bucket of `v`: exact below 128, else the power of two and the next 6 bits.
-    fn index(v: u64) -> usize {
-        if v < 128 {
-            return v as usize;
-        }
-        let e = 63 - v.leading_zeros();
-        let sub = (v >> (e - 6)) & 63;
-        128 + (e as usize - 7) * 64 + sub as usize
-    }
-
-    /// The smallest value of bucket `i`, and its width.
-    fn bounds(i: usize) -> (u64, u64) {
-        if i < 128 {
-            return (i as u64, 1);
-        }
-        let (e, sub) = ((i - 128) / 64 + 7, ((i - 128) % 64) as u64);
-        ((64 + sub) << (e - 6), 1 << (e - 6))
-    }
-
-    /// Adds one sample.
-    pub fn record(&mut self, nanos: u64) {
-        self.counts[Self::index(nanos)] += 1;
-        self.n += 1;
-        self.max = self.max.max(nanos);
-    }
-
-    /// Adds all of `other`'s samples.
-    pub fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
-        }
-        self.n += other.n;
-        self.max = self.max.max(other.max);
-    }
-
-    /// The value at quantile `q` (the middle of its bucket), in nanoseconds.
-    fn quantile(&self, q: f64) -> u64 {
-        let rank = ((self.n as f64 * q).ceil() as u64).clamp(1, self.n);
-        let mut seen = 0;
-        for (i, c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                let (low, width) = Self::bounds(i);
-                return low.saturating_add(width / 2).min(self.max);
-            }
-        }
-        self.max
-    }
-
-    /// p50, p99 and max in milliseconds; all zero without samples.
-    pub fn latency(&self) -> Latency {
-        if self.n == 0 {
-            return Latency::default();
-        }
-        let ms = |ns: u64| ns as f64 / 1e6;
-        Latency {
-            p50_ms: ms(self.quantile(0.50)),
-            p99_ms: ms(self.quantile(0.99)),
-            max_ms: ms(self.max),
-        }
-    }
 }
 
 /// One end's socket, past any handshake.
@@ -499,10 +246,15 @@ pub struct PairStats {
     pub out_of_order: u64,
     /// Status RELAYED answers the sender read.
     pub relayed: u64,
-    /// Error Status answers the sender read (a refused message).
+    /// Error Status answers the sender read (a refused message), or the receiver (a refused
+    /// ACK).
     pub refused: u64,
     /// Frames neither end could parse.
     pub garbled: u64,
+    /// Messages named by the receipts (`7`) the sender read, in ids mode.
+    pub receipts: u64,
+    /// ACKs the receiver sent, in ids mode.
+    pub acks: u64,
     /// Whether the pair was still running when the time ran out.
     pub timed_out: bool,
     /// Send-to-receive latencies.
@@ -521,6 +273,8 @@ struct Run {
     expected: u64,
     /// When each message in flight was sent, in nanoseconds since `epoch`, by `seq % window`.
     sent_at: Vec<u64>,
+    /// Ids the receiver read and has not acknowledged yet (ids mode).
+    to_ack: Vec<[u8; ID_LEN]>,
     /// Time zero of the run.
     epoch: Instant,
     /// Wakes the pair when pacing allows its next message.
@@ -529,114 +283,173 @@ struct Run {
     load: Load,
 }
 
+/// A connection the far end closed, as the error that ends the pair.
+fn closed(which: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("the {which}'s connection was closed"),
+    )
+}
+
 impl Run {
-    /// Whether every message was accounted for (and answered, when answers come).
+    /// Whether every message was accounted for (and answered, when answers come; and
+    /// receipted, in ids mode).
     fn done(&self) -> bool {
         let s = &self.stats;
         let m = self.load.messages;
-        self.received + s.refused >= m && (!self.pair.answers || s.relayed + s.refused >= m)
+        let ids = self.pair.template.has_ids();
+        self.received + s.refused >= m
+            && (!self.pair.answers || s.relayed + s.refused >= m)
+            && (!ids || !self.pair.answers || s.receipts + s.refused >= m)
     }
 
-    /// One round: read both ends, then send what the window and the pacing allow.
+    /// One round: read both ends, acknowledge what was read, then send what the window and
+    /// the pacing allow.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            let Run {
-                pair,
-                stats,
-                received,
-                expected,
-                sent_at,
-                epoch,
-                ..
-            } = self;
-            let now = epoch.elapsed().as_nanos() as u64;
-            let window = sent_at.len() as u64;
-            let closed = pair.receiver.poll_frames(cx, |kind, body| {
-                if kind != MESSAGE {
-                    // Presence notices and the like; an error Status would end the session
-                    // and show as a closed connection.
-                    return;
-                }
-                let Some((from, to, seq)) = message_fields(body) else {
-                    stats.garbled += 1;
-                    return;
-                };
-                if from != pair.from.as_bytes() || to != pair.to.as_bytes() {
-                    stats.misrouted += 1;
-                    return;
-                }
-                *received += 1;
-                if seq as u64 == *expected {
-                    *expected += 1;
-                    stats.delivered += 1;
-                    stats
-                        .latency
-                        .record(now.saturating_sub(sent_at[(seq as u64 % window) as usize]));
-                } else {
-                    stats.out_of_order += 1;
-                    *expected = (seq as u64).saturating_add(1);
-                }
-            })?;
-            if closed {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the receiver's connection was closed",
-                )));
-            }
-            let closed = pair.sender.poll_frames(cx, |kind, body| match kind {
-                STATUS => match status_code(body) {
-                    Some(c) if c == i64::from(status::RELAYED) => stats.relayed += 1,
-                    Some(c) if c < 0 && c != -10 => stats.refused += 1,
-                    Some(_) => {}
-                    None => stats.garbled += 1,
-                },
-                MESSAGE => stats.misrouted += 1,
-                _ => {}
-            })?;
-            if closed {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the sender's connection was closed",
-                )));
-            }
+            let now = self.epoch.elapsed().as_nanos() as u64;
+            self.read_receiver(cx, now)?;
+            self.acknowledge(cx)?;
+            self.read_sender(cx)?;
             if self.done() {
                 return Poll::Ready(Ok(()));
             }
-            // What may go now: the window, the count, and the pacing.
-            let mut allowed = (self.received + window).min(self.load.messages);
-            let mut paced = false;
-            if let Some(rate) = self.load.rate_per_pair {
-                let due = (now as f64 / 1e9 * rate).floor() as u64 + 1;
-                if due < allowed {
-                    allowed = due;
-                    paced = true;
-                }
-            }
-            let first = self.stats.sent;
-            let n = allowed.saturating_sub(first);
-            let (template, sent_at) = (&self.pair.template, &mut self.sent_at);
-            let taken = self.pair.sender.poll_send(cx, n, |i, out| {
-                let seq = first + i;
-                sent_at[(seq % window) as usize] = now;
-                template.write(seq, out);
-            })?;
-            self.stats.sent += taken;
-            if !paced {
-                return Poll::Pending;
-            }
-            // Sleep until the next millisecond's worth of messages is due (at least one), so
-            // that a paced sender writes about once per millisecond, like a client flushing on
-            // a 1 ms timer (tokio's timer resolution) rather than once per message; if that
-            // time is already past, go round again.
-            let rate = self.load.rate_per_pair.unwrap_or(1.0);
-            let quantum = (rate / 1000.0).ceil().max(1.0);
-            let next = self.epoch
-                + Duration::from_secs_f64((self.stats.sent as f64 + quantum - 1.0) / rate);
-            self.pacer.as_mut().reset(next.into());
-            if self.pacer.as_mut().poll(cx).is_pending() {
+            if !self.send(cx, now)? {
                 return Poll::Pending;
             }
         }
+    }
+
+    /// Reads what reached the receiver: checks each message, notes its latency and its id.
+    fn read_receiver(&mut self, cx: &mut Context<'_>, now: u64) -> io::Result<()> {
+        let Run {
+            pair,
+            stats,
+            received,
+            expected,
+            sent_at,
+            to_ack,
+            ..
+        } = self;
+        let window = sent_at.len() as u64;
+        let ids = pair.template.has_ids() && pair.answers;
+        let closed_now = pair.receiver.poll_frames(cx, |kind, body| {
+            if kind == STATUS {
+                // The answers to its ACKs (and presence notices); an error is a refusal.
+                match status_code(body) {
+                    Some(c) if c < 0 && c != -10 => stats.refused += 1,
+                    Some(_) => {}
+                    None => stats.garbled += 1,
+                }
+                return;
+            }
+            if kind != MESSAGE {
+                return;
+            }
+            let Some(m) = message_fields(body) else {
+                stats.garbled += 1;
+                return;
+            };
+            if m.from != pair.from.as_bytes() || m.to != pair.to.as_bytes() {
+                stats.misrouted += 1;
+                return;
+            }
+            if ids {
+                match m.id.and_then(|i| <[u8; ID_LEN]>::try_from(i).ok()) {
+                    Some(id) => to_ack.push(id),
+                    None => stats.garbled += 1,
+                }
+            }
+            *received += 1;
+            let seq = m.seq as u64;
+            if seq == *expected {
+                *expected += 1;
+                stats.delivered += 1;
+                let at = sent_at[(seq % window) as usize];
+                stats.latency.record(now.saturating_sub(at));
+            } else {
+                stats.out_of_order += 1;
+                *expected = seq.saturating_add(1);
+            }
+        })?;
+        if closed_now {
+            return Err(closed("receiver"));
+        }
+        Ok(())
+    }
+
+    /// Sends one ACK per round for the ids the receiver read, at most [`ACK_BATCH`] each.
+    fn acknowledge(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if self.to_ack.is_empty() {
+            return Ok(());
+        }
+        let ids = std::mem::take(&mut self.to_ack);
+        let chunks: Vec<&[[u8; ID_LEN]]> = ids.chunks(ACK_BATCH).collect();
+        let n = chunks.len() as u64;
+        let taken = self.pair.receiver.poll_send(cx, n, |i, out| {
+            ack_frame(chunks[i as usize], out);
+        })?;
+        self.stats.acks += taken;
+        // A WebSocket that takes no more now keeps the rest for the next round.
+        self.to_ack = chunks[taken as usize..].concat();
+        Ok(())
+    }
+
+    /// Reads what reached the sender: answers and receipts.
+    fn read_sender(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let stats = &mut self.stats;
+        let closed_now = self.pair.sender.poll_frames(cx, |kind, body| match kind {
+            STATUS => match status_fields(body) {
+                Some((c, _)) if c == i64::from(status::RELAYED) => stats.relayed += 1,
+                Some((c, n)) if c == i64::from(status::DELIVERED) => stats.receipts += n,
+                Some((c, _)) if c < 0 && c != -10 => stats.refused += 1,
+                Some(_) => {}
+                None => stats.garbled += 1,
+            },
+            MESSAGE => stats.misrouted += 1,
+            _ => {}
+        })?;
+        if closed_now {
+            return Err(closed("sender"));
+        }
+        Ok(())
+    }
+
+    /// Sends what the window, the count and the pacing allow. Returns whether to go round
+    /// again at once (paced, and the next messages are due already).
+    fn send(&mut self, cx: &mut Context<'_>, now: u64) -> io::Result<bool> {
+        let window = self.sent_at.len() as u64;
+        let mut allowed = (self.received + window).min(self.load.messages);
+        let mut paced = false;
+        if let Some(rate) = self.load.rate_per_pair {
+            let due = (now as f64 / 1e9 * rate).floor() as u64 + 1;
+            if due < allowed {
+                allowed = due;
+                paced = true;
+            }
+        }
+        let first = self.stats.sent;
+        let n = allowed.saturating_sub(first);
+        let (template, sent_at) = (&self.pair.template, &mut self.sent_at);
+        let taken = self.pair.sender.poll_send(cx, n, |i, out| {
+            let seq = first + i;
+            sent_at[(seq % window) as usize] = now;
+            template.write(seq, out);
+        })?;
+        self.stats.sent += taken;
+        if !paced {
+            return Ok(false);
+        }
+        // Sleep until the next millisecond's worth of messages is due (at least one), so
+        // that a paced sender writes about once per millisecond, like a client flushing on
+        // a 1 ms timer (tokio's timer resolution) rather than once per message; if that
+        // time is already past, go round again.
+        let rate = self.load.rate_per_pair.unwrap_or(1.0);
+        let quantum = (rate / 1000.0).ceil().max(1.0);
+        let next =
+            self.epoch + Duration::from_secs_f64((self.stats.sent as f64 + quantum - 1.0) / rate);
+        self.pacer.as_mut().reset(next.into());
+        Ok(self.pacer.as_mut().poll(cx).is_ready())
     }
 }
 
@@ -661,6 +474,12 @@ pub struct Outcome {
     pub refused: u64,
     /// Frames that could not be parsed.
     pub garbled: u64,
+    /// Messages named by the receipts (`7`) the senders read; in ids mode only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipts: Option<u64>,
+    /// ACKs the receivers sent; in ids mode only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acks: Option<u64>,
     /// Pairs that did not finish in time.
     pub timed_out_pairs: usize,
     /// Pairs that failed with an I/O error (the first error is printed).
@@ -674,8 +493,8 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Nothing lost, misrouted, out of order, refused or garbled, every pair finished, and
-    /// every message answered when answers are due.
+    /// Nothing lost, misrouted, out of order, refused or garbled, every pair finished, every
+    /// message answered when answers are due, and in ids mode every message receipted once.
     pub fn correct(&self, answers: bool) -> bool {
         self.lost == 0
             && self.unsent == 0
@@ -686,39 +505,52 @@ impl Outcome {
             && self.timed_out_pairs == 0
             && self.failed_pairs == 0
             && (!answers || self.relayed == self.sent)
+            && (!answers || self.receipts.is_none_or(|r| r == self.sent))
     }
+}
+
+/// Drives one pair until it is done or `deadline`; its counts, when it finished, and the
+/// error that stopped it, if one did.
+async fn drive(
+    pair: Pair,
+    load: Load,
+    epoch: Instant,
+    deadline: tokio::time::Instant,
+) -> (PairStats, Instant, Option<io::Error>) {
+    let window = load.window.max(1) as usize;
+    let mut run = Run {
+        pair,
+        stats: PairStats::default(),
+        received: 0,
+        expected: 0,
+        sent_at: vec![0; window],
+        to_ack: Vec::new(),
+        epoch,
+        pacer: Box::pin(tokio::time::sleep_until(deadline)),
+        load,
+    };
+    let result = tokio::time::timeout_at(deadline, poll_fn(|cx| run.poll(cx))).await;
+    let finished = Instant::now();
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return (run.stats, finished, Some(e)),
+        Err(_) => run.stats.timed_out = true,
+    }
+    (run.stats, finished, None)
 }
 
 /// Drives every pair at once until each is done or the time runs out.
 pub async fn run(pairs: Vec<Pair>, load: &Load) -> anyhow::Result<Outcome> {
     let total = pairs.len() as u64 * load.messages;
+    let ids = pairs
+        .first()
+        .is_some_and(|p| p.template.has_ids() && p.answers);
     let epoch = Instant::now();
     let deadline = tokio::time::Instant::from_std(epoch + load.timeout);
-    let mut tasks = Vec::new();
-    for pair in pairs {
-        let load = load.clone();
-        tasks.push(tokio::spawn(async move {
-            let window = load.window.max(1) as usize;
-            let mut run = Run {
-                pair,
-                stats: PairStats::default(),
-                received: 0,
-                expected: 0,
-                sent_at: vec![0; window],
-                epoch,
-                pacer: Box::pin(tokio::time::sleep_until(deadline)),
-                load,
-            };
-            let result = tokio::time::timeout_at(deadline, poll_fn(|cx| run.poll(cx))).await;
-            let finished = Instant::now();
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return (run.stats, finished, Some(e)),
-                Err(_) => run.stats.timed_out = true,
-            }
-            (run.stats, finished, None)
-        }));
-    }
+    let tasks: Vec<_> = pairs
+        .into_iter()
+        .map(|pair| tokio::spawn(drive(pair, load.clone(), epoch, deadline)))
+        .collect();
     let mut sum = PairStats::default();
     let (mut timed_out, mut failed, mut last) = (0, 0, epoch);
     for task in tasks {
@@ -738,6 +570,8 @@ pub async fn run(pairs: Vec<Pair>, load: &Load) -> anyhow::Result<Outcome> {
         sum.relayed += s.relayed;
         sum.refused += s.refused;
         sum.garbled += s.garbled;
+        sum.receipts += s.receipts;
+        sum.acks += s.acks;
         sum.latency.merge(&s.latency);
     }
     let elapsed = last - epoch;
@@ -752,6 +586,8 @@ pub async fn run(pairs: Vec<Pair>, load: &Load) -> anyhow::Result<Outcome> {
         relayed: sum.relayed,
         refused: sum.refused,
         garbled: sum.garbled,
+        receipts: ids.then_some(sum.receipts),
+        acks: ids.then_some(sum.acks),
         timed_out_pairs: timed_out,
         failed_pairs: failed,
         elapsed_s: elapsed.as_secs_f64(),
@@ -762,7 +598,9 @@ pub async fn run(pairs: Vec<Pair>, load: &Load) -> anyhow::Result<Outcome> {
 
 #[cfg(test)]
 mod tests {
+    use super::frames::{ack_frame, map_fields};
     use super::*;
+    use flexim_client::protocol::{Datum, Message};
 
     /// A Message as the client library seals it, with a small date and an id.
     fn message() -> Message {
@@ -778,7 +616,7 @@ mod tests {
 
     #[test]
     fn patched_frames_decode_with_their_sequence_number() {
-        let t = Template::new(&message()).unwrap();
+        let t = Template::new(&message(), false).unwrap();
         let mut out = Vec::new();
         for seq in [0u64, 1, 255, 1 << 40] {
             out.clear();
@@ -791,10 +629,10 @@ mod tests {
             };
             assert_eq!((m.date, m.id), (seq as i64, None));
             // And so does the receiver's walker.
-            let (from, to, date) = message_fields(body).unwrap();
+            let f = message_fields(body).unwrap();
             assert_eq!(
-                (from, to, date),
-                (m.from.as_bytes(), m.to.as_bytes(), seq as i64)
+                (f.from, f.to, f.seq, f.id),
+                (m.from.as_bytes(), m.to.as_bytes(), seq as i64, None)
             );
         }
     }
@@ -812,18 +650,47 @@ mod tests {
     }
 
     #[test]
-    fn histogram_percentiles_are_within_a_bucket() {
-        let mut h = Histogram::default();
-        for v in 1..=100_000u64 {
-            h.record(v * 1000);
+    fn in_ids_mode_each_frame_carries_its_own_id() {
+        let t = Template::new(&message(), true).unwrap();
+        let mut out = Vec::new();
+        for seq in [0u64, 1, 0xabc, u64::MAX] {
+            out.clear();
+            t.write(seq, &mut out);
+            assert_eq!(out.len(), t.len());
+            let (kind, body) = flexim_client::protocol::frame::split_exact(&out, 65535).unwrap();
+            let Datum::Message(m) = Datum::decode(kind, body).unwrap() else {
+                panic!("not a Message");
+            };
+            let want = format!("{seq:032x}");
+            assert_eq!((m.date, m.id.as_deref()), (seq as i64, Some(want.as_str())));
+            assert!(flexim_client::protocol::status::validate_id(&want).is_ok());
+            assert_eq!(message_fields(body).unwrap().id, Some(want.as_bytes()));
         }
-        let l = h.latency();
-        assert!((l.p50_ms - 50.0).abs() / 50.0 < 0.02, "{l:?}");
-        assert!((l.p99_ms - 99.0).abs() / 99.0 < 0.02, "{l:?}");
-        assert_eq!(l.max_ms, 100.0);
-        for v in [0, 1, 127, 128, 129, 255, 256, 1 << 40, u64::MAX] {
-            let (low, width) = Histogram::bounds(Histogram::index(v));
-            assert!(low <= v && v - low < width, "{v}");
+    }
+
+    #[test]
+    fn acks_and_receipts_are_what_the_protocol_says() {
+        for n in [1usize, 15, 16, 256] {
+            let ids: Vec<[u8; 32]> = (0..n)
+                .map(|i| format!("{i:032x}").into_bytes().try_into().unwrap())
+                .collect();
+            let mut out = vec![9, 9];
+            ack_frame(&ids, &mut out);
+            let (kind, body) =
+                flexim_client::protocol::frame::split_exact(&out[2..], 65535).unwrap();
+            let Datum::Command(c) = Datum::decode(kind, body).unwrap() else {
+                panic!("not a Command");
+            };
+            assert_eq!(c.cmd, "ACK");
+            let want: Vec<String> = (0..n).map(|i| format!("{i:032x}")).collect();
+            assert_eq!(c.payload, want);
+        }
+        let one = flexim_client::protocol::Status::new(7, "d").with_ids(vec!["a".into()]);
+        let many = flexim_client::protocol::Status::new(7, "d")
+            .with_ids((0..20).map(|i| format!("{i}")).collect());
+        for (s, n) in [(one, 1), (many, 20)] {
+            let f = Datum::Status(s).to_frame().unwrap();
+            assert_eq!(super::frames::status_fields(&f[PREFIX_LEN..]), Some((7, n)));
         }
     }
 }

@@ -1,0 +1,475 @@
+//! The relay: the one core both transports feed, carrying out the routing table's decisions.
+//!
+//! A connection — TCP or WebSocket, the session driver does not care — registers here after
+//! AUTH and gets a [`Mailbox`]: a queue of frames to write and two signals (close, look at the
+//! store). The decisions themselves are made by the synchronous [`Table`] (64 shards, one
+//! std mutex each, never two held at once and never across an await); this layer does what
+//! they say: it hands store writes to the store in the order decided (while still holding the
+//! shard, which is what keeps every sender's order), awaits them in spawned tasks, answers,
+//! sends receipts and signals other nodes. `nodes.rs` has the parts that talk to the cluster,
+//! `receipts.rs` the receipts and the retention, `directory.rs` (beside this module) the users.
+
+mod nodes;
+mod receipts;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use flexim_protocol::datum::Status;
+use flexim_protocol::{PublicKey, SecretKey, status};
+use tokio::sync::oneshot;
+
+use crate::clock;
+use crate::cluster::{Claimed, Cluster, Signal};
+use crate::config::Limits;
+use crate::frames::{self, Id};
+use crate::metrics::{self, Metrics};
+use crate::peer::{self, Mailbox, Peer};
+use crate::store::{BoxFuture, QueueLimits, Store, StoreError, Stored, UserRecord};
+use crate::table::{
+    Bounds, GhostCheck, GoLive, Routed, SessionId, Table, Then, ToStore, Unacked, Write,
+};
+
+/// The answer to a datum, in the order the datums came: known at once, or once the store has
+/// committed (or refused) the message it answers. Every answer is a frame by the time it is
+/// known, so the session writes it as it is.
+pub(crate) enum Answer {
+    /// Ready to write.
+    Frame(Bytes),
+    /// The store's verdict, framed, when it comes.
+    Later(oneshot::Receiver<Bytes>),
+}
+
+/// A session registered with the relay after AUTH.
+pub(crate) struct Login {
+    /// The session's id.
+    pub(crate) id: SessionId,
+    /// What the relay sends it.
+    pub(crate) mailbox: Mailbox,
+    /// Whether messages for the key come to this session (false if an older one exists).
+    pub(crate) primary: bool,
+    /// The user as stored before this login (its `last_seen` is the previous visit).
+    pub(crate) before: UserRecord,
+}
+
+/// A write handed to the store, with what follows it.
+struct Started {
+    /// Whose queue it writes to.
+    to: PublicKey,
+    /// The write, running.
+    write: BoxFuture<'static, Result<Vec<u64>, StoreError>>,
+    /// What to do when it has ended.
+    then: Then,
+}
+
+/// Shards of the routing table. More than the cores of any machine this runs on, so two
+/// messages to different users rarely meet on one lock.
+const SHARDS: usize = 64;
+
+/// The shared relay state. One per server, shared by every connection of every transport.
+pub(crate) struct Relay {
+    /// The limits every session enforces.
+    pub(crate) limits: Limits,
+    /// Durable users, aliases and offline queues.
+    pub(crate) store: Arc<dyn Store>,
+    /// The server's X25519 key: it seals AUTH challenges.
+    pub(crate) server_key: SecretKey,
+    /// The framed User datum sent after every header, built once.
+    pub(crate) hello: Bytes,
+    /// The routing table in shards by key, so that messages to different users do not wait for
+    /// one lock.
+    shards: Box<[Mutex<Table<Peer>>]>,
+    /// Source of session ids.
+    next_id: AtomicU64,
+    /// Statistics.
+    pub(crate) metrics: Metrics,
+    /// The other nodes, when several share one Redis; `None` for a single node.
+    cluster: Option<Arc<Cluster>>,
+    /// Keys whose holding node is about to be woken: a wake-up already on its way covers
+    /// every message stored before it looks, so a burst of messages costs one lookup.
+    waking: Mutex<HashSet<PublicKey>>,
+}
+
+impl Relay {
+    /// A relay with the given key, name, store and limits.
+    pub(crate) fn new(
+        server_key: SecretKey,
+        name: &str,
+        store: Arc<dyn Store>,
+        limits: Limits,
+    ) -> Self {
+        let hello = frames::frame(flexim_protocol::datum::User {
+            aliases: vec![name.to_string()],
+            key: server_key.public_key(),
+            last_seen: 0,
+            online: None,
+        });
+        let bounds = Bounds {
+            max_unacked: limits.max_unacked,
+        };
+        Relay {
+            limits,
+            store,
+            server_key,
+            hello,
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Table::new(bounds)))
+                .collect(),
+            next_id: AtomicU64::new(1),
+            metrics: Metrics::default(),
+            cluster: None,
+            waking: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The same relay as one node of several: sessions, presence and wake-ups are
+    /// coordinated through `cluster`.
+    pub(crate) fn with_cluster(mut self, cluster: Arc<Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The shard that holds `key`: routing a message locks only it.
+    fn lock(&self, key: &PublicKey) -> MutexGuard<'_, Table<Peer>> {
+        // Keys are uniformly random (X25519 public keys), so their first bytes spread them.
+        let i = u16::from_le_bytes([key.0[0], key.0[1]]) as usize % self.shards.len();
+        self.shards[i].lock().expect("routing lock")
+    }
+
+    /// Every shard, one at a time (presence, resync): never two locks at once, so no order
+    /// between shards can deadlock.
+    fn each_shard(&self, mut f: impl FnMut(&mut Table<Peer>)) {
+        for shard in self.shards.iter() {
+            f(&mut shard.lock().expect("routing lock"));
+        }
+    }
+
+    /// The queue limits for writes that take them.
+    fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            messages: self.limits.max_offline_messages,
+            bytes: self.limits.max_offline_bytes,
+        }
+    }
+
+    /// Hands a decided write to the store. Called with the write's shard still locked, so
+    /// writes reach the store in the order the table decided them.
+    fn start(&self, mut w: Write) -> Started {
+        let limits = w.limited.then(|| self.queue_limits());
+        // When the server accepted the entries, for the retention.
+        let now = clock::now();
+        for e in &mut w.entries {
+            e.at = now;
+        }
+        Started {
+            to: w.to,
+            write: self.store.enqueue(w.to, w.entries, limits),
+            then: w.then,
+        }
+    }
+
+    /// Awaits a started write in a task of its own and does what follows it; `answer` gets
+    /// the routed message's answer, if it is one.
+    fn carry(self: &Arc<Self>, started: Started, answer: Option<oneshot::Sender<Bytes>>) {
+        let relay = self.clone();
+        tokio::spawn(async move {
+            let result = started.write.await;
+            relay.store_finished(started.to);
+            match started.then {
+                Then::Answer(id) => {
+                    let status = relay.store_answer(started.to, result);
+                    let id = id.as_ref().map(|i| i.as_str().to_string());
+                    if let Some(answer) = answer {
+                        let _ = answer.send(frames::status(status.with_id(id)));
+                    }
+                }
+                Then::StoredLater(receipts) => match result {
+                    Ok(_) => relay.send_receipts(status::STORED_LATER, receipts),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "could not store unacknowledged messages; their senders still hold them"
+                    ),
+                },
+                // A receipt is a courtesy: the sender resends what it never saw confirmed,
+                // and the recipient drops the repeat.
+                Then::Nothing => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "a receipt was not stored");
+                    }
+                }
+            }
+        });
+    }
+
+    /// The answer to a Message the store took (or did not).
+    fn store_answer(&self, to: PublicKey, result: Result<Vec<u64>, StoreError>) -> Status {
+        match result {
+            Ok(_) => {
+                metrics::inc(&self.metrics.stored);
+                Status::new(
+                    status::STORED,
+                    format!("stored for {to}: delivered when they log in"),
+                )
+            }
+            Err(StoreError::QueueFull { messages, bytes }) => {
+                metrics::inc(&self.metrics.errors);
+                Status::new(
+                    status::QUEUE_FULL,
+                    format!("{to} has {messages} messages ({bytes} bytes) waiting; not stored"),
+                )
+            }
+            Err(e) => {
+                metrics::inc(&self.metrics.errors);
+                tracing::error!(error = %e, "could not store a message");
+                Status::new(
+                    status::INTERNAL,
+                    "storage failure: the message was not stored",
+                )
+            }
+        }
+    }
+
+    /// A store write for `to` ended: its primary, if it is catching up, looks again.
+    fn store_finished(self: &Arc<Self>, to: PublicKey) {
+        let finished = self.lock(&to).store_finished(to);
+        match finished {
+            crate::table::Finished::Wake(peer) => peer.wake(),
+            crate::table::Finished::WakeElsewhere => self.wake_elsewhere(to),
+            crate::table::Finished::Nothing => {}
+        }
+    }
+
+    /// Registers an authenticated session for `key`. The first session of a key is the
+    /// primary; a later one waits for GHOST. Tells everyone else when the key comes online.
+    pub(crate) async fn login(&self, key: PublicKey) -> Result<Login, StoreError> {
+        let before = self.store.touch(key, clock::now()).await?;
+        let (peer, mailbox) = peer::pair(self.limits.outbound_queue);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut primary = self.lock(&key).join(key, id, peer, self.cluster.is_some());
+        if primary && let Some(cluster) = &self.cluster {
+            match cluster.claim(&key, false).await {
+                Ok(Claimed::Here) => primary = self.lock(&key).claimed(key, id),
+                Ok(Claimed::Elsewhere(_)) => primary = false,
+                Err(e) => {
+                    self.lock(&key).forget(key, id);
+                    return Err(StoreError::Engine(e.to_string()));
+                }
+            }
+        }
+        metrics::inc(&self.metrics.logins);
+        if primary {
+            self.broadcast_presence(key, true);
+        }
+        Ok(Login {
+            id,
+            mailbox,
+            primary,
+            before,
+        })
+    }
+
+    /// Removes a session. When the primary leaves, what it had not acknowledged is stored,
+    /// and the oldest other session takes over; when the last one leaves, the key goes
+    /// offline.
+    pub(crate) async fn logout(self: &Arc<Self>, key: PublicKey, id: SessionId) {
+        let (left, started) = {
+            let mut table = self.lock(&key);
+            let mut left = table.leave(key, id);
+            let started = left.write.take().map(|w| self.start(w));
+            (left, started)
+        };
+        if let Some(started) = started {
+            self.carry(started, None);
+        }
+        if let Some(next) = left.wake {
+            next.wake();
+        }
+        if left.offline {
+            if let Err(e) = self.store.touch(key, clock::now()).await {
+                tracing::warn!(error = %e, "could not record last_seen at logout");
+            }
+            // With several nodes, the others hear of it only if this node held the key: if
+            // another node holds it, the key is still online there.
+            self.presence_here(key, false);
+            if left.held_here {
+                self.release(key).await;
+            }
+        }
+    }
+
+    /// Makes session `id` the primary for `key`; the old primary is told and closed.
+    /// Returns false if the session is not registered (it was closed meanwhile).
+    pub(crate) async fn ghost(self: &Arc<Self>, key: PublicKey, id: SessionId) -> bool {
+        let check = self.lock(&key).ghost_check(key, id);
+        match check {
+            GhostCheck::Unknown => return false,
+            GhostCheck::Elsewhere => {
+                if !self.take_over(key).await {
+                    return false;
+                }
+            }
+            GhostCheck::Here => {}
+        }
+        let (ghosted, started) = {
+            let mut table = self.lock(&key);
+            let Some(mut ghosted) = table.ghost(key, id) else {
+                return false;
+            };
+            let started = ghosted.write.take().map(|w| self.start(w));
+            (ghosted, started)
+        };
+        if let Some(started) = started {
+            self.carry(started, None);
+        }
+        if let Some(old) = ghosted.close {
+            old.outlet.close(old.code, old.text);
+        }
+        if let Some(me) = ghosted.wake {
+            me.wake();
+        }
+        true
+    }
+
+    /// Whether `key` has a live session on this node.
+    fn is_online(&self, key: &PublicKey) -> bool {
+        self.lock(key).is_online(key)
+    }
+
+    /// Tells every live session that `key` came online or went offline, here and (with
+    /// several nodes) on the others. Presence is best-effort: a session whose queue is full
+    /// misses the notice rather than slowing the relay (ROSTER gives the truth on demand).
+    fn broadcast_presence(&self, key: PublicKey, online: bool) {
+        self.presence_here(key, online);
+        if let Some(cluster) = &self.cluster {
+            let node = cluster.node().to_string();
+            cluster.send(None, Signal::Presence { key, online, node });
+        }
+    }
+
+    /// Tells the sessions of this node that `key` came online or went offline.
+    fn presence_here(&self, key: PublicKey, online: bool) {
+        let code = if online {
+            status::PRESENCE_ONLINE
+        } else {
+            status::PRESENCE_OFFLINE
+        };
+        let notice = frames::status_frame(code, key.to_hex());
+        self.each_shard(|table| table.presence(&key, &notice));
+    }
+
+    /// Delivers a Message frame from `sender` to `to`: straight to its primary session if it
+    /// is online and caught up, otherwise into the durable queue. Never waits: a store write
+    /// is started here, in order, and its answer comes later.
+    pub(crate) fn route(
+        self: &Arc<Self>,
+        sender: PublicKey,
+        to: PublicKey,
+        id: Option<Id>,
+        frame: Bytes,
+    ) -> Answer {
+        let mut table = self.lock(&to);
+        match table.route(sender, to, id, frame) {
+            Routed::Relayed(answer) => {
+                drop(table);
+                metrics::inc(&self.metrics.relayed);
+                Answer::Frame(answer)
+            }
+            Routed::Store(to_store) => {
+                let ToStore {
+                    demoted,
+                    write,
+                    close,
+                } = *to_store;
+                let demoted = demoted.map(|w| self.start(w));
+                let write = self.start(write);
+                drop(table);
+                if let Some(close) = close {
+                    close.outlet.close(close.code, close.text);
+                }
+                if let Some(demoted) = demoted {
+                    self.carry(demoted, None);
+                }
+                let (answer, later) = oneshot::channel();
+                self.carry(write, Some(answer));
+                Answer::Later(later)
+            }
+        }
+    }
+
+    /// ACK from session `id` of `key`: forgets the acknowledged messages (removing stored ones
+    /// from the store) and sends each sender one `7` naming its ids. Returns how many of the
+    /// distinct ids were pending.
+    pub(crate) fn ack(self: &Arc<Self>, key: PublicKey, id: SessionId, ids: &[&str]) -> usize {
+        let acked = self.lock(&key).ack(key, id, ids);
+        if !acked.remove.is_empty() {
+            metrics::add(&self.metrics.delivered_offline, acked.remove.len() as u64);
+            let removal = self.store.remove(key, acked.remove);
+            tokio::spawn(async move {
+                if let Err(e) = removal.await {
+                    // They stay stored and come again at the next login; the client drops
+                    // the repeats by id.
+                    tracing::warn!(error = %e, "could not remove acknowledged messages");
+                }
+            });
+        }
+        if let Some(receipts) = acked.receipts {
+            self.send_receipts(status::DELIVERED, receipts);
+        }
+        acked.matched
+    }
+
+    /// Session `id` of `key` wrote these stored messages; they stay in the store until
+    /// acknowledged.
+    pub(crate) fn track(&self, key: PublicKey, id: SessionId, delivered: Vec<Unacked>) {
+        self.lock(&key).track(key, id, delivered);
+    }
+
+    /// Whether session `id` of `key` may read the store now (see [`Table::catch_up`]), and
+    /// the mark for [`Relay::go_live`].
+    pub(crate) fn catch_up(&self, key: PublicKey, id: SessionId) -> Option<u64> {
+        self.lock(&key).catch_up(key, id)
+    }
+
+    /// Session `id` of `key` found nothing new in the store since `since` (see
+    /// [`Table::go_live`]).
+    pub(crate) fn go_live(&self, key: PublicKey, id: SessionId, since: u64) -> GoLive {
+        self.lock(&key).go_live(key, id, since)
+    }
+
+    /// Tells the primary session of `to`, if any, that the store has messages for it.
+    pub(crate) fn wake_primary(&self, to: PublicKey) {
+        let peer = self.lock(&to).wake(&to);
+        if let Some(peer) = peer {
+            peer.wake();
+        }
+    }
+
+    /// The stored entries for `key` from sequence number `from` on, oldest first, at most
+    /// one batch.
+    pub(crate) async fn peek_offline(
+        &self,
+        key: PublicKey,
+        from: u64,
+    ) -> Result<Vec<Stored>, StoreError> {
+        self.store.peek(key, from, self.limits.offline_batch).await
+    }
+
+    /// Whether the store holds anything for `key`.
+    pub(crate) async fn has_stored(&self, key: PublicKey) -> Result<bool, StoreError> {
+        Ok(!self.store.peek(key, 0, 1).await?.is_empty())
+    }
+
+    /// Forgets stored entries without an id once they were written to their recipient.
+    pub(crate) async fn remove_offline(
+        &self,
+        key: PublicKey,
+        seqs: Vec<u64>,
+    ) -> Result<(), StoreError> {
+        let n = seqs.len() as u64;
+        self.store.remove(key, seqs).await?;
+        metrics::add(&self.metrics.delivered_offline, n);
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+//! The Message path of a session and the queue of answers: a Message is read as
+//! [`MessageRef`] (its body never copied), checked, routed, and answered in order, the
+//! answers of messages waiting for the store's commit queued behind each other.
+
+use std::collections::VecDeque;
+use std::io;
+
+use bytes::Bytes;
+use flexim_protocol::PublicKey;
+use flexim_protocol::datum::{MessageRef, Status};
+use flexim_protocol::frame::PREFIX_LEN;
+use flexim_protocol::status;
+use futures_util::Sink;
+
+use super::{Flow, Phase, Session, io_flow};
+use crate::directory::names_sender;
+use crate::frames::{Id, frame};
+use crate::relay::Answer;
+
+/// The oldest answer, once it is known (pending while there is none).
+pub(super) async fn next_answer(answers: &mut VecDeque<Answer>) -> Bytes {
+    match answers.front_mut() {
+        None => std::future::pending().await,
+        Some(Answer::Frame(f)) => f.clone(),
+        Some(Answer::Later(rx)) => match rx.await {
+            Ok(f) => f,
+            // The relay always answers; should its task have died, the sender is told to
+            // send again rather than left waiting.
+            Err(_) => frame(Status::new(
+                status::INTERNAL,
+                "the message's fate is unknown; send it again",
+            )),
+        },
+    }
+}
+
+impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
+    /// A Message frame from the authenticated client: read as [`MessageRef`] (its body not
+    /// copied), checked, routed, answered in order.
+    pub(super) async fn message_frame(&mut self, frame: Bytes, key: PublicKey) -> Flow {
+        let answer = match MessageRef::decode(&frame[PREFIX_LEN..]) {
+            Ok(m) => self.message(m, &frame, key).await,
+            Err(e) => Err(Status::new(status::MALFORMED, e.to_string())),
+        };
+        match answer {
+            Ok(answer) => self.answer(answer).await,
+            Err(refusal) => self.reply(refusal).await,
+        }
+    }
+
+    /// Checks a Message and hands it to the relay; `Err` is the refusal to answer with.
+    async fn message(
+        &mut self,
+        m: MessageRef<'_>,
+        frame: &Bytes,
+        key: PublicKey,
+    ) -> Result<Answer, Status> {
+        let Phase::Authed(a) = &self.phase else {
+            return Err(Status::new(status::UNAUTHENTICATED, "authenticate first"));
+        };
+        if let Some(id) = m.id
+            && let Err(why) = status::validate_id(id)
+        {
+            // A malformed id cannot name the answer: it is answered without one.
+            let text = format!("bad message id: {why}; the message was not sent");
+            return Err(Status::new(status::BAD_ARGUMENT, text));
+        }
+        let id = m.id.map(|id| Id::in_frame(frame, id));
+        let named = || id.as_ref().map(|i| i.as_str().to_string());
+        if !names_sender(m.from, &key, &a.aliases) {
+            let text = format!(
+                "spoof: from {:?} is not you; use your key or one of your aliases",
+                m.from
+            );
+            return Err(Status::new(status::SPOOF, text).with_id(named()));
+        }
+        match self.relay.resolve(m.to).await {
+            Ok(Some(to)) => Ok(self.relay.route(key, to, id, frame.clone())),
+            Ok(None) => {
+                let text = format!(
+                    "no user {:?}: use a 64-digit hex key or a registered alias",
+                    m.to
+                );
+                Err(Status::new(status::NO_SUCH_USER, text).with_id(named()))
+            }
+            Err(_) => Err(
+                Status::new(status::INTERNAL, "storage failure: message not sent").with_id(named()),
+            ),
+        }
+    }
+
+    /// Sends an answer now if nothing older waits, or queues it behind the older ones. With
+    /// too many answers waiting, waits for the oldest before reading on.
+    pub(super) async fn answer(&mut self, answer: Answer) -> Flow {
+        match answer {
+            Answer::Frame(f) if self.answers.is_empty() => return io_flow(self.out.feed(f).await),
+            other => self.answers.push_back(other),
+        }
+        while self.answers.len() > self.relay.limits.max_pipelined {
+            let f = next_answer(&mut self.answers).await;
+            self.answers.pop_front();
+            if let Err(e) = self.out.feed(f).await {
+                return Flow::Stop(super::End::Io(e));
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Sends every queued answer, waiting for the store where needed.
+    pub(super) async fn flush_answers(&mut self) -> Flow {
+        while !self.answers.is_empty() {
+            let f = next_answer(&mut self.answers).await;
+            self.answers.pop_front();
+            if let Err(e) = self.out.feed(f).await {
+                return Flow::Stop(super::End::Io(e));
+            }
+        }
+        Flow::Continue
+    }
+}

@@ -1,0 +1,19 @@
+//! What every HTTP handler can reach (axum's state).
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::conns::Connections;
+use crate::relay::Relay;
+
+/// The state of the HTTP side.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    /// The one relay core, shared with the TCP transport.
+    pub(crate) relay: Arc<Relay>,
+    /// Flips to `true` when the server stops, so WebSocket sessions end cleanly.
+    pub(crate) shutdown: watch::Receiver<bool>,
+    /// The connection limit and tracker, shared with the TCP transport.
+    pub(crate) conns: Arc<Connections>,
+}
