@@ -109,7 +109,7 @@ impl Unpaired {
             Unpaired::Tcp(mut stream) => {
                 let mut b = [0u8; 1];
                 stream.read_exact(&mut b).await?;
-                Ok(Conn::tcp(stream, &[]))
+                Ok(Conn::tcp_from(stream, &[], flexim_testkit::LARGE_READS))
             }
             Unpaired::Ws(mut ws) => match ws.next().await {
                 Some(Ok(WsMessage::Binary(b))) if b.as_ref() == [1] => Ok(Conn::Ws(ws)),

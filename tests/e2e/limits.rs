@@ -4,13 +4,13 @@
 
 use flexim_protocol::status;
 use flexim_protocol::{Datum, datum::Status};
-use flexim_tests::{Raw, TestServer, WsEvent, WsRaw, message, new_key};
+use flexim_tests::{Conn, Got, TestServer, message, new_key};
 
 /// Waits until the server has let a connection go (its place is free again): the next
 /// connection is then accepted, and comes back with it.
-async fn accepted(server: &TestServer) -> Raw {
+async fn accepted(server: &TestServer) -> Conn {
     for _ in 0..200 {
-        let mut raw = Raw::connect(server.tcp).await.unwrap();
+        let mut raw = Conn::tcp(server.tcp).await.unwrap();
         if let Datum::User(_) = raw.recv().await.unwrap() {
             return raw;
         }
@@ -33,26 +33,26 @@ async fn a_connection_over_the_limit_is_told_the_server_is_full_and_the_others_g
     let (alice, bob) = (new_key(), new_key());
     // Three places, taken over both transports: one TCP user, one WebSocket user, and a
     // connection that has only sent its header.
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
-    let mut b = WsRaw::login(&server.ws, &bob).await.unwrap();
-    let mut third = Raw::connect(server.tcp).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
+    let mut b = Conn::login_ws(&server.ws, &bob).await.unwrap();
+    let mut third = Conn::tcp(server.tcp).await.unwrap();
     assert!(matches!(third.recv().await.unwrap(), Datum::User(_)));
 
     // A fourth over TCP: the Status, then the server closes (no User datum, no handshake).
-    let mut refused = Raw::connect(server.tcp).await.unwrap();
+    let mut refused = Conn::tcp(server.tcp).await.unwrap();
     match refused.recv().await.unwrap() {
         Datum::Status(s) => refusal(&s),
         other => panic!("expected the refusal, got {other:?}"),
     }
     assert!(refused.closed().await, "the refused connection is closed");
     // A fourth over WebSocket: the same Status, then close code 1013 (try again later).
-    let mut refused = WsRaw::connect(&server.ws).await.unwrap();
+    let mut refused = Conn::ws(&server.ws).await.unwrap();
     match refused.next().await.unwrap() {
-        WsEvent::Datum(Datum::Status(s)) => refusal(&s),
+        Got::Datum(Datum::Status(s)) => refusal(&s),
         other => panic!("expected the refusal, got {other:?}"),
     }
     match refused.next().await.unwrap() {
-        WsEvent::Close(code, reason) => assert_eq!((code, reason.as_str()), (1013, "server full")),
+        Got::Close(code, reason) => assert_eq!((code, reason.as_str()), (1013, "server full")),
         other => panic!("expected close 1013, got {other:?}"),
     }
 
@@ -64,8 +64,8 @@ async fn a_connection_over_the_limit_is_told_the_server_is_full_and_the_others_g
     assert_eq!(a.status().await.unwrap().status, status::RELAYED);
     let got = loop {
         match b.next().await.unwrap() {
-            WsEvent::Datum(Datum::Message(m)) => break m,
-            WsEvent::Datum(_) => continue,
+            Got::Datum(Datum::Message(m)) => break m,
+            Got::Datum(_) => continue,
             other => panic!("Bob's connection ended: {other:?}"),
         }
     };

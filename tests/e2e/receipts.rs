@@ -5,10 +5,10 @@
 use flexim_protocol::datum::{Command, Status};
 use flexim_protocol::status::{self, cmd};
 use flexim_protocol::{Datum, SecretKey};
-use flexim_tests::{Raw, TestServer, message_with_id, new_key};
+use flexim_tests::{Conn, TestServer, message_with_id, new_key};
 
 /// The next datum that is not a presence notice.
-async fn next(raw: &mut Raw) -> Datum {
+async fn next(raw: &mut Conn) -> Datum {
     loop {
         match raw.recv().await.unwrap() {
             Datum::Status(s) if s.status.abs() == 10 => continue,
@@ -17,7 +17,7 @@ async fn next(raw: &mut Raw) -> Datum {
     }
 }
 
-async fn next_status(raw: &mut Raw) -> Status {
+async fn next_status(raw: &mut Conn) -> Status {
     match next(raw).await {
         Datum::Status(s) => s,
         other => panic!("expected a Status, got {other:?}"),
@@ -25,7 +25,7 @@ async fn next_status(raw: &mut Raw) -> Status {
 }
 
 /// Sends ACK and returns its answer (messages and notices on the way are skipped).
-async fn ack(raw: &mut Raw, ids: &[&str]) -> Status {
+async fn ack(raw: &mut Conn, ids: &[&str]) -> Status {
     raw.send(&Command::new(cmd::ACK, ids).into()).await.unwrap();
     loop {
         if let Datum::Status(s) = next(raw).await
@@ -37,7 +37,7 @@ async fn ack(raw: &mut Raw, ids: &[&str]) -> Status {
 }
 
 /// Reads messages until `n` have come; returns their ids.
-async fn messages(raw: &mut Raw, n: usize) -> Vec<String> {
+async fn messages(raw: &mut Conn, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     while ids.len() < n {
         if let Datum::Message(m) = next(raw).await {
@@ -53,7 +53,7 @@ fn hex(key: &SecretKey) -> String {
 
 /// Waits until the server has noticed that `key` is gone (GETUSER says offline).
 async fn until_offline(server: &TestServer, key: &SecretKey) {
-    let mut observer = Raw::login(server.tcp, &new_key()).await.unwrap();
+    let mut observer = Conn::login_tcp(server.tcp, &new_key()).await.unwrap();
     for _ in 0..200 {
         let who = hex(key);
         observer
@@ -74,9 +74,9 @@ async fn until_offline(server: &TestServer, key: &SecretKey) {
 async fn one_ack_of_many_messages_gives_one_receipt_per_sender_naming_all_their_ids() {
     let server = TestServer::start();
     let (alice, carol, bob) = (new_key(), new_key(), new_key());
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
-    let mut c = Raw::login(server.tcp, &carol).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
+    let mut c = Conn::login_tcp(server.tcp, &carol).await.unwrap();
     for i in 0..20 {
         let id = format!("a-{i}");
         a.send(&message_with_id(&alice.public_key(), &hex(&bob), "hi", &id))
@@ -112,8 +112,8 @@ async fn one_ack_of_many_messages_gives_one_receipt_per_sender_naming_all_their_
 async fn an_ack_counts_ids_not_copies_and_forgets_every_copy() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     // Alice sends m-1, then again byte for byte (as after a reconnect, §8.1 sender rule 3):
     // the server keeps one copy per send, and Bob gets both.
     let m = message_with_id(&alice.public_key(), &hex(&bob), "twice", "m-1");
@@ -132,7 +132,7 @@ async fn an_ack_counts_ids_not_copies_and_forgets_every_copy() {
     // receipt reaches Alice.
     drop(b);
     until_offline(&server, &bob).await;
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     b.send(&Command::new(cmd::OFFLINES, &[]).into())
         .await
         .unwrap();
@@ -153,9 +153,9 @@ async fn an_ack_counts_ids_not_copies_and_forgets_every_copy() {
 async fn receipts_go_to_the_active_session_only() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
-    let mut active = Raw::login(server.tcp, &alice).await.unwrap();
-    let mut second = Raw::login(server.tcp, &alice).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
+    let mut active = Conn::login_tcp(server.tcp, &alice).await.unwrap();
+    let mut second = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     assert_eq!(
         next_status(&mut second).await.status,
         status::SESSION_EXISTS
@@ -212,7 +212,7 @@ async fn receipts_go_to_the_active_session_only() {
 async fn receipts_kept_for_an_offline_sender_are_counted_apart_from_messages() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     for id in ["k-1", "k-2"] {
         a.send(&message_with_id(
             &alice.public_key(),
@@ -227,7 +227,7 @@ async fn receipts_kept_for_an_offline_sender_are_counted_apart_from_messages() {
     drop(a);
     until_offline(&server, &alice).await;
     // Bob reads and acknowledges both while Alice is away: her receipt is kept for her.
-    let mut b = Raw::login(server.tcp, &bob).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     assert_eq!(messages(&mut b, 2).await, ["k-1", "k-2"]);
     assert_eq!(
         ack(&mut b, &["k-1", "k-2"]).await.payload,
@@ -235,7 +235,7 @@ async fn receipts_kept_for_an_offline_sender_are_counted_apart_from_messages() {
     );
     // Alice's next login: the receipt (one, naming both), then the notice, which counts it
     // apart from messages (there were none).
-    let mut a = Raw::login(server.tcp, &alice).await.unwrap();
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     let receipt = next_status(&mut a).await;
     assert_eq!(
         (receipt.status, receipt.ids.clone()),

@@ -267,10 +267,10 @@ fn now() -> i64 {
 async fn last_seen_of_an_online_user_is_its_latest_login_and_of_an_offline_one_its_logout() {
     let server = TestServer::start();
     let (alice, observer) = (new_key(), new_key());
-    let mut o = Raw::login(server.tcp, &observer).await.unwrap();
+    let mut o = Conn::login_tcp(server.tcp, &observer).await.unwrap();
     let alice_hex = alice.public_key().to_hex();
     let before = now();
-    let a = Raw::login(server.tcp, &alice).await.unwrap();
+    let a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     let after = now();
     let online = get_user(&mut o, &alice_hex).await;
     assert_eq!(online.online, Some(true));
@@ -299,7 +299,7 @@ async fn last_seen_of_an_online_user_is_its_latest_login_and_of_an_offline_one_i
 }
 
 /// GETUSER, skipping presence notices.
-async fn get_user(o: &mut Raw, who: &str) -> flexim_protocol::datum::User {
+async fn get_user(o: &mut Conn, who: &str) -> flexim_protocol::datum::User {
     o.send(&Command::new(cmd::GETUSER, &[who]).into())
         .await
         .unwrap();

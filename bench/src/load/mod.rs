@@ -33,16 +33,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use flexim_client::RawConnection;
-use flexim_client::protocol::frame::PREFIX_LEN;
 use flexim_client::protocol::status;
-use futures_util::{Sink, Stream};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::stats::Latency;
 use frames::{ACK_BATCH, ID_LEN, ack_frame, status_fields};
@@ -66,155 +58,8 @@ pub struct Load {
     pub timeout: Duration,
 }
 
-/// One end's socket, past any handshake.
-pub enum Conn {
-    /// Raw TCP: FLEX frames back to back.
-    Tcp {
-        /// The socket.
-        stream: TcpStream,
-        /// Read buffer; bytes `..rlen` are read and not yet parsed.
-        rbuf: Vec<u8>,
-        /// See `rbuf`.
-        rlen: usize,
-        /// Frames to write; bytes `wpos..` are not written yet.
-        wbuf: Vec<u8>,
-        /// See `wbuf`.
-        wpos: usize,
-    },
-    /// WebSocket: one frame per binary message.
-    Ws(Box<WebSocketStream<TcpStream>>),
-}
-
-/// Size of a TCP read buffer: many frames per read, and always room for the largest frame.
-const READ_BUF: usize = 256 * 1024;
-
-impl Conn {
-    /// A raw TCP connection whose first bytes (already read) are `read`.
-    pub fn tcp(stream: TcpStream, read: &[u8]) -> Conn {
-        let mut rbuf = vec![0; READ_BUF.max(read.len() * 2)];
-        rbuf[..read.len()].copy_from_slice(read);
-        Conn::Tcp {
-            stream,
-            rlen: read.len(),
-            rbuf,
-            wbuf: Vec::with_capacity(64 * 1024),
-            wpos: 0,
-        }
-    }
-
-    /// A logged-in client's connection.
-    pub fn from_raw(raw: RawConnection) -> Conn {
-        match raw {
-            RawConnection::Tcp { stream, read } => Conn::tcp(stream, &read),
-            RawConnection::WebSocket(ws) => Conn::Ws(ws),
-        }
-    }
-
-    /// Reads whatever is available and calls `on_frame(type, body)` for each complete frame.
-    /// Returns `Ok(true)` when the peer closed the connection, `Ok(false)` once reading would
-    /// block (the waker is registered then).
-    fn poll_frames(
-        &mut self,
-        cx: &mut Context<'_>,
-        mut on_frame: impl FnMut(u8, &[u8]),
-    ) -> io::Result<bool> {
-        match self {
-            Conn::Tcp {
-                stream, rbuf, rlen, ..
-            } => loop {
-                let mut rb = ReadBuf::new(&mut rbuf[*rlen..]);
-                match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
-                    Poll::Pending => return Ok(false),
-                    Poll::Ready(r) => r?,
-                }
-                let n = rb.filled().len();
-                if n == 0 {
-                    return Ok(true);
-                }
-                *rlen += n;
-                let mut at = 0;
-                while *rlen - at >= PREFIX_LEN {
-                    let len = usize::from(u16::from_be_bytes([rbuf[at + 1], rbuf[at + 2]]));
-                    let end = at + PREFIX_LEN + len;
-                    if end > *rlen {
-                        break;
-                    }
-                    on_frame(rbuf[at], &rbuf[at + PREFIX_LEN..end]);
-                    at = end;
-                }
-                rbuf.copy_within(at..*rlen, 0);
-                *rlen -= at;
-            },
-            Conn::Ws(ws) => loop {
-                match Pin::new(&mut **ws).poll_next(cx) {
-                    Poll::Pending => return Ok(false),
-                    Poll::Ready(None) | Poll::Ready(Some(Ok(WsMessage::Close(_)))) => {
-                        return Ok(true);
-                    }
-                    Poll::Ready(Some(Ok(WsMessage::Binary(b)))) if b.len() >= PREFIX_LEN => {
-                        on_frame(b[0], &b[PREFIX_LEN..]);
-                    }
-                    Poll::Ready(Some(Ok(_))) => {}
-                    Poll::Ready(Some(Err(e))) => return Err(io::Error::other(e)),
-                }
-            },
-        }
-    }
-
-    /// Takes up to `max` frames, built by `build(i, buffer)` for i = 0, 1, ..., and writes as
-    /// much as the socket accepts. Returns how many frames were taken. On TCP they are
-    /// appended to one buffer and go out in as few writes as the socket allows; on WebSocket
-    /// each is one binary message, queued in tungstenite's buffer and then flushed together.
-    fn poll_send(
-        &mut self,
-        cx: &mut Context<'_>,
-        max: u64,
-        mut build: impl FnMut(u64, &mut Vec<u8>),
-    ) -> io::Result<u64> {
-        let mut taken = 0;
-        match self {
-            Conn::Tcp {
-                stream, wbuf, wpos, ..
-            } => {
-                while taken < max {
-                    build(taken, wbuf);
-                    taken += 1;
-                }
-                while *wpos < wbuf.len() {
-                    match Pin::new(&mut *stream).poll_write(cx, &wbuf[*wpos..]) {
-                        Poll::Pending => break,
-                        Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                        Poll::Ready(Ok(n)) => *wpos += n,
-                        Poll::Ready(Err(e)) => return Err(e),
-                    }
-                }
-                if *wpos == wbuf.len() {
-                    wbuf.clear();
-                    *wpos = 0;
-                }
-            }
-            Conn::Ws(ws) => {
-                let mut ws = Pin::new(&mut **ws);
-                while taken < max {
-                    match ws.as_mut().poll_ready(cx) {
-                        Poll::Pending => break,
-                        Poll::Ready(r) => r.map_err(io::Error::other)?,
-                    }
-                    let mut frame = Vec::new();
-                    build(taken, &mut frame);
-                    ws.as_mut()
-                        .start_send(WsMessage::Binary(Bytes::from(frame)))
-                        .map_err(io::Error::other)?;
-                    taken += 1;
-                }
-                if let Poll::Ready(r) = ws.as_mut().poll_flush(cx) {
-                    r.map_err(io::Error::other)?;
-                }
-            }
-        }
-        Ok(taken)
-    }
-}
+/// One end's socket, past any handshake: the kit's framed connection, polled by hand.
+pub use flexim_testkit::Conn;
 
 /// One pair's connections and what its receiver expects.
 pub struct Pair {
@@ -600,6 +445,7 @@ pub async fn run(pairs: Vec<Pair>, load: &Load) -> anyhow::Result<Outcome> {
 mod tests {
     use super::frames::{ack_frame, map_fields};
     use super::*;
+    use flexim_client::protocol::frame::PREFIX_LEN;
     use flexim_client::protocol::{Datum, Message};
 
     /// A Message as the client library seals it, with a small date and an id.
