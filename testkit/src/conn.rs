@@ -19,7 +19,8 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::Bytes;
 use flexim_client::RawConnection;
 use flexim_protocol::frame::{self, HEADER, MAX_BODY, PREFIX_LEN};
-use flexim_protocol::{Datum, Message, SecretKey, Status, User};
+use flexim_protocol::status::{self, cmd};
+use flexim_protocol::{Command, Datum, Message, SecretKey, Status, User};
 use flexim_session::{Config, Engine, Event, Framing};
 use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
@@ -355,6 +356,29 @@ impl Conn {
     pub async fn recv(&mut self) -> Result<Datum> {
         let frame = self.recv_frame().await?;
         Ok(Datum::decode(frame[0], &frame[PREFIX_LEN..])?)
+    }
+
+    /// The next datum that is not a presence notice.
+    pub async fn datum(&mut self) -> Result<Datum> {
+        loop {
+            match self.recv().await? {
+                Datum::Status(s) if s.status.abs() == 10 => continue,
+                d => return Ok(d),
+            }
+        }
+    }
+
+    /// Sends ACK for `ids` and returns its answer: the first Status that is no notice (the
+    /// messages, receipts and presence on the way are skipped).
+    pub async fn ack(&mut self, ids: &[&str]) -> Result<Status> {
+        self.send(&Command::new(cmd::ACK, ids).into()).await?;
+        loop {
+            if let Datum::Status(s) = self.recv().await?
+                && !status::is_notice(s.status)
+            {
+                return Ok(s);
+            }
+        }
     }
 
     /// The next Status that is not a presence notice.

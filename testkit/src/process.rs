@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::{TempDir, bin_dir, http_get};
+use flexim_protocol::status::cmd;
+use flexim_protocol::{Command as FlexCommand, Datum, PublicKey};
+
+use crate::{Conn, TempDir, bin_dir, http_get, new_key};
 
 /// How to start a server.
 #[derive(Debug, Clone)]
@@ -173,6 +176,26 @@ impl TestServer {
     /// The server's counters from `/metrics`, by name.
     pub async fn metrics(&self) -> Result<HashMap<String, u64>> {
         metrics_at(&self.http_addr()).await
+    }
+
+    /// Waits until the server has noticed that `key`'s connection was dropped (GETUSER says
+    /// it is offline), so that what a test does next does not race the old session's logout.
+    pub async fn until_offline(&self, key: &PublicKey) {
+        let mut observer = Conn::login_tcp(self.tcp, &new_key())
+            .await
+            .expect("an observer");
+        for _ in 0..200 {
+            let who = key.to_hex();
+            let ask = FlexCommand::new(cmd::GETUSER, &[who.as_str()]);
+            observer.send(&ask.into()).await.expect("GETUSER goes out");
+            if let Ok(Datum::User(u)) = observer.datum().await
+                && u.online == Some(false)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the server did not notice the dropped connection");
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.

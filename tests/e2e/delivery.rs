@@ -4,46 +4,10 @@
 //! These tests speak the protocol by hand (no client library), so each shows exactly what the
 //! server answers; `crash.rs` runs the same contract through the client library under SIGKILL.
 
-use flexim_protocol::datum::{Command, Message, Status};
+use flexim_protocol::datum::{Command, Status};
 use flexim_protocol::status::{self, cmd};
 use flexim_protocol::{Datum, SecretKey};
 use flexim_tests::{Conn, TestServer, message, message_with_id, new_key};
-
-/// The next datum that is not a presence notice.
-async fn next(raw: &mut Conn) -> Datum {
-    loop {
-        match raw.recv().await.unwrap() {
-            Datum::Status(s) if s.status.abs() == 10 => continue,
-            d => return d,
-        }
-    }
-}
-
-async fn next_status(raw: &mut Conn) -> Status {
-    match next(raw).await {
-        Datum::Status(s) => s,
-        other => panic!("expected a Status, got {other:?}"),
-    }
-}
-
-async fn next_message(raw: &mut Conn) -> Message {
-    match next(raw).await {
-        Datum::Message(m) => m,
-        other => panic!("expected a Message, got {other:?}"),
-    }
-}
-
-/// Sends ACK and returns its answer, skipping "delivered N stored messages" notices that may
-/// still be on their way.
-async fn ack(raw: &mut Conn, ids: &[&str]) -> Status {
-    raw.send(&Command::new(cmd::ACK, ids).into()).await.unwrap();
-    loop {
-        let s = next_status(raw).await;
-        if s.status != status::DELIVERED_STORED {
-            return s;
-        }
-    }
-}
 
 /// The ids a receipt names (`id`, or several in `ids`), for compact assertions.
 fn about(s: &Status) -> (i8, Vec<&str>) {
@@ -55,34 +19,11 @@ fn code_id(s: &Status) -> (i8, Option<&str>) {
     (s.status, s.id.as_deref())
 }
 
-fn to(key: &SecretKey) -> String {
-    key.public_key().to_hex()
-}
-
-/// Waits until the server has noticed that `key`'s connection was dropped (GETUSER says it
-/// is offline), so that what follows does not race the old session's logout.
-async fn until_offline(server: &TestServer, key: &SecretKey) {
-    let mut observer = Conn::login_tcp(server.tcp, &new_key()).await.unwrap();
-    for _ in 0..200 {
-        observer
-            .send(&Command::new(cmd::GETUSER, &[&to(key)]).into())
-            .await
-            .unwrap();
-        if let Datum::User(u) = next(&mut observer).await
-            && u.online == Some(false)
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("the server did not notice the dropped connection");
-}
-
 /// Logs `key` in again after its previous connection was dropped, once the server has
 /// noticed: otherwise the new login would find the old session still registered and be only
 /// a secondary one (Status 5).
 async fn relogin(server: &TestServer, key: &SecretKey) -> Conn {
-    until_offline(server, key).await;
+    server.until_offline(&key.public_key()).await;
     Conn::login_tcp(server.tcp, key).await.unwrap()
 }
 
@@ -95,7 +36,7 @@ async fn receipts_follow_a_message_from_relayed_to_delivered() {
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     let sent = message_with_id(&a_key, &b_hex, "hi", "m-1");
     a.send(&sent).await.unwrap();
-    let answer = next_status(&mut a).await;
+    let answer = a.status().await.unwrap();
     assert_eq!(
         code_id(&answer),
         (status::RELAYED, Some("m-1")),
@@ -110,12 +51,12 @@ async fn receipts_follow_a_message_from_relayed_to_delivered() {
         }
     };
     assert_eq!(got, sent.to_frame().unwrap());
-    let acked = ack(&mut b, &["m-1"]).await;
+    let acked = b.ack(&["m-1"]).await.unwrap();
     assert_eq!(
         (acked.status, acked.payload.as_str()),
         (status::OK, "acknowledged 1 of 1")
     );
-    let receipt = next_status(&mut a).await;
+    let receipt = a.status().await.unwrap();
     assert_eq!(code_id(&receipt), (status::DELIVERED, Some("m-1")));
 
     // Acknowledged means forgotten: a new login of Bob's gets nothing again.
@@ -125,7 +66,7 @@ async fn receipts_follow_a_message_from_relayed_to_delivered() {
         .await
         .unwrap();
     assert_eq!(
-        next_status(&mut b).await.payload,
+        b.status().await.unwrap().payload,
         "delivered 0 stored messages"
     );
 }
@@ -142,23 +83,26 @@ async fn a_cut_connection_gets_everything_unacknowledged_again_in_order() {
         let m = message_with_id(&a_key, &b_hex, &format!("live {i}"), id);
         a.send(&m).await.unwrap();
         assert_eq!(
-            code_id(&next_status(&mut a).await),
+            code_id(&a.status().await.unwrap()),
             (status::RELAYED, Some(*id))
         );
     }
     // Bob's client reads all three, acknowledges only the first, and its connection is cut.
     for i in 0..3 {
-        assert_eq!(next_message(&mut b).await.msg, format!("live {i}"));
+        assert_eq!(b.message().await.unwrap().msg, format!("live {i}"));
     }
-    assert_eq!(ack(&mut b, &["r-0"]).await.payload, "acknowledged 1 of 1");
     assert_eq!(
-        code_id(&next_status(&mut a).await),
+        b.ack(&["r-0"]).await.unwrap().payload,
+        "acknowledged 1 of 1"
+    );
+    assert_eq!(
+        code_id(&a.status().await.unwrap()),
         (status::DELIVERED, Some("r-0"))
     );
     drop(b);
     // The two it never acknowledged were held only in memory; now they are durable, and
     // Alice is told so by one Status 8 naming both, in order.
-    let stored_later = next_status(&mut a).await;
+    let stored_later = a.status().await.unwrap();
     assert_eq!(
         about(&stored_later),
         (status::STORED_LATER, vec!["r-1", "r-2"])
@@ -171,14 +115,14 @@ async fn a_cut_connection_gets_everything_unacknowledged_again_in_order() {
     let later = message_with_id(&a_key, &b_hex, "while away", "r-3");
     a.send(&later).await.unwrap();
     assert_eq!(
-        code_id(&next_status(&mut a).await),
+        code_id(&a.status().await.unwrap()),
         (status::STORED, Some("r-3"))
     );
 
     let mut b = relogin(&server, &bob).await;
     let mut texts = Vec::new();
     for _ in 0..3 {
-        let m = next_message(&mut b).await;
+        let m = b.message().await.unwrap();
         texts.push((m.msg, m.id.unwrap()));
     }
     assert_eq!(
@@ -190,21 +134,21 @@ async fn a_cut_connection_gets_everything_unacknowledged_again_in_order() {
         ],
         "exactly the unacknowledged messages, in the sender's order"
     );
-    assert_eq!(next_status(&mut b).await.status, status::DELIVERED_STORED);
+    assert_eq!(b.status().await.unwrap().status, status::DELIVERED_STORED);
     // Not acknowledged yet, so a cut now brings them all once more.
     drop(b);
     let mut b = relogin(&server, &bob).await;
     for want in ["r-1", "r-2", "r-3"] {
-        assert_eq!(next_message(&mut b).await.id.as_deref(), Some(want));
+        assert_eq!(b.message().await.unwrap().id.as_deref(), Some(want));
     }
-    assert_eq!(next_status(&mut b).await.status, status::DELIVERED_STORED);
+    assert_eq!(b.status().await.unwrap().status, status::DELIVERED_STORED);
     assert_eq!(
-        ack(&mut b, &["r-1", "r-2", "r-3"]).await.payload,
+        b.ack(&["r-1", "r-2", "r-3"]).await.unwrap().payload,
         "acknowledged 3 of 3"
     );
     // One ACK of three messages from one sender: one receipt naming the three.
     assert_eq!(
-        about(&next_status(&mut a).await),
+        about(&a.status().await.unwrap()),
         (status::DELIVERED, vec!["r-1", "r-2", "r-3"])
     );
     drop(b);
@@ -213,7 +157,7 @@ async fn a_cut_connection_gets_everything_unacknowledged_again_in_order() {
         .await
         .unwrap();
     assert_eq!(
-        next_status(&mut b).await.payload,
+        b.status().await.unwrap().payload,
         "delivered 0 stored messages",
         "acknowledged messages are gone"
     );
@@ -233,7 +177,7 @@ async fn a_cut_in_the_middle_of_stored_delivery_loses_nothing() {
         a.send(&m).await.unwrap();
     }
     for i in 0..N {
-        let s = next_status(&mut a).await;
+        let s = a.status().await.unwrap();
         assert_eq!(
             code_id(&s),
             (status::STORED, Some(format!("s-{i}").as_str()))
@@ -242,7 +186,7 @@ async fn a_cut_in_the_middle_of_stored_delivery_loses_nothing() {
     // Bob takes 100, acknowledges the first 50 and is cut off mid-delivery.
     let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     for i in 0..100 {
-        assert_eq!(next_message(&mut b).await.msg, format!("{i}"));
+        assert_eq!(b.message().await.unwrap().msg, format!("{i}"));
     }
     let first: Vec<String> = (0..50).map(|i| format!("s-{i}")).collect();
     let first: Vec<&str> = first.iter().map(String::as_str).collect();
@@ -252,7 +196,7 @@ async fn a_cut_in_the_middle_of_stored_delivery_loses_nothing() {
     // The rest of the delivery is still coming; wait for the ACK's answer among it, so the
     // cut comes after the server took the acknowledgement.
     loop {
-        match next(&mut b).await {
+        match b.datum().await.unwrap() {
             Datum::Status(s) if s.status == status::OK => {
                 assert_eq!(s.payload, "acknowledged 50 of 50");
                 break;
@@ -264,14 +208,14 @@ async fn a_cut_in_the_middle_of_stored_delivery_loses_nothing() {
 
     let mut b = relogin(&server, &bob).await;
     for i in 50..N {
-        let m = next_message(&mut b).await;
+        let m = b.message().await.unwrap();
         assert_eq!(
             (m.msg.as_str(), m.id.as_deref()),
             (format!("{i}").as_str(), Some(format!("s-{i}").as_str())),
             "every unacknowledged message, once, in order"
         );
     }
-    let s = next_status(&mut b).await;
+    let s = b.status().await.unwrap();
     assert_eq!(
         (s.status, s.payload.as_str()),
         (status::DELIVERED_STORED, "delivered 250 stored messages")
@@ -291,7 +235,7 @@ async fn a_full_queue_refuses_with_the_id_and_keeps_what_it_has() {
     let answers: Vec<_> = {
         let mut v = Vec::new();
         for _ in 0..5 {
-            v.push(next_status(&mut a).await);
+            v.push(a.status().await.unwrap());
         }
         v
     };
@@ -314,25 +258,25 @@ async fn a_full_queue_refuses_with_the_id_and_keeps_what_it_has() {
     // Nothing already stored was lost; acknowledging makes room again.
     let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     for i in 0..3 {
-        assert_eq!(next_message(&mut b).await.msg, format!("q{i}"));
+        assert_eq!(b.message().await.unwrap().msg, format!("q{i}"));
     }
-    assert_eq!(next_status(&mut b).await.status, status::DELIVERED_STORED);
+    assert_eq!(b.status().await.unwrap().status, status::DELIVERED_STORED);
     assert_eq!(
-        ack(&mut b, &["q-0", "q-1", "q-2"]).await.payload,
+        b.ack(&["q-0", "q-1", "q-2"]).await.unwrap().payload,
         "acknowledged 3 of 3"
     );
     drop(b);
     // The receipt for the acknowledged messages (one, naming all three) comes first, then
     // the retry is stored.
     assert_eq!(
-        about(&next_status(&mut a).await),
+        about(&a.status().await.unwrap()),
         (status::DELIVERED, vec!["q-0", "q-1", "q-2"])
     );
-    until_offline(&server, &bob).await;
+    server.until_offline(&bob.public_key()).await;
     let retry = message_with_id(&a_key, &b_hex, "q3", "q-3");
     a.send(&retry).await.unwrap();
     assert_eq!(
-        code_id(&next_status(&mut a).await),
+        code_id(&a.status().await.unwrap()),
         (status::STORED, Some("q-3"))
     );
 }
@@ -350,7 +294,7 @@ async fn bad_ids_and_acks_get_clear_errors_and_route_nothing() {
     for bad in ["", "has space", "ümlaut", long.as_str()] {
         let m = message_with_id(&a_key, &b_hex, "never", bad);
         a.send(&m).await.unwrap();
-        let s = next_status(&mut a).await;
+        let s = a.status().await.unwrap();
         assert_eq!(s.status, status::BAD_ARGUMENT, "{bad:?}: {s:?}");
         assert!(s.payload.contains("bad message id"), "{s:?}");
         // Only a well-formed id names the answer: a malformed one cannot be repeated back.
@@ -363,44 +307,50 @@ async fn bad_ids_and_acks_get_clear_errors_and_route_nothing() {
     }
     a.send(&spoof).await.unwrap();
     assert_eq!(
-        code_id(&next_status(&mut a).await),
+        code_id(&a.status().await.unwrap()),
         (status::SPOOF, Some("f-1"))
     );
     // ACK without ids, with a malformed id, and for an id nobody sent.
     b.send(&Command::new(cmd::ACK, &[]).into()).await.unwrap();
-    assert_eq!(next_status(&mut b).await.status, status::BAD_ARGUMENT);
+    assert_eq!(b.status().await.unwrap().status, status::BAD_ARGUMENT);
     assert_eq!(
-        ack(&mut b, &["ok", "not ok"]).await.status,
+        b.ack(&["ok", "not ok"]).await.unwrap().status,
         status::BAD_ARGUMENT
     );
     assert_eq!(
-        ack(&mut b, &["nobody-sent-this"]).await.payload,
+        b.ack(&["nobody-sent-this"]).await.unwrap().payload,
         "acknowledged 0 of 1"
     );
     // Carol cannot acknowledge Bob's messages: the ACK is scoped to the session's own key.
     let m = message_with_id(&a_key, &b_hex, "for bob", "b-1");
     a.send(&m).await.unwrap();
     assert_eq!(
-        code_id(&next_status(&mut a).await),
+        code_id(&a.status().await.unwrap()),
         (status::RELAYED, Some("b-1"))
     );
-    assert_eq!(ack(&mut c, &["b-1"]).await.payload, "acknowledged 0 of 1");
+    assert_eq!(
+        c.ack(&["b-1"]).await.unwrap().payload,
+        "acknowledged 0 of 1"
+    );
     // Bob received nothing but the one valid message, and everyone still works.
-    let got = next_message(&mut b).await;
+    let got = b.message().await.unwrap();
     assert_eq!(
         (got.msg.as_str(), got.id.as_deref()),
         ("for bob", Some("b-1"))
     );
-    assert_eq!(ack(&mut b, &["b-1"]).await.payload, "acknowledged 1 of 1");
     assert_eq!(
-        code_id(&next_status(&mut a).await),
+        b.ack(&["b-1"]).await.unwrap().payload,
+        "acknowledged 1 of 1"
+    );
+    assert_eq!(
+        code_id(&a.status().await.unwrap()),
         (status::DELIVERED, Some("b-1"))
     );
     c.send(&message(&c_key, &a_hex, "still fine"))
         .await
         .unwrap();
-    assert_eq!(next_status(&mut c).await.status, status::RELAYED);
-    assert_eq!(next_message(&mut a).await.msg, "still fine");
+    assert_eq!(c.status().await.unwrap().status, status::RELAYED);
+    assert_eq!(a.message().await.unwrap().msg, "still fine");
 }
 
 #[tokio::test]
@@ -412,23 +362,23 @@ async fn ghost_hands_over_unacknowledged_messages_before_new_ones() {
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     let m1 = message_with_id(&a_key, &b_hex, "one", "g-1");
     a.send(&m1).await.unwrap();
-    assert_eq!(next_status(&mut a).await.status, status::RELAYED);
-    assert_eq!(next_message(&mut old).await.msg, "one");
+    assert_eq!(a.status().await.unwrap().status, status::RELAYED);
+    assert_eq!(old.message().await.unwrap().msg, "one");
     let mut a_statuses = Vec::new();
     // A second session of Bob's takes over without the first having acknowledged.
     let mut new = Conn::login_tcp(server.tcp, &bob).await.unwrap();
-    assert_eq!(next_status(&mut new).await.status, status::SESSION_EXISTS);
+    assert_eq!(new.status().await.unwrap().status, status::SESSION_EXISTS);
     new.send(&Command::new(cmd::GHOST, &[]).into())
         .await
         .unwrap();
-    assert_eq!(next_status(&mut new).await.status, status::GHOSTED);
+    assert_eq!(new.status().await.unwrap().status, status::GHOSTED);
     let m2 = message_with_id(&a_key, &b_hex, "two", "g-2");
     a.send(&m2).await.unwrap();
     // The new session gets the old one's unacknowledged message first, then the new one.
-    assert_eq!(next_message(&mut new).await.msg, "one");
+    assert_eq!(new.message().await.unwrap().msg, "one");
     let mut rest = Vec::new();
     while rest.is_empty() {
-        match next(&mut new).await {
+        match new.datum().await.unwrap() {
             Datum::Message(m) => rest.push(m.msg),
             Datum::Status(s) if s.status == status::DELIVERED_STORED => {}
             other => panic!("unexpected {other:?}"),
@@ -436,7 +386,7 @@ async fn ghost_hands_over_unacknowledged_messages_before_new_ones() {
     }
     assert_eq!(rest, ["two"]);
     assert_eq!(
-        ack(&mut new, &["g-1", "g-2"]).await.payload,
+        new.ack(&["g-1", "g-2"]).await.unwrap().payload,
         "acknowledged 2 of 2"
     );
     let mut receipts = Vec::new();
@@ -447,7 +397,7 @@ async fn ghost_hands_over_unacknowledged_messages_before_new_ones() {
             .iter()
             .any(|s: &Status| s.status == status::STORED_LATER)
     {
-        let s = next_status(&mut a).await;
+        let s = a.status().await.unwrap();
         if s.status == status::DELIVERED {
             receipts.extend(s.about().map(str::to_string));
         }
@@ -491,7 +441,7 @@ async fn a_login_during_a_stream_keeps_the_senders_order() {
         }
         let mut codes = Vec::new();
         for _ in 0..N {
-            codes.push(next_status(&mut a).await.status);
+            codes.push(a.status().await.unwrap().status);
         }
         codes
     });
@@ -501,7 +451,7 @@ async fn a_login_during_a_stream_keeps_the_senders_order() {
     let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     let mut next_expected = 0usize;
     while next_expected < N {
-        match next(&mut b).await {
+        match b.datum().await.unwrap() {
             Datum::Message(m) => {
                 assert_eq!(m.msg, format!("{next_expected}"), "out of order");
                 next_expected += 1;
@@ -529,11 +479,11 @@ async fn stored_messages_expire_after_the_retention_and_both_sides_are_told() {
         .await
         .unwrap();
     assert_eq!(
-        code_id(&next_status(&mut a).await),
+        code_id(&a.status().await.unwrap()),
         (status::STORED, Some("e-1"))
     );
     // Bob stays away past the retention: Alice learns her message was deleted unread.
-    let s = next_status(&mut a).await;
+    let s = a.status().await.unwrap();
     assert_eq!(code_id(&s), (status::EXPIRED, Some("e-1")), "{s:?}");
     assert!(
         s.payload.contains("expired unread after 2 seconds"),
@@ -541,7 +491,7 @@ async fn stored_messages_expire_after_the_retention_and_both_sides_are_told() {
     );
     // Bob is told how many he lost, and gets nothing else.
     let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
-    let s = next_status(&mut b).await;
+    let s = b.status().await.unwrap();
     assert_eq!(
         (s.status, s.payload.as_str()),
         (
@@ -549,12 +499,12 @@ async fn stored_messages_expire_after_the_retention_and_both_sides_are_told() {
             "1 stored message expired unread after 2 seconds"
         )
     );
-    assert_eq!(next_status(&mut b).await.status, status::DELIVERED_STORED);
+    assert_eq!(b.status().await.unwrap().status, status::DELIVERED_STORED);
     b.send(&Command::new(cmd::OFFLINES, &[]).into())
         .await
         .unwrap();
     assert_eq!(
-        next_status(&mut b).await.payload,
+        b.status().await.unwrap().payload,
         "delivered 0 stored messages"
     );
     assert!(server.logs().contains("deleted expired stored messages"));
@@ -577,13 +527,13 @@ async fn a_session_that_never_acknowledges_is_a_slow_reader_and_loses_nothing() 
         ))
         .await
         .unwrap();
-        assert_eq!(next_status(&mut a).await.status, status::STORED);
+        assert_eq!(a.status().await.unwrap().status, status::STORED);
     }
     let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     for i in 0..5 {
-        assert_eq!(next_message(&mut b).await.msg, format!("old {i}"));
+        assert_eq!(b.message().await.unwrap().msg, format!("old {i}"));
     }
-    assert_eq!(next_status(&mut b).await.status, status::DELIVERED_STORED);
+    assert_eq!(b.status().await.unwrap().status, status::DELIVERED_STORED);
 
     // Held in memory and never acknowledged: three are allowed, the fourth makes Bob a slow
     // reader. What he held is stored (Alice gets 8s), the fourth is stored too.
@@ -600,7 +550,7 @@ async fn a_session_that_never_acknowledges_is_a_slow_reader_and_loses_nothing() 
     // One 8 names the three that were held; every other answer names one message.
     let mut answers = Vec::new();
     while answers.len() < 7 {
-        let s = next_status(&mut a).await;
+        let s = a.status().await.unwrap();
         if s.status == status::STORED_LATER {
             assert_eq!(about(&s).1, ["n-0", "n-1", "n-2"], "one 8 for all three");
             assert!(s.payload.contains("did not read fast enough"), "{s:?}");
@@ -622,7 +572,7 @@ async fn a_session_that_never_acknowledges_is_a_slow_reader_and_loses_nothing() 
     );
     let mut seen = Vec::new();
     let kicked = loop {
-        match next(&mut b).await {
+        match b.datum().await.unwrap() {
             Datum::Message(m) => seen.push(m.msg),
             Datum::Status(s) => break s,
             other => panic!("unexpected {other:?}"),
@@ -637,7 +587,7 @@ async fn a_session_that_never_acknowledges_is_a_slow_reader_and_loses_nothing() 
     let mut b = relogin(&server, &bob).await;
     let mut all = Vec::new();
     while all.len() < 9 {
-        all.push(next_message(&mut b).await.msg);
+        all.push(b.message().await.unwrap().msg);
     }
     assert_eq!(
         all,
@@ -659,10 +609,10 @@ async fn the_byte_limit_of_a_queue_refuses_with_the_id() {
         a.send(&message_with_id(&a_key, &b_hex, &body, id))
             .await
             .unwrap();
-        let s = next_status(&mut a).await;
+        let s = a.status().await.unwrap();
         assert_eq!(code_id(&s), (want, Some(id)), "{s:?}");
     }
     let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
-    assert_eq!(next_message(&mut b).await.id.as_deref(), Some("y-1"));
-    assert_eq!(next_status(&mut b).await.status, status::DELIVERED_STORED);
+    assert_eq!(b.message().await.unwrap().id.as_deref(), Some("y-1"));
+    assert_eq!(b.status().await.unwrap().status, status::DELIVERED_STORED);
 }
