@@ -112,7 +112,7 @@ impl Unpaired {
                 Ok(Conn::tcp_from(stream, &[], flexim_testkit::LARGE_READS))
             }
             Unpaired::Ws(mut ws) => match ws.next().await {
-                Some(Ok(WsMessage::Binary(b))) if b.as_ref() == [1] => Ok(Conn::Ws(ws)),
+                Some(Ok(WsMessage::Binary(b))) if b.as_ref() == [1] => Ok(Conn::from_ws(*ws)),
                 other => bail!("the forwarder did not pair the connection: {other:?}"),
             },
         }

@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use flexim_client::Identity;
 use flexim_client::protocol::e2e::MAX_PLAINTEXT;
-use flexim_client::{Client, Identity};
 use serde::Serialize;
 
 use crate::forwarder::Forwarder;
@@ -257,6 +257,18 @@ fn per_message(cpu: Option<f64>, o: &Outcome) -> Option<f64> {
         .map(|c| c / o.delivered as f64 * 1e6)
 }
 
+/// A connection to `addr` (`ws://...` or HOST:PORT), nothing sent yet.
+async fn open(addr: &str) -> anyhow::Result<Conn> {
+    if addr.starts_with("ws://") {
+        Conn::open_ws(addr, None, false).await
+    } else {
+        let at = addr
+            .parse()
+            .with_context(|| format!("the address {addr}"))?;
+        Conn::open_tcp(at, None, flexim_testkit::LARGE_READS).await
+    }
+}
+
 /// Logs `pairs` new pairs in at `addr` and runs the load through the server (messages with
 /// ids when `ids`).
 async fn through_server(
@@ -271,18 +283,24 @@ async fn through_server(
     let mut templates = Vec::new();
     for _ in 0..pairs {
         let (s_id, r_id) = (Identity::generate()?, Identity::generate()?);
-        let mut s = Client::connect(addr, &s_id, None)
+        let mut sender = open(addr).await?;
+        let mut engine = sender.engine(&s_id.0);
+        sender
+            .login_with(&mut engine)
             .await
             .with_context(|| format!("logging in at {addr}"))?;
-        let r = Client::connect(addr, &r_id, None)
+        sender.adopt_link(engine.take_link());
+        let mut receiver = open(addr).await?;
+        receiver
+            .login(&r_id.0)
             .await
             .with_context(|| format!("logging in at {addr}"))?;
-        let sealed = s.seal_message(&r_id.public_key(), text, &[])?;
+        let sealed = engine.seal(&r_id.public_key(), text, &[], 0, None)?;
         let template = Template::new(&sealed, ids)?;
         templates.push((template.clone(), sealed.from.clone(), sealed.to.clone()));
         relay_pairs.push(Pair {
-            sender: Conn::from_raw(s.into_parts().await?),
-            receiver: Conn::from_raw(r.into_parts().await?),
+            sender,
+            receiver,
             template,
             from: sealed.from,
             to: sealed.to,

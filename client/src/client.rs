@@ -26,7 +26,7 @@ use crate::endpoint::Endpoint;
 use crate::error::ClientError;
 use crate::identity::Identity;
 use crate::os;
-use crate::transport::{RawConnection, Transport};
+use crate::transport::Transport;
 
 /// How long [`Client::connect`] may take, from the TCP connect to the end of the login. A
 /// server that accepts the connection but never speaks flexim would otherwise hang the client.
@@ -257,6 +257,7 @@ impl Client {
             },
             LoginError::Refused { status, payload } => ClientError::Server { status, payload },
             LoginError::Handshake(e) => ClientError::Handshake(e),
+            LoginError::Link(e) => ClientError::Link(e),
         })
     }
 
@@ -334,7 +335,20 @@ impl Client {
         }
         let received = self.transport.recv().await;
         match received {
-            Ok(Some(bytes)) => self.engine.handle_bytes(&bytes),
+            Ok(Some(bytes)) => {
+                self.engine.handle_bytes(&bytes);
+                // A record that did not authenticate: nothing more is read from this
+                // connection, and the caller hears why.
+                if let Some(Event::LinkBroken(e)) = self
+                    .engine
+                    .take_event(|e| matches!(e, Event::LinkBroken(_)))
+                {
+                    self.closed = true;
+                    self.own_acks.clear();
+                    let _ = self.transport.close().await;
+                    return Err(ClientError::Link(e));
+                }
+            }
             Ok(None) => self.ended(),
             Err(e) if e.is_connection_lost() || e.is_garbage() => {
                 self.ended();
@@ -619,15 +633,5 @@ impl Client {
         let closing = self.transport.close().await;
         self.engine.disconnected();
         closing
-    }
-
-    /// Ends this client and hands over its logged-in connection (see [`RawConnection`]) after
-    /// writing everything queued, for a program that takes over the wire itself, such as the
-    /// load generator. Events not handed out yet are dropped, and so is the engine's state:
-    /// the caller takes over all of it.
-    pub async fn into_parts(mut self) -> Result<RawConnection, ClientError> {
-        self.queue_transmits();
-        let unread = self.engine.take_buffered();
-        self.transport.into_parts(unread).await
     }
 }

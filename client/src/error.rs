@@ -97,6 +97,12 @@ pub enum ClientError {
     /// The handshake failed on this side (the challenge did not open, an unexpected datum, ...).
     #[error("handshake failed: {0}")]
     Handshake(HandshakeError),
+    /// A record on the encrypted link did not authenticate: someone on the path altered,
+    /// replayed or injected data. The connection is closed.
+    #[error(
+        "the encrypted link to the server broke ({0}); someone on the network path may be tampering with the connection"
+    )]
+    Link(flexim_protocol::LinkError),
     /// The server answered with an error Status.
     #[error("{} ({status}): {payload}", status::name(*status))]
     Server {
@@ -180,6 +186,7 @@ impl From<EngineError> for ClientError {
             EngineError::NotConnected => ClientError::Closed,
             EngineError::Seal(e) => ClientError::E2e(e),
             EngineError::Frame(e) => ClientError::Frame(e),
+            EngineError::Link(e) => ClientError::Link(e),
         }
     }
 }

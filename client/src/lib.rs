@@ -45,7 +45,7 @@ pub use client::{CONNECT_TIMEOUT, Client};
 pub use endpoint::{Endpoint, EndpointError};
 pub use error::ClientError;
 pub use identity::{Identity, KeyFileError};
-pub use transport::{RawConnection, Transport};
+pub use transport::Transport;
 
 pub use flexim_session::{
     Answer, Delivery, Event, Incoming as Received, Outbox, Outgoing, Refusal, Seen,

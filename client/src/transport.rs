@@ -31,24 +31,6 @@ pub struct Transport {
     inner: Inner,
 }
 
-/// The socket under a [`Transport`], handed over by [`Transport::into_parts`] (and
-/// [`crate::Client::into_parts`]) to a program that takes over the wire after the login, such
-/// as the load generator, which writes pre-built frames in bulk instead of one datum at a time.
-#[derive(Debug)]
-pub enum RawConnection {
-    /// Raw TCP.
-    Tcp {
-        /// The socket.
-        stream: TcpStream,
-        /// Bytes already read from the socket but not yet parsed: the start of the stream
-        /// that follows, to be parsed before anything read later.
-        read: BytesMut,
-    },
-    /// WebSocket, one frame per binary message. Whatever tungstenite already read is kept
-    /// inside the stream, so nothing is left over.
-    WebSocket(Box<WebSocketStream<TcpStream>>),
-}
-
 /// The two transports.
 enum Inner {
     /// Raw TCP.
@@ -200,21 +182,6 @@ impl Transport {
                 }
             },
         }
-    }
-
-    /// Writes everything queued and hands over the socket, with the bytes already read and
-    /// not yet returned as datums (see [`RawConnection`]). From then on the caller speaks the
-    /// wire format itself.
-    pub async fn into_parts(mut self, unread: Vec<u8>) -> Result<RawConnection, ClientError> {
-        self.flush().await?;
-        Ok(match self.inner {
-            Inner::Tcp { stream, rbuf, .. } => {
-                let mut read = BytesMut::from(&unread[..]);
-                read.extend_from_slice(&rbuf);
-                RawConnection::Tcp { stream, read }
-            }
-            Inner::Ws { ws, .. } => RawConnection::WebSocket(ws),
-        })
     }
 
     /// Closes the connection politely (a WebSocket close frame, or a TCP shutdown).

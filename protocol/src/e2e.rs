@@ -15,9 +15,13 @@ use base64::engine::general_purpose::STANDARD as B64;
 use hkdf::Hkdf;
 use sha2::Sha256;
 
-use crate::handshake::{NONCE_LEN, open_raw, seal_raw};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
 use crate::keys::{PublicKey, SecretKey};
 
+/// Length of an XChaCha20-Poly1305 nonce in bytes.
+pub const NONCE_LEN: usize = 24;
 /// The scheme's version byte, first in every box.
 pub const VERSION: u8 = 1;
 /// HKDF salt and associated-data prefix of the scheme.
@@ -159,6 +163,36 @@ pub fn open(key: &ConversationKey, env: &Envelope<'_>, msg: &str) -> Result<Stri
         return Err(E2eError::Padding);
     }
     String::from_utf8(padded[2..2 + len].to_vec()).map_err(|_| E2eError::Padding)
+}
+
+/// Seals `plaintext` under `key` and returns `nonce || ciphertext`.
+fn seal_raw(key: &[u8; 32], nonce: [u8; NONCE_LEN], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let ct = cipher
+        .encrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .expect("XChaCha20-Poly1305 encrypts any length we produce");
+    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    out
+}
+
+/// Opens `nonce || ciphertext`; `None` if it does not authenticate.
+fn open_raw(key: &[u8; 32], sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < NONCE_LEN + 16 {
+        return None;
+    }
+    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
+    XChaCha20Poly1305::new(key.into())
+        .decrypt(&XNonce::from(nonce), Payload { msg: ct, aad })
+        .ok()
 }
 
 #[cfg(test)]

@@ -1,62 +1,56 @@
-//! The AUTH challenge-response, for both sides.
+//! The login: a Noise XK handshake carried in the draft's AUTH datums (docs/PROTOCOL.md §4).
 //!
-//! 1. After the header the server sends its own User datum (its X25519 key).
-//! 2. The client sends `Command {cmd: "AUTH", payload: [hex(client key), optional alias]}`.
-//! 3. The server answers `Auth {date, challenge, last_seen}` where `challenge` is
-//!    `base64(nonce(24) || XChaCha20-Poly1305(k_s2c, nonce, secret(32), aad))`.
-//! 4. The client opens it and answers `AuthResponse {challenge}` with the same secret sealed
-//!    under `k_c2s` and a fresh nonce.
-//! 5. The server opens that, compares the secret in constant time, and succeeds once.
+//! 1. After the header the server sends its own User datum (its X25519 static key), in clear.
+//! 2. The client sends `Command {cmd: "AUTH", payload: [base64(message 1)]}`: `-> e, es`.
+//! 3. The server answers `Auth {date, challenge: base64(message 2), last_seen: 0}`: `<- e, ee`.
+//! 4. The client answers `AuthResponse {challenge: base64(message 3)}`: `-> s, se`.
 //!
-//! Both keys come from HKDF-SHA256 over X25519(server, client) with both public keys and a
-//! direction label in `info`, so a challenge reflected back to the server does not open under
-//! `k_c2s`. `date` is bound as associated data. Only the holders of the two secret keys can
-//! derive the keys, so a right answer proves the client's key, and a challenge that opens proves
-//! the server's key to a client that pinned it.
+//! The responder's static key is the server key it announced; the initiator's static key is the
+//! user's identity key, so completing the handshake is the login, and the server learns who
+//! logs in only from message 3, after message 2 has proved the server's own key. The prologue
+//! binds the header, the link version and the announced User frame byte for byte, so a
+//! middlebox that rewrites the introduction breaks the handshake. From then on both sides hold a
+//! [`Link`](crate::link::Link): every datum travels as one Noise transport message.
+//!
+//! Randomness is the caller's: each side's ephemeral key is 32 bytes it passes in (the crate
+//! draws nothing itself), which also makes the transcript of docs/PROTOCOL.md reproducible.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use hkdf::Hkdf;
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
+use snow::params::{CipherChoice, DHChoice, HashChoice};
+use snow::resolvers::{CryptoResolver, DefaultResolver};
+use snow::types::{Cipher, Dh, Hash, Random};
 
 use crate::datum::{Auth, AuthResponse, Command, Datum, User};
-use crate::keys::{PublicKey, SecretKey};
+use crate::frame::HEADER;
+use crate::keys::{KeyError, PublicKey, SecretKey};
+use crate::link::Link;
 use crate::status::cmd;
 
-/// Length of the challenge secret in bytes.
-pub const SECRET_LEN: usize = 32;
-/// Length of an XChaCha20-Poly1305 nonce in bytes.
-pub const NONCE_LEN: usize = 24;
-/// HKDF salt and associated-data prefix of the handshake; changing it is a new protocol version.
-pub const AUTH_LABEL: &[u8] = b"FLEX-AUTH-v1";
+/// The Noise protocol name: pattern XK, X25519, ChaCha20-Poly1305, SHA-256.
+pub const NOISE_PARAMS: &str = "Noise_XK_25519_ChaChaPoly_SHA256";
+/// The link's version label, first in the prologue; another label is another protocol version.
+pub const LINK_LABEL: &[u8] = b"FLEX-LINK-1";
+/// Bytes of each handshake message with empty payloads: 48, 48 and 64.
+pub const MESSAGE_LENS: [usize; 3] = [48, 48, 64];
 
 /// Why a handshake step failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandshakeError {
-    /// The AUTH payload does not start with 64 hex digits.
-    #[error("AUTH needs the client's public key as 64 hex digits")]
-    BadKeyFormat,
-    /// The peer's key is a low-order point: the shared secret would be predictable.
-    #[error("the public key is not usable for X25519 (low-order point)")]
-    WeakKey,
-    /// The challenge or response is not valid base64 of the right length.
-    #[error("the challenge is not valid base64 of {expected} bytes")]
+    /// A handshake message is not base64 of the length its step has.
+    #[error("handshake message {step} is not base64 of {expected} bytes")]
     BadEncoding {
-        /// The expected decoded length.
+        /// Which message (1, 2 or 3).
+        step: u8,
+        /// Its length in bytes.
         expected: usize,
     },
-    /// The sealed secret did not open: wrong key, wrong direction, tampered, or another date.
-    #[error("the challenge does not open under this key")]
-    Sealed,
-    /// The response opened but holds a different secret (a response to another challenge).
-    #[error("the response does not match the challenge")]
-    Mismatch,
-    /// The challenge is older than the allowed lifetime.
-    #[error("the challenge expired")]
-    Expired,
+    /// A handshake message does not authenticate: another key, another prologue, or altered.
+    #[error("handshake message {0} does not authenticate")]
+    Noise(u8),
+    /// The peer's static key cannot be an identity (non-canonical or of low order).
+    #[error("the peer's key is refused: {0}")]
+    BadKey(#[from] KeyError),
     /// The server refused the client (its Status is attached).
     #[error("the server refused: {payload} (status {status})")]
     Rejected {
@@ -70,224 +64,205 @@ pub enum HandshakeError {
     Unexpected(&'static str),
 }
 
-/// The two handshake keys for one (server, client) pair.
-pub struct AuthKeys {
-    /// Seals the server's challenge to the client.
-    pub s2c: [u8; 32],
-    /// Seals the client's answer to the server.
-    pub c2s: [u8; 32],
+/// The prologue both sides mix in before message 1: the link label, the TCP header (also on
+/// WebSocket, where it is not sent) and the server's User frame exactly as it was sent.
+pub fn prologue(hello_frame: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(LINK_LABEL.len() + HEADER.len() + hello_frame.len());
+    p.extend_from_slice(LINK_LABEL);
+    p.extend_from_slice(&HEADER);
+    p.extend_from_slice(hello_frame);
+    p
 }
 
-/// Derives the handshake keys from the X25519 shared secret and both public keys.
-pub fn auth_keys(shared: &[u8; 32], server: &PublicKey, client: &PublicKey) -> AuthKeys {
-    let hk = Hkdf::<Sha256>::new(Some(AUTH_LABEL), shared);
-    let mut keys = AuthKeys {
-        s2c: [0; 32],
-        c2s: [0; 32],
-    };
-    for (label, out) in [(b"s2c", &mut keys.s2c), (b"c2s", &mut keys.c2s)] {
-        let mut info = Vec::with_capacity(3 + 64);
-        info.extend_from_slice(label);
-        info.extend_from_slice(server.as_bytes());
-        info.extend_from_slice(client.as_bytes());
-        hk.expand(&info, out)
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
+/// Hands snow the 32 ephemeral bytes the caller drew, once; snow asks for nothing else in XK.
+struct GivenRandom(Option<[u8; 32]>);
+
+impl Random for GivenRandom {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        match self.0.take() {
+            Some(bytes) if dest.len() <= bytes.len() => {
+                dest.copy_from_slice(&bytes[..dest.len()]);
+                Ok(())
+            }
+            _ => Err(snow::Error::Rng),
+        }
     }
-    keys
 }
 
-fn aad(date: i64) -> Vec<u8> {
-    let mut a = AUTH_LABEL.to_vec();
-    a.extend_from_slice(&date.to_be_bytes());
-    a
-}
+/// snow's primitives with the caller's randomness: ring's cipher and hash natively (several
+/// times faster per record), the pure-Rust ones in the browser, the pure-Rust X25519 both ways.
+struct Resolver(Option<[u8; 32]>);
 
-/// Seals `plaintext` under `key` and returns `nonce || ciphertext`.
-pub(crate) fn seal_raw(
-    key: &[u8; 32],
-    nonce: [u8; NONCE_LEN],
-    plaintext: &[u8],
-    aad: &[u8],
-) -> Vec<u8> {
-    let cipher = XChaCha20Poly1305::new(key.into());
-    let ct = cipher
-        .encrypt(
-            &XNonce::from(nonce),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
-        .expect("XChaCha20-Poly1305 encrypts any length we produce");
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
-    out
-}
-
-/// Opens `nonce || ciphertext`; `None` if it does not authenticate.
-pub(crate) fn open_raw(key: &[u8; 32], sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
-    if sealed.len() < NONCE_LEN + 16 {
-        return None;
+impl CryptoResolver for Resolver {
+    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
+        Some(Box::new(GivenRandom(self.0)))
     }
-    let (nonce, ct) = sealed.split_at(NONCE_LEN);
-    let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
-    XChaCha20Poly1305::new(key.into())
-        .decrypt(&XNonce::from(nonce), Payload { msg: ct, aad })
+
+    fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
+        DefaultResolver.resolve_dh(choice)
+    }
+
+    fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(h) = snow::resolvers::RingResolver.resolve_hash(choice) {
+            return Some(h);
+        }
+        DefaultResolver.resolve_hash(choice)
+    }
+
+    fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(c) = snow::resolvers::RingResolver.resolve_cipher(choice) {
+            return Some(c);
+        }
+        DefaultResolver.resolve_cipher(choice)
+    }
+}
+
+/// A snow builder for our parameters with `ephemeral` as the only randomness.
+fn builder(ephemeral: [u8; 32]) -> snow::Builder<'static> {
+    let params = NOISE_PARAMS
+        .parse()
+        .expect("the Noise parameters are a constant snow knows");
+    snow::Builder::with_resolver(params, Box::new(Resolver(Some(ephemeral))))
+}
+
+/// Decodes a base64 handshake message of the length step `step` has.
+fn decode(step: u8, text: &str) -> Result<Vec<u8>, HandshakeError> {
+    let expected = MESSAGE_LENS[usize::from(step - 1)];
+    B64.decode(text)
         .ok()
+        .filter(|m| m.len() == expected)
+        .ok_or(HandshakeError::BadEncoding { step, expected })
 }
 
-/// The sealed length of a challenge: nonce, secret, Poly1305 tag.
-const SEALED_LEN: usize = NONCE_LEN + SECRET_LEN + 16;
-
-fn seal_secret(
-    key: &[u8; 32],
-    secret: &[u8; SECRET_LEN],
-    date: i64,
-    nonce: [u8; NONCE_LEN],
-) -> String {
-    B64.encode(seal_raw(key, nonce, secret, &aad(date)))
+/// Writes one handshake message with an empty payload.
+fn write(hs: &mut snow::HandshakeState, step: u8) -> String {
+    let mut out = [0u8; 64];
+    let n = hs
+        .write_message(&[], &mut out)
+        .unwrap_or_else(|e| panic!("writing handshake message {step} cannot fail: {e}"));
+    B64.encode(&out[..n])
 }
 
-fn open_secret(key: &[u8; 32], text: &str, date: i64) -> Result<[u8; SECRET_LEN], HandshakeError> {
-    let raw = B64
-        .decode(text)
-        .ok()
-        .filter(|r| r.len() == SEALED_LEN)
-        .ok_or(HandshakeError::BadEncoding {
-            expected: SEALED_LEN,
-        })?;
-    let secret = open_raw(key, &raw, &aad(date)).ok_or(HandshakeError::Sealed)?;
-    secret.try_into().map_err(|_| HandshakeError::Sealed)
+/// Reads one handshake message; its payload must be empty.
+fn read(hs: &mut snow::HandshakeState, step: u8, text: &str) -> Result<(), HandshakeError> {
+    let msg = decode(step, text)?;
+    let mut payload = [0u8; 64];
+    match hs.read_message(&msg, &mut payload) {
+        Ok(0) => Ok(()),
+        _ => Err(HandshakeError::Noise(step)),
+    }
 }
 
-/// Parses the AUTH command's payload: the client's key and an optional alias.
-pub fn parse_auth(command: &Command) -> Result<(PublicKey, Option<&str>), HandshakeError> {
-    let key = command
-        .payload
-        .first()
-        .and_then(|k| PublicKey::from_hex(k))
-        .ok_or(HandshakeError::BadKeyFormat)?;
-    Ok((key, command.payload.get(1).map(String::as_str)))
+/// The server's side after message 1: it waits for message 3.
+pub struct ServerHandshake {
+    /// snow's state, consumed by [`ServerHandshake::finish`].
+    state: snow::HandshakeState,
 }
 
-/// The server's record of a challenge it sent. Verifying consumes it, so it is single-use.
-pub struct PendingChallenge {
-    /// The client the challenge was issued to.
-    pub client: PublicKey,
-    /// When it was issued; bound into both seals and used for expiry.
-    date: i64,
-    /// The random secret the client must return.
-    secret: [u8; SECRET_LEN],
-    /// The key the answer must be sealed under.
-    c2s: [u8; 32],
-}
-
-impl PendingChallenge {
-    /// Builds a challenge for `client`. `random` fills buffers with secure random bytes.
-    pub fn issue(
+impl ServerHandshake {
+    /// Reads message 1 from the AUTH command and answers with message 2 in an Auth datum.
+    /// `hello_frame` is the User frame this connection was sent, `ephemeral` 32 fresh random
+    /// bytes, `date` the server's clock (Unix seconds, for the client's information).
+    pub fn start(
         server: &SecretKey,
-        client: PublicKey,
+        hello_frame: &[u8],
+        auth: &Command,
+        ephemeral: [u8; 32],
         date: i64,
-        last_seen: i64,
-        random: &mut impl FnMut(&mut [u8]),
-    ) -> Result<(PendingChallenge, Auth), HandshakeError> {
-        let shared = server
-            .diffie_hellman(&client)
-            .ok_or(HandshakeError::WeakKey)?;
-        let keys = auth_keys(&shared, &server.public_key(), &client);
-        let mut secret = [0u8; SECRET_LEN];
-        random(&mut secret);
-        let mut nonce = [0u8; NONCE_LEN];
-        random(&mut nonce);
-        let challenge = seal_secret(&keys.s2c, &secret, date, nonce);
-        Ok((
-            PendingChallenge {
-                client,
-                date,
-                secret,
-                c2s: keys.c2s,
-            },
-            Auth {
-                date,
-                challenge,
-                last_seen,
-            },
-        ))
+    ) -> Result<(ServerHandshake, Auth), HandshakeError> {
+        let message1 = auth.payload.first().map(String::as_str).unwrap_or("");
+        let secret = server.to_bytes();
+        let prologue = prologue(hello_frame);
+        let mut state = builder(ephemeral)
+            .local_private_key(&secret)
+            .and_then(|b| b.prologue(&prologue))
+            .and_then(|b| b.build_responder())
+            .expect("a responder with a 32-byte key and a prologue builds");
+        read(&mut state, 1, message1)?;
+        let challenge = write(&mut state, 2);
+        let auth = Auth {
+            date,
+            challenge,
+            // Nothing about a user goes to a peer that has not proved who it is.
+            last_seen: 0,
+        };
+        Ok((ServerHandshake { state }, auth))
     }
 
-    /// Checks the client's answer at time `now`; a challenge older than `ttl_secs` has expired.
-    pub fn verify(
-        self,
-        response: &AuthResponse,
-        now: i64,
-        ttl_secs: i64,
-    ) -> Result<PublicKey, HandshakeError> {
-        if now.saturating_sub(self.date) > ttl_secs || now < self.date.saturating_sub(ttl_secs) {
-            return Err(HandshakeError::Expired);
-        }
-        let got = open_secret(&self.c2s, &response.challenge, self.date)?;
-        if bool::from(got.ct_eq(&self.secret)) {
-            Ok(self.client)
-        } else {
-            Err(HandshakeError::Mismatch)
-        }
+    /// Reads message 3: the client's identity key, proved, and the link.
+    pub fn finish(mut self, resp: &AuthResponse) -> Result<(PublicKey, Link), HandshakeError> {
+        read(&mut self.state, 3, &resp.challenge)?;
+        let remote = self
+            .state
+            .get_remote_static()
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            .map(PublicKey)
+            .ok_or(HandshakeError::Noise(3))?;
+        remote.check()?;
+        let link = self
+            .state
+            .into_transport_mode()
+            .map_err(|_| HandshakeError::Noise(3))?;
+        Ok((remote, Link::new(link)))
     }
-}
-
-/// The client's answer to a challenge.
-pub fn answer(
-    client: &SecretKey,
-    server: &PublicKey,
-    auth: &Auth,
-    nonce: [u8; NONCE_LEN],
-) -> Result<AuthResponse, HandshakeError> {
-    let shared = client
-        .diffie_hellman(server)
-        .ok_or(HandshakeError::WeakKey)?;
-    let keys = auth_keys(&shared, server, &client.public_key());
-    let secret = open_secret(&keys.s2c, &auth.challenge, auth.date)?;
-    Ok(AuthResponse {
-        challenge: seal_secret(&keys.c2s, &secret, auth.date, nonce),
-    })
 }
 
 /// What the client should do after a datum.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientStep {
-    /// Send this datum to the server.
+    /// Send this datum to the server, in clear.
     Send(Datum),
-    /// The handshake is over: the server is `server`, and `me` is this client as the server
-    /// knows it.
+    /// Send this datum (message 3) in clear; every datum after it goes over `link`.
+    Linked {
+        /// The AuthResponse.
+        send: Datum,
+        /// The link, both directions keyed.
+        link: Link,
+    },
+    /// Logged in: the server is `server`, and `me` is this client as the server knows it.
     Done {
-        /// The server's User datum (its key is proven: its challenge opened).
+        /// The server's User datum (its key proven by message 2).
         server: User,
-        /// This client's User datum.
+        /// This client's User datum, the first datum over the link.
         me: User,
     },
 }
 
+/// Where the client's handshake stands.
 enum ClientState {
+    /// Waiting for the server's introduction.
     AwaitServer,
-    AwaitChallenge { server: User },
-    AwaitUser { server: User },
+    /// Message 1 sent; waiting for message 2.
+    AwaitChallenge {
+        /// The server's User datum.
+        server: User,
+        /// snow's state.
+        state: Box<snow::HandshakeState>,
+    },
+    /// Message 3 sent; waiting for this user's User datum over the link.
+    AwaitUser {
+        /// The server's User datum.
+        server: User,
+    },
+    /// Over (or failed).
     Done,
 }
 
 /// The client side of the handshake as a state machine: feed it each datum the server sends
 /// (after writing the header) and do what it says.
 pub struct ClientHandshake {
+    /// The identity key, the initiator's static key.
     secret: SecretKey,
-    alias: Option<String>,
+    /// Where the handshake stands.
     state: ClientState,
 }
 
 impl ClientHandshake {
-    /// A handshake for the key `secret`, optionally asking to claim `alias` on the way.
-    pub fn new(secret: SecretKey, alias: Option<String>) -> Self {
+    /// A handshake for the identity `secret`.
+    pub fn new(secret: SecretKey) -> Self {
         ClientHandshake {
             secret,
-            alias,
             state: ClientState::AwaitServer,
         }
     }
@@ -295,18 +270,20 @@ impl ClientHandshake {
     /// The server's User datum, once it has arrived.
     pub fn server(&self) -> Option<&User> {
         match &self.state {
-            ClientState::AwaitChallenge { server } | ClientState::AwaitUser { server } => {
+            ClientState::AwaitChallenge { server, .. } | ClientState::AwaitUser { server } => {
                 Some(server)
             }
             _ => None,
         }
     }
 
-    /// Advances on one datum from the server. `random` fills nonces.
+    /// Advances on one datum from the server. `frame` is the datum's frame as it arrived (the
+    /// introduction is bound into the prologue byte for byte); `random` fills the ephemeral key.
     pub fn handle(
         &mut self,
         datum: Datum,
-        random: &mut impl FnMut(&mut [u8]),
+        frame: &[u8],
+        random: &mut dyn FnMut(&mut [u8]),
     ) -> Result<ClientStep, HandshakeError> {
         let state = std::mem::replace(&mut self.state, ClientState::Done);
         match (state, datum) {
@@ -317,20 +294,40 @@ impl ClientHandshake {
                 })
             }
             (ClientState::AwaitServer, Datum::User(server)) => {
-                let mut payload = vec![self.secret.public_key().to_hex()];
-                payload.extend(self.alias.clone());
-                self.state = ClientState::AwaitChallenge { server };
+                server.key.check()?;
+                let mut ephemeral = [0u8; 32];
+                random(&mut ephemeral);
+                let secret = self.secret.to_bytes();
+                let prologue = prologue(frame);
+                let mut state = builder(ephemeral)
+                    .local_private_key(&secret)
+                    .and_then(|b| b.remote_public_key(server.key.as_bytes()))
+                    .and_then(|b| b.prologue(&prologue))
+                    .and_then(|b| b.build_initiator())
+                    .expect("an initiator with 32-byte keys and a prologue builds");
+                let message1 = write(&mut state, 1);
+                self.state = ClientState::AwaitChallenge {
+                    server,
+                    state: Box::new(state),
+                };
                 Ok(ClientStep::Send(Datum::Command(Command {
                     cmd: cmd::AUTH.into(),
-                    payload,
+                    payload: vec![message1],
                 })))
             }
-            (ClientState::AwaitChallenge { server }, Datum::Auth(auth)) => {
-                let mut nonce = [0u8; NONCE_LEN];
-                random(&mut nonce);
-                let response = answer(&self.secret, &server.key, &auth, nonce)?;
+            (ClientState::AwaitChallenge { server, mut state }, Datum::Auth(auth)) => {
+                read(&mut state, 2, &auth.challenge)?;
+                let message3 = write(&mut state, 3);
+                let link = state
+                    .into_transport_mode()
+                    .map_err(|_| HandshakeError::Noise(2))?;
                 self.state = ClientState::AwaitUser { server };
-                Ok(ClientStep::Send(Datum::AuthResponse(response)))
+                Ok(ClientStep::Linked {
+                    send: Datum::AuthResponse(AuthResponse {
+                        challenge: message3,
+                    }),
+                    link: Link::new(link),
+                })
             }
             (ClientState::AwaitUser { server }, Datum::User(me)) => {
                 if me.key != self.secret.public_key() {
@@ -347,107 +344,4 @@ impl ClientHandshake {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn counter_rng() -> impl FnMut(&mut [u8]) {
-        let mut n = 0u8;
-        move |buf: &mut [u8]| {
-            for b in buf {
-                n = n.wrapping_add(1);
-                *b = n;
-            }
-        }
-    }
-
-    fn pair() -> (SecretKey, SecretKey) {
-        (
-            SecretKey::from_bytes([1; 32]),
-            SecretKey::from_bytes([2; 32]),
-        )
-    }
-
-    #[test]
-    fn full_handshake_succeeds_once() {
-        let (server, client) = pair();
-        let mut rng = counter_rng();
-        let mut hs = ClientHandshake::new(client.clone(), Some("alice".into()));
-        let server_user = User {
-            aliases: vec!["flexim".into()],
-            key: server.public_key(),
-            last_seen: 0,
-            online: None,
-        };
-        let ClientStep::Send(Datum::Command(auth_cmd)) =
-            hs.handle(Datum::User(server_user), &mut rng).unwrap()
-        else {
-            panic!("expected AUTH");
-        };
-        let (ckey, alias) = parse_auth(&auth_cmd).unwrap();
-        assert_eq!(ckey, client.public_key());
-        assert_eq!(alias, Some("alice"));
-        let (pending, auth) = PendingChallenge::issue(&server, ckey, 1000, 0, &mut rng).unwrap();
-        let ClientStep::Send(Datum::AuthResponse(resp)) =
-            hs.handle(Datum::Auth(auth), &mut rng).unwrap()
-        else {
-            panic!("expected AuthResponse");
-        };
-        assert_eq!(pending.verify(&resp, 1001, 30), Ok(ckey));
-    }
-
-    #[test]
-    fn wrong_key_reflection_expiry_and_replay_fail() {
-        let (server, client) = pair();
-        let mallory = SecretKey::from_bytes([3; 32]);
-        let mut rng = counter_rng();
-        let (pending, auth) =
-            PendingChallenge::issue(&server, client.public_key(), 1000, 0, &mut rng).unwrap();
-        // Someone without the client's secret cannot open the challenge.
-        assert_eq!(
-            answer(&mallory, &server.public_key(), &auth, [0; 24]),
-            Err(HandshakeError::Sealed)
-        );
-        // Reflecting the server's own challenge back fails: it is sealed under s2c, not c2s.
-        let reflected = AuthResponse {
-            challenge: auth.challenge.clone(),
-        };
-        let (p2, _) =
-            PendingChallenge::issue(&server, client.public_key(), 1000, 0, &mut rng).unwrap();
-        assert_eq!(p2.verify(&reflected, 1000, 30), Err(HandshakeError::Sealed));
-        // A correct answer given too late fails.
-        let good = answer(&client, &server.public_key(), &auth, [5; 24]).unwrap();
-        assert_eq!(
-            pending.verify(&good, 1031, 30),
-            Err(HandshakeError::Expired)
-        );
-        // A correct answer to an earlier challenge (a replay) fails against a new one.
-        let (p3, _) =
-            PendingChallenge::issue(&server, client.public_key(), 1000, 0, &mut rng).unwrap();
-        assert_eq!(p3.verify(&good, 1000, 30), Err(HandshakeError::Mismatch));
-    }
-
-    #[test]
-    fn weak_keys_and_garbage_are_refused() {
-        let (server, _) = pair();
-        let mut rng = counter_rng();
-        assert!(matches!(
-            PendingChallenge::issue(&server, PublicKey([0; 32]), 0, 0, &mut rng),
-            Err(HandshakeError::WeakKey)
-        ));
-        let (p, _) = PendingChallenge::issue(&server, PublicKey([9; 32]), 0, 0, &mut rng).unwrap();
-        assert_eq!(
-            p.verify(
-                &AuthResponse {
-                    challenge: "!!".into()
-                },
-                0,
-                30
-            ),
-            Err(HandshakeError::BadEncoding { expected: 72 })
-        );
-        assert_eq!(
-            parse_auth(&Command::new("AUTH", &["nothex"])),
-            Err(HandshakeError::BadKeyFormat)
-        );
-    }
-}
+mod tests;

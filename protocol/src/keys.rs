@@ -51,7 +51,61 @@ impl PublicKey {
     pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
     }
+
+    /// Whether the key can be someone's identity: its encoding is canonical (bit 255 clear, the
+    /// number below p = 2^255 - 19) and it is not a point of low order. A low-order key makes
+    /// every X25519 result with it predictable; a non-canonical one is a second spelling of
+    /// another key, which would give one user two names. Both are refused at login and as `to`.
+    pub fn check(&self) -> Result<(), KeyError> {
+        let b = &self.0;
+        let top_bit = b[31] & 0x80 != 0;
+        // u >= p: the top byte 0x7f, every middle byte 0xff, the lowest at least 0xed.
+        let at_least_p = b[31] == 0x7f && b[1..31].iter().all(|&x| x == 0xff) && b[0] >= 0xed;
+        if top_bit || at_least_p {
+            return Err(KeyError::NonCanonical);
+        }
+        if LOW_ORDER.iter().any(|p| p == b) {
+            return Err(KeyError::LowOrder);
+        }
+        Ok(())
+    }
 }
+
+/// Why a public key cannot be an identity ([`PublicKey::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// Bit 255 is set or the number is at least 2^255 - 19.
+    #[error("the key is not canonically encoded (bit 255 set or u >= 2^255 - 19)")]
+    NonCanonical,
+    /// The key is a point of order 1, 2, 4 or 8.
+    #[error("the key is a low-order point")]
+    LowOrder,
+}
+
+/// The canonical encodings of the Curve25519 points of low order (0, 1, the two of order 8 and
+/// p - 1), the same list libsodium refuses; the non-canonical spellings are refused before.
+const LOW_ORDER: [[u8; KEY_LEN]; 5] = [
+    [0; 32],
+    [
+        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    ],
+    [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4,
+        0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49,
+        0xb8, 0x00,
+    ],
+    [
+        0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef,
+        0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f,
+        0x11, 0x57,
+    ],
+    [
+        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+];
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -235,6 +289,26 @@ mod tests {
         assert_eq!(validate_alias("al ice"), Err(AliasError::Charset));
         assert_eq!(validate_alias("alïce"), Err(AliasError::Charset));
         assert_eq!(alias_key("AlIce"), "alice");
+    }
+
+    #[test]
+    fn non_canonical_and_low_order_keys_fail_the_check() {
+        // Every listed point really is of low order: X25519 with it is not contributory.
+        let me = SecretKey::from_bytes([7; 32]);
+        for p in LOW_ORDER {
+            assert_eq!(PublicKey(p).check(), Err(KeyError::LowOrder));
+            assert_eq!(me.diffie_hellman(&PublicKey(p)), None, "{}", hex(&p));
+        }
+        let mut p = [0xff; 32];
+        p[31] = 0x7f;
+        p[0] = 0xed; // p itself, a second spelling of 0
+        assert_eq!(PublicKey(p).check(), Err(KeyError::NonCanonical));
+        p[0] = 0xec; // p - 1, canonical but of order 2
+        assert_eq!(PublicKey(p).check(), Err(KeyError::LowOrder));
+        let mut top = *me.public_key().as_bytes();
+        assert_eq!(PublicKey(top).check(), Ok(()));
+        top[31] |= 0x80;
+        assert_eq!(PublicKey(top).check(), Err(KeyError::NonCanonical));
     }
 
     #[test]

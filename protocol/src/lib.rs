@@ -10,7 +10,8 @@
 //! - [`datum`]: the thirteen datum types and their msgpack maps.
 //! - [`status`]: the Status codes and the command names.
 //! - [`keys`]: key parsing, hex, fingerprints and alias rules.
-//! - [`handshake`]: the AUTH challenge-response, both sides.
+//! - [`handshake`]: the Noise XK handshake in the AUTH datums, both sides.
+//! - [`link`]: the records every datum travels in after the handshake.
 //! - [`e2e`]: sealing and opening message bodies end to end.
 
 pub mod datum;
@@ -18,6 +19,7 @@ pub mod e2e;
 pub mod frame;
 pub mod handshake;
 pub mod keys;
+pub mod link;
 pub mod status;
 
 pub use datum::{
@@ -26,3 +28,4 @@ pub use datum::{
 };
 pub use frame::{FrameError, HEADER, MAX_BODY};
 pub use keys::{PublicKey, SecretKey};
+pub use link::{Link, LinkError};

@@ -47,8 +47,6 @@ pub struct Limits {
     /// How long a connection may stay unauthenticated before it is closed. Bounds the resources
     /// a client that never authenticates can hold.
     pub auth_timeout: Duration,
-    /// How long an AUTH challenge stays valid.
-    pub challenge_ttl: Duration,
     /// Frames waiting for one session's writer. When full, the session is a slow reader: a
     /// Message for it is stored for later delivery instead (nothing is lost), presence notices
     /// for it are dropped, and the session is disconnected so it can log in again and catch up.
@@ -101,13 +99,23 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
+impl Limits {
+    /// The largest frame body the transports accept: any record the framing can express. A
+    /// record must be read whole even when the datum inside is over [`Limits::max_body`]:
+    /// skipping it would leave the two sides' nonces apart, so the datum is refused with
+    /// TOO_LARGE after opening, and the connection goes on. The cost is a read buffer of up
+    /// to 64 KiB for a connection that sends one.
+    pub fn record_body(&self) -> usize {
+        flexim_protocol::MAX_BODY
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body: 48 * 1024,
             header_timeout: Duration::from_secs(5),
             auth_timeout: Duration::from_secs(30),
-            challenge_ttl: Duration::from_secs(30),
             outbound_queue: 1024,
             max_unacked: 1024,
             max_pipelined: 1024,

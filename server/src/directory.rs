@@ -1,38 +1,15 @@
-//! Users as the commands see them: the AUTH challenge, aliases (REGISTER, and `to` fields that
+//! Users as the commands see them: aliases (REGISTER, and `to` fields that
 //! name one), GETUSER, ROSTER and SEARCH, and the `from` rule. All of it reads or writes the
 //! store; presence comes from the relay.
 
-use bytes::Bytes;
 use flexim_protocol::datum::{Roster, Status, User};
-use flexim_protocol::handshake::{HandshakeError, PendingChallenge};
 use flexim_protocol::keys::validate_alias;
 use flexim_protocol::{Datum, PublicKey, status};
 
-use crate::clock;
-use crate::frames;
 use crate::relay::Relay;
 use crate::store::{Claim, StoreError, UserRecord};
 
 impl Relay {
-    /// Issues an AUTH challenge to `client`, telling it when it was last seen.
-    pub(crate) async fn challenge(
-        &self,
-        client: PublicKey,
-    ) -> Result<(PendingChallenge, Bytes), HandshakeError> {
-        let last_seen = match self.store.user(client).await {
-            Ok(Some(u)) => u.last_seen,
-            _ => 0,
-        };
-        let (pending, auth) = PendingChallenge::issue(
-            &self.server_key,
-            client,
-            clock::now(),
-            last_seen,
-            &mut clock::random,
-        )?;
-        Ok((pending, frames::frame(auth)))
-    }
-
     /// Resolves a `to` field: a hex key, or a registered alias.
     pub(crate) async fn resolve(&self, who: &str) -> Result<Option<PublicKey>, StoreError> {
         if let Some(k) = PublicKey::from_hex(who) {

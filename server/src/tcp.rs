@@ -115,7 +115,7 @@ async fn handle(
     };
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
-    let mut inbound = Box::pin(frames(FrameReader::new(read, relay.limits.max_body)));
+    let mut inbound = Box::pin(frames(FrameReader::new(read, relay.limits.record_body())));
     let outbound = Writer::new(write);
     Some(session::run(relay, &mut inbound, outbound, shutdown).await)
 }

@@ -1,7 +1,7 @@
 //! Requests and their answers: the commands, sending messages, and what each answer means.
 
+use flexim_protocol::e2e::NONCE_LEN;
 use flexim_protocol::e2e::{self, Envelope};
-use flexim_protocol::handshake::NONCE_LEN;
 use flexim_protocol::keys::alias_key;
 use flexim_protocol::status::{self, cmd};
 use flexim_protocol::{Command, Datum, Message, PublicKey, Status, User};
@@ -172,10 +172,13 @@ impl Engine {
             frame: frame.clone(),
         });
         self.storage_changed = true;
-        let request = self.is_ready().then(|| {
-            self.transmits.push_back(frame);
-            self.expect_answer(Request::Message { id: id.clone() })
-        });
+        let request = match self.is_ready() {
+            true => {
+                self.transmit_frame(frame)?;
+                Some(self.expect_answer(Request::Message { id: id.clone() }))
+            }
+            false => None,
+        };
         Ok(Sending { id, request })
     }
 
@@ -190,8 +193,8 @@ impl Engine {
             let frame = entry.frame.clone();
             self.outbox.push(entry);
             self.storage_changed = true;
-            if self.is_ready() {
-                self.transmits.push_back(frame);
+            // A frame that fits no record (none does that this engine sealed) waits.
+            if self.is_ready() && self.transmit_frame(frame).is_ok() {
                 sent.push((id.clone(), self.expect_answer(Request::Message { id })));
             }
         }
@@ -207,8 +210,9 @@ impl Engine {
             .map(|e| (e.id.clone(), e.frame.clone()))
             .collect();
         for (id, frame) in waiting {
-            self.transmits.push_back(frame);
-            self.expect_answer(Request::Message { id });
+            if self.transmit_frame(frame).is_ok() {
+                self.expect_answer(Request::Message { id });
+            }
         }
     }
 

@@ -5,9 +5,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use flexim_protocol::e2e::{ConversationKey, E2eError};
 use flexim_protocol::keys::alias_key;
+use flexim_protocol::link::RECORD;
 use flexim_protocol::status;
 use flexim_protocol::{
-    Datum, DatumKind, FrameError, HEADER, Message, PublicKey, SecretKey, Status, User,
+    Datum, DatumKind, FrameError, HEADER, Link, LinkError, Message, PublicKey, SecretKey, Status,
+    User,
 };
 
 use crate::dedupe::Dedupe;
@@ -56,6 +58,9 @@ pub enum EngineError {
     /// The datum does not fit in a frame.
     #[error("cannot frame the datum: {0}")]
     Frame(#[from] FrameError),
+    /// The datum does not fit in one record of the link.
+    #[error("cannot send the datum: {0}")]
+    Link(#[from] LinkError),
 }
 
 /// Where the current connection stands.
@@ -87,6 +92,9 @@ pub struct Engine {
     pub(crate) phase: Phase,
     /// Cuts what the transport delivers into frames.
     pub(crate) reader: Reader,
+    /// The connection's Noise link, from the handshake's third message on: every frame sent
+    /// after it is sealed into a record, every record received is opened with it.
+    pub(crate) link: Option<Link>,
     /// Sent requests waiting for their answers.
     pub(crate) pending: PendingQueue,
     /// The number the next request gets.
@@ -138,6 +146,7 @@ impl Engine {
         Engine {
             me: secret.public_key(),
             reader: Reader::new(config.framing),
+            link: None,
             secret,
             config,
             phase: Phase::Idle,
@@ -272,6 +281,7 @@ impl Engine {
         }
         self.phase = Phase::Idle;
         self.reader.reset();
+        self.link = None;
         self.transmits.clear();
         self.pending.clear();
         // Lookups in flight are asked again at the next login, when the inbox drains.
@@ -309,13 +319,48 @@ impl Engine {
         }
     }
 
-    /// Handles one whole frame.
+    /// Handles one whole frame: a record of the link once it is up (opened first), a clear
+    /// datum before.
     fn handle_frame(&mut self, frame: &[u8]) {
+        let opened;
+        let frame = match &mut self.link {
+            Some(link) => match link.open(frame) {
+                Ok(inner) => {
+                    opened = inner;
+                    &opened[..]
+                }
+                Err(e) => return self.link_broken(e),
+            },
+            None if frame[0] == RECORD => {
+                return self.on_garbled(None, "a link record before the handshake".into());
+            }
+            None => frame,
+        };
+        let body = match flexim_protocol::frame::split_exact(frame, flexim_protocol::MAX_BODY) {
+            Ok((_, body)) => body,
+            Err(e) => return self.on_garbled(Some(frame[0]), e.to_string()),
+        };
         let kind = frame[0];
-        match Datum::decode(kind, &frame[flexim_protocol::frame::PREFIX_LEN..]) {
-            Ok(datum) => self.on_datum(datum),
+        match Datum::decode(kind, body) {
+            Ok(datum) => self.on_datum(datum, frame),
             Err(e) => self.on_garbled(Some(kind), e.to_string()),
         }
+    }
+
+    /// A record from the server did not open: the connection cannot be trusted any further
+    /// (someone on the path altered, replayed or injected data). The login fails, or the
+    /// driver is told to close; nothing from the connection is handled after it.
+    fn link_broken(&mut self, error: LinkError) {
+        if let Phase::Login(_) = self.phase {
+            return self.login_failed(LoginError::Link(error));
+        }
+        self.link = None;
+        self.phase = Phase::Idle;
+        self.reader.reset();
+        self.pending.clear();
+        self.looking_up.clear();
+        self.to_ack.clear();
+        self.emit(Event::LinkBroken(error));
     }
 
     /// The application accepts the server key that did not match the pin: it becomes the pin
@@ -423,6 +468,12 @@ impl Engine {
         self.reader.take()
     }
 
+    /// Takes the connection's link, for a program that takes the connection over after the
+    /// login (with [`Engine::take_buffered`]): the engine sends and reads nothing more on it.
+    pub fn take_link(&mut self) -> Option<Link> {
+        self.link.take()
+    }
+
     /// Takes the unconfirmed messages out of the engine (for another engine's
     /// [`Engine::resend`]).
     pub fn take_outbox(&mut self) -> Outbox {
@@ -430,10 +481,19 @@ impl Engine {
         std::mem::take(&mut self.outbox)
     }
 
-    /// Queues a datum for the connection.
+    /// Queues a datum for the connection, sealed into a record once the link is up.
     pub(crate) fn transmit(&mut self, datum: &Datum) -> Result<(), EngineError> {
         let frame = datum.to_frame()?;
-        self.transmits.push_back(frame);
+        self.transmit_frame(frame)
+    }
+
+    /// Queues a whole frame for the connection, sealed into a record once the link is up.
+    pub(crate) fn transmit_frame(&mut self, frame: Vec<u8>) -> Result<(), EngineError> {
+        let bytes = match &mut self.link {
+            Some(link) => link.seal(&frame)?,
+            None => frame,
+        };
+        self.transmits.push_back(bytes);
         Ok(())
     }
 
@@ -456,14 +516,15 @@ impl Engine {
     }
 
     /// Dispatches one datum by the connection's phase.
-    fn on_datum(&mut self, datum: Datum) {
+    fn on_datum(&mut self, datum: Datum, frame: &[u8]) {
         match &mut self.phase {
             Phase::Idle => {
                 let kind = datum.kind().name();
                 self.notice(format!("ignored a {kind} datum outside a connection"));
             }
             Phase::Login(login) => {
-                let step = login.handle(datum, self.config.pinned.as_ref(), &mut *self.random);
+                let step =
+                    login.handle(datum, frame, self.config.pinned.as_ref(), &mut *self.random);
                 self.on_login_step(step);
             }
             Phase::Ready { .. } => self.on_ready_datum(datum),
@@ -506,6 +567,12 @@ impl Engine {
                 send.map_or(Ok(()), |d| self.transmit(&d))
             }
             Step::Send(d) => self.transmit(&d),
+            Step::Linked { send, link } => {
+                // Message 3 itself goes in clear; the link seals what follows.
+                let sent = self.transmit(&send);
+                self.link = Some(link);
+                sent
+            }
             Step::Done { server, me } => {
                 self.logged_in(server, me);
                 Ok(())
@@ -525,6 +592,7 @@ impl Engine {
     fn login_failed(&mut self, error: LoginError) {
         self.phase = Phase::Idle;
         self.reader.reset();
+        self.link = None;
         self.pending.clear();
         self.emit(Event::LoginFailed(error));
     }

@@ -201,6 +201,10 @@ pub enum Event {
         /// The server's explanation, with the code's name.
         reason: String,
     },
+    /// A record from the server did not authenticate: someone on the path altered, replayed or
+    /// injected data (or the connection is corrupt). The engine handles nothing more from this
+    /// connection; the driver closes it, and may connect again.
+    LinkBroken(flexim_protocol::LinkError),
     /// The connection ended ([`crate::Engine::disconnected`]).
     Closed,
 }

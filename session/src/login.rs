@@ -4,12 +4,14 @@
 //! with the key pinned for this server (trust on first use, as ssh does): nothing pinned means
 //! this key is pinned once the handshake proves it; a different key holds the login before
 //! anything about this user is sent, until the application decides ([`PinCheck::Mismatch`]).
-//! Then the protocol crate's [`ClientHandshake`] runs; its last step is this user's own User
-//! datum, after which the connection is logged in.
+//! Then the protocol crate's [`ClientHandshake`] runs (Noise XK: this user's key is sent only in
+//! message 3, encrypted to the key just checked); its third message brings up the link, and the
+//! first datum over the link is this user's own User datum, after which the connection is
+//! logged in.
 
 use flexim_protocol::handshake::{ClientHandshake, ClientStep, HandshakeError};
 use flexim_protocol::status;
-use flexim_protocol::{Datum, PublicKey, SecretKey, User};
+use flexim_protocol::{Datum, Link, PublicKey, SecretKey, User};
 
 /// What the server key presented on a connection means against the pinned one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +57,9 @@ pub enum LoginError {
     /// it announced (not the server it says it is), or it sent something out of turn.
     #[error("handshake failed: {0}")]
     Handshake(HandshakeError),
+    /// A record over the new link did not authenticate before the login finished.
+    #[error("the encrypted link broke during the login: {0}")]
+    Link(flexim_protocol::LinkError),
 }
 
 /// What the login wants done after a datum.
@@ -74,6 +79,13 @@ pub(crate) enum Step {
     },
     /// Send this datum.
     Send(Datum),
+    /// Send this datum (Noise message 3) in clear, then seal everything with `link`.
+    Linked {
+        /// The AuthResponse.
+        send: Datum,
+        /// The connection's link.
+        link: Link,
+    },
     /// Logged in.
     Done {
         /// The server's User datum, its key proven.
@@ -89,9 +101,9 @@ pub(crate) enum Step {
 pub(crate) struct Login {
     /// The handshake of the protocol crate.
     handshake: ClientHandshake,
-    /// The server's introduction, held back while the application decides about a key that
-    /// does not match the pin.
-    held: Option<User>,
+    /// The server's introduction and its frame as it arrived (the handshake binds the bytes),
+    /// held back while the application decides about a key that does not match the pin.
+    held: Option<(User, Vec<u8>)>,
     /// Whether any datum arrived yet: garbage in place of the first one means another kind of
     /// server (an HTTP server, say) is listening there, which is worth saying so.
     heard: bool,
@@ -103,7 +115,7 @@ impl Login {
     /// it with REGISTER once logged in.
     pub(crate) fn new(secret: SecretKey) -> Login {
         Login {
-            handshake: ClientHandshake::new(secret, None),
+            handshake: ClientHandshake::new(secret),
             held: None,
             heard: false,
         }
@@ -129,10 +141,12 @@ impl Login {
         })
     }
 
-    /// Advances on one datum from the server; `random` fills the handshake's nonces.
+    /// Advances on one datum from the server (`frame` as it arrived); `random` fills the
+    /// handshake's ephemeral key.
     pub(crate) fn handle(
         &mut self,
         datum: Datum,
+        frame: &[u8],
         pinned: Option<&PublicKey>,
         random: &mut dyn FnMut(&mut [u8]),
     ) -> Step {
@@ -162,14 +176,14 @@ impl Login {
             let check = check_pin(pinned, &server.key);
             let key = server.key;
             if let PinCheck::Mismatch { .. } = check {
-                self.held = Some(server.clone());
+                self.held = Some((server.clone(), frame.to_vec()));
                 return Step::Introduced {
                     key,
                     check,
                     send: None,
                 };
             }
-            return match self.advance(datum, random) {
+            return match self.advance(datum, frame, random) {
                 Step::Send(d) => Step::Introduced {
                     key,
                     check,
@@ -178,19 +192,20 @@ impl Login {
                 other => other,
             };
         }
-        self.advance(datum, random)
+        self.advance(datum, frame, random)
     }
 
     /// The application accepts the server key that did not match the pin: the login goes on.
     pub(crate) fn accept(&mut self, random: &mut dyn FnMut(&mut [u8])) -> Option<Step> {
-        let server = self.held.take()?;
-        Some(self.advance(Datum::User(server), random))
+        let (server, frame) = self.held.take()?;
+        Some(self.advance(Datum::User(server), &frame, random))
     }
 
     /// One step of the protocol crate's handshake.
-    fn advance(&mut self, datum: Datum, random: &mut dyn FnMut(&mut [u8])) -> Step {
-        match self.handshake.handle(datum, &mut |b: &mut [u8]| random(b)) {
+    fn advance(&mut self, datum: Datum, frame: &[u8], random: &mut dyn FnMut(&mut [u8])) -> Step {
+        match self.handshake.handle(datum, frame, random) {
             Ok(ClientStep::Send(d)) => Step::Send(d),
+            Ok(ClientStep::Linked { send, link }) => Step::Linked { send, link },
             Ok(ClientStep::Done { server, me }) => Step::Done { server, me },
             Err(HandshakeError::Rejected { status, payload }) => {
                 Step::Failed(LoginError::Refused { status, payload })

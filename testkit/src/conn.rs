@@ -17,10 +17,9 @@ use std::task::{Context, Poll};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::Bytes;
-use flexim_client::RawConnection;
 use flexim_protocol::frame::{self, HEADER, MAX_BODY, PREFIX_LEN};
 use flexim_protocol::status::{self, cmd};
-use flexim_protocol::{Command, Datum, Message, SecretKey, Status, User};
+use flexim_protocol::{Command, Datum, Link, Message, SecretKey, Status, User};
 use flexim_session::{Config, Engine, Event, Framing};
 use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
@@ -50,7 +49,17 @@ pub enum Got {
 }
 
 /// A framed connection (see the module documentation).
-pub enum Conn {
+pub struct Conn {
+    /// The socket and its buffers.
+    io: Io,
+    /// The Noise link once [`Conn::login`] brought it up: datums sent with [`Conn::send`] are
+    /// sealed with it, and records read are opened with it. `None` before a login, and after
+    /// [`Conn::login_with`], whose engine keeps the link.
+    link: Option<Link>,
+}
+
+/// The two transports under a [`Conn`].
+enum Io {
     /// Raw TCP: FLEX frames back to back.
     Tcp {
         /// The socket.
@@ -130,27 +139,30 @@ impl Conn {
         let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, config)
             .await
             .with_context(|| format!("the WebSocket upgrade at {url}"))?;
-        Ok(Conn::Ws(Box::new(ws)))
+        Ok(Conn::from_ws(ws))
+    }
+
+    /// A WebSocket connection upgraded elsewhere (nothing sent yet).
+    pub fn from_ws(ws: WebSocketStream<TcpStream>) -> Conn {
+        Conn {
+            io: Io::Ws(Box::new(ws)),
+            link: None,
+        }
     }
 
     /// A TCP connection whose first bytes (already read) are `read`.
     pub fn tcp_from(stream: TcpStream, read: &[u8], reads: usize) -> Conn {
         let mut rbuf = vec![0; reads.max(read.len() * 2).max(PREFIX_LEN)];
         rbuf[..read.len()].copy_from_slice(read);
-        Conn::Tcp {
-            stream,
-            rlen: read.len(),
-            rbuf,
-            wbuf: Vec::new(),
-            wpos: 0,
-        }
-    }
-
-    /// A logged-in client's connection, taken over from the client library.
-    pub fn from_raw(raw: RawConnection) -> Conn {
-        match raw {
-            RawConnection::Tcp { stream, read } => Conn::tcp_from(stream, &read, LARGE_READS),
-            RawConnection::WebSocket(ws) => Conn::Ws(ws),
+        Conn {
+            io: Io::Tcp {
+                stream,
+                rlen: read.len(),
+                rbuf,
+                wbuf: Vec::new(),
+                wpos: 0,
+            },
+            link: None,
         }
     }
 
@@ -189,17 +201,32 @@ impl Conn {
 
     /// Logs in as `key` on a connection with nothing sent yet, with the client engine (which
     /// sends the header): the login both clients run. Returns this user as the server knows
-    /// it. Frames after the login stay unread.
+    /// it. Frames after the login stay unread. The connection keeps the engine's link, so
+    /// what the test sends and reads from then on is sealed and opened with it.
     pub async fn login(&mut self, key: &SecretKey) -> Result<User> {
         let mut engine = self.engine(key);
-        self.login_with(&mut engine).await
+        let me = self.login_with(&mut engine).await?;
+        self.link = engine.take_link();
+        Ok(me)
+    }
+
+    /// Seals and opens with `link` from now on: the link of an engine that logged in on this
+    /// connection with [`Conn::login_with`] and is not used on it any more (a load generator
+    /// keeps it only to seal message bodies), or of a handshake a test ran by hand.
+    pub fn adopt_link(&mut self, link: Option<Link>) {
+        self.link = link;
+    }
+
+    /// Whether the connection seals and opens with a link of its own.
+    pub fn is_linked(&self) -> bool {
+        self.link.is_some()
     }
 
     /// A client engine for `key`, framed for this connection's transport.
     pub fn engine(&self, key: &SecretKey) -> Engine {
-        let framing = match self {
-            Conn::Tcp { .. } => Framing::Stream,
-            Conn::Ws(_) => Framing::Messages,
+        let framing = match self.io {
+            Io::Tcp { .. } => Framing::Stream,
+            Io::Ws(_) => Framing::Messages,
         };
         let config = Config {
             pinned: None,
@@ -222,9 +249,9 @@ impl Conn {
                     _ => {}
                 }
             }
-            match self.next_frame().await? {
-                Some(frame) => engine.handle_bytes(&frame),
-                None => bail!("the server closed the connection during the login"),
+            match self.next_wire().await? {
+                Ok(frame) => engine.handle_bytes(&frame),
+                Err(_) => bail!("the server closed the connection during the login"),
             }
         }
     }
@@ -237,11 +264,12 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends bytes: on TCP onto the stream as they are, on WebSocket as one binary message.
+    /// Sends bytes exactly as given, past the link: on TCP onto the stream, on WebSocket as
+    /// one binary message. What an attacker on the path can do.
     pub async fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
-        match self {
-            Conn::Tcp { stream, .. } => stream.write_all(bytes).await?,
-            Conn::Ws(ws) => {
+        match &mut self.io {
+            Io::Tcp { stream, .. } => stream.write_all(bytes).await?,
+            Io::Ws(ws) => {
                 ws.send(WsMessage::Binary(Bytes::copy_from_slice(bytes)))
                     .await?
             }
@@ -249,41 +277,71 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends a datum.
+    /// Sends a datum (sealed, once logged in).
     pub async fn send(&mut self, datum: &Datum) -> Result<()> {
-        self.send_bytes(&datum.to_frame()?).await
+        self.send_sealed(&datum.to_frame()?).await
     }
 
-    /// Sends a frame with the given type and raw body.
+    /// Sends a frame with the given type and raw body (sealed, once logged in).
     pub async fn send_frame(&mut self, kind: u8, body: &[u8]) -> Result<()> {
         let mut out = Vec::new();
         frame::encode_into(kind, body, &mut out)?;
-        self.send_bytes(&out).await
+        self.send_sealed(&out).await
+    }
+
+    /// Sends bytes as one record of the link once logged in (any bytes: a test may seal a
+    /// frame that is cut short or malformed), as they are before.
+    pub async fn send_sealed(&mut self, bytes: &[u8]) -> Result<()> {
+        match &mut self.link {
+            Some(link) => {
+                let record = link.seal(bytes)?;
+                self.send_bytes(&record).await
+            }
+            None => self.send_bytes(bytes).await,
+        }
+    }
+
+    /// Seals a frame into the record this connection would send next, without sending it: what
+    /// an attacker who captured it could replay, reorder or alter.
+    pub fn seal_only(&mut self, frame: &[u8]) -> Result<Vec<u8>> {
+        let link = self.link.as_mut().context("not logged in")?;
+        Ok(link.seal(frame)?)
     }
 
     /// Sends one WebSocket text message (a protocol violation); an error on TCP.
     pub async fn send_text(&mut self, text: &str) -> Result<()> {
-        match self {
-            Conn::Ws(ws) => Ok(ws.send(WsMessage::Text(text.into())).await?),
-            Conn::Tcp { .. } => bail!("TCP has no text messages"),
+        match &mut self.io {
+            Io::Ws(ws) => Ok(ws.send(WsMessage::Text(text.into())).await?),
+            Io::Tcp { .. } => bail!("TCP has no text messages"),
         }
     }
 
     /// Closes the TCP connection's sending side (the server sees the end of input); on
     /// WebSocket, sends a close frame.
     pub async fn shutdown(&mut self) -> Result<()> {
-        match self {
-            Conn::Tcp { stream, .. } => stream.shutdown().await?,
-            Conn::Ws(ws) => ws.send(WsMessage::Close(None)).await?,
+        match &mut self.io {
+            Io::Tcp { stream, .. } => stream.shutdown().await?,
+            Io::Ws(ws) => ws.send(WsMessage::Close(None)).await?,
         }
         Ok(())
     }
 
-    /// The next frame, or how the connection ended; waits as long as it takes. Cancel-safe:
-    /// bytes already read stay in the buffer.
+    /// The next frame, opened if the link is up, or how the connection ended; waits as long
+    /// as it takes. A record that does not open is an error. Cancel-safe: bytes already read
+    /// stay in the buffer.
     pub async fn next_read(&mut self) -> Result<Result<Vec<u8>, Got>> {
-        match self {
-            Conn::Tcp {
+        let read = self.next_wire().await?;
+        match (read, &mut self.link) {
+            (Ok(record), Some(link)) => Ok(Ok(link.open(&record)?)),
+            (read, _) => Ok(read),
+        }
+    }
+
+    /// The next frame exactly as it came over the wire (a record, once logged in), or how the
+    /// connection ended. Cancel-safe.
+    pub async fn next_wire(&mut self) -> Result<Result<Vec<u8>, Got>> {
+        match &mut self.io {
+            Io::Tcp {
                 stream, rbuf, rlen, ..
             } => loop {
                 if let Some(info) = frame::check(&rbuf[..*rlen], MAX_BODY)? {
@@ -308,7 +366,7 @@ impl Conn {
                     Ok(n) => *rlen += n,
                 }
             },
-            Conn::Ws(ws) => loop {
+            Io::Ws(ws) => loop {
                 match ws.next().await {
                     Some(Ok(WsMessage::Binary(b))) => return Ok(Ok(b.to_vec())),
                     Some(Ok(WsMessage::Close(Some(c)))) => {
@@ -408,7 +466,7 @@ impl Conn {
     pub async fn closed(&mut self) -> bool {
         let wait = async {
             loop {
-                match self.next_read().await {
+                match self.next_wire().await {
                     Ok(Ok(_)) => continue,
                     Ok(Err(_)) | Err(_) => return true,
                 }
@@ -420,8 +478,8 @@ impl Conn {
     /// Reads and throws away whatever arrives (presence notices); false once the server has
     /// closed the connection. Cheaper than framing, for thousands of idle connections.
     pub async fn discard(&mut self) -> bool {
-        match self {
-            Conn::Tcp { stream, rbuf, .. } => {
+        match &mut self.io {
+            Io::Tcp { stream, rbuf, .. } => {
                 let n = poll_fn(|cx| {
                     let mut buf = ReadBuf::new(&mut rbuf[..]);
                     Pin::new(&mut *stream)
@@ -431,20 +489,46 @@ impl Conn {
                 .await;
                 matches!(n, Ok(n) if n > 0)
             }
-            Conn::Ws(ws) => !matches!(ws.next().await, None | Some(Err(_))),
+            Io::Ws(ws) => !matches!(ws.next().await, None | Some(Err(_))),
         }
     }
 
-    /// Reads whatever is available and calls `on_frame(type, body)` for each whole frame.
-    /// Returns `Ok(true)` when the peer closed the connection, `Ok(false)` once reading would
-    /// block (the waker is registered then).
+    /// Reads whatever is available and calls `on_frame(type, body)` for each whole frame
+    /// (each record opened first, once logged in). Returns `Ok(true)` when the peer closed the
+    /// connection, `Ok(false)` once reading would block (the waker is registered then). A
+    /// record that does not open is an error.
     pub fn poll_frames(
         &mut self,
         cx: &mut Context<'_>,
         mut on_frame: impl FnMut(u8, &[u8]),
     ) -> io::Result<bool> {
-        match self {
-            Conn::Tcp {
+        let mut broken = None;
+        let link = &mut self.link;
+        let mut on_wire = |kind: u8, body: &[u8], whole: &[u8]| match link {
+            None => on_frame(kind, body),
+            Some(link) if broken.is_none() => match link.open(whole) {
+                Ok(inner) if inner.len() >= PREFIX_LEN => on_frame(inner[0], &inner[PREFIX_LEN..]),
+                Ok(_) => broken = Some(io::Error::other("a record holds no frame")),
+                Err(e) => broken = Some(io::Error::other(e)),
+            },
+            Some(_) => {}
+        };
+        let closed = Self::poll_wire(&mut self.io, cx, &mut on_wire)?;
+        match broken {
+            Some(e) => Err(e),
+            None => Ok(closed),
+        }
+    }
+
+    /// Reads whatever is available and calls `on_wire(type, body, whole frame)` for each whole
+    /// frame as it came.
+    fn poll_wire(
+        io: &mut Io,
+        cx: &mut Context<'_>,
+        on_wire: &mut impl FnMut(u8, &[u8], &[u8]),
+    ) -> io::Result<bool> {
+        match io {
+            Io::Tcp {
                 stream, rbuf, rlen, ..
             } => loop {
                 if *rlen == rbuf.len() {
@@ -467,20 +551,20 @@ impl Conn {
                     if end > *rlen {
                         break;
                     }
-                    on_frame(rbuf[at], &rbuf[at + PREFIX_LEN..end]);
+                    on_wire(rbuf[at], &rbuf[at + PREFIX_LEN..end], &rbuf[at..end]);
                     at = end;
                 }
                 rbuf.copy_within(at..*rlen, 0);
                 *rlen -= at;
             },
-            Conn::Ws(ws) => loop {
+            Io::Ws(ws) => loop {
                 match Pin::new(&mut **ws).poll_next(cx) {
                     Poll::Pending => return Ok(false),
                     Poll::Ready(None) | Poll::Ready(Some(Ok(WsMessage::Close(_)))) => {
                         return Ok(true);
                     }
                     Poll::Ready(Some(Ok(WsMessage::Binary(b)))) if b.len() >= PREFIX_LEN => {
-                        on_frame(b[0], &b[PREFIX_LEN..]);
+                        on_wire(b[0], &b[PREFIX_LEN..], &b);
                     }
                     Poll::Ready(Some(Ok(_))) => {}
                     Poll::Ready(Some(Err(e))) => return Err(io::Error::other(e)),
@@ -492,7 +576,8 @@ impl Conn {
     /// Takes up to `max` frames, built by `build(i, buffer)` for i = 0, 1, ..., and writes as
     /// much as the socket accepts. Returns how many frames were taken. On TCP they are appended
     /// to one buffer and go out in as few writes as the socket allows; on WebSocket each is one
-    /// binary message, queued in tungstenite's buffer and then flushed together.
+    /// binary message, queued in tungstenite's buffer and then flushed together. Once logged
+    /// in, each frame is sealed into a record as it is taken.
     pub fn poll_send(
         &mut self,
         cx: &mut Context<'_>,
@@ -500,12 +585,26 @@ impl Conn {
         mut build: impl FnMut(u64, &mut Vec<u8>),
     ) -> io::Result<u64> {
         let mut taken = 0;
-        match self {
-            Conn::Tcp {
+        let link = &mut self.link;
+        let mut scratch = Vec::new();
+        // Appends frame `i` to `out`, sealed if the link is up.
+        let mut build = |i: u64, out: &mut Vec<u8>| -> io::Result<()> {
+            match link {
+                None => build(i, out),
+                Some(link) => {
+                    scratch.clear();
+                    build(i, &mut scratch);
+                    link.seal_into(&scratch, out).map_err(io::Error::other)?;
+                }
+            }
+            Ok(())
+        };
+        match &mut self.io {
+            Io::Tcp {
                 stream, wbuf, wpos, ..
             } => {
                 while taken < max {
-                    build(taken, wbuf);
+                    build(taken, wbuf)?;
                     taken += 1;
                 }
                 while *wpos < wbuf.len() {
@@ -521,7 +620,7 @@ impl Conn {
                     *wpos = 0;
                 }
             }
-            Conn::Ws(ws) => {
+            Io::Ws(ws) => {
                 let mut ws = Pin::new(&mut **ws);
                 while taken < max {
                     match ws.as_mut().poll_ready(cx) {
@@ -529,7 +628,7 @@ impl Conn {
                         Poll::Ready(r) => r.map_err(io::Error::other)?,
                     }
                     let mut frame = Vec::new();
-                    build(taken, &mut frame);
+                    build(taken, &mut frame)?;
                     ws.as_mut()
                         .start_send(WsMessage::Binary(Bytes::from(frame)))
                         .map_err(io::Error::other)?;

@@ -6,6 +6,7 @@
 mod cli;
 mod conn;
 mod http;
+mod onpath;
 mod process;
 mod redis;
 
@@ -20,6 +21,7 @@ use flexim_protocol::{Datum, PublicKey, SecretKey};
 pub use cli::{Cli, flexim};
 pub use conn::{Conn, Got, LARGE_READS, SMALL_READS};
 pub use http::http_get;
+pub use onpath::{Capture, OnPath};
 pub use process::{Options, TestServer, metrics_at};
 pub use redis::RedisServer;
 

@@ -79,13 +79,14 @@ async fn malformed_datums_get_status_errors_and_the_connection_stays_up() {
     let mallory = new_key();
     let mut m = Conn::login_tcp(server.tcp, &mallory).await.unwrap();
 
-    // An oversized length: refused from its prefix, the body skipped.
-    let mut huge = vec![3u8, 0xff, 0xff];
-    huge.extend(std::iter::repeat_n(0x41, 65535));
-    m.send_bytes(&huge).await.unwrap();
+    // A datum over the body limit (48 KiB), in a record of its own: refused, the rest goes on.
+    let mut huge = vec![3u8];
+    huge.extend_from_slice(&50_000u16.to_be_bytes());
+    huge.extend(std::iter::repeat_n(0x41, 50_000));
+    m.send_sealed(&huge).await.unwrap();
     let s = m.status().await.unwrap();
     assert_eq!(s.status, status::TOO_LARGE, "{s:?}");
-    assert!(s.payload.contains("65535"), "{s:?}");
+    assert!(s.payload.contains("50000"), "{s:?}");
     by.check().await;
 
     // A body that is msgpack but not a map (a positional array).
@@ -169,14 +170,15 @@ async fn websocket_frames_get_the_same_answers() {
     let mut w = Conn::login_ws(&server.ws, &new_key()).await.unwrap();
 
     // A message shorter than its length prefix says.
-    w.send_bytes(&[3, 0, 100, 0x85]).await.unwrap();
+    // (Each in a record of its own: the link is whole, the datum inside is not.)
+    w.send_sealed(&[3, 0, 100, 0x85]).await.unwrap();
     assert_eq!(w.status().await.unwrap().status, status::TRUNCATED);
     // Bytes after the frame.
-    w.send_bytes(&[6, 0, 1, 0x80, 0x80]).await.unwrap();
+    w.send_sealed(&[6, 0, 1, 0x80, 0x80]).await.unwrap();
     assert_eq!(w.status().await.unwrap().status, status::TRUNCATED);
-    w.send_bytes(&[42, 0, 1, 0x80]).await.unwrap();
+    w.send_sealed(&[42, 0, 1, 0x80]).await.unwrap();
     assert_eq!(w.status().await.unwrap().status, status::UNKNOWN_DATUM);
-    w.send_bytes(&[3, 0, 1, 0x91]).await.unwrap();
+    w.send_sealed(&[3, 0, 1, 0x91]).await.unwrap();
     assert_eq!(w.status().await.unwrap().status, status::MALFORMED);
     by.check().await;
 
@@ -207,22 +209,20 @@ async fn an_oversized_websocket_frame_gets_too_large_and_the_socket_stays_up() {
     let server = TestServer::start();
     let mut by = Bystanders::new(&server).await;
     let mut w = Conn::login_ws(&server.ws, &new_key()).await.unwrap();
-    let mut huge = vec![3u8, 0xff, 0xff];
-    huge.extend(std::iter::repeat_n(0x41, 65535));
-    w.send_bytes(&huge).await.unwrap();
+    let mut huge = vec![3u8];
+    huge.extend_from_slice(&50_000u16.to_be_bytes());
+    huge.extend(std::iter::repeat_n(0x41, 50_000));
+    w.send_sealed(&huge).await.unwrap();
     let s = w.status().await.unwrap();
     assert_eq!(s.status, status::TOO_LARGE, "{s:?}");
-    w.send_bytes(
-        &Datum::Command(flexim_protocol::Command::new("ROSTER", &[]))
-            .to_frame()
-            .unwrap(),
-    )
+    w.send(&Datum::Command(flexim_protocol::Command::new(
+        "ROSTER",
+        &[],
+    )))
     .await
     .unwrap();
-    assert!(matches!(
-        w.next().await.unwrap(),
-        Got::Datum(Datum::Roster(_))
-    ));
+    let got = w.next().await.unwrap();
+    assert!(matches!(got, Got::Datum(Datum::Roster(_))), "{got:?}");
     // A message no frame could fill is refused by the WebSocket layer: close 1009.
     w.send_bytes(&vec![0u8; 70_000]).await.unwrap();
     match w.next().await.unwrap() {
@@ -296,4 +296,25 @@ async fn a_websocket_that_sends_no_header_is_closed_with_a_protocol_error_after_
         waited >= Duration::from_millis(4500) && waited < Duration::from_secs(8),
         "{waited:?}"
     );
+}
+
+/// A record that does not authenticate (here the largest the framing allows, of garbage) is
+/// not answered: nothing from the connection can be trusted after it, so the server closes it.
+/// Others are unaffected.
+#[tokio::test]
+async fn a_garbage_record_closes_the_connection_without_an_answer() {
+    let server = TestServer::start();
+    let mut by = Bystanders::new(&server).await;
+    for ws in [false, true] {
+        let mut c = match ws {
+            false => Conn::login_tcp(server.tcp, &new_key()).await.unwrap(),
+            true => Conn::login_ws(&server.ws, &new_key()).await.unwrap(),
+        };
+        let mut record = vec![flexim_protocol::link::RECORD, 0xff, 0xff];
+        record.extend(std::iter::repeat_n(0x41, 65535));
+        c.send_bytes(&record).await.unwrap();
+        let got = c.next_wire().await.unwrap();
+        assert!(got.is_err(), "no answer, only the end: {got:?}");
+    }
+    by.check().await;
 }

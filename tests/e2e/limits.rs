@@ -70,13 +70,9 @@ async fn a_connection_over_the_limit_is_told_the_server_is_full_and_the_others_g
         }
     };
     assert_eq!(got.msg, "still here");
-    b.send_bytes(
-        &message(&b_key, &a_key.to_hex(), "me too")
-            .to_frame()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    b.send(&message(&b_key, &a_key.to_hex(), "me too"))
+        .await
+        .unwrap();
     assert_eq!(a.message().await.unwrap().msg, "me too");
 
     // Plain HTTP is not counted (only FLEX connections are), and says how many were refused.
@@ -92,14 +88,20 @@ async fn a_connection_over_the_limit_is_told_the_server_is_full_and_the_others_g
     // When a connection closes, its place is free for the next one.
     drop(third);
     let mut next = accepted(&server).await;
+    // It gets as far as the handshake's second message: the server answers its AUTH.
     next.send(
         &flexim_protocol::datum::Command::new(
             flexim_protocol::status::cmd::AUTH,
-            &[&new_key().public_key().to_hex()],
+            &[&"A".repeat(64)],
         )
         .into(),
     )
     .await
     .unwrap();
-    assert!(matches!(next.recv().await.unwrap(), Datum::Auth(_)));
+    let s = next.status().await.unwrap();
+    assert_eq!(
+        s.status,
+        status::AUTH_FAILED,
+        "{s:?}: it was served, not refused as full"
+    );
 }

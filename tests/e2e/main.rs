@@ -10,6 +10,7 @@ mod crash;
 mod delivery;
 mod handshake;
 mod limits;
+mod link;
 mod offline;
 mod privacy;
 mod receipts;

@@ -225,13 +225,9 @@ async fn ghost_moves_delivery_to_the_newer_session() {
     .unwrap();
     assert_eq!(b.status().await.unwrap().status, status::RELAYED);
     assert_eq!(old.message().await.unwrap().msg, "to the old one");
-    new.send_bytes(
-        &Datum::Command(Command::new(cmd::GHOST, &[]))
-            .to_frame()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    new.send(&Datum::Command(Command::new(cmd::GHOST, &[])))
+        .await
+        .unwrap();
     assert_eq!(new.status().await.unwrap().status, status::GHOSTED);
     assert_eq!(old.status().await.unwrap().status, status::TAKEN_OVER);
     assert!(old.closed().await);

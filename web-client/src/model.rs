@@ -204,6 +204,12 @@ impl Model {
                 status: code,
                 reason,
             } => self.on_closing(code, reason),
+            Event::LinkBroken(e) => {
+                let reason = format!(
+                    "the encrypted link broke ({e}): someone on the network path may be tampering with the connection"
+                );
+                vec![Effect::Log(reason.clone()), Effect::Fail(reason)]
+            }
             // The socket's own close event drives reconnecting.
             Event::Closed => Vec::new(),
         }

@@ -9,10 +9,10 @@
 //! with the real server.
 
 use flexim_protocol::e2e::{self, ConversationKey, Envelope};
-use flexim_protocol::handshake::{PendingChallenge, parse_auth};
+use flexim_protocol::handshake::ServerHandshake;
 use flexim_protocol::status;
 use flexim_protocol::{
-    Datum, HEADER, MAX_BODY, Message, PublicKey, Roster, SecretKey, Status, User, frame,
+    Datum, HEADER, Link, MAX_BODY, Message, PublicKey, Roster, SecretKey, Status, User, frame,
 };
 use flexim_session::{Config, Delivery, Engine, Framing, Lookup, Random};
 use flexim_web::model::{Conn, Context, Effect, Model};
@@ -102,6 +102,10 @@ struct Page {
     effects: Vec<Effect>,
     /// Whether the page is hidden.
     hidden: bool,
+    /// The pretend server's end of the link, once a login brought it up.
+    link: Option<Link>,
+    /// The server's introduction as sent, for its end of the handshake.
+    hello: Vec<u8>,
 }
 
 impl Page {
@@ -124,6 +128,8 @@ impl Page {
             sent: Vec::new(),
             effects: Vec::new(),
             hidden: false,
+            link: None,
+            hello: Vec::new(),
         }
     }
 
@@ -134,7 +140,8 @@ impl Page {
         loop {
             while let Some(bytes) = self.engine.poll_transmit() {
                 if bytes != HEADER {
-                    self.sent.push(decode(&bytes));
+                    let frame = self.opened(bytes);
+                    self.sent.push(decode(&frame));
                 }
             }
             let Some(event) = self.engine.poll_event() else {
@@ -160,12 +167,28 @@ impl Page {
         }
         self.engine.flush_acks();
         while let Some(bytes) = self.engine.poll_transmit() {
-            self.sent.push(decode(&bytes));
+            let frame = self.opened(bytes);
+            self.sent.push(decode(&frame));
         }
     }
 
+    /// What the engine sent, opened with the pretend server's end of the link once it is up.
+    fn opened(&mut self, bytes: Vec<u8>) -> Vec<u8> {
+        match &mut self.link {
+            Some(link) => link.open(&bytes).expect("the engine's records open"),
+            None => bytes,
+        }
+    }
+
+    /// The server sends one frame: sealed once the link is up.
     fn receive(&mut self, bytes: &[u8]) {
-        self.engine.handle_bytes(bytes);
+        match &mut self.link {
+            Some(link) => {
+                let record = link.seal(bytes).unwrap();
+                self.engine.handle_bytes(&record);
+            }
+            None => self.engine.handle_bytes(bytes),
+        }
         self.pump();
     }
 
@@ -179,13 +202,15 @@ impl Page {
 
     /// Plays the server's side of a login.
     fn log_in(&mut self, server: &SecretKey) {
+        self.link = None;
         self.engine.connect();
-        self.receive(&frame_of(User {
+        self.hello = frame_of(User {
             aliases: vec!["flexim".into()],
             key: server.public_key(),
             last_seen: 0,
             online: None,
-        }));
+        });
+        self.receive(&self.hello.clone());
         if self.engine.is_holding_server_key() {
             return;
         }
@@ -197,14 +222,15 @@ impl Page {
         let Some(Datum::Command(auth)) = self.take_sent().pop() else {
             panic!("no AUTH");
         };
-        let (client, _) = parse_auth(&auth).unwrap();
         let (pending, challenge) =
-            PendingChallenge::issue(server, client, 5, 0, &mut counter()).unwrap();
+            ServerHandshake::start(server, &self.hello, &auth, [7; 32], 5).unwrap();
         self.receive(&frame_of(challenge));
         let Some(Datum::AuthResponse(response)) = self.take_sent().pop() else {
             panic!("no AuthResponse");
         };
-        assert_eq!(pending.verify(&response, 6, 30), Ok(client));
+        let (client, link) = pending.finish(&response).unwrap();
+        assert_eq!(client, self.engine.me().clone());
+        self.link = Some(link);
         self.receive(&frame_of(user(&client, &[], true)));
     }
 

@@ -74,7 +74,16 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
             );
             return Err(Status::new(status::SPOOF, text).with_id(named()));
         }
-        match self.relay.resolve(m.to).await {
+        let to = match PublicKey::from_hex(m.to) {
+            // A key that cannot be anyone's identity: nobody can ever log in to read it.
+            Some(k) if let Err(e) = k.check() => {
+                let text = format!("to {:?} is refused: {e}; the message was not sent", m.to);
+                return Err(Status::new(status::BAD_ARGUMENT, text).with_id(named()));
+            }
+            Some(k) => Ok(Some(k)),
+            None => self.relay.resolve(m.to).await,
+        };
+        match to {
             Ok(Some(to)) => Ok(self.relay.route(key, to, id, frame.clone())),
             Ok(None) => {
                 let text = format!(

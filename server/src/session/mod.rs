@@ -20,7 +20,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use flexim_protocol::datum::{DatumKind, Status, User};
 use flexim_protocol::frame::{FrameError, PREFIX_LEN};
-use flexim_protocol::handshake::{PendingChallenge, parse_auth};
+use flexim_protocol::handshake::ServerHandshake;
+use flexim_protocol::link::RECORD;
 use flexim_protocol::status::{self, cmd};
 use flexim_protocol::{Datum, DatumError, PublicKey};
 use futures_util::{FutureExt as _, Sink, Stream, StreamExt};
@@ -76,12 +77,10 @@ const WRITE_PER_ROUND: usize = 256;
 enum Phase {
     /// Header seen; waiting for AUTH.
     Fresh,
-    /// Challenge sent; waiting for the AuthResponse.
+    /// Noise message 2 sent; waiting for message 3 in the AuthResponse.
     Challenged {
-        /// The single-use challenge; consumed by the first AuthResponse.
-        pending: PendingChallenge,
-        /// The alias the AUTH command asked for, claimed after success.
-        alias: Option<String>,
+        /// The responder's handshake, consumed by the AuthResponse.
+        pending: Box<ServerHandshake>,
     },
     /// Authenticated.
     Authed(Authed),
@@ -286,9 +285,45 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
                     FrameError::TooLarge { .. } => status::TOO_LARGE,
                     _ => status::TRUNCATED,
                 };
-                self.reply(Status::new(code, e.to_string())).await
+                let flow = self.reply(Status::new(code, e.to_string())).await;
+                // On the link a record that was skipped or cut leaves the nonces apart: the
+                // connection cannot go on (an honest client never sends one).
+                match (flow, self.out.is_linked()) {
+                    (Flow::Continue, true) => Flow::Stop(End::Violation("a record over the limit")),
+                    (flow, _) => flow,
+                }
+            }
+            Some(Inbound::Frame(frame)) if self.out.is_linked() => self.record(frame).await,
+            Some(Inbound::Frame(frame)) if frame[0] == RECORD => {
+                self.auth_failed("a link record before the handshake finished")
+                    .await
             }
             Some(Inbound::Frame(frame)) => self.handle(frame).await,
+        }
+    }
+
+    /// Opens a record of the link and handles the datum inside. A record that does not
+    /// authenticate (replayed, reordered, altered, injected, or a clear datum) ends the
+    /// connection without an answer: nothing from it can be trusted, and the nonces of the
+    /// two directions no longer agree.
+    async fn record(&mut self, record: Bytes) -> Flow {
+        let inner = match self.out.open(&record) {
+            Ok(inner) => inner,
+            Err(e) => {
+                metrics::inc(&self.relay.metrics.errors);
+                tracing::debug!(error = %e, "closing a connection whose link broke");
+                return Flow::Stop(End::Violation("a link record does not authenticate"));
+            }
+        };
+        match flexim_protocol::frame::split_exact(&inner, self.relay.limits.max_body) {
+            Ok(_) => self.handle(Bytes::from(inner)).await,
+            Err(e) => {
+                let code = match e {
+                    FrameError::TooLarge { .. } => status::TOO_LARGE,
+                    _ => status::TRUNCATED,
+                };
+                self.reply(Status::new(code, e.to_string())).await
+            }
         }
     }
 
@@ -378,17 +413,21 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
                 self.phase = Phase::Authed(authed);
                 self.handle_authed(datum).await
             }
-            Phase::Challenged { pending, alias } => match datum {
-                Datum::AuthResponse(resp) => {
-                    let ttl = self.relay.limits.challenge_ttl.as_secs() as i64;
-                    match pending.verify(&resp, clock::now(), ttl) {
-                        Ok(key) => self.login(key, alias).await,
-                        Err(e) => self.auth_failed(&e.to_string()).await,
+            Phase::Challenged { pending } => match datum {
+                Datum::AuthResponse(resp) => match pending.finish(&resp) {
+                    Ok((key, link)) => {
+                        self.out.link(link);
+                        self.login(key).await
                     }
-                }
+                    Err(e) => self.auth_failed(&e.to_string()).await,
+                },
+                // One handshake per connection: anything but message 3 ends it.
                 other => {
-                    self.phase = Phase::Challenged { pending, alias };
-                    self.handle_fresh(other).await
+                    let text = format!(
+                        "{} arrived where the AuthResponse belongs",
+                        other.kind().name()
+                    );
+                    self.auth_failed(&text).await
                 }
             },
             Phase::Fresh => self.handle_fresh(datum).await,
@@ -399,18 +438,21 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
     async fn handle_fresh(&mut self, datum: Datum) -> Flow {
         match datum {
             Datum::Command(c) if c.cmd == cmd::AUTH => {
-                let key = match parse_auth(&c) {
-                    Ok((key, _)) => key,
-                    Err(e) => return self.auth_failed(&e.to_string()).await,
-                };
-                match self.relay.challenge(key).await {
+                let mut ephemeral = [0u8; 32];
+                clock::random(&mut ephemeral);
+                let relay = &self.relay;
+                match ServerHandshake::start(
+                    &relay.server_key,
+                    &relay.hello,
+                    &c,
+                    ephemeral,
+                    clock::now(),
+                ) {
                     Ok((pending, auth)) => {
-                        // A second AUTH replaces the first challenge: only the newest is live.
                         self.phase = Phase::Challenged {
-                            pending,
-                            alias: c.payload.get(1).cloned(),
+                            pending: Box::new(pending),
                         };
-                        io_flow(self.out.send(auth).await)
+                        io_flow(self.out.send(frame(auth)).await)
                     }
                     Err(e) => self.auth_failed(&e.to_string()).await,
                 }
@@ -438,9 +480,9 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
         Flow::Stop(End::AuthFailed)
     }
 
-    /// AUTH succeeded: register with the relay, send the client its User datum, claim the
-    /// alias it asked for, and deliver what was stored while it was away.
-    async fn login(&mut self, key: PublicKey, alias: Option<String>) -> Flow {
+    /// The handshake succeeded: register with the relay, send the client its User datum (the
+    /// first record of the link), and deliver what was stored while it was away.
+    async fn login(&mut self, key: PublicKey) -> Flow {
         let login = match self.relay.login(key).await {
             Ok(l) => l,
             Err(e) => {
@@ -466,11 +508,6 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
         };
         if let Err(e) = self.out.send(frame(me)).await {
             return Flow::Stop(End::Io(e));
-        }
-        if let Some(alias) = alias
-            && let Flow::Stop(end) = self.register(&alias).await
-        {
-            return Flow::Stop(end);
         }
         if !login.primary {
             let text =

@@ -1,10 +1,11 @@
-//! The outbound side of a session: the sink frames go to, and whether any were fed since the
-//! last flush. Frames fed between two flushes go out together (one system call on TCP), and
+//! The outbound side of a session: the sink frames go to, the link that seals them once the
+//! handshake is done, and whether any were fed since the last flush. Frames fed between two flushes go out together (one system call on TCP), and
 //! the session flushes once the datums at hand are handled.
 
 use std::io;
 
 use bytes::Bytes;
+use flexim_protocol::{Link, LinkError};
 use futures_util::{Sink, SinkExt};
 
 /// A session's sink of frames.
@@ -13,6 +14,10 @@ pub(crate) struct Outbound<Si> {
     sink: Si,
     /// Frames were fed and not flushed yet.
     unflushed: bool,
+    /// The connection's Noise link once the handshake is done: every frame fed after it goes
+    /// out as a record, and every frame that comes in is opened with it. It lives here because
+    /// sealing must follow the order frames are written in (the nonces count them).
+    link: Option<Link>,
 }
 
 impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Outbound<Si> {
@@ -21,12 +26,35 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Outbound<Si> {
         Outbound {
             sink,
             unflushed: false,
+            link: None,
         }
     }
 
-    /// Queues a frame for the next flush.
+    /// The handshake is done: from now on frames are sealed and records opened.
+    pub(crate) fn link(&mut self, link: Link) {
+        self.link = Some(link);
+    }
+
+    /// Whether the link is up.
+    pub(crate) fn is_linked(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Opens a record from the client (the link must be up).
+    pub(crate) fn open(&mut self, record: &[u8]) -> Result<Vec<u8>, LinkError> {
+        match &mut self.link {
+            Some(link) => link.open(record),
+            None => Err(LinkError::NotARecord(record.first().copied().unwrap_or(0))),
+        }
+    }
+
+    /// Queues a frame for the next flush, sealed if the link is up.
     pub(crate) async fn feed(&mut self, frame: Bytes) -> io::Result<()> {
         self.unflushed = true;
+        let frame = match &mut self.link {
+            Some(link) => Bytes::from(link.seal(&frame).map_err(io::Error::other)?),
+            None => frame,
+        };
         self.sink.feed(frame).await
     }
 

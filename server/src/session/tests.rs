@@ -7,7 +7,7 @@ use crate::relay::Answer;
 use crate::store::EmbeddedStore;
 use flexim_protocol::datum::Message;
 use flexim_protocol::handshake::{ClientHandshake, ClientStep};
-use flexim_protocol::{SecretKey, frame};
+use flexim_protocol::{Link, SecretKey, frame};
 use tokio::sync::mpsc;
 
 fn decode(b: &Bytes) -> Datum {
@@ -58,23 +58,52 @@ fn drive(relay: Arc<Relay>) -> Driven {
     (in_tx, out_rx, task)
 }
 
-/// Logs `me` in over a driven session, asking for the alias `alice`.
-async fn handshake(driven: &mut Driven, me: &SecretKey) {
-    let mut hs = ClientHandshake::new(me.clone(), Some("alice".into()));
+/// Logs `me` in over a driven session and claims the alias `alice`: the client's end of the
+/// link, for the rest of the test.
+async fn handshake(driven: &mut Driven, me: &SecretKey) -> Link {
+    let mut hs = ClientHandshake::new(me.clone());
     let mut rng = |b: &mut [u8]| b.fill(9);
+    let mut link = None::<Link>;
     loop {
-        let datum = decode(&driven.1.recv().await.unwrap());
-        match hs.handle(datum, &mut rng).unwrap() {
+        let got = driven.1.recv().await.unwrap();
+        let frame = match &mut link {
+            Some(l) => Bytes::from(l.open(&got).unwrap()),
+            None => got,
+        };
+        match hs.handle(decode(&frame), &frame, &mut rng).unwrap() {
             ClientStep::Send(d) => driven
                 .0
                 .send(Inbound::Frame(d.to_frame().unwrap().into()))
                 .unwrap(),
+            ClientStep::Linked { send, link: l } => {
+                driven
+                    .0
+                    .send(Inbound::Frame(send.to_frame().unwrap().into()))
+                    .unwrap();
+                link = Some(l);
+            }
             ClientStep::Done { me: user, .. } => {
                 assert_eq!(user.key, me.public_key());
                 break;
             }
         }
     }
+    let mut link = link.expect("linked before the User datum");
+    let register = Datum::Command(flexim_protocol::Command::new("REGISTER", &["alice"]));
+    let record = link.seal(&register.to_frame().unwrap()).unwrap();
+    driven.0.send(Inbound::Frame(record.into())).unwrap();
+    link
+}
+
+/// Seals a frame for the session.
+fn send(tx: &mpsc::UnboundedSender<Inbound>, link: &mut Link, frame: &[u8]) {
+    tx.send(Inbound::Frame(link.seal(frame).unwrap().into()))
+        .unwrap();
+}
+
+/// The next frame the session wrote, opened.
+async fn recv(rx: &mut mpsc::UnboundedReceiver<Bytes>, link: &mut Link) -> Bytes {
+    Bytes::from(link.open(&rx.recv().await.unwrap()).unwrap())
 }
 
 #[tokio::test]
@@ -84,11 +113,11 @@ async fn handshake_routing_and_spoofing_without_sockets() {
     let core = relay.clone();
     let mut driven = drive(relay);
     let me = SecretKey::from_bytes([2; 32]);
-    handshake(&mut driven, &me).await;
+    let mut link = handshake(&mut driven, &me).await;
     let (in_tx, mut out_rx, task) = driven;
-    // The alias asked for in AUTH was registered.
+    // Everything after the handshake is a record of the link, both ways.
     assert!(
-        matches!(decode(&out_rx.recv().await.unwrap()), Datum::Status(s) if s.status == status::OK)
+        matches!(decode(&recv(&mut out_rx, &mut link).await), Datum::Status(s) if s.status == status::OK)
     );
 
     let to_self = |from: &str| Message {
@@ -100,16 +129,19 @@ async fn handshake_routing_and_spoofing_without_sockets() {
         id: None,
     };
     let frame = Bytes::from(Datum::Message(to_self("ALICE")).to_frame().unwrap());
-    in_tx.send(Inbound::Frame(frame.clone())).unwrap();
-    let mut got = [out_rx.recv().await.unwrap(), out_rx.recv().await.unwrap()];
+    send(&in_tx, &mut link, &frame);
+    let mut got = [
+        recv(&mut out_rx, &mut link).await,
+        recv(&mut out_rx, &mut link).await,
+    ];
     got.sort_by_key(|b| b[0]);
     assert_eq!(got[0], frame, "the message comes back byte for byte");
     assert!(matches!(decode(&got[1]), Datum::Status(s) if s.status == status::RELAYED));
 
     let spoof = Datum::Message(to_self("bob")).to_frame().unwrap();
-    in_tx.send(Inbound::Frame(spoof.into())).unwrap();
+    send(&in_tx, &mut link, &spoof);
     assert!(
-        matches!(decode(&out_rx.recv().await.unwrap()), Datum::Status(s) if s.status == status::SPOOF)
+        matches!(decode(&recv(&mut out_rx, &mut link).await), Datum::Status(s) if s.status == status::SPOOF)
     );
 
     // A message that reached the store while the session was online (routed during its
@@ -127,9 +159,12 @@ async fn handshake_routing_and_spoofing_without_sockets() {
         .await
         .unwrap();
     core.wake_primary(me.public_key());
-    let woken = tokio::time::timeout(std::time::Duration::from_secs(5), out_rx.recv());
-    assert_eq!(woken.await.expect("delivered when woken").unwrap(), late);
-    assert!(matches!(decode(&out_rx.recv().await.unwrap()),
+    let woken = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        recv(&mut out_rx, &mut link),
+    );
+    assert_eq!(woken.await.expect("delivered when woken"), late);
+    assert!(matches!(decode(&recv(&mut out_rx, &mut link).await),
         Datum::Status(s) if s.status == status::DELIVERED_STORED));
 
     drop(in_tx);

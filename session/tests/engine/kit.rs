@@ -1,11 +1,14 @@
-//! A pretend server for the engine's tests, played with the protocol crate itself: it issues
-//! real challenges with `PendingChallenge`, checks the client's answers, and seals messages
+//! A pretend server for the engine's tests, played with the protocol crate itself: it runs the
+//! responder's side of the Noise handshake with `ServerHandshake`, keeps its end of the link
+//! (a [`Client`] seals what the test feeds and opens what the engine sends), and seals messages
 //! with `e2e::seal` as another client would, so what passes here talks to the real server.
 
 use flexim_protocol::e2e::{self, ConversationKey, Envelope};
-use flexim_protocol::handshake::{PendingChallenge, parse_auth};
+use std::ops::{Deref, DerefMut};
+
+use flexim_protocol::handshake::ServerHandshake;
 use flexim_protocol::{
-    Datum, HEADER, MAX_BODY, Message, PublicKey, SecretKey, Status, User, frame,
+    Datum, HEADER, Link, MAX_BODY, Message, PublicKey, SecretKey, Status, User, frame,
 };
 use flexim_session::{Config, Engine, Event, Framing, Random};
 
@@ -72,8 +75,82 @@ pub(crate) fn st_id(code: i8, payload: &str, id: &str) -> Vec<u8> {
     frame_of(Status::new(code, payload).with_id(Some(id.to_string())))
 }
 
+/// An engine with the pretend server's end of its link: the test feeds clear frames and reads
+/// clear frames, and the link in between is real.
+pub(crate) struct Client {
+    /// The engine under test.
+    pub(crate) engine: Engine,
+    /// The pretend server's end of the link, once a login brought it up.
+    link: Option<Link>,
+}
+
+impl Deref for Client {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+impl DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+}
+
+impl Client {
+    /// Wraps an engine that has no connection yet.
+    pub(crate) fn new(engine: Engine) -> Client {
+        Client { engine, link: None }
+    }
+
+    /// Feeds what the server sends: clear bytes before the link, and each whole frame in
+    /// `bytes` sealed into a record after it.
+    pub(crate) fn handle_bytes(&mut self, bytes: &[u8]) {
+        let Some(link) = &mut self.link else {
+            return self.engine.handle_bytes(bytes);
+        };
+        let mut at = 0;
+        while let Ok(Some(info)) = frame::check(&bytes[at..], MAX_BODY) {
+            let record = link.seal(&bytes[at..at + info.total()]).unwrap();
+            self.engine.handle_bytes(&record);
+            at += info.total();
+        }
+        // What is left is no whole frame: a garbled datum, sealed as the server would seal it.
+        if at < bytes.len() {
+            let record = link.seal(&bytes[at..]).unwrap();
+            self.engine.handle_bytes(&record);
+        }
+    }
+
+    /// Feeds bytes as they are, past the link: what an attacker on the path would inject.
+    pub(crate) fn inject(&mut self, bytes: &[u8]) {
+        self.engine.handle_bytes(bytes);
+    }
+
+    /// The next thing the engine sends, opened if the link is up.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        let bytes = self.engine.poll_transmit()?;
+        Some(match &mut self.link {
+            Some(link) => link.open(&bytes).expect("the engine's records open"),
+            None => bytes,
+        })
+    }
+
+    /// Starts a connection (the link of the last one is gone).
+    pub(crate) fn connect(&mut self) {
+        self.link = None;
+        self.engine.connect();
+    }
+
+    /// Ends the connection.
+    pub(crate) fn disconnected(&mut self) {
+        self.link = None;
+        self.engine.disconnected();
+    }
+}
+
 /// An engine for `me` over WebSocket-like messages, nothing pinned, no alias.
-pub(crate) fn engine(me: &SecretKey) -> Engine {
+pub(crate) fn engine(me: &SecretKey) -> Client {
     engine_with(me, None, None)
 }
 
@@ -82,17 +159,17 @@ pub(crate) fn engine_with(
     me: &SecretKey,
     pinned: Option<PublicKey>,
     alias: Option<&str>,
-) -> Engine {
+) -> Client {
     let config = Config {
         pinned,
         alias: alias.map(str::to_string),
         framing: Framing::Messages,
     };
-    Engine::new(me.clone(), config, counter())
+    Client::new(Engine::new(me.clone(), config, counter()))
 }
 
 /// Everything the engine wants to send, each transmit decoded as one datum.
-pub(crate) fn sent(e: &mut Engine) -> Vec<Datum> {
+pub(crate) fn sent(e: &mut Client) -> Vec<Datum> {
     std::iter::from_fn(|| e.poll_transmit())
         .map(|b| decode(&b))
         .collect()
@@ -104,31 +181,38 @@ pub(crate) fn events(e: &mut Engine) -> Vec<Event> {
 }
 
 /// Plays the server's side of a login with `server`'s key and returns the events: the
-/// introduction, the challenge (checking the answer), the client's User datum.
-pub(crate) fn login(e: &mut Engine, server: &SecretKey) -> Vec<Event> {
+/// introduction, Noise messages 1 to 3 (the client's key proved by the third), the client's
+/// User datum as the link's first record.
+pub(crate) fn login(e: &mut Client, server: &SecretKey) -> Vec<Event> {
     e.connect();
     assert_eq!(e.poll_transmit().as_deref(), Some(&HEADER[..]));
-    e.handle_bytes(&frame_of(server_user(server)));
+    let hello = frame_of(server_user(server));
+    e.handle_bytes(&hello);
     let auth = match sent(e).as_slice() {
         [Datum::Command(c)] => c.clone(),
         other => panic!("expected AUTH, got {other:?}"),
     };
-    let (client, alias) = parse_auth(&auth).expect("AUTH names a key");
-    assert_eq!(alias, None, "no alias travels with AUTH");
-    let mut rng = counter();
-    let (pending, challenge) = PendingChallenge::issue(server, client, 1_000, 0, &mut rng).unwrap();
+    assert_eq!(
+        auth.payload.len(),
+        1,
+        "AUTH carries message 1 and nothing else"
+    );
+    let (pending, challenge) =
+        ServerHandshake::start(server, &hello, &auth, [7; 32], 1_000).expect("message 1 reads");
     e.handle_bytes(&frame_of(challenge));
     let response = match sent(e).as_slice() {
         [Datum::AuthResponse(r)] => r.clone(),
         other => panic!("expected AuthResponse, got {other:?}"),
     };
-    assert_eq!(pending.verify(&response, 1_001, 30), Ok(client));
+    let (client, link) = pending.finish(&response).expect("message 3 reads");
+    assert_eq!(client, *e.me());
+    e.link = Some(link);
     e.handle_bytes(&frame_of(user(&client, &[], true)));
     events(e)
 }
 
 /// An engine for `me`, logged in to `server`, its login events and transmits taken.
-pub(crate) fn logged_in(me: &SecretKey, server: &SecretKey) -> Engine {
+pub(crate) fn logged_in(me: &SecretKey, server: &SecretKey) -> Client {
     let mut e = engine(me);
     let evs = login(&mut e, server);
     assert!(

@@ -1,6 +1,9 @@
 //! The login: pinning, the handshake, failures, and the alias claimed after it.
 
-use flexim_protocol::handshake::{HandshakeError, PendingChallenge, parse_auth};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use flexim_protocol::datum::Auth;
+use flexim_protocol::handshake::{HandshakeError, ServerHandshake};
 use flexim_protocol::status;
 use flexim_protocol::{Datum, HEADER};
 use flexim_session::{Answer, Config, Engine, Event, Framing, LoginError, PinCheck};
@@ -59,25 +62,61 @@ fn a_refusal_while_holding_fails_the_login() {
 }
 
 #[test]
-fn a_server_that_cannot_open_its_own_challenge_fails_the_login() {
-    // The impostor announces the real server's key but holds another secret.
+fn a_server_without_the_announced_key_fails_the_login_before_the_identity_is_sent() {
+    // The impostor announces the real server's key but holds another secret: it cannot read
+    // message 1, so the best it can do is answer with a message 2 of its own making.
     let (real, impostor, me) = (key(1), key(3), key(2));
     let mut e = engine(&me);
     e.connect();
     e.poll_transmit();
-    e.handle_bytes(&frame_of(server_user(&real)));
+    let hello = frame_of(server_user(&real));
+    e.handle_bytes(&hello);
     let Datum::Command(auth) = &sent(&mut e)[0] else {
         panic!("no AUTH");
     };
-    let (client, _) = parse_auth(auth).unwrap();
-    let (_, challenge) = PendingChallenge::issue(&impostor, client, 5, 0, &mut counter()).unwrap();
-    e.handle_bytes(&frame_of(challenge));
-    assert!(sent(&mut e).is_empty(), "no answer to an impostor");
+    assert_eq!(
+        ServerHandshake::start(&impostor, &hello, auth, [7; 32], 5).err(),
+        Some(HandshakeError::Noise(1)),
+        "message 1 is for the announced key only"
+    );
+    let forged = Auth {
+        date: 5,
+        challenge: B64.encode([0x42u8; 48]),
+        last_seen: 0,
+    };
+    e.handle_bytes(&frame_of(forged));
+    assert!(
+        sent(&mut e).is_empty(),
+        "message 3 (the identity) never goes out"
+    );
     assert!(matches!(
         events(&mut e).last(),
         Some(Event::LoginFailed(LoginError::Handshake(
-            HandshakeError::Sealed
+            HandshakeError::Noise(2)
         )))
+    ));
+}
+
+#[test]
+fn a_forged_record_after_the_login_breaks_the_link() {
+    let (server, me) = (key(1), key(2));
+    let mut e = logged_in(&me, &server);
+    // A clear datum injected by someone on the path, then a record under other keys.
+    e.inject(&st(status::GHOSTED, "ghosted"));
+    assert!(matches!(events(&mut e).as_slice(), [Event::LinkBroken(_)]));
+    assert!(
+        !e.is_connected(),
+        "nothing more is handled from the connection"
+    );
+    let mut e = logged_in(&me, &server);
+    let mut other = logged_in(&key(4), &server);
+    assert!(other.engine.poll_transmit().is_none());
+    other.engine.roster().unwrap();
+    let foreign = other.engine.poll_transmit().unwrap();
+    e.inject(&foreign);
+    assert!(matches!(
+        events(&mut e).as_slice(),
+        [Event::LinkBroken(flexim_protocol::LinkError::Forged)]
     ));
 }
 
@@ -102,7 +141,7 @@ fn an_http_server_on_the_tcp_port_is_not_a_flexim_server() {
         alias: None,
         framing: Framing::Stream,
     };
-    let mut e = Engine::new(key(2), config, counter());
+    let mut e = Client::new(Engine::new(key(2), config, counter()));
     e.connect();
     e.poll_transmit();
     e.handle_bytes(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
@@ -129,7 +168,7 @@ fn the_login_survives_a_byte_stream_cut_anywhere() {
             alias: None,
             framing: Framing::Stream,
         };
-        let mut e = Engine::new(me.clone(), config, counter());
+        let mut e = Client::new(Engine::new(me.clone(), config, counter()));
         e.connect();
         e.poll_transmit();
         e.handle_bytes(&intro[..cut]);
@@ -141,7 +180,7 @@ fn the_login_survives_a_byte_stream_cut_anywhere() {
         );
     }
     // And several frames in one read come out one by one.
-    let mut e = Engine::new(
+    let mut e = Client::new(Engine::new(
         me.clone(),
         Config {
             pinned: None,
@@ -149,7 +188,7 @@ fn the_login_survives_a_byte_stream_cut_anywhere() {
             framing: Framing::Stream,
         },
         counter(),
-    );
+    ));
     e.connect();
     e.poll_transmit();
     let mut both = intro.clone();

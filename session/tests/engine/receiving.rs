@@ -2,17 +2,17 @@
 
 use flexim_protocol::status;
 use flexim_protocol::{Datum, Message};
-use flexim_session::{ACK_BATCH, Engine, Event};
+use flexim_session::{ACK_BATCH, Event};
 
 use crate::kit::*;
 
 /// Delivers `m` to `e` as the server would.
-fn deliver(e: &mut Engine, m: &Message) {
+fn deliver(e: &mut Client, m: &Message) {
     e.handle_bytes(&frame_of(m.clone()));
 }
 
 /// Acknowledges everything reported in `evs` and returns the ACKs that went out.
-fn process(e: &mut Engine, evs: &[Event]) -> Vec<Vec<String>> {
+fn process(e: &mut Client, evs: &[Event]) -> Vec<Vec<String>> {
     for ev in evs {
         if let Event::Message(m) = ev
             && let Some(id) = &m.id

@@ -35,7 +35,7 @@ struct Side {
     /// The key.
     key: SecretKey,
     /// The engine of the current connection, if any.
-    engine: Option<Engine>,
+    engine: Option<Client>,
     /// Frames the client sent that the relay has not read yet.
     up: VecDeque<Vec<u8>>,
     /// Frames the relay sent that the client has not read yet.
@@ -92,14 +92,18 @@ fn status_frame(code: i8, id: &str) -> Vec<u8> {
 
 impl World {
     /// A new engine for the key `key(seed)`, with a random sequence of its own.
-    fn new_engine(&mut self, seed: u8) -> Engine {
+    fn new_engine(&mut self, seed: u8) -> Client {
         self.engines += 1;
         let config = Config {
             pinned: None,
             alias: None,
             framing: Framing::Messages,
         };
-        Engine::new(key(seed), config, counter_from(self.engines << 40))
+        Client::new(Engine::new(
+            key(seed),
+            config,
+            counter_from(self.engines << 40),
+        ))
     }
 
     /// The relay reads one frame from the sender.
@@ -108,7 +112,7 @@ impl World {
         let Ok(Datum::Message(Message { id: Some(id), .. })) = Datum::decode(kind, body) else {
             return; // ACK answers and the like: the sender sends only messages here.
         };
-        if self.recipient.engine.as_ref().is_some_and(Engine::is_ready) {
+        if self.recipient.engine.as_ref().is_some_and(|e| e.is_ready()) {
             self.recipient.down.push_back(bytes.clone());
             self.held.push((bytes, id.clone()));
             self.sender
@@ -144,7 +148,7 @@ impl World {
 
     /// A receipt to the sender, or kept for its next login.
     fn receipt(&mut self, bytes: Vec<u8>) {
-        if self.sender.engine.as_ref().is_some_and(Engine::is_ready) {
+        if self.sender.engine.as_ref().is_some_and(|e| e.is_ready()) {
             self.sender.down.push_back(bytes);
         } else {
             self.receipts.push(bytes);
@@ -274,7 +278,7 @@ impl World {
                 Some(_) => self.recipient_leaves(),
                 None => self.recipient_arrives(server),
             },
-            10 => match self.sender.engine.as_ref().is_some_and(Engine::is_ready) {
+            10 => match self.sender.engine.as_ref().is_some_and(|e| e.is_ready()) {
                 true => self.sender_leaves(keep),
                 false => self.sender_arrives(server),
             },
@@ -288,7 +292,7 @@ impl World {
         if self.recipient.engine.is_none() {
             self.recipient_arrives(server);
         }
-        if !self.sender.engine.as_ref().is_some_and(Engine::is_ready) {
+        if !self.sender.engine.as_ref().is_some_and(|e| e.is_ready()) {
             self.sender_arrives(server);
         }
         for _ in 0..10_000 {

@@ -362,8 +362,14 @@ impl Chat {
                     self.client.endpoint()
                 )
             }
-            // The login's own events do not come after it.
-            Ok(Event::ServerKey { .. } | Event::LoggedIn { .. } | Event::LoginFailed(_)) => {}
+            // The login's own events do not come after it, and the client turns a broken
+            // link into an error (ClientError::Link) before it gets here.
+            Ok(
+                Event::ServerKey { .. }
+                | Event::LoggedIn { .. }
+                | Event::LoginFailed(_)
+                | Event::LinkBroken(_),
+            ) => {}
             Err(e) => self.run(Err(e))?,
         }
         Ok(())
