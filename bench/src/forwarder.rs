@@ -10,6 +10,12 @@
 //! everything one sends goes to the other. On TCP that is `tokio::io::copy_bidirectional`; on
 //! WebSocket every binary message is forwarded as a binary message (tungstenite masks and
 //! unmasks, as a WebSocket relay must).
+//!
+//! With `linked`, it is the **crypto forwarder**, the baseline that costs what the link must
+//! cost: after pairing, each connection logs in to the forwarder with the client engine over
+//! the real Noise handshake (the forwarder answers as a server would, with a key of its own),
+//! and from then on the forwarder opens every record from one end and seals it again for the
+//! other, as the relay does, and does nothing else (no routing, no answers).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +28,12 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use std::future::poll_fn;
+use std::task::Poll;
+
+use flexim_client::protocol::handshake::ServerHandshake;
+use flexim_client::protocol::{Datum, SecretKey, User};
+
 use crate::load::Conn;
 
 /// Connections waiting for their partner, by pair number.
@@ -33,6 +45,8 @@ pub struct Forwarder {
     pub addr: String,
     /// Whether it speaks WebSocket.
     websocket: bool,
+    /// Whether it terminates the Noise link on both sides (the crypto forwarder).
+    linked: bool,
     /// The accept loop; the copying tasks end when their sockets close.
     accept: JoinHandle<()>,
 }
@@ -44,14 +58,16 @@ impl Drop for Forwarder {
 }
 
 impl Forwarder {
-    /// Starts a forwarder on a free loopback port.
-    pub async fn start(websocket: bool) -> anyhow::Result<Forwarder> {
+    /// Starts a forwarder on a free loopback port: a byte forwarder, or with `linked` the
+    /// crypto forwarder (see the module documentation).
+    pub async fn start(websocket: bool, linked: bool) -> anyhow::Result<Forwarder> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let local = listener.local_addr()?;
+        let key = linked.then(|| Arc::new(flexim_testkit::new_key()));
         let accept = if websocket {
-            tokio::spawn(accept_ws(listener))
+            tokio::spawn(accept_ws(listener, key))
         } else {
-            tokio::spawn(accept_tcp(listener))
+            tokio::spawn(accept_tcp(listener, key))
         };
         Ok(Forwarder {
             addr: if websocket {
@@ -60,6 +76,7 @@ impl Forwarder {
                 local.to_string()
             },
             websocket,
+            linked,
             accept,
         })
     }
@@ -86,11 +103,19 @@ impl Forwarder {
         }
     }
 
-    /// Opens both ends of pair `pair` and returns them once the forwarder has paired them.
+    /// Opens both ends of pair `pair` and returns them once the forwarder has paired them
+    /// (and, for the crypto forwarder, once both have logged in to it with the engine).
     pub async fn connect_pair(&self, pair: u32) -> anyhow::Result<(Conn, Conn)> {
         let a = self.open(pair).await?;
         let b = self.open(pair).await?;
-        Ok((a.paired().await?, b.paired().await?))
+        let (mut a, mut b) = (a.paired().await?, b.paired().await?);
+        if self.linked {
+            let (ka, kb) = (flexim_testkit::new_key(), flexim_testkit::new_key());
+            let (la, lb) = tokio::join!(a.login(&ka), b.login(&kb));
+            la.context("logging in to the crypto forwarder")?;
+            lb.context("logging in to the crypto forwarder")?;
+        }
+        Ok((a, b))
     }
 }
 
@@ -120,15 +145,20 @@ impl Unpaired {
 }
 
 /// Accepts TCP connections and hands each to [`pair_tcp`].
-async fn accept_tcp(listener: TcpListener) {
+async fn accept_tcp(listener: TcpListener, key: Option<Arc<SecretKey>>) {
     let waiting: Waiting<TcpStream> = Arc::default();
     while let Ok((stream, _)) = listener.accept().await {
-        tokio::spawn(pair_tcp(stream, waiting.clone()));
+        tokio::spawn(pair_tcp(stream, waiting.clone(), key.clone()));
     }
 }
 
-/// Reads the pair number; the first of a pair waits in `waiting`, the second copies.
-async fn pair_tcp(mut stream: TcpStream, waiting: Waiting<TcpStream>) -> std::io::Result<()> {
+/// Reads the pair number; the first of a pair waits in `waiting`, the second copies (or,
+/// with a key, terminates the link on both and forwards the datums).
+async fn pair_tcp(
+    mut stream: TcpStream,
+    waiting: Waiting<TcpStream>,
+    key: Option<Arc<SecretKey>>,
+) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let mut id = [0u8; 4];
     stream.read_exact(&mut id).await?;
@@ -146,15 +176,23 @@ async fn pair_tcp(mut stream: TcpStream, waiting: Waiting<TcpStream>) -> std::io
     let (mut a, mut b) = (partner, stream);
     a.write_all(&[1]).await?;
     b.write_all(&[1]).await?;
-    tokio::io::copy_bidirectional(&mut a, &mut b).await?;
-    Ok(())
+    let Some(key) = key else {
+        tokio::io::copy_bidirectional(&mut a, &mut b).await?;
+        return Ok(());
+    };
+    let mut header = [0u8; 5];
+    a.read_exact(&mut header).await?;
+    b.read_exact(&mut header).await?;
+    let large = flexim_testkit::LARGE_READS;
+    let (a, b) = (Conn::tcp_from(a, &[], large), Conn::tcp_from(b, &[], large));
+    crypto_forward(a, b, &key).await
 }
 
 /// Accepts WebSocket connections and hands each to [`pair_ws`].
-async fn accept_ws(listener: TcpListener) {
+async fn accept_ws(listener: TcpListener, key: Option<Arc<SecretKey>>) {
     let waiting: Waiting<WebSocketStream<TcpStream>> = Arc::default();
     while let Ok((stream, _)) = listener.accept().await {
-        tokio::spawn(pair_ws(stream, waiting.clone()));
+        tokio::spawn(pair_ws(stream, waiting.clone(), key.clone()));
     }
 }
 
@@ -162,6 +200,7 @@ async fn accept_ws(listener: TcpListener) {
 async fn pair_ws(
     stream: TcpStream,
     waiting: Waiting<WebSocketStream<TcpStream>>,
+    key: Option<Arc<SecretKey>>,
 ) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let mut ws = tokio_tungstenite::accept_async(stream).await?;
@@ -184,6 +223,13 @@ async fn pair_ws(
     let (mut a, mut b) = (partner, ws);
     a.send(WsMessage::binary(vec![1])).await?;
     b.send(WsMessage::binary(vec![1])).await?;
+    if let Some(key) = key {
+        let (mut a, mut b) = (Conn::from_ws(a), Conn::from_ws(b));
+        // The header is each end's first message.
+        a.next_wire().await?.ok().context("no header")?;
+        b.next_wire().await?.ok().context("no header")?;
+        return crypto_forward(a, b, &key).await;
+    }
     let (a_tx, a_rx) = a.split();
     let (b_tx, b_rx) = b.split();
     // `forward` feeds every message it can take without waiting and flushes only when its
@@ -195,4 +241,81 @@ async fn pair_ws(
     r1?;
     r2?;
     Ok(())
+}
+
+/// The forwarder's side of one login (docs/PROTOCOL.md §6): its introduction, Noise messages 1
+/// to 3, then the client's User datum as the first record; the connection keeps the link.
+async fn accept_login(conn: &mut Conn, key: &SecretKey) -> anyhow::Result<()> {
+    let hello = Datum::User(User {
+        aliases: vec!["forwarder".into()],
+        key: key.public_key(),
+        last_seen: 0,
+        online: None,
+    })
+    .to_frame()?;
+    conn.send_bytes(&hello).await?;
+    let Datum::Command(auth) = conn.recv().await? else {
+        bail!("expected AUTH");
+    };
+    let mut ephemeral = [0u8; 32];
+    flexim_testkit::random(&mut ephemeral);
+    let (pending, challenge) = ServerHandshake::start(key, &hello, &auth, ephemeral, 0)?;
+    conn.send(&Datum::Auth(challenge)).await?;
+    let Datum::AuthResponse(response) = conn.recv().await? else {
+        bail!("expected AuthResponse");
+    };
+    let (client, link) = pending.finish(&response)?;
+    conn.adopt_link(Some(link));
+    let me = User {
+        aliases: vec![],
+        key: client,
+        last_seen: 0,
+        online: Some(true),
+    };
+    conn.send(&Datum::User(me)).await
+}
+
+/// Logs both ends in, then moves every datum from one to the other: each record opened with
+/// one end's link and sealed again with the other's (the kit's connection does both in its
+/// polling face), many per system call, until either end closes.
+async fn crypto_forward(mut a: Conn, mut b: Conn, key: &SecretKey) -> anyhow::Result<()> {
+    let (la, lb) = tokio::join!(accept_login(&mut a, key), accept_login(&mut b, key));
+    la?;
+    lb?;
+    // Frames opened from one end and not yet taken by the other, per direction.
+    let mut to_b: Vec<Vec<u8>> = Vec::new();
+    let mut to_a: Vec<Vec<u8>> = Vec::new();
+    poll_fn(|cx| -> Poll<std::io::Result<()>> {
+        let closed =
+            shuttle(cx, &mut a, &mut b, &mut to_b)? || shuttle(cx, &mut b, &mut a, &mut to_a)?;
+        if closed {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// One direction of [`crypto_forward`]: what `from` has ready, opened, goes to `to`, sealed;
+/// true once `from` closed.
+fn shuttle(
+    cx: &mut std::task::Context<'_>,
+    from: &mut Conn,
+    to: &mut Conn,
+    queue: &mut Vec<Vec<u8>>,
+) -> std::io::Result<bool> {
+    let closed = from.poll_frames(cx, |kind, body| {
+        let mut f = Vec::with_capacity(3 + body.len());
+        let _ = flexim_client::protocol::frame::encode_into(kind, body, &mut f);
+        queue.push(f);
+    })?;
+    // Called with nothing queued too: it writes what an earlier call left in the socket's
+    // buffer.
+    let taken = to.poll_send(cx, queue.len() as u64, |i, out| {
+        out.extend_from_slice(&queue[i as usize]);
+    })?;
+    queue.drain(..taken as usize);
+    Ok(closed)
 }

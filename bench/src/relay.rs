@@ -129,6 +129,15 @@ pub struct Report {
     /// CPU seconds this process (the load generator and the forwarder together) used during
     /// the forwarder's run.
     pub forwarder_process_cpu_s: Option<f64>,
+    /// The crypto forwarder's figures (the same load over the Noise link, each record opened
+    /// and sealed again by the forwarder), unless `--no-baseline`: what the link must cost.
+    pub crypto_forwarder: Option<Outcome>,
+    /// Relay throughput divided by the crypto forwarder's.
+    pub crypto_throughput_ratio: Option<f64>,
+    /// Relay p99 latency divided by the crypto forwarder's.
+    pub crypto_p99_ratio: Option<f64>,
+    /// CPU seconds this process used during the crypto forwarder's run.
+    pub crypto_forwarder_process_cpu_s: Option<f64>,
     /// The ids path, with `--ids`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ids: Option<IdsReport>,
@@ -177,7 +186,7 @@ impl Report {
                 o.timed_out_pairs,
                 o.failed_pairs,
                 match (name, o.receipts) {
-                    ("forwarder", _) => String::new(),
+                    ("forwarder" | "crypto fw", _) => String::new(),
                     (_, Some(r)) => format!(", RELAYED answers {}, receipted {r}", o.relayed),
                     (_, None) => format!(", RELAYED answers {}", o.relayed),
                 },
@@ -214,6 +223,16 @@ impl Report {
         }
         if let (Some(t), Some(p)) = (self.throughput_ratio, self.p99_ratio) {
             s += &format!("\nrelay/forwarder: throughput {t:.2}, p99 latency {p:.2}");
+        }
+        if let Some(f) = &self.crypto_forwarder {
+            s += "\n";
+            s += &line("crypto fw", f);
+            if let Some(cpu) = self.crypto_forwarder_process_cpu_s {
+                s += &format!("\n{:<9} CPU: forwarder and load generator {cpu:.2} s", "");
+            }
+        }
+        if let (Some(t), Some(p)) = (self.crypto_throughput_ratio, self.crypto_p99_ratio) {
+            s += &format!("\nrelay/crypto forwarder: throughput {t:.2}, p99 latency {p:.2}");
         }
         if let Some(ids) = &self.ids {
             s += "\n";
@@ -326,13 +345,16 @@ async fn through_server(
     })
 }
 
-/// The same load through the byte forwarder: the same frames, no handshake, no answers.
+/// The same load through the byte forwarder (the same frames, no handshake, no answers), or
+/// with `linked` through the crypto forwarder (the same frames in records of the Noise link,
+/// opened and sealed again by the forwarder).
 async fn through_forwarder(
     websocket: bool,
+    linked: bool,
     templates: Vec<(Template, String, String)>,
     load: &Load,
 ) -> anyhow::Result<(Outcome, Option<f64>)> {
-    let fwd = Forwarder::start(websocket).await?;
+    let fwd = Forwarder::start(websocket, linked).await?;
     let mut fwd_pairs = Vec::new();
     for (i, (template, from, to)) in templates.into_iter().enumerate() {
         let (sender, receiver) = fwd.connect_pair(i as u32).await?;
@@ -346,7 +368,8 @@ async fn through_forwarder(
         });
     }
     eprintln!(
-        "relay: the same load through the byte forwarder at {} ...",
+        "relay: the same load through the {} forwarder at {} ...",
+        if linked { "crypto" } else { "byte" },
         fwd.addr
     );
     let (outcome, cpu) = cpu_during("self", load::run(fwd_pairs, load)).await;
@@ -409,16 +432,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         args.baseline || !args.no_baseline
     };
-    let (forwarder, forwarder_cpu) = if wanted {
-        let (o, cpu) = through_forwarder(websocket, plain.templates.clone(), &load).await?;
-        (Some(o), cpu)
-    } else {
-        (None, None)
-    };
-    let report = report(&args, &load, &text, plain, ids, forwarder, forwarder_cpu);
+    let mut baselines = [None, None];
+    if wanted {
+        for (linked, slot) in [false, true].into_iter().zip(&mut baselines) {
+            let t = plain.templates.clone();
+            *slot = Some(through_forwarder(websocket, linked, t, &load).await?);
+        }
+    }
+    let [byte, crypto] = baselines;
+    let report = report(&args, &load, &text, plain, ids, byte, crypto);
     let correct = report.relay.correct(true)
         && report.ids.as_ref().is_none_or(|i| i.relay.correct(true))
-        && report.forwarder.as_ref().is_none_or(|f| f.correct(false));
+        && report.forwarder.as_ref().is_none_or(|f| f.correct(false))
+        && report
+            .crypto_forwarder
+            .as_ref()
+            .is_none_or(|f| f.correct(false));
     crate::finish(
         args.json,
         &report,
@@ -435,15 +464,17 @@ fn report(
     text: &str,
     plain: Measured,
     ids: Option<Measured>,
-    forwarder: Option<Outcome>,
-    forwarder_cpu: Option<f64>,
+    byte: Option<(Outcome, Option<f64>)>,
+    crypto: Option<(Outcome, Option<f64>)>,
 ) -> Report {
     let relay = plain.outcome;
-    let ratio = |f: fn(&Outcome) -> f64| {
-        forwarder
-            .as_ref()
+    let (forwarder, forwarder_cpu) = byte.map_or((None, None), |(o, c)| (Some(o), c));
+    let (crypto_forwarder, crypto_cpu) = crypto.map_or((None, None), |(o, c)| (Some(o), c));
+    let ratio_to = |base: &Option<Outcome>, f: fn(&Outcome) -> f64| {
+        base.as_ref()
             .and_then(|fw| (f(fw) > 0.0).then(|| f(&relay) / f(fw)))
     };
+    let ratio = |f: fn(&Outcome) -> f64| ratio_to(&forwarder, f);
     let ids = ids.map(|m| IdsReport {
         throughput_ratio: m.outcome.msgs_per_sec / relay.msgs_per_sec.max(f64::MIN_POSITIVE),
         plain_server_us_per_message: per_message(plain.server_cpu, &relay),
@@ -462,11 +493,15 @@ fn report(
         rate: args.rate,
         throughput_ratio: ratio(|o| o.msgs_per_sec),
         p99_ratio: ratio(|o| o.latency.p99_ms),
+        crypto_throughput_ratio: ratio_to(&crypto_forwarder, |o| o.msgs_per_sec),
+        crypto_p99_ratio: ratio_to(&crypto_forwarder, |o| o.latency.p99_ms),
         relay,
         forwarder,
         relay_server_cpu_s: plain.server_cpu,
         relay_generator_cpu_s: plain.generator_cpu,
         forwarder_process_cpu_s: forwarder_cpu,
+        crypto_forwarder,
+        crypto_forwarder_process_cpu_s: crypto_cpu,
         ids,
     }
 }
