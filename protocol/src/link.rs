@@ -9,7 +9,7 @@
 //! count the records of one direction from 0: a record that was replayed, reordered, altered,
 //! dropped before or injected does not authenticate, and the connection ends.
 
-use crate::frame::{FrameError, MAX_BODY, PREFIX_LEN, encode_into};
+use crate::frame::{FrameError, MAX_BODY, PREFIX_LEN};
 
 /// The type byte of a link record. It is no datum type, so a peer that expects records and gets
 /// a clear datum (or the other way round) knows at the first byte.
@@ -43,31 +43,33 @@ pub enum LinkError {
 pub struct Link {
     /// snow's transport state: one cipher and one counter per direction.
     state: snow::TransportState,
-    /// Scratch for one record's ciphertext or plaintext, kept between records.
-    scratch: Vec<u8>,
 }
 
 impl Link {
     /// Wraps the transport state of a finished handshake.
     pub(crate) fn new(state: snow::TransportState) -> Link {
-        Link {
-            state,
-            scratch: Vec::new(),
-        }
+        Link { state }
     }
 
-    /// Seals one whole datum frame and appends its record to `out`.
+    /// Seals one whole datum frame and appends its record to `out`, encrypting straight into
+    /// `out` (no copy of the ciphertext).
     pub fn seal_into(&mut self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), LinkError> {
         let len = frame.len() + TAG_LEN;
         if len > MAX_BODY {
             return Err(LinkError::TooLong(frame.len()));
         }
-        self.scratch.resize(len, 0);
-        let n = self
+        let start = out.len();
+        out.resize(start + PREFIX_LEN + len, 0);
+        out[start] = RECORD;
+        out[start + 1..start + PREFIX_LEN].copy_from_slice(&(len as u16).to_be_bytes());
+        if self
             .state
-            .write_message(frame, &mut self.scratch)
-            .map_err(|_| LinkError::TooLong(frame.len()))?;
-        encode_into(RECORD, &self.scratch[..n], out)?;
+            .write_message(frame, &mut out[start + PREFIX_LEN..])
+            .is_err()
+        {
+            out.truncate(start);
+            return Err(LinkError::TooLong(frame.len()));
+        }
         Ok(())
     }
 
