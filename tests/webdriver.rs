@@ -58,8 +58,19 @@ impl Driver {
 
     /// Opens a new headless Chromium with its own empty profile (so its own localStorage).
     pub async fn browser(&self, width: u32, height: u32) -> Result<Browser> {
+        self.browser_with_args(width, height, &[]).await
+    }
+
+    /// [`Driver::browser`] with more command-line flags for Chromium, and its console kept
+    /// for [`Browser::console`].
+    pub async fn browser_with_args(
+        &self,
+        width: u32,
+        height: u32,
+        extra: &[String],
+    ) -> Result<Browser> {
         let profile = TempDir::new("chromium-profile");
-        let args = vec![
+        let mut args = vec![
             "--headless=new".to_string(),
             "--no-sandbox".into(),
             "--disable-gpu".into(),
@@ -72,9 +83,11 @@ impl Driver {
             format!("--window-size={width},{height}"),
             format!("--user-data-dir={}", profile.0.display()),
         ];
+        args.extend_from_slice(extra);
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"args": args, "binary": chromium()},
+            "goog:loggingPrefs": {"browser": "ALL"},
         }}});
         let v = http(self.addr, "POST", "/session", Some(caps)).await?;
         let id = v["value"]["sessionId"]
@@ -272,6 +285,22 @@ impl Browser {
         base64::engine::general_purpose::STANDARD
             .decode(b64)
             .map_err(|e| anyhow!("screenshot is not base64: {e}"))
+    }
+
+    /// The messages of the page's console since the last call (errors the browser reports
+    /// itself, such as a Content-Security-Policy violation, among them), one per line.
+    pub async fn console(&self) -> Result<Vec<String>> {
+        let v = self
+            .cmd("POST", "/se/log", Some(json!({"type": "browser"})))
+            .await?;
+        Ok(v.as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| format!("{} {}", e["level"], e["message"]))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// Closes the window and ends the session.

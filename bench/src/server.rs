@@ -40,6 +40,7 @@ impl Target {
             log_to_file: false,
             static_dir: None,
             args: extra.iter().map(|a| a.to_string()).collect(),
+            ..Options::default()
         };
         let process = TestServer::launch(options)?;
         Ok(Target {

@@ -97,7 +97,17 @@ impl Client {
         alias: Option<&str>,
         server_key: Option<&PublicKey>,
     ) -> Result<Client, ClientError> {
-        let endpoint = Endpoint::parse(server)?;
+        Client::connect_to(Endpoint::parse(server)?, identity, alias, server_key).await
+    }
+
+    /// [`Client::connect_pinned`] to an endpoint already parsed, such as a `wss://` server
+    /// with a private CA ([`Endpoint::trusting`]).
+    pub async fn connect_to(
+        endpoint: Endpoint,
+        identity: &Identity,
+        alias: Option<&str>,
+        server_key: Option<&PublicKey>,
+    ) -> Result<Client, ClientError> {
         let config = Config {
             pinned: server_key.copied(),
             alias: alias.map(str::to_string),

@@ -1,6 +1,9 @@
-//! Server addresses: `HOST:PORT` for raw TCP, `ws://HOST:PORT/PATH` for WebSocket.
+//! Server addresses: `HOST:PORT` for raw TCP, `ws://HOST:PORT/PATH` for WebSocket and
+//! `wss://HOST:PORT/PATH` for WebSocket over TLS.
 
 use std::fmt;
+
+use crate::tls::Trust;
 
 /// Where a flexim server listens and how to speak to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,10 +15,14 @@ pub enum Endpoint {
     },
     /// WebSocket: one frame per binary message.
     WebSocket {
-        /// The whole `ws://` URL, used for the HTTP upgrade request.
+        /// The whole `ws://` or `wss://` URL, used for the HTTP upgrade request.
         url: String,
-        /// `HOST:PORT` to open the TCP connection to (port 80 when the URL names none).
+        /// `HOST:PORT` to open the TCP connection to (when the URL names no port, 80 for
+        /// `ws://` and 443 for `wss://`).
         addr: String,
+        /// For `wss://`, whose certificates are trusted (the public roots unless
+        /// [`Endpoint::trusting`] said otherwise); `None` for `ws://`.
+        tls: Option<Trust>,
     },
 }
 
@@ -23,7 +30,7 @@ pub enum Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "bad server address {input:?}: {reason}; expected HOST:PORT (TCP, e.g. 127.0.0.1:4321) \
-     or a ws:// URL (WebSocket, e.g. ws://127.0.0.1:8080/ws)"
+     or a ws:// or wss:// URL (WebSocket, e.g. ws://127.0.0.1:8080/ws)"
 )]
 pub struct EndpointError {
     /// The address as given.
@@ -32,9 +39,17 @@ pub struct EndpointError {
     pub reason: &'static str,
 }
 
+/// Why a CA was refused for an endpoint: it uses no TLS.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{endpoint} uses no TLS: a CA certificate only applies to wss:// servers")]
+pub struct NotTls {
+    /// The endpoint as given.
+    pub endpoint: String,
+}
+
 impl Endpoint {
-    /// Parses a server address. Anything with `://` must be a `ws://` URL; everything else must
-    /// be `HOST:PORT`.
+    /// Parses a server address. Anything with `://` must be a `ws://` or `wss://` URL (the
+    /// latter trusting the public roots); everything else must be `HOST:PORT`.
     pub fn parse(input: &str) -> Result<Endpoint, EndpointError> {
         let err = |reason| EndpointError {
             input: input.to_string(),
@@ -47,29 +62,29 @@ impl Endpoint {
             return Err(err("it contains whitespace"));
         }
         if let Some((scheme, rest)) = input.split_once("://") {
-            return match scheme.to_ascii_lowercase().as_str() {
-                "ws" => {
-                    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-                    if authority.is_empty() {
-                        return Err(err("the URL names no host"));
-                    }
-                    if authority.contains('@') {
-                        return Err(err("user names in the URL are not supported"));
-                    }
-                    let addr = if has_port(authority) {
-                        split_host_port(authority).map_err(err)?;
-                        authority.to_string()
-                    } else {
-                        format!("{authority}:80")
-                    };
-                    Ok(Endpoint::WebSocket {
-                        url: input.to_string(),
-                        addr,
-                    })
-                }
-                "wss" => Err(err("TLS (wss://) is not supported by this client")),
-                _ => Err(err("the only supported URL scheme is ws://")),
+            let (tls, default_port) = match scheme.to_ascii_lowercase().as_str() {
+                "ws" => (None, 80),
+                "wss" => (Some(Trust::default()), 443),
+                _ => return Err(err("the only supported URL schemes are ws:// and wss://")),
             };
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            if authority.is_empty() {
+                return Err(err("the URL names no host"));
+            }
+            if authority.contains('@') {
+                return Err(err("user names in the URL are not supported"));
+            }
+            let addr = if has_port(authority) {
+                split_host_port(authority).map_err(err)?;
+                authority.to_string()
+            } else {
+                format!("{authority}:{default_port}")
+            };
+            return Ok(Endpoint::WebSocket {
+                url: input.to_string(),
+                addr,
+                tls,
+            });
         }
         split_host_port(input).map_err(err)?;
         Ok(Endpoint::Tcp {
@@ -81,6 +96,33 @@ impl Endpoint {
     pub fn socket_addr(&self) -> &str {
         match self {
             Endpoint::Tcp { addr } | Endpoint::WebSocket { addr, .. } => addr,
+        }
+    }
+
+    /// The host part of [`Endpoint::socket_addr`] (IPv6 in brackets): the name a `wss://`
+    /// server's certificate must carry.
+    pub fn host(&self) -> &str {
+        let addr = self.socket_addr();
+        addr.rsplit_once(':').map_or(addr, |(host, _)| host)
+    }
+
+    /// This `wss://` endpoint trusting `trust` instead of the public roots (a private CA).
+    /// Refused for `HOST:PORT` and `ws://`, which use no TLS, so that a CA given for them is
+    /// not mistaken for protection.
+    pub fn trusting(self, trust: Trust) -> Result<Endpoint, NotTls> {
+        match self {
+            Endpoint::WebSocket {
+                url,
+                addr,
+                tls: Some(_),
+            } => Ok(Endpoint::WebSocket {
+                url,
+                addr,
+                tls: Some(trust),
+            }),
+            other => Err(NotTls {
+                endpoint: other.to_string(),
+            }),
         }
     }
 }
@@ -165,7 +207,8 @@ mod tests {
             ep,
             Endpoint::WebSocket {
                 url: "ws://127.0.0.1:8080/ws".into(),
-                addr: "127.0.0.1:8080".into()
+                addr: "127.0.0.1:8080".into(),
+                tls: None,
             }
         );
         assert_eq!(ep.to_string(), "ws://127.0.0.1:8080/ws");
@@ -186,6 +229,32 @@ mod tests {
     }
 
     #[test]
+    fn secure_websocket_urls() {
+        let ep = Endpoint::parse("wss://chat.example.org/ws").unwrap();
+        assert_eq!(
+            ep,
+            Endpoint::WebSocket {
+                url: "wss://chat.example.org/ws".into(),
+                addr: "chat.example.org:443".into(),
+                tls: Some(Trust::PublicRoots),
+            }
+        );
+        assert_eq!(ep.host(), "chat.example.org");
+        let private = Trust::Ca(Vec::new());
+        let ep = ep.trusting(private.clone()).unwrap();
+        assert!(matches!(ep, Endpoint::WebSocket { tls: Some(t), .. } if t == private));
+        let ep = Endpoint::parse("WSS://[::1]:8443/ws").unwrap();
+        assert_eq!((ep.socket_addr(), ep.host()), ("[::1]:8443", "[::1]"));
+        for plain in ["127.0.0.1:4321", "ws://127.0.0.1:8080/ws"] {
+            let err = Endpoint::parse(plain)
+                .unwrap()
+                .trusting(Trust::PublicRoots)
+                .unwrap_err();
+            assert!(err.to_string().contains("only applies to wss://"), "{err}");
+        }
+    }
+
+    #[test]
     fn bad_addresses_are_refused_with_a_reason() {
         for (input, reason_part) in [
             ("", "empty"),
@@ -195,8 +264,8 @@ mod tests {
             ("127.0.0.1:70000", "port"),
             (":4321", "no host"),
             ("::1:4321", "brackets"),
-            ("wss://example.org/ws", "TLS"),
             ("http://example.org/ws", "ws://"),
+            ("wss://:443/ws", "no host"),
             ("ws:///ws", "no host"),
             ("ws://host:port/ws", "port"),
             ("host :1", "whitespace"),

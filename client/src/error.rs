@@ -31,6 +31,16 @@ pub enum ClientError {
         /// What the operating system reported.
         error: io::Error,
     },
+    /// The TCP connection opened but the TLS handshake with a `wss://` server failed: most
+    /// often a certificate this client does not trust (a private CA needs `--ca`), or a
+    /// server that does not speak TLS on that port.
+    #[error("TLS with {url} failed: {}", crate::tls::describe(error))]
+    Tls {
+        /// The `wss://` URL.
+        url: String,
+        /// What the handshake reported (a rustls error inside, for certificate problems).
+        error: io::Error,
+    },
     /// The TCP connection opened but the WebSocket upgrade failed (wrong path, not a flexim
     /// server, ...).
     #[error("WebSocket upgrade at {url} failed: {error}")]
@@ -131,6 +141,7 @@ impl ClientError {
         matches!(
             self,
             ClientError::Connect { .. }
+                | ClientError::Tls { .. }
                 | ClientError::Upgrade { .. }
                 | ClientError::Timeout { .. }
                 | ClientError::NotFlexim { .. }
@@ -148,6 +159,15 @@ impl ClientError {
         match self {
             ClientError::TextMessage => true,
             ClientError::Io(e) => e.kind() == io::ErrorKind::UnexpectedEof,
+            _ => false,
+        }
+    }
+
+    /// True when a `wss://` server's certificate was refused (not signed by a trusted CA, not
+    /// for this host, expired): a private CA needs [`crate::Trust::Ca`].
+    pub fn is_untrusted_certificate(&self) -> bool {
+        match self {
+            ClientError::Tls { error, .. } => crate::tls::is_certificate_error(error),
             _ => false,
         }
     }

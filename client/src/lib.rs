@@ -1,5 +1,5 @@
 //! The native flexim client library: key files, server addresses, the TCP and WebSocket
-//! transports, and a [`Client`] that drives the protocol engine of `flexim-session` over them.
+//! (`ws://` and `wss://`) transports, and a [`Client`] that drives the protocol engine of `flexim-session` over them.
 //!
 //! The protocol itself (the login, requests and answers, the outbox, receipts, opening and
 //! de-duplicating messages, acknowledgements) is the engine's, shared with the browser client;
@@ -39,12 +39,14 @@ mod endpoint;
 mod error;
 mod identity;
 mod os;
+mod tls;
 mod transport;
 
 pub use client::{CONNECT_TIMEOUT, Client};
-pub use endpoint::{Endpoint, EndpointError};
+pub use endpoint::{Endpoint, EndpointError, NotTls};
 pub use error::ClientError;
 pub use identity::{Identity, KeyFileError};
+pub use tls::{CaFileError, Trust};
 pub use transport::Transport;
 
 pub use flexim_session::{

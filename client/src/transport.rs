@@ -1,5 +1,6 @@
 //! The byte transports under the engine: raw TCP (a byte stream) and WebSocket (one frame per
-//! binary message). They move bytes only; the engine (`flexim-session`) frames and parses.
+//! binary message), the latter also over TLS. They move bytes only; the engine
+//! (`flexim-session`) frames and parses.
 //!
 //! Both halves are built to be cancel-safe, because [`Transport::recv`] runs inside
 //! `tokio::select!` next to stdin and may be dropped at any await point:
@@ -14,13 +15,16 @@ use std::future::poll_fn;
 
 use bytes::{Buf as _, BytesMut};
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::endpoint::Endpoint;
 use crate::error::ClientError;
+use crate::tls::{self, Trust};
 
 /// Bytes read from a TCP socket at once: many frames per system call under load.
 const READ_CHUNK: usize = 8 * 1024;
@@ -31,7 +35,7 @@ pub struct Transport {
     inner: Inner,
 }
 
-/// The two transports.
+/// The transports.
 enum Inner {
     /// Raw TCP.
     Tcp {
@@ -47,6 +51,13 @@ enum Inner {
         /// The WebSocket. Boxed because tungstenite's state is large and this enum is moved
         /// around with the client.
         ws: Box<WebSocketStream<TcpStream>>,
+        /// Messages queued for sending but not yet handed to the WebSocket.
+        outbox: VecDeque<WsMessage>,
+    },
+    /// WebSocket over TLS, as [`Inner::Ws`].
+    Wss {
+        /// The WebSocket on the TLS stream, boxed as in [`Inner::Ws`].
+        ws: Box<WebSocketStream<TlsStream<TcpStream>>>,
         /// Messages queued for sending but not yet handed to the WebSocket.
         outbox: VecDeque<WsMessage>,
     },
@@ -70,27 +81,25 @@ impl Transport {
                 rbuf: BytesMut::with_capacity(READ_CHUNK),
                 wbuf: BytesMut::new(),
             },
-            Endpoint::WebSocket { url, .. } => {
-                let (ws, _response) = tokio_tungstenite::client_async(url.as_str(), stream)
-                    .await
-                    // The TCP connection is up, so whatever fails now (a 404, a reset by a
-                    // server that does not speak HTTP) is the upgrade's failure.
-                    .map_err(|error| ClientError::Upgrade {
-                        url: url.clone(),
-                        error: Box::new(error),
-                    })?;
-                Inner::Ws {
-                    ws: Box::new(ws),
-                    outbox: VecDeque::new(),
-                }
-            }
+            Endpoint::WebSocket { url, tls: None, .. } => Inner::Ws {
+                ws: Box::new(upgrade(url, stream).await?),
+                outbox: VecDeque::new(),
+            },
+            Endpoint::WebSocket {
+                url,
+                tls: Some(trust),
+                ..
+            } => Inner::Wss {
+                ws: Box::new(upgrade(url, handshake(endpoint, url, trust, stream).await?).await?),
+                outbox: VecDeque::new(),
+            },
         };
         Ok(Transport { inner })
     }
 
-    /// Whether this is a WebSocket connection.
+    /// Whether this is a WebSocket connection (over TLS or not).
     pub fn is_websocket(&self) -> bool {
-        matches!(self.inner, Inner::Ws { .. })
+        matches!(self.inner, Inner::Ws { .. } | Inner::Wss { .. })
     }
 
     /// Queues bytes for sending without waiting: on TCP they go onto the stream as they are,
@@ -99,7 +108,9 @@ impl Transport {
     pub fn queue(&mut self, bytes: Vec<u8>) {
         match &mut self.inner {
             Inner::Tcp { wbuf, .. } => wbuf.extend_from_slice(&bytes),
-            Inner::Ws { outbox, .. } => outbox.push_back(WsMessage::binary(bytes)),
+            Inner::Ws { outbox, .. } | Inner::Wss { outbox, .. } => {
+                outbox.push_back(WsMessage::binary(bytes))
+            }
         }
     }
 
@@ -116,18 +127,8 @@ impl Transport {
                 }
                 Ok(())
             }
-            Inner::Ws { ws, outbox } => {
-                while !outbox.is_empty() {
-                    // Wait for room first and only then take the message out of the queue,
-                    // so that a cancellation while waiting loses nothing.
-                    poll_fn(|cx| ws.poll_ready_unpin(cx)).await?;
-                    if let Some(msg) = outbox.pop_front() {
-                        ws.start_send_unpin(msg)?;
-                    }
-                }
-                ws.flush().await?;
-                Ok(())
-            }
+            Inner::Ws { ws, outbox } => flush_ws(ws, outbox).await,
+            Inner::Wss { ws, outbox } => flush_ws(ws, outbox).await,
         }
     }
 
@@ -149,38 +150,8 @@ impl Transport {
                 }
                 Ok(Some(rbuf.split()))
             }
-            Inner::Ws { ws, .. } => loop {
-                match ws.next().await {
-                    None => return Ok(None),
-                    Some(Ok(WsMessage::Binary(bytes))) => {
-                        return Ok(Some(BytesMut::from(&bytes[..])));
-                    }
-                    Some(Ok(WsMessage::Text(_))) => return Err(ClientError::TextMessage),
-                    // The close frame's code and reason are not needed: the server sends any
-                    // explanation as a Status datum before closing.
-                    Some(Ok(WsMessage::Close(_))) => return Ok(None),
-                    // tungstenite answers pings by itself.
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => {
-                        return match ClientError::from(e) {
-                            ClientError::Closed => Ok(None),
-                            ClientError::WebSocket(e)
-                                if matches!(
-                                    *e,
-                                    tokio_tungstenite::tungstenite::Error::Protocol(
-                                        tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake
-                                    )
-                                ) =>
-                            {
-                                // The server dropped the TCP connection without a close frame;
-                                // for the user that is the same as a close.
-                                Ok(None)
-                            }
-                            other => Err(other),
-                        };
-                    }
-                }
-            },
+            Inner::Ws { ws, .. } => recv_ws(ws).await,
+            Inner::Wss { ws, .. } => recv_ws(ws).await,
         }
     }
 
@@ -192,7 +163,100 @@ impl Transport {
             // Sending the close frame through the Sink is the same call with any feature set of
             // tokio-tungstenite (its inherent `close` is not).
             Inner::Ws { ws, .. } => ws.send(WsMessage::Close(None)).await?,
+            Inner::Wss { ws, .. } => ws.send(WsMessage::Close(None)).await?,
         }
         Ok(())
+    }
+}
+
+/// The TLS handshake for a `wss://` endpoint, checking the server's certificate against
+/// `trust` and the URL's host.
+async fn handshake(
+    endpoint: &Endpoint,
+    url: &str,
+    trust: &Trust,
+    stream: TcpStream,
+) -> Result<TlsStream<TcpStream>, ClientError> {
+    let tls_error = |error| ClientError::Tls {
+        url: url.to_string(),
+        error,
+    };
+    let name = tls::server_name(endpoint.host()).map_err(tls_error)?;
+    TlsConnector::from(trust.client_config())
+        .connect(name, stream)
+        .await
+        .map_err(tls_error)
+}
+
+/// The WebSocket upgrade at `url` on a connection just opened (TCP, or TLS over it).
+async fn upgrade<S>(url: &str, stream: S) -> Result<WebSocketStream<S>, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (ws, _response) = tokio_tungstenite::client_async(url, stream)
+        .await
+        // The connection is up, so whatever fails now (a 404, a reset by a server that does
+        // not speak HTTP) is the upgrade's failure.
+        .map_err(|error| ClientError::Upgrade {
+            url: url.to_string(),
+            error: Box::new(error),
+        })?;
+    Ok(ws)
+}
+
+/// [`Transport::flush`] for a WebSocket, over TLS or not.
+async fn flush_ws<S>(
+    ws: &mut WebSocketStream<S>,
+    outbox: &mut VecDeque<WsMessage>,
+) -> Result<(), ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while !outbox.is_empty() {
+        // Wait for room first and only then take the message out of the queue, so that a
+        // cancellation while waiting loses nothing.
+        poll_fn(|cx| ws.poll_ready_unpin(cx)).await?;
+        if let Some(msg) = outbox.pop_front() {
+            ws.start_send_unpin(msg)?;
+        }
+    }
+    ws.flush().await?;
+    Ok(())
+}
+
+/// [`Transport::recv`] for a WebSocket, over TLS or not.
+async fn recv_ws<S>(ws: &mut WebSocketStream<S>) -> Result<Option<BytesMut>, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    loop {
+        match ws.next().await {
+            None => return Ok(None),
+            Some(Ok(WsMessage::Binary(bytes))) => return Ok(Some(BytesMut::from(&bytes[..]))),
+            Some(Ok(WsMessage::Text(_))) => return Err(ClientError::TextMessage),
+            // The close frame's code and reason are not needed: the server sends any
+            // explanation as a Status datum before closing.
+            Some(Ok(WsMessage::Close(_))) => return Ok(None),
+            // tungstenite answers pings by itself.
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                return match ClientError::from(e) {
+                    ClientError::Closed => Ok(None),
+                    // The server dropped the TCP connection without a close frame; for the
+                    // user that is the same as a close.
+                    ClientError::WebSocket(e)
+                        if matches!(
+                            *e,
+                            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+                        ) =>
+                    {
+                        Ok(None)
+                    }
+                    other => Err(other),
+                };
+            }
+        }
     }
 }

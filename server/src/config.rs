@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::origin::WebOrigin;
+use crate::tls::TlsFiles;
+
 /// Where the server listens and keeps its data.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -23,6 +26,29 @@ pub struct Config {
     pub store: StoreChoice,
     /// The protocol limits.
     pub limits: Limits,
+    /// TLS, the admin listener and the origins `/ws` admits.
+    pub edge: EdgeConfig,
+}
+
+/// How the HTTP side faces the network. The default is what `flexim-server` runs without
+/// flags: plain http and ws, `/metrics` on the HTTP listener for loopback peers only, and
+/// `/ws` open to pages of the server's own origin (and to clients that send no `Origin`).
+#[derive(Debug, Clone, Default)]
+pub struct EdgeConfig {
+    /// The certificate and key that make the HTTP listener serve https and wss. Without
+    /// them it serves plain http and ws (behind a proxy that terminates TLS, say).
+    pub tls: Option<TlsFiles>,
+    /// A second, plain HTTP listener for operators. When set, `/metrics` is served there (to
+    /// anyone who reaches it) and no longer on the HTTP listener; when not, the HTTP listener
+    /// serves `/metrics` to loopback peers only, so that a public listener does not tell
+    /// everyone how many users are online.
+    pub admin: Option<SocketAddr>,
+    /// Origins besides the server's own whose pages may open `/ws`. A browser names the page
+    /// that opens a WebSocket in `Origin`; an upgrade whose `Origin` is neither the server's
+    /// own (the scheme of this listener and the request's `Host`) nor one of these is refused
+    /// with 403, so that another site's page cannot use a visitor's browser to talk to this
+    /// server. Behind a proxy that terminates TLS, the public `https://` origin goes here.
+    pub allowed_origins: Vec<WebOrigin>,
 }
 
 /// The storage engine.
@@ -44,6 +70,11 @@ pub struct Limits {
     pub max_body: usize,
     /// How long a TCP or WebSocket client has to send the header before it is reset.
     pub header_timeout: Duration,
+    /// How long an HTTP client has to finish the TLS handshake (with TLS on), and then to send
+    /// each request's head: the first, and the next one on a kept-alive connection. Past it
+    /// the connection is closed. Bounds what a client that connects and stays silent holds (a
+    /// socket and a task); a WebSocket, once upgraded, is not affected.
+    pub http_timeout: Duration,
     /// How long a connection may stay unauthenticated before it is closed. Bounds the resources
     /// a client that never authenticates can hold.
     pub auth_timeout: Duration,
@@ -115,6 +146,7 @@ impl Default for Limits {
         Limits {
             max_body: 48 * 1024,
             header_timeout: Duration::from_secs(5),
+            http_timeout: Duration::from_secs(10),
             auth_timeout: Duration::from_secs(30),
             outbound_queue: 1024,
             max_unacked: 1024,

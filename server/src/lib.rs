@@ -8,10 +8,13 @@ pub mod cluster;
 pub mod config;
 mod conns;
 mod directory;
+mod edge;
 mod frames;
 mod http;
 pub mod keyfile;
+mod listener;
 mod metrics;
+pub mod origin;
 mod peer;
 mod relay;
 mod session;
@@ -19,6 +22,7 @@ mod state;
 pub mod store;
 mod table;
 mod tcp;
+pub mod tls;
 mod ws;
 
 use std::future::Future;
@@ -26,15 +30,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt as _;
 use flexim_protocol::PublicKey;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 
-pub use config::{Config, Limits, StoreChoice};
+pub use config::{Config, EdgeConfig, Limits, StoreChoice};
 use conns::Connections;
+use edge::Edge;
+use listener::HttpListener;
+pub use origin::WebOrigin;
 use relay::Relay;
 use store::{EmbeddedStore, RedisStore, Store};
+pub use tls::{TlsError, TlsFiles};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +72,9 @@ pub enum StartError {
     /// The cluster (Redis) could not be joined.
     #[error("cannot join the cluster: {0}")]
     Cluster(#[from] cluster::ClusterError),
+    /// The TLS certificate or key could not be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A bound, not yet running server.
@@ -72,6 +83,12 @@ pub struct Server {
     tcp: TcpListener,
     /// The HTTP listener, bound.
     http: TcpListener,
+    /// The admin listener (`/metrics`), when configured.
+    admin: Option<TcpListener>,
+    /// TLS for the HTTP listener, when configured.
+    tls: Option<TlsAcceptor>,
+    /// What the HTTP side's handlers need to know of the configuration.
+    edge: Arc<Edge>,
     /// The shared core.
     relay: Arc<Relay>,
     /// Where the browser client's files are.
@@ -96,9 +113,14 @@ async fn sweep(relay: Arc<Relay>, retention: Duration) {
 }
 
 impl Server {
-    /// Creates the data directory, loads or makes the key, opens the store and binds both
-    /// listeners. Nothing is served until [`Server::run`].
+    /// Reads the TLS files (when configured), creates the data directory, loads or makes the
+    /// key, opens the store and binds the listeners. Nothing is served until [`Server::run`].
     pub async fn bind(config: Config) -> Result<Server, StartError> {
+        // First, so that a wrong file is reported before anything is created or opened.
+        let tls = match &config.edge.tls {
+            Some(files) => Some(TlsAcceptor::from(tls::server_config(files)?)),
+            None => None,
+        };
         std::fs::create_dir_all(&config.data).map_err(|source| StartError::DataDir {
             path: config.data.display().to_string(),
             source,
@@ -122,6 +144,15 @@ impl Server {
         };
         let tcp = bind(config.tcp).await?;
         let http = bind(config.http).await?;
+        let admin = match config.edge.admin {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let edge = Edge::new(
+            tls.is_some(),
+            admin.is_some(),
+            config.edge.allowed_origins.clone(),
+        );
         let mut relay = Relay::new(key, &config.name, store, config.limits);
         let (mut signals, mut node) = (None, None);
         if let StoreChoice::Redis(url) = &config.store {
@@ -133,6 +164,9 @@ impl Server {
         Ok(Server {
             tcp,
             http,
+            admin,
+            tls,
+            edge: Arc::new(edge),
             relay: Arc::new(relay),
             static_dir: config.static_dir,
             new_key,
@@ -152,13 +186,26 @@ impl Server {
         self.http.local_addr().expect("bound socket has an address")
     }
 
+    /// The bound admin address, when there is an admin listener.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound socket has an address"))
+    }
+
+    /// Whether the HTTP listener speaks TLS (https and wss).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// The server's public key.
     pub fn public_key(&self) -> PublicKey {
         self.relay.server_key.public_key()
     }
 
-    /// Serves both transports until `shutdown` completes, then tells every session, waits
-    /// (at most `Limits::shutdown_grace`) for every connection's task to end, and returns.
+    /// Serves both transports (and the admin listener) until `shutdown` completes, then tells
+    /// every session, waits (at most `Limits::shutdown_grace`) for every connection's task to
+    /// end, and returns.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let cluster_tasks = self
             .signals
@@ -177,21 +224,23 @@ impl Server {
             relay: self.relay.clone(),
             shutdown: stop_rx.clone(),
             conns: conns.clone(),
+            edge: self.edge.clone(),
         };
-        let router = http::app(state, &self.static_dir);
-        let mut http_stop = stop_rx.clone();
-        let http = tokio::spawn(async move {
-            // Frames are small and a session already writes what it has in one go: Nagle's
-            // delay (40 ms with delayed ACKs) would only add latency, as on the TCP side.
-            let listener = self.http.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stop.wait_for(|s| *s).await;
-                })
-                .await
+        let timeout = limits.http_timeout;
+        let admin = self.admin.map(|listener| HttpListener {
+            listener,
+            router: http::admin_app(state.clone()),
+            tls: None,
+            timeout,
         });
+        let public = HttpListener {
+            router: http::app(state, &self.static_dir),
+            listener: self.http,
+            tls: self.tls,
+            timeout,
+        };
+        let http = tokio::spawn(public.serve(stop_rx.clone()));
+        let admin = admin.map(|admin| tokio::spawn(admin.serve(stop_rx.clone())));
         let sweeper = limits
             .retention
             .map(|retention| tokio::spawn(sweep(self.relay.clone(), retention)));
@@ -210,10 +259,13 @@ impl Server {
         if !conns.wait(limits.shutdown_grace).await {
             tracing::warn!("some connections did not close in time");
         }
-        match tokio::time::timeout(limits.shutdown_grace, http).await {
-            Ok(Ok(result)) => result,
-            _ => Ok(()),
+        // HTTP connections finish the request they are answering and close; one that does
+        // not within the grace period is left behind rather than holding up the shutdown.
+        let _ = tokio::time::timeout(limits.shutdown_grace, http).await;
+        if let Some(admin) = admin {
+            let _ = tokio::time::timeout(limits.shutdown_grace, admin).await;
         }
+        Ok(())
     }
 
     /// The tasks of one node among several: signals from the others, and claims of keys whose

@@ -2,11 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use flexim_server::{Config, Limits, Server, StoreChoice};
+use flexim_server::{Config, EdgeConfig, Limits, Server, StoreChoice, TlsFiles, WebOrigin};
 
 /// The flexim relay: FLEX over TCP and WebSocket, end-to-end encrypted, with offline delivery.
 ///
@@ -16,7 +17,8 @@ use flexim_server::{Config, Limits, Server, StoreChoice};
 #[derive(Parser, Debug)]
 #[command(
     version,
-    after_help = "Example:\n  flexim-server --tcp 0.0.0.0:4321 --http 0.0.0.0:8080 --data /var/lib/flexim"
+    after_help = "Examples:\n  flexim-server --tcp 0.0.0.0:4321 --http 0.0.0.0:8080 --data /var/lib/flexim\n  \
+        flexim-server --http 0.0.0.0:443 --tls-cert fullchain.pem --tls-key privkey.pem --admin 127.0.0.1:9100"
 )]
 struct Cli {
     /// Address for raw FLEX over TCP (port 0 picks a free port).
@@ -65,6 +67,51 @@ struct Cli {
     /// Largest datum body accepted, in bytes (at most 65535).
     #[arg(long, env = "FLEXIM_MAX_BODY", default_value_t = Limits::default().max_body as u16)]
     max_body: u16,
+    /// TLS certificate chain (PEM, leaf first): with --tls-key, the HTTP listener serves the
+    /// page over https and the WebSocket over wss.
+    #[arg(
+        long,
+        env = "FLEXIM_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM).
+    #[arg(
+        long,
+        env = "FLEXIM_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Seconds an HTTP client has for the TLS handshake, and then for each request's head,
+    /// before it is disconnected (fractions allowed).
+    #[arg(long, env = "FLEXIM_HTTP_TIMEOUT", value_name = "SECS", value_parser = parse_secs,
+          default_value_t = Limits::default().http_timeout.as_secs_f64())]
+    http_timeout: f64,
+    /// A plain HTTP listener for operators that serves /metrics (to anyone reaching it) and
+    /// /healthz. Without it, /metrics is on the HTTP listener for loopback peers only.
+    #[arg(long, env = "FLEXIM_ADMIN", value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Another origin whose pages may open /ws, e.g. https://chat.example.org behind a proxy
+    /// that terminates TLS (repeatable; the environment variable takes a comma-separated
+    /// list). The server's own origin is always allowed, and so are clients that send no
+    /// Origin (the CLI); any other Origin is refused with 403.
+    #[arg(
+        long = "allowed-origin",
+        env = "FLEXIM_ALLOWED_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<WebOrigin>,
+}
+
+/// Parses a positive number of seconds, fractions allowed.
+fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(secs) if secs > 0.0 && Duration::try_from_secs_f64(secs).is_ok() => Ok(secs),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
 }
 
 /// Parses `embedded` or a `redis://` URL.
@@ -123,8 +170,19 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> ExitCode {
+    match serve(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with every cause, so that a log shows the whole reason where it failed.
+            eprintln!("flexim-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts the server as `cli` says and runs it until a signal.
+async fn serve(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_max_level(cli.log)
         .with_writer(std::io::stderr)
@@ -137,7 +195,12 @@ async fn main() -> anyhow::Result<()> {
         retention: cli.retention.0,
         max_body: cli.max_body.into(),
         max_connections: cli.max_connections,
+        http_timeout: Duration::from_secs_f64(cli.http_timeout),
         ..Limits::default()
+    };
+    let tls = match (cli.tls_cert, cli.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => None,
     };
     let config = Config {
         tcp: cli.tcp,
@@ -147,6 +210,11 @@ async fn main() -> anyhow::Result<()> {
         name: cli.name,
         store: cli.store.clone(),
         limits,
+        edge: EdgeConfig {
+            tls,
+            admin: cli.admin,
+            allowed_origins: cli.allowed_origins,
+        },
     };
     let stop = shutdown_signal().context("cannot install the signal handlers")?;
     let server = Server::bind(config)
@@ -156,8 +224,15 @@ async fn main() -> anyhow::Result<()> {
     // One "name: value" per line on stdout, so people and scripts (the tests) can read it.
     println!("flexim-server {}", env!("CARGO_PKG_VERSION"));
     println!("tcp: {}", server.tcp_addr());
-    println!("ws: ws://{}/ws", server.http_addr());
-    println!("http: http://{}/", server.http_addr());
+    let (ws, http) = match server.is_tls() {
+        true => ("wss", "https"),
+        false => ("ws", "http"),
+    };
+    println!("ws: {ws}://{}/ws", server.http_addr());
+    println!("http: {http}://{}/", server.http_addr());
+    if let Some(admin) = server.admin_addr() {
+        println!("admin: http://{admin}/metrics");
+    }
     println!("data: {}", cli.data.display());
     match (&cli.store, &server.node) {
         (StoreChoice::Redis(url), Some(node)) => println!("store: {url} (node {node})"),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::conns::Connections;
+use crate::edge::Edge;
 use crate::relay::Relay;
 
 /// The state of the HTTP side.
@@ -16,4 +17,6 @@ pub(crate) struct AppState {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// The connection limit and tracker, shared with the TCP transport.
     pub(crate) conns: Arc<Connections>,
+    /// TLS or not, the admin listener, and the origins `/ws` admits.
+    pub(crate) edge: Arc<Edge>,
 }

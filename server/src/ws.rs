@@ -81,6 +81,7 @@ async fn handle(socket: WebSocket, state: AppState, slot: Option<Slot>) {
         relay,
         mut shutdown,
         conns,
+        ..
     } = state;
     let (mut sink, mut stream) = socket.split();
     if !header(&mut stream, &relay, &mut shutdown).await {

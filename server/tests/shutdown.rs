@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use flexim_protocol::HEADER;
-use flexim_server::{Config, Limits, Server, StoreChoice};
+use flexim_server::{Config, EdgeConfig, Limits, Server, StoreChoice};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -35,6 +35,7 @@ async fn run_returns_only_once_every_connection_is_closed() {
         name: "test".into(),
         store: StoreChoice::Embedded,
         limits: Limits::default(),
+        edge: EdgeConfig::default(),
     };
     let server = Server::bind(config).await.unwrap();
     let tcp = server.tcp_addr();

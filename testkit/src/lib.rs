@@ -20,9 +20,9 @@ use flexim_protocol::{Datum, PublicKey, SecretKey};
 
 pub use cli::{Cli, flexim};
 pub use conn::{Conn, Got, LARGE_READS, SMALL_READS};
-pub use http::http_get;
+pub use http::{HttpResponse, http_get, http_request, tls_connect};
 pub use onpath::{Capture, OnPath};
-pub use process::{Options, TestServer, metrics_at};
+pub use process::{Options, TestServer, Tls, metrics_at};
 pub use redis::RedisServer;
 
 /// How long a test waits for any single expected datum before failing.

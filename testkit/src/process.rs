@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use flexim_protocol::status::cmd;
 use flexim_protocol::{Command as FlexCommand, Datum, PublicKey};
 
-use crate::{Conn, TempDir, bin_dir, http_get, new_key};
+use crate::{Conn, TempDir, bin_dir, http_request, new_key};
 
 /// How to start a server.
 #[derive(Debug, Clone)]
@@ -29,8 +29,26 @@ pub struct Options {
     pub log_to_file: bool,
     /// The directory of the browser client's files (`--static`), if served.
     pub static_dir: Option<PathBuf>,
+    /// The address the HTTP listener binds (on a port the OS picks): loopback by default.
+    pub http_ip: IpAddr,
+    /// TLS for the HTTP listener (`--tls-cert`, `--tls-key`), and the CA the kit's own
+    /// requests to it trust.
+    pub tls: Option<Tls>,
     /// More flags.
     pub args: Vec<String>,
+    /// Environment variables for the server (settings given as `FLEXIM_*` instead of flags).
+    pub env: Vec<(String, String)>,
+}
+
+/// The certificate files a server with TLS gets, and the CA certificate its clients trust.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The server's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM).
+    pub key: PathBuf,
+    /// The CA certificate that signed `cert` (PEM).
+    pub ca: PathBuf,
 }
 
 impl Default for Options {
@@ -46,7 +64,10 @@ impl Default for Options {
                 env!("CARGO_MANIFEST_DIR"),
                 "/../static"
             ))),
+            http_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            tls: None,
             args: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -67,6 +88,8 @@ pub struct TestServer {
     pub http: String,
     /// The server key as printed.
     pub key: String,
+    /// The admin listener's `/metrics` URL, when the server has one (`--admin`).
+    pub admin: Option<String>,
     /// Every stdout line it printed at start.
     pub banner: Vec<String>,
 }
@@ -93,7 +116,8 @@ impl TestServer {
             .clone()
             .unwrap_or_else(std::env::temp_dir);
         let dir = TempDir::new_in(&parent, "server");
-        Self::spawn(dir, "127.0.0.1:0", "127.0.0.1:0", options)
+        let http = SocketAddr::new(options.http_ip, 0).to_string();
+        Self::spawn(dir, "127.0.0.1:0", &http, options)
     }
 
     fn spawn(dir: TempDir, tcp: &str, http: &str, options: Options) -> Result<TestServer> {
@@ -124,8 +148,13 @@ impl TestServer {
         if let Some(s) = &options.static_dir {
             command.arg("--static").arg(s);
         }
+        if let Some(tls) = &options.tls {
+            command.arg("--tls-cert").arg(&tls.cert);
+            command.arg("--tls-key").arg(&tls.key);
+        }
         let mut child = command
             .args(&options.args)
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(stderr)
             .stdin(Stdio::null())
@@ -143,6 +172,7 @@ impl TestServer {
             ws: field("ws")?,
             http: field("http")?,
             key: field("key")?,
+            admin: field("admin").ok(),
             banner: banner.clone(),
             child: Some(child),
             options,
@@ -167,15 +197,19 @@ impl TestServer {
 
     /// `HOST:PORT` of the HTTP listener.
     pub fn http_addr(&self) -> String {
-        self.http
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string()
+        let rest = self.http.split_once("://").map_or(&*self.http, |(_, r)| r);
+        rest.trim_end_matches('/').to_string()
     }
 
-    /// The server's counters from `/metrics`, by name.
+    /// The CA certificate a client of this server's https listener trusts (with TLS on).
+    pub fn ca(&self) -> Option<&Path> {
+        self.options.tls.as_ref().map(|t| t.ca.as_path())
+    }
+
+    /// The server's counters from `/metrics`, by name (over https with TLS on).
     pub async fn metrics(&self) -> Result<HashMap<String, u64>> {
-        metrics_at(&self.http_addr()).await
+        let response = http_request(&self.http, "/metrics", &[], self.ca()).await?;
+        Ok(counters(&response.body))
     }
 
     /// Waits until the server has noticed that `key`'s connection was dropped (GETUSER says
@@ -237,7 +271,8 @@ impl TestServer {
         assert!(self.stop(), "server exits cleanly on SIGTERM");
         let dir = TempDir(std::mem::take(&mut self.dir.0));
         let options = self.options.clone();
-        Self::spawn(dir, "127.0.0.1:0", "127.0.0.1:0", options).expect("server restarts")
+        let http = SocketAddr::new(options.http_ip, 0).to_string();
+        Self::spawn(dir, "127.0.0.1:0", &http, options).expect("server restarts")
     }
 
     /// Stops the server and starts it again on the same data directory and the same ports, so
@@ -283,15 +318,20 @@ fn read_banner(child: &mut Child) -> Result<Vec<String>> {
     Ok(banner)
 }
 
-/// The counters of the server whose HTTP listener is `http` (`HOST:PORT`), from `/metrics`.
+/// The counters of the server whose plain HTTP listener is `http` (`HOST:PORT`), from
+/// `/metrics`.
 pub async fn metrics_at(http: &str) -> Result<HashMap<String, u64>> {
-    let (_, body) = http_get(&format!("http://{http}/"), "/metrics").await?;
-    Ok(body
-        .lines()
+    let response = http_request(&format!("http://{http}/"), "/metrics", &[], None).await?;
+    Ok(counters(&response.body))
+}
+
+/// The counters in a `/metrics` text, by name.
+fn counters(text: &str) -> HashMap<String, u64> {
+    text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
             let (name, value) = l.split_once(' ')?;
             Some((name.to_string(), value.trim().parse().ok()?))
         })
-        .collect())
+        .collect()
 }

@@ -14,7 +14,7 @@ use flexim_tests::{TestServer, new_key};
 use serde_json::json;
 
 /// Long enough for a cold Chromium to load the wasm bundle on a busy 2-core machine.
-const UI_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const UI_WAIT: Duration = Duration::from_secs(30);
 
 const ENTER: &str = "\u{E007}";
 
@@ -29,7 +29,7 @@ async fn set_value(b: &Browser, css: &str, text: &str) {
 }
 
 /// Opens the page and waits until the client is logged in; returns its key hex.
-async fn open(b: &Browser, url: &str) -> String {
+pub(crate) async fn open(b: &Browser, url: &str) -> String {
     b.goto(url).await.unwrap();
     b.wait_for("#conn-state[data-state=online]", UI_WAIT)
         .await
@@ -52,7 +52,7 @@ async fn register(b: &Browser, alias: &str) -> String {
     .unwrap()
 }
 
-async fn open_conversation(b: &Browser, who: &str, key: &str) {
+pub(crate) async fn open_conversation(b: &Browser, who: &str, key: &str) {
     set_value(b, "#contact-input", who).await;
     b.click("#contact-add").await.unwrap();
     b.wait_for(&format!("#conversation[data-key='{key}']"), UI_WAIT)
@@ -60,7 +60,7 @@ async fn open_conversation(b: &Browser, who: &str, key: &str) {
         .unwrap();
 }
 
-async fn send(b: &Browser, text: &str) {
+pub(crate) async fn send(b: &Browser, text: &str) {
     b.type_into("#composer", &format!("{text}{ENTER}"))
         .await
         .unwrap();
@@ -112,7 +112,7 @@ fn contact(key: &str) -> String {
     format!("#contacts li.contact[data-key='{key}']")
 }
 
-async fn next_message(c: &mut Client) -> flexim_client::Received {
+pub(crate) async fn next_message(c: &mut Client) -> flexim_client::Received {
     loop {
         match tokio::time::timeout(UI_WAIT, c.next_event())
             .await

@@ -1,13 +1,16 @@
 //! The end-to-end suite: real `flexim-server` processes on 127.0.0.1 port 0 with temporary data
-//! directories, real sockets (TCP and WebSocket), real clients and real cryptography.
+//! directories, real sockets (TCP, WebSocket, and both over TLS), real clients and real
+//! cryptography.
 
 mod bad_input;
 mod browser;
+mod browser_tls;
 mod chat;
 mod cli;
 mod cluster;
 mod crash;
 mod delivery;
+mod edge;
 mod handshake;
 mod limits;
 mod link;
@@ -17,3 +20,4 @@ mod receipts;
 mod redis_store;
 mod routing;
 mod server_cli;
+mod tls;

@@ -5,21 +5,30 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use flexim_client::protocol::status;
-use flexim_client::{Client, ClientError, Identity, KeyFileError};
+use flexim_client::{Client, ClientError, Endpoint, Identity, KeyFileError, Trust};
 
 use crate::ConnArgs;
 
 /// Loads the key and logs in, turning failures into messages that say what to do.
 pub(crate) async fn connect(conn: &ConnArgs) -> anyhow::Result<Client> {
     let identity = load_identity(conn)?;
-    Client::connect_pinned(
-        &conn.server,
+    Client::connect_to(
+        endpoint(conn)?,
         &identity,
         conn.alias.as_deref(),
         conn.server_key.as_ref(),
     )
     .await
     .map_err(|e| login_error(conn, e))
+}
+
+/// The server's address, trusting the CA of `--ca` when one is given.
+fn endpoint(conn: &ConnArgs) -> anyhow::Result<Endpoint> {
+    let endpoint = Endpoint::parse(&conn.server)?;
+    Ok(match &conn.ca {
+        Some(path) => endpoint.trusting(Trust::from_ca_file(path)?)?,
+        None => endpoint,
+    })
 }
 
 /// How long `send` keeps trying to log in again after losing its connection: long enough for
@@ -78,8 +87,13 @@ fn login_error(conn: &ConnArgs, e: ClientError) -> anyhow::Error {
         ClientError::Connect { error, .. } if error.kind() == io::ErrorKind::ConnectionRefused => {
             anyhow!("{e}; is `just serve` running?")
         }
+        ClientError::Tls { .. } if conn.ca.is_none() && e.is_untrusted_certificate() => anyhow!(
+            "{e}; if the server's certificate comes from a private CA, give its certificate \
+             with --ca FILE"
+        ),
         // These already name the server.
         ClientError::Connect { .. }
+        | ClientError::Tls { .. }
         | ClientError::Upgrade { .. }
         | ClientError::Timeout { .. }
         | ClientError::NotFlexim { .. }

@@ -25,7 +25,9 @@ Examples:
   flexim send --key alice.key --to bob 'hello bob'
   flexim listen --key bob.key --json --count 1 --timeout 10
   flexim chat --key alice.key --alias alice --to bob
-  FLEXIM_SERVER=ws://127.0.0.1:8080/ws FLEXIM_KEY=alice.key flexim chat";
+  FLEXIM_SERVER=ws://127.0.0.1:8080/ws FLEXIM_KEY=alice.key flexim chat
+  flexim chat --server wss://chat.example.org/ws --key alice.key
+  flexim listen --server wss://10.0.0.5:8443/ws --ca my-ca.pem --key bob.key";
 
 const KEYGEN_EXAMPLES: &str = "\
 Examples:
@@ -146,7 +148,7 @@ struct KeygenArgs {
 #[derive(Args, Debug)]
 struct ConnArgs {
     /// Server address: HOST:PORT for TCP, or a ws:// URL such as ws://127.0.0.1:8080/ws for
-    /// WebSocket.
+    /// WebSocket, or a wss:// URL such as wss://chat.example.org/ws for WebSocket over TLS.
     #[arg(
         long,
         short = 's',
@@ -166,6 +168,11 @@ struct ConnArgs {
     /// prints it at start). Without it, any server that answers is trusted.
     #[arg(long, env = "FLEXIM_SERVER_KEY", value_name = "HEX", value_parser = parse_key)]
     server_key: Option<PublicKey>,
+    /// For a wss:// server whose certificate comes from a private CA: that CA's certificate
+    /// (PEM). Only it is trusted then; without it, the public web's certificate authorities
+    /// (Mozilla's list, built in) are.
+    #[arg(long, env = "FLEXIM_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
 }
 
 /// Parses a public key given as 64 hex digits.
