@@ -39,16 +39,20 @@ mod endpoint;
 mod error;
 mod identity;
 mod os;
+pub mod pins;
+#[cfg(test)]
+mod testdir;
 mod transport;
 
-pub use client::{CONNECT_TIMEOUT, Client};
+pub use client::{CONNECT_TIMEOUT, Client, ConnectOptions};
 pub use endpoint::{Endpoint, EndpointError};
 pub use error::ClientError;
 pub use identity::{Identity, KeyFileError};
 pub use transport::{RawConnection, Transport};
 
 pub use flexim_session::{
-    Answer, Delivery, Event, Incoming as Received, Outbox, Outgoing, Refusal, Seen,
+    Answer, ContactPins, Delivery, Event, Incoming as Received, KeyChange, Outbox, Outgoing,
+    Refusal, Seen,
 };
 
 /// The protocol crate, re-exported so that users of this crate name the same types.
