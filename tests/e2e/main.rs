@@ -11,6 +11,7 @@ mod delivery;
 mod handshake;
 mod limits;
 mod offline;
+mod pins;
 mod privacy;
 mod receipts;
 mod redis_store;
