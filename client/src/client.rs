@@ -443,7 +443,7 @@ impl Client {
     }
 
     /// The key for `who`: 64 hex digits parse directly, an alias is looked up with GETUSER once
-    /// per connection and then remembered. The key the server names is checked against the
+    /// and then remembered. The key the server names is checked against the
     /// one pinned for the alias ([`Engine::contact`]): a changed key is
     /// [`ClientError::ContactKeyChanged`] until [`Client::accept_contact_key`].
     pub async fn resolve(&mut self, who: &str) -> Result<PublicKey, ClientError> {

@@ -120,8 +120,8 @@ pub enum ClientError {
     /// was sealed to it (the user accepts the new key with `accept_contact_key`).
     #[error("refusing to encrypt: {0}")]
     ContactKeyChanged(KeyChange),
-    /// An alias was to be sealed to before it was looked up on this connection.
-    #[error("{0} has not been looked up on this connection yet")]
+    /// An alias was to be sealed to before it was looked up.
+    #[error("{0} has not been looked up yet")]
     UnknownContact(String),
 }
 

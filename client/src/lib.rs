@@ -15,7 +15,9 @@
 //! loop {
 //!     match client.next_event().await {
 //!         Ok(Event::Message(m)) => {
-//!             println!("{}: {}", m.from_text, m.text);
+//!             // Named by an alias pinned to the sender's key, else by the key itself.
+//!             let from = m.name.clone().unwrap_or_else(|| m.from.to_hex());
+//!             println!("{from}: {}", m.text);
 //!             // Processed: the server may forget it now (else it comes again at next login).
 //!             if let Some(id) = m.id {
 //!                 client.ack(&[id]).await?;

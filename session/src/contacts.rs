@@ -198,7 +198,7 @@ impl Engine {
     }
 
     /// The key to seal to for `who`: 64 hex digits are the key itself; an alias is the key the
-    /// server named for it on this connection, if that is the pinned key (or nothing was pinned
+    /// server last named for it (since this engine started), if that is the pinned key (or nothing was pinned
     /// yet). [`EngineError::UnknownContact`] asks the driver to look the alias up first (so the
     /// server's current word is compared with the pin); [`EngineError::ContactKeyChanged`]
     /// refuses an alias whose key changed until the user accepts it.

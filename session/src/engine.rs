@@ -57,9 +57,10 @@ pub enum EngineError {
     /// The datum does not fit in a frame.
     #[error("cannot frame the datum: {0}")]
     Frame(#[from] FrameError),
-    /// An alias not looked up on this connection yet: the driver asks the server (GETUSER)
-    /// first, so that its current word is compared with the pinned key.
-    #[error("{0} has not been looked up on this connection yet")]
+    /// An alias the server has not named a key for since this engine started (a saved pin
+    /// alone is not enough): the driver asks the server (GETUSER) first, so that its current
+    /// word is compared with the pinned key.
+    #[error("{0} has not been looked up yet")]
     UnknownContact(String),
     /// The server names another key for the alias than the one pinned for it: nothing is
     /// sealed to it until the user accepts the new key ([`Engine::accept_contact_key`]).

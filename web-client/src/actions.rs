@@ -182,10 +182,7 @@ impl App {
             Some(key) => self.model.contact_key_accepted(alias, &key, now),
             None => {
                 // The engine has nothing waiting (the page kept a stale warning): drop it.
-                let name = flexim_protocol::keys::alias_key(alias);
-                self.model
-                    .contact_warnings
-                    .retain(|w| flexim_protocol::keys::alias_key(&w.alias) != name);
+                self.model.forget_warning(alias);
                 Vec::new()
             }
         };

@@ -428,6 +428,15 @@ impl App {
                 self.run(effect);
             }
         }
+        // A change the engine no longer holds (the server named the pinned key again) is no
+        // longer a warning: the engine is the one that knows.
+        let ended: Vec<String> = (self.model.contact_warnings.iter())
+            .filter(|w| self.engine.key_change(&w.alias) != Some(*w))
+            .map(|w| w.alias.clone())
+            .collect();
+        for alias in ended {
+            self.model.forget_warning(&alias);
+        }
     }
 
     /// Brings a conversation in front of the user.

@@ -451,11 +451,17 @@ impl Model {
              it is blocked until you decide",
             change.alias
         );
-        let name = alias_key(&change.alias);
-        self.contact_warnings
-            .retain(|w| alias_key(&w.alias) != name);
+        self.forget_warning(&change.alias);
         self.contact_warnings.push(change);
         vec![Effect::Log(text)]
+    }
+
+    /// Drops the warning about `alias` (any case): the user decided, or the engine has no
+    /// change waiting for it any more (the server named the pinned key again).
+    pub fn forget_warning(&mut self, alias: &str) {
+        let name = alias_key(alias);
+        self.contact_warnings
+            .retain(|w| alias_key(&w.alias) != name);
     }
 
     /// The warning about `alias` (any case), if one waits for the user.
@@ -481,9 +487,7 @@ impl Model {
     /// goes, the alias names that key's conversation (and no longer the old key's), which
     /// opens.
     pub fn contact_key_accepted(&mut self, alias: &str, key: &PublicKey, now: i64) -> Vec<Effect> {
-        let name = alias_key(alias);
-        self.contact_warnings
-            .retain(|w| alias_key(&w.alias) != name);
+        self.forget_warning(alias);
         self.contacts.forget_name(alias);
         self.contacts.add(key, Some(alias), now);
         vec![
