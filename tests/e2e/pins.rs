@@ -5,9 +5,11 @@
 
 use std::path::Path;
 
+use flexim_client::{Client, ClientError, Identity};
+use flexim_protocol::e2e::{self, ConversationKey, Envelope};
 use flexim_protocol::status::{self, cmd};
-use flexim_protocol::{Command, Datum, PublicKey};
-use flexim_tests::{Cli, Conn, TempDir, TestServer, flexim, metrics_at, new_key};
+use flexim_protocol::{Command, Datum, Message, PublicKey};
+use flexim_tests::{Cli, Conn, TempDir, TestServer, flexim, metrics_at, new_key, random};
 
 /// A new key file `NAME.key` in `dir`: its path and public key.
 fn keygen(dir: &TempDir, name: &str) -> (String, PublicKey) {
@@ -317,4 +319,82 @@ fn chat_refuses_a_moved_alias_and_trust_in_the_chat_accepts_it() {
         contacts.contains(&format!(" bob {}\n", m.new.1.to_hex())),
         "{contacts}"
     );
+}
+
+#[tokio::test]
+async fn a_reconnection_refuses_a_server_with_another_key() {
+    // Without a pin given, the first login's key is the one every reconnection insists on:
+    // a client whose connection dropped does not log in to whatever answers at the address.
+    let server = TestServer::start();
+    let me = Identity::from_secret(new_key());
+    let mut client = Client::connect(&server.tcp.to_string(), &me, None)
+        .await
+        .unwrap();
+    let server = server.reinstall_on_same_ports(false);
+    match client.reconnect().await {
+        Err(ClientError::ServerKeyMismatch { pinned, got, .. }) => {
+            assert_eq!(got, server_key(&server));
+            assert_ne!(pinned, got);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(!server_knows(&server, &me.public_key()).await, "no AUTH");
+}
+
+#[tokio::test]
+async fn listen_does_not_show_a_message_under_an_alias_pinned_to_another_key() {
+    let m = moved_alias();
+    let tcp = m.server.tcp.to_string();
+    let alice = Identity::load(&m.alice).unwrap().public_key();
+    // The key that took "bob" writes to alice as "bob", which the server allows (the alias is
+    // its own now); the box opens, since it is sealed by that key.
+    let other = Identity::load(&m.new.0).unwrap();
+    let mut conn = Conn::login_tcp(m.server.tcp, other.secret()).await.unwrap();
+    let key = ConversationKey::derive(other.secret(), &alice).unwrap();
+    let (date, mut nonce) = (flexim_tests::unix_now(), [0u8; 24]);
+    random(&mut nonce);
+    let envelope = Envelope {
+        sender: &m.new.1,
+        recipient: &alice,
+        date,
+        flags: &[],
+    };
+    let message = Message {
+        to: alice.to_hex(),
+        from: "bob".into(),
+        flags: vec![],
+        date,
+        msg: e2e::seal(&key, &envelope, "it is me, bob", nonce).unwrap(),
+        id: Some("00112233445566778899aabbccddeeff".into()),
+    };
+    conn.send(&Datum::Message(message)).await.unwrap();
+    assert_eq!(conn.status().await.unwrap().status, status::STORED);
+
+    let (code, out, err) = flexim(&[
+        "listen",
+        "--server",
+        &tcp,
+        "--key",
+        &m.alice,
+        "--count",
+        "1",
+        "--timeout",
+        "10",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // Shown with the key that sent it, not as bob; the change is reported with both keys.
+    assert!(
+        out.contains(&format!("] {}: it is me, bob", m.new.1.to_hex())),
+        "{out}"
+    );
+    assert!(!out.contains("] bob:"), "{out}");
+    assert!(
+        err.contains("warning: the server says bob now has the key"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&m.new.1.fingerprint()) && err.contains(&m.old.fingerprint()),
+        "{err}"
+    );
+    assert!(err.contains("--new-key"), "{err}");
 }
