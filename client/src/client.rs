@@ -18,8 +18,8 @@ use std::time::Duration;
 use flexim_protocol::status;
 use flexim_protocol::{Message, PublicKey, Status, User};
 use flexim_session::{
-    Answer, Config, Engine, Event, Framing, LoginError, Lookup, Outbox, PinCheck, Refusal,
-    RequestId, Seen,
+    Answer, Config, ContactPins, Engine, EngineError, Event, Framing, LoginError, Lookup, Outbox,
+    PinCheck, Refusal, RequestId, Seen,
 };
 
 use crate::endpoint::Endpoint;
@@ -45,7 +45,7 @@ pub struct Client {
     /// The server's User datum from the latest login (its key proven by the handshake).
     server: User,
     /// Whether a server key that does not match the pin refuses the login (a pin the user
-    /// gave) rather than being reported and accepted.
+    /// gave, or the key an earlier login of this client proved) rather than being accepted.
     strict_pin: bool,
     /// The ACKs [`Client::next_event`] sent by itself: nobody waits for their answers, which
     /// are dropped unless they report a failure.
@@ -62,6 +62,20 @@ impl std::fmt::Debug for Client {
             .field("closed", &self.closed)
             .finish_non_exhaustive()
     }
+}
+
+/// How [`Client::connect_with`] logs in.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// The alias to claim right after the login, if any (see [`Client::connect`]).
+    pub alias: Option<String>,
+    /// The server key to insist on, if any: another key refuses the login before anything
+    /// about this user is sent. Without it, the key the first login proves is the one every
+    /// reconnection of this client insists on.
+    pub server_key: Option<PublicKey>,
+    /// Contacts' keys pinned earlier ([`Client::contact_pins`]), given to the engine before
+    /// the login so that anything the server says during it is checked against them.
+    pub contact_pins: ContactPins,
 }
 
 /// The error a refused request becomes: a Status refusal is the server's error, anything else
@@ -97,25 +111,31 @@ impl Client {
         alias: Option<&str>,
         server_key: Option<&PublicKey>,
     ) -> Result<Client, ClientError> {
-        Client::connect_to(Endpoint::parse(server)?, identity, alias, server_key).await
+        let options = ConnectOptions {
+            alias: alias.map(str::to_string),
+            server_key: server_key.copied(),
+            contact_pins: ContactPins::new(),
+        };
+        Client::connect_with(Endpoint::parse(server)?, identity, options).await
     }
 
-    /// [`Client::connect_pinned`] to an endpoint already parsed, such as a `wss://` server
-    /// with a private CA ([`Endpoint::trusting`]).
-    pub async fn connect_to(
+    /// [`Client::connect`] to an endpoint already parsed (such as a `wss://` server with a
+    /// private CA, [`Endpoint::trusting`]), as `options` say.
+    pub async fn connect_with(
         endpoint: Endpoint,
         identity: &Identity,
-        alias: Option<&str>,
-        server_key: Option<&PublicKey>,
+        options: ConnectOptions,
     ) -> Result<Client, ClientError> {
         let config = Config {
-            pinned: server_key.copied(),
-            alias: alias.map(str::to_string),
+            pinned: options.server_key,
+            alias: options.alias,
             framing: Framing::Stream,
         };
-        let engine = Engine::new(identity.secret().clone(), config, os::random());
+        let mut engine = Engine::new(identity.secret().clone(), config, os::random());
+        engine.restore_contact_pins(options.contact_pins);
         let name = endpoint.to_string();
-        let connecting = Client::open(endpoint, identity.clone(), engine, server_key.is_some());
+        let strict = options.server_key.is_some();
+        let connecting = Client::open(endpoint, identity.clone(), engine, strict);
         tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .unwrap_or(Err(ClientError::Timeout {
@@ -245,6 +265,9 @@ impl Client {
         {
             Some(Event::LoggedIn { server, .. }) => {
                 self.server = server;
+                // The engine pinned the key this login proved: a reconnection that meets
+                // another one meets another server, and must not log in there.
+                self.strict_pin = true;
                 Ok(true)
             }
             _ => Ok(false),
@@ -434,12 +457,39 @@ impl Client {
     }
 
     /// The key for `who`: 64 hex digits parse directly, an alias is looked up with GETUSER once
-    /// and then remembered.
+    /// and then remembered. The key the server names is checked against the
+    /// one pinned for the alias ([`Engine::contact`]): a changed key is
+    /// [`ClientError::ContactKeyChanged`] until [`Client::accept_contact_key`].
     pub async fn resolve(&mut self, who: &str) -> Result<PublicKey, ClientError> {
-        match self.engine.resolve_cached(who) {
-            Some(key) => Ok(key),
-            None => Ok(self.get_user(who).await?.key),
+        match self.engine.contact(who) {
+            Err(EngineError::UnknownContact(_)) => {
+                self.get_user(who).await?;
+                Ok(self.engine.contact(who)?)
+            }
+            found => Ok(found?),
         }
+    }
+
+    /// The user accepts the key the server now names for `alias`: it becomes the pin, and
+    /// sending to the alias works again. The new key, or `None` if no change waited for it.
+    pub fn accept_contact_key(&mut self, alias: &str) -> Option<PublicKey> {
+        self.engine.accept_contact_key(alias)
+    }
+
+    /// Contacts' keys pinned so far (those given at connect, and those learnt since), for the
+    /// application to save.
+    pub fn contact_pins(&self) -> &ContactPins {
+        self.engine.contact_pins()
+    }
+
+    /// Gives the engine pins saved earlier (see [`flexim_session::Engine::restore_contact_pins`]).
+    pub fn restore_contact_pins(&mut self, pins: ContactPins) {
+        self.engine.restore_contact_pins(pins);
+    }
+
+    /// Whether [`Client::contact_pins`] changed since the last call.
+    pub fn take_pins_changed(&mut self) -> bool {
+        self.engine.take_pins_changed()
     }
 
     /// GETUSER: one user by key or alias.
@@ -526,8 +576,8 @@ impl Client {
         text: &str,
         flags: &[String],
     ) -> Result<Status, ClientError> {
-        let recipient = self.resolve(to).await?;
-        let sending = self.engine.send_text(&recipient, text, flags, os::now())?;
+        self.resolve(to).await?;
+        let sending = self.engine.send_text_to(to, text, flags, os::now())?;
         let request = sending.request.ok_or(ClientError::Closed)?;
         self.sent_status(request).await
     }

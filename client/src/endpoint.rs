@@ -92,6 +92,24 @@ impl Endpoint {
         })
     }
 
+    /// The address in the form its key is pinned under (`known_servers`): `host:port` for TCP
+    /// and `ws://host:port/path` (or `wss://`) for WebSocket, the scheme and host in lower case
+    /// (they are case-insensitive), the port written out and the path kept as given. Two
+    /// spellings of one address get one pin; `ws://` and `wss://` to one host get one each.
+    pub fn pin_name(&self) -> String {
+        match self {
+            Endpoint::Tcp { addr } => addr.to_ascii_lowercase(),
+            Endpoint::WebSocket { url, addr, tls } => {
+                let scheme = if tls.is_some() { "wss" } else { "ws" };
+                let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+                let path = rest.find(['/', '?', '#']).map_or("", |at| &rest[at..]);
+                // An empty path is `/`, also before a query (`ws://h:1?q` asks for `/?q`).
+                let slash = if path.starts_with('/') { "" } else { "/" };
+                format!("{scheme}://{}{slash}{path}", addr.to_ascii_lowercase())
+            }
+        }
+    }
+
     /// The `HOST:PORT` the TCP connection goes to.
     pub fn socket_addr(&self) -> &str {
         match self {
@@ -252,6 +270,34 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains("only applies to wss://"), "{err}");
         }
+    }
+
+    #[test]
+    fn spellings_of_one_address_share_a_pin_name() {
+        for (a, b) in [
+            ("LocalHost:4321", "localhost:4321"),
+            ("WS://Example.ORG/ws", "ws://example.org:80/ws"),
+            ("ws://example.org:80", "ws://example.org:80/"),
+            ("ws://[::1]:9?x=1", "ws://[::1]:9/?x=1"),
+        ] {
+            let (a, b) = (Endpoint::parse(a).unwrap(), Endpoint::parse(b).unwrap());
+            assert_eq!(a.pin_name(), b.pin_name(), "{a} and {b}");
+        }
+        assert_eq!(
+            Endpoint::parse("ws://Example.org/Chat").unwrap().pin_name(),
+            "ws://example.org:80/Chat",
+            "the path is case-sensitive"
+        );
+        assert_ne!(
+            Endpoint::parse("127.0.0.1:1").unwrap().pin_name(),
+            Endpoint::parse("127.0.0.1:2").unwrap().pin_name()
+        );
+        assert_eq!(
+            Endpoint::parse("WSS://Chat.Example.org/ws")
+                .unwrap()
+                .pin_name(),
+            "wss://chat.example.org:443/ws"
+        );
     }
 
     #[test]

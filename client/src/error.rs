@@ -9,7 +9,7 @@ use flexim_protocol::handshake::HandshakeError;
 use flexim_protocol::status;
 use tokio_tungstenite::tungstenite;
 
-use flexim_session::EngineError;
+use flexim_session::{EngineError, KeyChange};
 
 use crate::endpoint::EndpointError;
 
@@ -132,6 +132,13 @@ pub enum ClientError {
     /// A message could not be sealed (empty or too long text, a weak peer key).
     #[error("cannot encrypt: {0}")]
     E2e(E2eError),
+    /// The server names another key for a contact's alias than the one pinned for it: nothing
+    /// was sealed to it (the user accepts the new key with `accept_contact_key`).
+    #[error("refusing to encrypt: {0}")]
+    ContactKeyChanged(KeyChange),
+    /// An alias was to be sealed to before it was looked up.
+    #[error("{0} has not been looked up yet")]
+    UnknownContact(String),
 }
 
 impl ClientError {
@@ -207,6 +214,8 @@ impl From<EngineError> for ClientError {
             EngineError::Seal(e) => ClientError::E2e(e),
             EngineError::Frame(e) => ClientError::Frame(e),
             EngineError::Link(e) => ClientError::Link(e),
+            EngineError::ContactKeyChanged(change) => ClientError::ContactKeyChanged(change),
+            EngineError::UnknownContact(alias) => ClientError::UnknownContact(alias),
         }
     }
 }

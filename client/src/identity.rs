@@ -143,28 +143,7 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A fresh, empty directory under the system's temp dir, removed when dropped.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            let mut rand = [0u8; 8];
-            crate::os::fill(&mut rand).unwrap();
-            let dir = std::env::temp_dir().join(format!(
-                "flexim-client-{name}-{}",
-                flexim_protocol::keys::hex(&rand)
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testdir::TempDir;
 
     #[test]
     fn key_file_round_trips_with_owner_only_mode() {

@@ -15,7 +15,9 @@
 //! loop {
 //!     match client.next_event().await {
 //!         Ok(Event::Message(m)) => {
-//!             println!("{}: {}", m.from_text, m.text);
+//!             // Named by an alias pinned to the sender's key, else by the key itself.
+//!             let from = m.name.clone().unwrap_or_else(|| m.from.to_hex());
+//!             println!("{from}: {}", m.text);
 //!             // Processed: the server may forget it now (else it comes again at next login).
 //!             if let Some(id) = m.id {
 //!                 client.ack(&[id]).await?;
@@ -39,10 +41,13 @@ mod endpoint;
 mod error;
 mod identity;
 mod os;
+pub mod pins;
+#[cfg(test)]
+mod testdir;
 mod tls;
 mod transport;
 
-pub use client::{CONNECT_TIMEOUT, Client};
+pub use client::{CONNECT_TIMEOUT, Client, ConnectOptions};
 pub use endpoint::{Endpoint, EndpointError, NotTls};
 pub use error::ClientError;
 pub use identity::{Identity, KeyFileError};
@@ -50,7 +55,8 @@ pub use tls::{CaFileError, Trust};
 pub use transport::Transport;
 
 pub use flexim_session::{
-    Answer, Delivery, Event, Incoming as Received, Outbox, Outgoing, Refusal, Seen,
+    Answer, ContactPins, Delivery, Event, Incoming as Received, KeyChange, Outbox, Outgoing,
+    Refusal, Seen,
 };
 
 /// The protocol crate, re-exported so that users of this crate name the same types.

@@ -225,16 +225,12 @@ impl Engine {
     ) {
         let answer = match request {
             Request::Register { alias } => self.on_register(alias, status_of(answer)),
-            Request::Roster => {
-                let users = users_of(answer);
-                users.iter().flatten().for_each(|u| self.learn(u));
-                Answer::Roster(users)
-            }
-            Request::Search { text } => {
-                let result = users_of(answer);
-                result.iter().flatten().for_each(|u| self.learn(u));
-                Answer::Search { text, result }
-            }
+            // Users are reported with the aliases pinned to their keys only (`contacts.rs`).
+            Request::Roster => Answer::Roster(self.learn_all(users_of(answer))),
+            Request::Search { text } => Answer::Search {
+                text,
+                result: self.learn_all(users_of(answer)),
+            },
             Request::GetUser { query, purpose } => {
                 let result = match answer {
                     Ok(Datum::User(user)) => Ok(user),
@@ -243,12 +239,16 @@ impl Engine {
                 if purpose == Lookup::Sender {
                     return self.on_sender_found(&query, result);
                 }
-                if let Ok(user) = &result {
-                    self.learn(user);
+                // The user's aliases first, so that an alias is pinned as registered (its
+                // case), then the alias asked about, which a server might leave out of them.
+                let result = result.map(|user| {
+                    let vouched = self.learn(&user);
                     if PublicKey::from_hex(&query).is_none() {
+                        self.vouch(&query, user.key);
                         self.aliases.insert(alias_key(&query), user.key);
                     }
-                }
+                    vouched
+                });
                 Answer::User {
                     query,
                     purpose,
@@ -267,6 +267,11 @@ impl Engine {
             request: request_id,
             answer,
         });
+    }
+
+    /// Learns the users of a Roster answer, and returns them as the engine reports them.
+    fn learn_all(&mut self, users: Result<Vec<User>, Refusal>) -> Result<Vec<User>, Refusal> {
+        users.map(|users| users.iter().map(|u| self.learn(u)).collect())
     }
 
     /// REGISTER's answer: the alias is this user's (and the one to claim at every login), or

@@ -12,6 +12,7 @@ use flexim_protocol::{
     User,
 };
 
+use crate::contacts::{ContactBook, KeyChange};
 use crate::dedupe::Dedupe;
 use crate::delivery::Delivery;
 use crate::events::Event;
@@ -61,6 +62,15 @@ pub enum EngineError {
     /// The datum does not fit in one record of the link.
     #[error("cannot send the datum: {0}")]
     Link(#[from] LinkError),
+    /// An alias the server has not named a key for since this engine started (a saved pin
+    /// alone is not enough): the driver asks the server (GETUSER) first, so that its current
+    /// word is compared with the pinned key.
+    #[error("{0} has not been looked up yet")]
+    UnknownContact(String),
+    /// The server names another key for the alias than the one pinned for it: nothing is
+    /// sealed to it until the user accepts the new key ([`Engine::accept_contact_key`]).
+    #[error("refusing to encrypt: {0}")]
+    ContactKeyChanged(KeyChange),
 }
 
 /// Where the current connection stands.
@@ -104,8 +114,12 @@ pub struct Engine {
     pub(crate) alias_request: Option<RequestId>,
     /// Conversation keys per peer, derived once (an X25519 and an HKDF each).
     pub(crate) keys: HashMap<PublicKey, ConversationKey>,
-    /// Alias (in its case-insensitive form) to key, from every User the server sent.
+    /// Alias (in its case-insensitive form) to key, from every User the server sent: the
+    /// server's word, which opens messages from senders named by alias. What may be sealed to
+    /// is decided against the pins ([`Engine::contact`]).
     pub(crate) aliases: HashMap<String, PublicKey>,
+    /// Contacts' keys pinned on first use, and the changes waiting for the user (`contacts.rs`).
+    pub(crate) contacts: ContactBook,
     /// The latest User datum per key, with presence kept current by presence notices.
     pub(crate) users: HashMap<PublicKey, User>,
     /// Aliases that GETUSER could not resolve, with the reason, until the messages waiting
@@ -155,6 +169,7 @@ impl Engine {
             alias_request: None,
             keys: HashMap::new(),
             aliases: HashMap::new(),
+            contacts: ContactBook::default(),
             users: HashMap::new(),
             failed_aliases: HashMap::new(),
             looking_up: HashSet::new(),
@@ -239,9 +254,10 @@ impl Engine {
         self.users.get(key)
     }
 
-    /// The key for `who` without asking the server: 64 hex digits, or an alias learnt before.
+    /// The key for `who` without asking the server: 64 hex digits, or an alias learnt before
+    /// whose key is the pinned one ([`Engine::contact`] says why not).
     pub fn resolve_cached(&self, who: &str) -> Option<PublicKey> {
-        PublicKey::from_hex(who).or_else(|| self.aliases.get(&alias_key(who)).copied())
+        self.contact(who).ok()
     }
 
     /// How many requests wait for an answer.
@@ -507,12 +523,15 @@ impl Engine {
         self.emit(Event::Notice(text));
     }
 
-    /// Remembers a user's aliases and details.
-    pub(crate) fn learn(&mut self, user: &User) {
+    /// Remembers a user's aliases and details, and returns the user as the engine reports it:
+    /// with only the aliases pinned to its key (`contacts.rs`).
+    pub(crate) fn learn(&mut self, user: &User) -> User {
         for alias in &user.aliases {
             self.aliases.insert(alias_key(alias), user.key);
         }
-        self.users.insert(user.key, user.clone());
+        let vouched = self.vouched(user);
+        self.users.insert(user.key, vouched.clone());
+        vouched
     }
 
     /// Dispatches one datum by the connection's phase.

@@ -2,6 +2,7 @@
 
 use flexim_protocol::{PublicKey, Status, User};
 
+use crate::contacts::KeyChange;
 use crate::delivery::Delivery;
 use crate::login::{LoginError, PinCheck};
 use crate::requests::{Lookup, RequestId};
@@ -11,8 +12,13 @@ use crate::requests::{Lookup, RequestId};
 pub struct Incoming {
     /// The sender's key (`from` resolved).
     pub from: PublicKey,
-    /// The `from` field as the sender wrote it (its key in hex, or one of its aliases).
+    /// The `from` field as the sender wrote it (its key in hex, or one of its aliases). An
+    /// alias here is the sender's claim; show [`Incoming::name`] instead.
     pub from_text: String,
+    /// The alias pinned to the sender's key ([`crate::contacts`]): `from_text` when it is an
+    /// alias pinned to `from`, else any alias pinned to `from`. Never an alias pinned to
+    /// another key, so a message is never shown as coming from a contact whose key it is not.
+    pub name: Option<String>,
     /// The `to` field as the sender wrote it (this user's key in hex, or one of its aliases).
     pub to: String,
     /// When the sender says it sent the message (Unix seconds); bound into the seal, so the
@@ -149,6 +155,11 @@ pub enum Event {
     },
     /// The login failed; the connection cannot go on.
     LoginFailed(LoginError),
+    /// The server names another key for an alias than the one pinned for it (once per new
+    /// key): the contact made a new key, or someone substitutes theirs. Until the user accepts
+    /// it ([`crate::Engine::accept_contact_key`]) nothing is sealed to the alias and the alias
+    /// is not shown for the new key.
+    ContactKeyChanged(KeyChange),
     /// A message arrived and opened (copies of messages already reported are not).
     Message(Incoming),
     /// A message arrived but did not open. One with an id that will never open has been

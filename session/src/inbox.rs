@@ -65,6 +65,7 @@ impl Engine {
         match found {
             Ok(user) => {
                 self.learn(&user);
+                self.vouch(query, user.key);
                 self.aliases.insert(name, user.key);
             }
             Err(refusal) => {
@@ -128,8 +129,10 @@ impl Engine {
         if let Some(id) = &id {
             self.unacked.insert(id.clone());
         }
+        let name = self.sender_name(&sender, &message.from);
         self.emit(Event::Message(Incoming {
             from: sender,
+            name,
             from_text: message.from,
             to: message.to,
             date: message.date,

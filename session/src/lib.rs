@@ -35,11 +35,15 @@
 //!   frames go out again, byte for byte and in order, before anything new.
 //! - **Receiving** (`inbox.rs`): senders named by alias are looked up in order, boxes are
 //!   opened, copies are dropped ([`dedupe`]), and what was processed is acknowledged.
+//! - **Contacts' keys** ([`contacts`]): the key of every alias the server names is pinned on
+//!   first use; an alias whose key changed is reported, not shown for the new key and not
+//!   sealed to until the user accepts it. [`pinfile`] is the text form pins are saved in.
 //!
 //! The rules where the two clients used to differ are decided once here and written down in
 //! docs/PROTOCOL.md §8.2.
 
 mod commands;
+pub mod contacts;
 pub mod dedupe;
 pub mod delivery;
 mod engine;
@@ -47,11 +51,13 @@ pub mod events;
 mod inbox;
 pub mod login;
 pub mod outbox;
+pub mod pinfile;
 pub mod requests;
 mod stream;
 pub mod text;
 
 pub use commands::Sending;
+pub use contacts::{ContactPins, KeyChange};
 pub use dedupe::{DEDUP_WINDOW, Dedupe, Seen};
 pub use delivery::{Delivery, is_final};
 pub use engine::{ACK_BATCH, Config, Engine, EngineError, Framing, Random};

@@ -282,6 +282,32 @@ impl TestServer {
         self.start_again_on_same_ports()
     }
 
+    /// Stops the server and starts another on the same ports with a fresh data directory: what
+    /// a client sees when the server was re-installed, or when another server took its
+    /// address. With `keep_key` the new directory gets the old server key file and nothing
+    /// else: the same server key, its users and aliases forgotten (so that an alias can go to
+    /// another key). Without it, the server makes a new key.
+    pub fn reinstall_on_same_ports(mut self, keep_key: bool) -> TestServer {
+        assert!(self.stop(), "server exits cleanly on SIGTERM");
+        let parent = self
+            .options
+            .data_parent
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = TempDir::new_in(&parent, "server");
+        if keep_key {
+            std::fs::create_dir_all(dir.0.join("data")).expect("a data directory");
+            std::fs::copy(
+                self.data_dir().join("server.key"),
+                dir.0.join("data").join("server.key"),
+            )
+            .expect("the server key is copied");
+        }
+        let http = self.http_addr();
+        let options = self.options.clone();
+        Self::spawn(dir, &self.tcp.to_string(), &http, options).expect("server starts again")
+    }
+
     /// Starts a stopped server again on its data directory and ports.
     fn start_again_on_same_ports(mut self) -> TestServer {
         let dir = TempDir(std::mem::take(&mut self.dir.0));

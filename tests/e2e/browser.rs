@@ -402,3 +402,127 @@ async fn scenario() {
     anna.quit().await.unwrap();
     ben.quit().await.unwrap();
 }
+
+#[test]
+fn a_browser_warns_about_a_contact_whose_key_changed_and_sends_only_after_trust() {
+    // Run on a thread with a large stack, as the scenario above.
+    let thread = std::thread::Builder::new()
+        .name("browser-pins".into())
+        .stack_size(32 * 1024 * 1024)
+        .spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(contact_key_scenario())
+        })
+        .unwrap();
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn contact_key_scenario() {
+    let server = TestServer::start();
+    let url = server.http.clone();
+    let driver = Driver::start().await.unwrap();
+    let anna = driver.browser(1100, 760).await.unwrap();
+    open(&anna, &url).await;
+    let bob_id = Identity::from_secret(new_key());
+    let bob_key = bob_id.public_key();
+    let mut bob = Client::connect(&server.tcp.to_string(), &bob_id, Some("bob"))
+        .await
+        .unwrap();
+    // The first conversation with "bob" pins bob's key, in localStorage.
+    open_conversation(&anna, "bob", &bob_key.to_hex()).await;
+    send(&anna, "hello first bob").await;
+    assert_eq!(next_message(&mut bob).await.text, "hello first bob");
+    bob.close().await.unwrap();
+    let saved_pins = || async {
+        let pins = anna
+            .js("return localStorage.getItem('flexim.contactPins');", vec![])
+            .await
+            .unwrap();
+        pins.as_str().unwrap_or_default().to_string()
+    };
+    assert!(
+        saved_pins()
+            .await
+            .contains(&format!("bob {}", bob_key.to_hex()))
+    );
+
+    // The server forgets its users (same key, fresh store) and another key takes "bob".
+    let server = server.reinstall_on_same_ports(true);
+    anna.wait_for("#conn-state[data-state=online]", UI_WAIT)
+        .await
+        .unwrap();
+    let mallory_id = Identity::from_secret(new_key());
+    let mallory_key = mallory_id.public_key();
+    let mut mallory = Client::connect(&server.tcp.to_string(), &mallory_id, Some("bob"))
+        .await
+        .unwrap();
+
+    // Looking "bob" up again: a warning with both fingerprints, and no conversation with the
+    // new key under the alias.
+    set_value(&anna, "#contact-input", "bob").await;
+    anna.click("#contact-add").await.unwrap();
+    let banner = anna
+        .wait_text("#contact-warning-bob", UI_WAIT, |t| {
+            t.contains("has changed")
+        })
+        .await
+        .unwrap();
+    assert!(banner.contains(&bob_key.fingerprint()), "{banner}");
+    assert!(banner.contains(&mallory_key.fingerprint()), "{banner}");
+    anna.wait_text("#contact-error", UI_WAIT, |t| t.contains("different key"))
+        .await
+        .unwrap();
+    assert!(
+        anna.find(&contact(&mallory_key.to_hex()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Writing to bob's conversation is blocked until the user decides: no line, nothing sent.
+    anna.click(&contact(&bob_key.to_hex())).await.unwrap();
+    send(&anna, "should not go").await;
+    anna.wait_text("#log", UI_WAIT, |t| t.contains("not sent"))
+        .await
+        .unwrap();
+    let lines = anna.text_of("#messages").await.unwrap();
+    assert!(!lines.contains("should not go"), "{lines}");
+    let kept = anna
+        .js("return document.querySelector('#composer').value;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        kept,
+        json!("should not go"),
+        "the text waits in the composer"
+    );
+    set_value(&anna, "#composer", "").await;
+
+    // The explicit confirmation: the banner goes, the new key's conversation opens under the
+    // alias, and messages go to it. The warning is at the top of the page, where the user
+    // scrolls to read it (typing in the composer scrolled the page under the top bar).
+    anna.js("window.scrollTo(0, 0);", vec![]).await.unwrap();
+    anna.click("#contact-warning-bob .trust-contact-key")
+        .await
+        .unwrap();
+    anna.wait_for(
+        &format!("#conversation[data-key='{}']", mallory_key.to_hex()),
+        UI_WAIT,
+    )
+    .await
+    .unwrap();
+    assert!(anna.find("#contact-warning-bob").await.unwrap().is_none());
+    send(&anna, "hello new bob").await;
+    assert_eq!(next_message(&mut mallory).await.text, "hello new bob");
+    assert!(
+        saved_pins()
+            .await
+            .contains(&format!("bob {}", mallory_key.to_hex()))
+    );
+    anna.quit().await.unwrap();
+}

@@ -92,7 +92,12 @@ async fn scenario() {
         .unwrap()
         .trusting(Trust::from_ca_file(&certs.tls.ca).unwrap())
         .unwrap();
-    let mut carl = Client::connect_to(endpoint, &carl_id, Some("carl"), None)
+    let options = flexim_client::ConnectOptions {
+        alias: Some("carl".into()),
+        server_key: None,
+        contact_pins: Default::default(),
+    };
+    let mut carl = Client::connect_with(endpoint, &carl_id, options)
         .await
         .unwrap();
 

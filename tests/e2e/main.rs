@@ -15,6 +15,7 @@ mod handshake;
 mod limits;
 mod link;
 mod offline;
+mod pins;
 mod privacy;
 mod receipts;
 mod redis_store;

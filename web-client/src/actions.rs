@@ -134,6 +134,16 @@ impl App {
                 .log("open a conversation first: pick a contact or start one with an alias");
             return;
         };
+        // A contact whose key changed gets nothing until the user decides; the text stays in
+        // the composer.
+        if let Some(change) = self.model.send_blocked(&peer) {
+            let alias = change.alias.clone();
+            self.ui.log(&format!(
+                "not sent: the key of “{alias}” changed; trust the new key (at the top) once \
+                 you have compared its fingerprint, or start a conversation by key"
+            ));
+            return;
+        }
         let now = crate::os::now_secs();
         let line = self.model.contacts.send(&peer, &text, now);
         self.ui.composer.set_value("");
@@ -162,6 +172,24 @@ impl App {
             self.engine.set_pinned(Some(presented));
             self.reconnect_now();
         }
+    }
+
+    /// `.trust-contact-key` in a contact's warning: the user trusts the new key of `alias`;
+    /// the engine pins it, and the model opens its conversation under the alias.
+    pub(crate) fn on_trust_contact(&mut self, alias: &str) {
+        let now = crate::os::now_secs();
+        let effects = match self.engine.accept_contact_key(alias) {
+            Some(key) => self.model.contact_key_accepted(alias, &key, now),
+            None => {
+                // The engine has nothing waiting (the page kept a stale warning): drop it.
+                self.model.forget_warning(alias);
+                Vec::new()
+            }
+        };
+        for effect in effects {
+            self.run(effect);
+        }
+        self.pump();
     }
 
     /// `#export-button`: shows the secret key (or hides it again).
@@ -209,7 +237,12 @@ impl App {
 
     /// Starts over as another user: new session, no alias, no history, new connection.
     fn switch_identity(&mut self, secret: SecretKey) {
+        // The contacts' keys are the server's directory as this browser learnt it, whoever
+        // the user is: the new identity keeps them.
+        let pins = self.engine.contact_pins().clone();
         self.engine = new_engine(&secret, self.model.pinned, None);
+        self.engine.restore_contact_pins(pins);
+        self.engine.take_pins_changed();
         self.model.me = secret.public_key();
         self.secret = secret;
         self.model.alias = None;

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 
 use flexim_protocol::{PublicKey, SecretKey};
-use flexim_session::{Config, Delivery, Engine, Framing, SavedDelivery};
+use flexim_session::{Config, ContactPins, Delivery, Engine, Framing, SavedDelivery};
 use wasm_bindgen::JsCast;
 use web_sys::{Event, EventTarget, KeyboardEvent};
 
@@ -179,6 +179,7 @@ impl App {
             export_shown: false,
         };
         app.restore_delivery(&mut notes);
+        app.restore_contact_pins(&mut notes);
         for note in &notes {
             app.ui.log(note);
         }
@@ -212,6 +213,25 @@ impl App {
         self.model.dirty |= self.model.contacts.settle_unsent(&waiting) > 0;
     }
 
+    /// Gives the engine the contacts' keys pinned on earlier visits. Unreadable pins are set
+    /// aside (not overwritten) and the user is told that changes of those keys go unnoticed.
+    fn restore_contact_pins(&mut self, notes: &mut Vec<String>) {
+        let Some(text) = self.store.get(storage::CONTACT_PINS) else {
+            return;
+        };
+        match ContactPins::from_text(&text) {
+            Ok(pins) => self.engine.restore_contact_pins(pins),
+            Err(e) => {
+                let _ = self.store.set(storage::CONTACT_PINS_BACKUP, &text);
+                notes.push(format!(
+                    "the saved keys of your contacts were unreadable ({e}); they were moved to \
+                     {} and are learnt again, so a change of those keys goes unnoticed once",
+                    storage::CONTACT_PINS_BACKUP
+                ));
+            }
+        }
+    }
+
     /// Brings the page up to date and saves what changed.
     pub(crate) fn render(&mut self) {
         let m = &self.model;
@@ -225,6 +245,7 @@ impl App {
         self.ui.set_conn(view);
         self.ui
             .set_key_warning(m.key_warning.as_ref().map(|(p, n)| (p, n)));
+        self.ui.set_contact_warnings(&m.contact_warnings);
         self.ui
             .set_server(m.server_key.as_ref().or(m.pinned.as_ref()));
         self.ui.set_my_aliases(&m.my_aliases);
@@ -241,6 +262,14 @@ impl App {
             {
                 self.ui
                     .log(&format!("the conversations could not be saved: {e}"));
+            }
+        }
+        if self.engine.take_pins_changed() {
+            let text = self.engine.contact_pins().to_text();
+            if let Err(e) = self.store.set(storage::CONTACT_PINS, &text) {
+                self.ui.log(&format!(
+                    "the keys of your contacts could not be saved: {e}"
+                ));
             }
         }
         if self.engine.take_storage_changed() {
@@ -399,6 +428,15 @@ impl App {
                 self.run(effect);
             }
         }
+        // A change the engine no longer holds (the server named the pinned key again) is no
+        // longer a warning: the engine is the one that knows.
+        let ended: Vec<String> = (self.model.contact_warnings.iter())
+            .filter(|w| self.engine.key_change(&w.alias) != Some(*w))
+            .map(|w| w.alias.clone())
+            .collect();
+        for alias in ended {
+            self.model.forget_warning(&alias);
+        }
     }
 
     /// Brings a conversation in front of the user.
@@ -505,6 +543,10 @@ fn bind() {
     on_id("banner-slot", "click", |e| {
         if dom::closest(&e, "#accept-server-key").is_some() {
             with_app(App::on_accept_server_key);
+        } else if let Some(alias) = dom::closest(&e, ".trust-contact-key")
+            .and_then(|button| button.get_attribute("data-alias"))
+        {
+            with_app(|app| app.on_trust_contact(&alias));
         }
     });
     on_id("export-button", "click", |_| {

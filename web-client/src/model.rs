@@ -6,9 +6,10 @@
 //! runner in `app.rs` does them; rendering reads the state. Because nothing here touches the
 //! browser, the tests run every rule natively.
 
+use flexim_protocol::keys::alias_key;
 use flexim_protocol::status;
 use flexim_protocol::{PublicKey, User};
-use flexim_session::{Answer, Delivery, Event, Incoming, Lookup, PinCheck, Refusal};
+use flexim_session::{Answer, Delivery, Event, Incoming, KeyChange, Lookup, PinCheck, Refusal};
 
 use crate::policy;
 use crate::state::Contacts;
@@ -116,6 +117,10 @@ pub struct Model {
     /// While set, the server presented `.1` although `.0` is pinned, and the user has not
     /// decided yet.
     pub key_warning: Option<(PublicKey, PublicKey)>,
+    /// The contacts whose alias the server now names another key for than the pinned one,
+    /// oldest first, until the user trusts the new key. Sending to them is blocked meanwhile
+    /// ([`Model::send_blocked`]).
+    pub contact_warnings: Vec<KeyChange>,
     /// The connection state.
     pub conn: Conn,
     /// Why reconnecting automatically is off (another tab took over), if it is.
@@ -142,6 +147,7 @@ impl Model {
             pinned,
             server_key: None,
             key_warning: None,
+            contact_warnings: Vec::new(),
             conn: Conn::Connecting,
             paused: None,
             dirty: false,
@@ -160,6 +166,7 @@ impl Model {
         match event {
             Event::ServerKey { key, check } => self.on_server_key(key, check),
             Event::LoggedIn { me, server } => self.on_logged_in(&me, &server, ctx.waiting),
+            Event::ContactKeyChanged(change) => self.on_contact_key_changed(change),
             Event::LoginFailed(e) => {
                 let reason = e.to_string();
                 vec![
@@ -413,6 +420,13 @@ impl Model {
             self.contacts.learn_name(&user.key, &user.aliases);
             return Vec::new();
         }
+        // The engine reported the change just before this answer: the key it names is not the
+        // one the user knows by this alias, so no conversation opens under it.
+        if self.warning_for(query).is_some() {
+            return vec![Effect::ContactError(format!(
+                "“{query}” now has a different key than the one you know: see the warning at                  the top. No conversation was opened."
+            ))];
+        }
         // Name the contact with the alias as registered (its case), matching what the user
         // typed.
         let name = user
@@ -434,6 +448,57 @@ impl Model {
             Effect::ContactError(warning),
             Effect::ClearContactInput,
             self.open_conversation(&user.key, ctx.now),
+        ]
+    }
+
+    fn on_contact_key_changed(&mut self, change: KeyChange) -> Vec<Effect> {
+        let text = format!(
+            "the server says “{}” now has another key than the one pinned for it; sending to \
+             it is blocked until you decide",
+            change.alias
+        );
+        self.forget_warning(&change.alias);
+        self.contact_warnings.push(change);
+        vec![Effect::Log(text)]
+    }
+
+    /// Drops the warning about `alias` (any case): the user decided, or the engine has no
+    /// change waiting for it any more (the server named the pinned key again).
+    pub fn forget_warning(&mut self, alias: &str) {
+        let name = alias_key(alias);
+        self.contact_warnings
+            .retain(|w| alias_key(&w.alias) != name);
+    }
+
+    /// The warning about `alias` (any case), if one waits for the user.
+    pub fn warning_for(&self, alias: &str) -> Option<&KeyChange> {
+        let name = alias_key(alias);
+        self.contact_warnings
+            .iter()
+            .find(|w| alias_key(&w.alias) == name)
+    }
+
+    /// Why nothing may be sent to `peer` now, if so: a key change waits for the user's decision
+    /// about the alias `peer` is known by, or about the alias the server now names `peer` for.
+    pub fn send_blocked(&self, peer: &PublicKey) -> Option<&KeyChange> {
+        let name = self.contacts.get(peer).and_then(|c| c.name.as_deref());
+        self.contact_warnings.iter().find(|w| {
+            w.pinned == *peer
+                || w.presented == *peer
+                || name.is_some_and(|n| alias_key(n) == alias_key(&w.alias))
+        })
+    }
+
+    /// The user trusted `key`, the new key of `alias` (the engine has pinned it): the warning
+    /// goes, the alias names that key's conversation (and no longer the old key's), which
+    /// opens.
+    pub fn contact_key_accepted(&mut self, alias: &str, key: &PublicKey, now: i64) -> Vec<Effect> {
+        self.forget_warning(alias);
+        self.contacts.forget_name(alias);
+        self.contacts.add(key, Some(alias), now);
+        vec![
+            Effect::Log(format!("you trusted the new key of “{alias}”")),
+            self.open_conversation(key, now),
         ]
     }
 

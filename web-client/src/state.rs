@@ -211,6 +211,16 @@ impl Contacts {
         }
     }
 
+    /// Takes the name `alias` (any case) away from every contact that has it: the alias now
+    /// belongs to another key, and a contact shown under it would be shown as someone else.
+    pub fn forget_name(&mut self, alias: &str) {
+        for c in &mut self.list {
+            if c.name.as_deref().map(alias_key) == Some(alias_key(alias)) {
+                c.name = None;
+            }
+        }
+    }
+
     /// Gives a contact a name if it has none yet (from a roster or a lookup), without
     /// overriding the alias the user chose.
     pub fn learn_name(&mut self, key: &PublicKey, aliases: &[String]) {

@@ -17,6 +17,12 @@ pub(crate) const CONTACTS: &str = "flexim.contacts";
 /// The messages sent but not yet confirmed, and the recently seen message ids, as JSON (see
 /// [`crate::outbox::SavedDelivery::to_json`]).
 pub(crate) const DELIVERY: &str = "flexim.delivery";
+/// The contacts' keys pinned on first use, in the engine's saved form (see
+/// [`flexim_session::ContactPins::to_text`]).
+pub(crate) const CONTACT_PINS: &str = "flexim.contactPins";
+/// Where unreadable contact pins are moved, so that the pins can still be recovered by hand
+/// instead of being overwritten by the ones learnt again.
+pub(crate) const CONTACT_PINS_BACKUP: &str = "flexim.contactPins.unreadable";
 /// Where an unreadable identity is moved before a new one is made, so that a damaged value
 /// can still be recovered by hand instead of being overwritten.
 pub(crate) const IDENTITY_BACKUP: &str = "flexim.identity.unreadable";

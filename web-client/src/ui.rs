@@ -220,6 +220,12 @@ impl Ui {
         }
     }
 
+    /// Shows a warning, with a button to trust the new key, for every contact whose key
+    /// changed, and removes the warnings the user decided.
+    pub(crate) fn set_contact_warnings(&self, warnings: &[flexim_session::KeyChange]) {
+        crate::banners::sync_contact_warnings(&self.banner_slot, warnings);
+    }
+
     /// Shows the outcome of an alias registration.
     pub(crate) fn set_alias_result(&self, text: &str, ok: bool) {
         set_text(&self.alias_result, text);

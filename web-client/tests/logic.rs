@@ -768,3 +768,73 @@ fn what_the_page_saves_brings_back_the_outbox_and_the_seen_messages() {
         .len();
     assert_eq!(lines, 2, "the sent line and the received one, not the copy");
 }
+
+// ----- contacts' keys -----
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_contact_whose_key_changed_is_warned_about_and_blocked_until_trusted() {
+    let (server, me) = (key(1), key(2));
+    let (bob, mallory) = (key(3), key(9));
+    let (old, new) = (bob.public_key(), mallory.public_key());
+    // A first visit pins bob's key when the user starts a conversation with "bob"; the page
+    // saves the pins in their text form, as `app.rs` does in localStorage.
+    let mut first = logged_in(&me, &server);
+    first.engine.get_user("bob", Lookup::Contact).unwrap();
+    first.pump();
+    first.receive(&frame_of(user(&old, &["bob"], true)));
+    assert!(first.engine.take_pins_changed());
+    let saved = first.engine.contact_pins().to_text();
+    let contacts = first.model.contacts.to_json();
+
+    // A later visit restores them; now the server names mallory's key for "bob".
+    let mut page = logged_in(&me, &server);
+    page.model.contacts = Contacts::from_json(&contacts).unwrap();
+    let pins = flexim_session::ContactPins::from_text(&saved).unwrap();
+    page.engine.restore_contact_pins(pins);
+    page.engine.get_user("bob", Lookup::Contact).unwrap();
+    page.pump();
+    page.receive(&frame_of(user(&new, &["bob"], true)));
+    let warning = page.model.warning_for("BOB").cloned().expect("a warning");
+    assert_eq!((warning.pinned, warning.presented), (old, new));
+    // No conversation opens under the alias, and the contact form says why.
+    assert!(page.model.contacts.get(&new).is_none());
+    assert!(page.take_effects().iter().any(|e| matches!(
+        e,
+        Effect::ContactError(text) if text.contains("different key")
+    )));
+    // Sending to bob's conversation, or to the new key, is blocked until the user decides.
+    assert!(page.model.send_blocked(&old).is_some());
+    assert!(page.model.send_blocked(&new).is_some());
+    // A message from the new key is its own conversation, never named bob.
+    page.receive(&frame_of(sealed(
+        &mallory,
+        &me.public_key(),
+        "it's me",
+        9,
+        &[],
+    )));
+    page.receive(&frame_of(user(&new, &["bob"], true)));
+    assert_eq!(page.model.contacts.get(&new).unwrap().name, None);
+    assert_eq!(
+        page.model.contacts.get(&old).unwrap().name.as_deref(),
+        Some("bob")
+    );
+
+    // The user trusts the new key: the engine pins it, the alias moves to it.
+    let accepted = page
+        .engine
+        .accept_contact_key("bob")
+        .expect("a change to accept");
+    assert_eq!(accepted, new);
+    page.model.contact_key_accepted("bob", &accepted, 10);
+    assert!(page.model.contact_warnings.is_empty());
+    assert_eq!(
+        page.model.contacts.get(&new).unwrap().name.as_deref(),
+        Some("bob")
+    );
+    assert_eq!(page.model.contacts.get(&old).unwrap().name, None);
+    assert_eq!(page.model.contacts.open_key(), Some(&new));
+    assert!(page.model.send_blocked(&new).is_none());
+    assert!(page.engine.take_pins_changed(), "the new pin is saved");
+    assert!(page.engine.contact_pins().to_text().contains(&new.to_hex()));
+}

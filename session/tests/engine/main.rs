@@ -2,6 +2,7 @@
 //! shapes are those of the end-to-end tests (login, reconnect, resend, copies, receipts), with
 //! a pretend server played by the protocol crate ([`kit`]).
 
+mod contacts;
 mod kit;
 mod login;
 mod receiving;

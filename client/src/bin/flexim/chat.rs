@@ -14,6 +14,7 @@ use crate::connect::{connect, lost};
 use crate::format::{
     aliases_suffix, describe, format_time, print_user_details, short_id, short_key, snippet,
 };
+use crate::pins::{Pins, contact_changed};
 use crate::{CHAT_HELP, ChatArgs};
 
 /// What the chat loop does after a line.
@@ -39,10 +40,12 @@ struct Chat {
     /// Whether a failed ACK has been reported, so that a server refusing them is not reported
     /// for every message.
     ack_warned: bool,
+    /// Where the contacts' keys are kept (saved after every line and event that changed them).
+    pins: Pins,
 }
 
 pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
-    let client = connect(&args.conn).await?;
+    let (client, pins) = connect(&args.conn).await?;
     let me = client.me();
     println!(
         "you are {}{}",
@@ -60,6 +63,7 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
         seen: HashSet::from([me.key]),
         sent: HashMap::new(),
         ack_warned: false,
+        pins,
     };
     if let Some(to) = &args.to {
         let result = chat.switch(to).await;
@@ -103,14 +107,20 @@ impl Chat {
             tokio::select! {
                 line = lines.recv() => match line {
                     Some(Ok(line)) => {
-                        if self.line(&line).await? == Flow::Quit {
+                        let flow = self.line(&line).await;
+                        self.pins.save(&mut self.client);
+                        if flow? == Flow::Quit {
                             return Ok(());
                         }
                     }
                     None => return Ok(()),
                     Some(Err(e)) => return Err(anyhow!(e).context("cannot read stdin")),
                 },
-                event = self.client.next_event() => self.event(event).await?,
+                event = self.client.next_event() => {
+                    let handled = self.event(event).await;
+                    self.pins.save(&mut self.client);
+                    handled?;
+                }
             }
         }
     }
@@ -139,6 +149,12 @@ impl Chat {
         match result {
             Ok(()) => Ok(()),
             Err(e) if e.is_connection_lost() => Err(lost(&self.client, e)),
+            Err(ClientError::ContactKeyChanged(change)) => {
+                let accept = format!("/trust {}", change.alias);
+                let text = contact_changed(&change, self.pins.contacts_path(), &accept);
+                println!("error: refusing: {text}");
+                Ok(())
+            }
             Err(e) => {
                 println!("error: {e}");
                 Ok(())
@@ -212,12 +228,13 @@ impl Chat {
                         .map(|s| println!("* {}", describe(&s)))
                 }
             }
+            ("trust", alias) if !alias.is_empty() => self.trust(alias).await,
             ("ghost", _) => self
                 .client
                 .ghost()
                 .await
                 .map(|s| println!("* {}", describe(&s))),
-            ("to" | "msg" | "search" | "whois" | "register", _) => {
+            ("to" | "msg" | "search" | "whois" | "register" | "trust", _) => {
                 println!("error: /{name} needs an argument; /help lists the commands");
                 Ok(())
             }
@@ -301,6 +318,23 @@ impl Chat {
         Ok(())
     }
 
+    /// `/trust ALIAS`: accepts the key the server names for ALIAS now (asked again first, so
+    /// that what is accepted is the server's current word).
+    async fn trust(&mut self, alias: &str) -> Result<(), ClientError> {
+        let user = self.client.get_user(alias).await?;
+        match self.client.accept_contact_key(alias) {
+            Some(key) => println!(
+                "* {alias} is now pinned to {}; compare it with {alias} if you have not",
+                key.fingerprint()
+            ),
+            None => println!(
+                "* {alias} has the pinned key {}; nothing to accept",
+                user.key.fingerprint()
+            ),
+        }
+        Ok(())
+    }
+
     /// `/whois WHO`.
     async fn whois(&mut self, who: &str) -> Result<(), ClientError> {
         let user = self.client.get_user(who).await?;
@@ -355,6 +389,11 @@ impl Chat {
                 _ => println!("* server error: {reason}"),
             },
             Ok(Event::Notice(text)) => println!("* {text}"),
+            Ok(Event::ContactKeyChanged(change)) => {
+                let accept = format!("/trust {}", change.alias);
+                let text = contact_changed(&change, self.pins.contacts_path(), &accept);
+                println!("* warning: {text}");
+            }
             Ok(Event::Answer { answer, .. }) => self.show_late_answer(answer),
             Ok(Event::Closed) => {
                 bail!(
@@ -419,11 +458,8 @@ impl Chat {
                 m.from.fingerprint()
             );
         }
-        let name = if PublicKey::from_hex(&m.from_text).is_some() {
-            self.name_of(&m.from)
-        } else {
-            m.from_text.clone()
-        };
+        // An alias the sender wrote is shown only if it is pinned to the sender's key.
+        let name = m.name.clone().unwrap_or_else(|| self.name_of(&m.from));
         println!("[{}] {name}: {}", format_time(m.date), m.text);
         // Shown, so the server may forget it (and tell the sender it was delivered).
         if let Some(id) = m.id {

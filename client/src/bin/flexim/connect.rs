@@ -5,21 +5,33 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use flexim_client::protocol::status;
-use flexim_client::{Client, ClientError, Endpoint, Identity, KeyFileError, Trust};
+use flexim_client::{Client, ClientError, ConnectOptions, Endpoint, Identity, KeyFileError, Trust};
 
 use crate::ConnArgs;
+use crate::pins::{Pins, server_changed};
 
-/// Loads the key and logs in, turning failures into messages that say what to do.
-pub(crate) async fn connect(conn: &ConnArgs) -> anyhow::Result<Client> {
+/// Loads the key and logs in, turning failures into messages that say what to do. The server's
+/// key must be the one given with `--server-key` or pinned for the address (a new one is
+/// pinned), and the contacts' pins go to the engine before the login.
+pub(crate) async fn connect(conn: &ConnArgs) -> anyhow::Result<(Client, Pins)> {
     let identity = load_identity(conn)?;
-    Client::connect_to(
-        endpoint(conn)?,
-        &identity,
-        conn.alias.as_deref(),
-        conn.server_key.as_ref(),
-    )
-    .await
-    .map_err(|e| login_error(conn, e))
+    let mut pins = Pins::open(conn)?;
+    let expected = pins.expected(conn);
+    let options = ConnectOptions {
+        alias: conn.alias.clone(),
+        server_key: expected,
+        contact_pins: pins.contacts_for(expected)?,
+    };
+    let mut client = Client::connect_with(endpoint(conn)?, &identity, options)
+        .await
+        .map_err(|e| match e {
+            ClientError::ServerKeyMismatch { pinned, got, .. } => {
+                server_changed(&pins, conn, &pinned, &got)
+            }
+            e => login_error(conn, e),
+        })?;
+    pins.logged_in(&mut client, conn)?;
+    Ok((client, pins))
 }
 
 /// The server's address, trusting the CA of `--ca` when one is given.

@@ -30,9 +30,18 @@ pub(crate) fn print_line(line: &str) -> anyhow::Result<()> {
         .context("cannot write to stdout")
 }
 
-/// The plain listen format: `[date] FROM: text`.
+/// The plain listen format: `[date] FROM: text`, FROM as the sender wrote it when that is its
+/// key or an alias pinned to its key, else its key: an alias in `from` that is pinned to
+/// another key is a claim nobody vouches for, and is not shown.
 pub(crate) fn plain_line(m: &Received) -> String {
-    format!("[{}] {}: {}", format_utc(m.date), m.from_text, m.text)
+    let vouched = PublicKey::from_hex(&m.from_text).is_some()
+        || m.name.as_deref() == Some(m.from_text.as_str());
+    let from = if vouched {
+        m.from_text.clone()
+    } else {
+        m.from.to_hex()
+    };
+    format!("[{}] {from}: {}", format_utc(m.date), m.text)
 }
 
 /// The JSON form of a received message, one object per line (see [`json_line`]).
@@ -164,6 +173,7 @@ mod tests {
         Received {
             from: PublicKey([0xab; 32]),
             from_text: "alice".into(),
+            name: Some("alice".into()),
             to: "bob".into(),
             date: 1_700_000_000,
             flags: vec!["NOTIFY".into()],
@@ -189,6 +199,12 @@ mod tests {
             ..received("hi", Some("x"))
         };
         assert_eq!(plain_line(&m), "[1970-01-01T00:00:00Z] alice: hi");
+        // An alias the sender claims but that is pinned to another key: the key is shown.
+        let claimed = Received { name: None, ..m };
+        assert_eq!(
+            plain_line(&claimed),
+            format!("[1970-01-01T00:00:00Z] {}: hi", "ab".repeat(32))
+        );
     }
 
     #[test]

@@ -8,13 +8,14 @@ use tokio::time::Instant;
 
 use crate::connect::{connect, lost};
 use crate::format::{describe, json_line, plain_line, print_line};
+use crate::pins::{Pins, contact_changed, trust_command};
 use crate::{EXIT_TIMEOUT, ListenArgs};
 
 const SESSION_EXISTS_HINT: &str = "another session is logged in with this key and receives its \
     messages; use --ghost to take over";
 
 pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
-    let mut client = connect(&args.conn).await?;
+    let (mut client, pins) = connect(&args.conn).await?;
     if args.ghost {
         match client.ghost().await {
             Ok(answer) => eprintln!("{}", describe(&answer)),
@@ -26,6 +27,7 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
     let mut listener = Listener {
         received: 0,
         ack_warned: false,
+        pins,
     };
     loop {
         if args.count.is_some_and(|n| listener.received >= n) {
@@ -42,7 +44,9 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
             },
             None => client.next_event().await,
         };
-        listener.event(&mut client, &args, event).await?;
+        let handled = listener.event(&mut client, &args, event).await;
+        listener.pins.save(&mut client);
+        handled?;
     }
 }
 
@@ -67,6 +71,8 @@ struct Listener {
     /// Whether a refused ACK was reported: a server that refuses one refuses every one, and
     /// saying so once is enough.
     ack_warned: bool,
+    /// Where the contacts' keys are kept (saved after every event that changed them).
+    pins: Pins,
 }
 
 impl Listener {
@@ -97,6 +103,15 @@ impl Listener {
             }
             Ok(Event::Undecryptable { from, reason, .. }) => {
                 eprintln!("flexim: a message from {from} could not be decrypted: {reason}");
+            }
+            Ok(Event::ContactKeyChanged(change)) => {
+                let accept = trust_command(&change, &args.conn);
+                let text = contact_changed(&change, self.pins.contacts_path(), &accept);
+                eprintln!(
+                    "flexim: warning: {text}. Messages from the new key are shown with that \
+                     key, not as {}.",
+                    change.alias
+                );
             }
             Ok(Event::SessionExists(_)) => {
                 if !args.ghost {

@@ -7,7 +7,9 @@ mod chat;
 mod connect;
 mod format;
 mod listen;
+mod pins;
 mod send;
+mod trust;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,9 +27,15 @@ Examples:
   flexim send --key alice.key --to bob 'hello bob'
   flexim listen --key bob.key --json --count 1 --timeout 10
   flexim chat --key alice.key --alias alice --to bob
+  flexim trust --key alice.key bob       # accept bob's new key, once compared
   FLEXIM_SERVER=ws://127.0.0.1:8080/ws FLEXIM_KEY=alice.key flexim chat
   flexim chat --server wss://chat.example.org/ws --key alice.key
-  flexim listen --server wss://10.0.0.5:8443/ws --ca my-ca.pem --key bob.key";
+  flexim listen --server wss://10.0.0.5:8443/ws --ca my-ca.pem --key bob.key
+
+Keys pinned on first use (as ssh does): every server's key in `known_servers` and every
+contact's key in `contacts`, both next to the key file (--known-servers, --contacts). A
+server whose key changed is refused before anything about you is sent to it; a contact whose
+key changed is refused until you accept the new key with `flexim trust`.";
 
 const KEYGEN_EXAMPLES: &str = "\
 Examples:
@@ -74,6 +82,18 @@ not printed again.
 Exit status: 0 after --count messages, or when --timeout expires without --count;
 3 when --timeout expires before --count messages arrived; 1 on errors.";
 
+const TRUST_EXAMPLES: &str = "\
+Examples:
+  flexim trust --key alice.key bob
+  flexim trust --key alice.key --new-key 3f9a...e1 bob   # only if the server names that key
+
+When the server names another key for an alias than the one pinned for it (in `contacts`,
+next to the key file), `send`, `chat` and `listen` refuse that alias and show both
+fingerprints. If the contact really made a new key, compare the new fingerprint with them
+out of band (in person, by phone), then run `flexim trust ALIAS`: the key the server names
+now becomes the pin. With --new-key, only that key is accepted, so a key that changed again
+since you compared is refused. The accepted key is printed on stdout.";
+
 const CHAT_EXAMPLES: &str = "\
 Examples:
   flexim chat --key alice.key --alias alice --to bob
@@ -95,6 +115,7 @@ commands:
   /search TEXT       list the users whose alias contains TEXT
   /whois WHO         show WHO's key, fingerprint and presence
   /register ALIAS    claim ALIAS for your key
+  /trust ALIAS       accept the new key the server names for ALIAS (compare it first)
   /ghost             make this the active session of your key
   /help              this list
   /quit              leave (so does end of input)
@@ -133,6 +154,9 @@ enum Command {
     /// Chat interactively.
     #[command(after_help = CHAT_EXAMPLES)]
     Chat(ChatArgs),
+    /// Accept the new key the server names for a contact's alias.
+    #[command(after_help = TRUST_EXAMPLES)]
+    Trust(TrustArgs),
 }
 
 /// Options of `keygen`.
@@ -165,7 +189,9 @@ struct ConnArgs {
     #[arg(long, short = 'a', value_name = "NAME")]
     alias: Option<String>,
     /// Refuse to log in unless the server's key is this one (64 hex digits, as flexim-server
-    /// prints it at start). Without it, any server that answers is trusted.
+    /// prints it at start). It overrides the key pinned for the address, and once the server
+    /// proves it, it is pinned in its place. Without it, the pinned key is required, and the
+    /// first server to answer at a new address is pinned.
     #[arg(long, env = "FLEXIM_SERVER_KEY", value_name = "HEX", value_parser = parse_key)]
     server_key: Option<PublicKey>,
     /// For a wss:// server whose certificate comes from a private CA: that CA's certificate
@@ -173,6 +199,14 @@ struct ConnArgs {
     /// (Mozilla's list, built in) are.
     #[arg(long, env = "FLEXIM_CA", value_name = "FILE")]
     ca: Option<PathBuf>,
+    /// The servers' keys, pinned on first use: one `ADDRESS KEY` line per server address
+    /// [default: known_servers next to the key file].
+    #[arg(long, env = "FLEXIM_KNOWN_SERVERS", value_name = "FILE")]
+    known_servers: Option<PathBuf>,
+    /// The contacts' keys, pinned on first use: one `SERVER-KEY ALIAS KEY` line per alias
+    /// [default: contacts next to the key file].
+    #[arg(long, env = "FLEXIM_CONTACTS", value_name = "FILE")]
+    contacts: Option<PathBuf>,
 }
 
 /// Parses a public key given as 64 hex digits.
@@ -235,6 +269,21 @@ struct ChatArgs {
     to: Option<String>,
 }
 
+/// Options of `trust`.
+#[derive(Args, Debug)]
+struct TrustArgs {
+    /// Server and key.
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Accept only this key (64 hex digits, as the refusal shows it): if the server names
+    /// another one now, nothing is changed.
+    #[arg(long, value_name = "HEX", value_parser = parse_key)]
+    new_key: Option<PublicKey>,
+    /// The contact's alias.
+    #[arg(value_name = "ALIAS")]
+    contact: String,
+}
+
 /// Parses a non-negative number of seconds, fractions allowed.
 fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
@@ -277,6 +326,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Send(args) => send::run(args).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Chat(args) => chat::run(args).await,
+        Command::Trust(args) => trust::run(args).await,
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use crate::SendArgs;
 use crate::connect::{connect, reconnect};
 use crate::format::{describe, describe_with_code};
+use crate::pins::{contact_changed, trust_command};
 
 /// How far a sent message got.
 enum Outcome {
@@ -44,43 +45,23 @@ fn message_text(args: &SendArgs) -> anyhow::Result<String> {
 
 pub(crate) async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     let text = message_text(&args)?;
-    let mut client = connect(&args.conn).await?;
-    // The wait for a receipt starts with the first RELAYED and is not extended by a
-    // reconnection, so that --wait bounds the whole wait.
-    let mut deadline = None;
-    let first = match client.send_text(&args.to, &text, &args.flags).await {
-        Ok(answer) => settle(&mut client, answer, args.wait, &mut deadline).await,
-        Err(e) => Err(e),
-    };
-    let outcome = match first {
-        Ok(outcome) => outcome,
-        Err(e) if e.is_connection_lost() => {
-            // A message that was relayed but not confirmed lives only in the server's memory,
-            // so it is sent again, with the same id: the recipient drops a second copy.
-            eprintln!(
-                "flexim: connection to {} lost before the message was confirmed ({e}); \
-                 logging in again to send it again",
-                client.endpoint()
-            );
-            let waiting = client.outbox().ids().next().map(str::to_string);
-            reconnect(&mut client, &args.conn).await.map_err(|e| {
-                e.context("the message was not confirmed, and logging in again failed")
-            })?;
-            let again = match waiting {
-                // Sent again at the login, before anything else: its answer, or a receipt
-                // that came with the login, says how far it got.
-                Some(id) => wait_for(&mut client, &id, None, args.wait, &mut deadline).await,
-                // The message never left: the connection failed while looking up the
-                // recipient.
-                None => match client.send_text(&args.to, &text, &args.flags).await {
-                    Ok(answer) => settle(&mut client, answer, args.wait, &mut deadline).await,
-                    Err(e) => Err(e),
-                },
-            };
-            again.map_err(|e| send_error(&client, &args.to, e))?
-        }
-        Err(e) => return Err(send_error(&client, &args.to, e)),
-    };
+    let (mut client, pins) = connect(&args.conn).await?;
+    let outcome = deliver(&mut client, &args, &text).await;
+    // What the engine learnt about contacts' keys is kept, whether or not the message went.
+    pins.save(&mut client);
+    let outcome = outcome.map_err(|e| match e {
+        Refused::Client(ClientError::ContactKeyChanged(change)) => anyhow!(
+            "refusing to send to {}: {}; nothing was sent",
+            args.to,
+            contact_changed(
+                &change,
+                pins.contacts_path(),
+                &trust_command(&change, &args.conn)
+            )
+        ),
+        Refused::Client(e) => send_error(&client, &args.to, e),
+        Refused::Other(e) => e,
+    })?;
     report_login_refusals(&mut client).await;
     match outcome {
         Outcome::Confirmed(s) if s.status == status::DELIVERED => eprintln!("delivered"),
@@ -93,6 +74,58 @@ pub(crate) async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     }
     let _ = client.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why `send` failed: the client's error (worded by the caller, who knows the pin files), or
+/// a failure already worded.
+enum Refused {
+    /// The client's error.
+    Client(ClientError),
+    /// A message ready to show.
+    Other(anyhow::Error),
+}
+
+/// Sends the message and waits until it is safe, logging in again once if the connection is
+/// lost first.
+async fn deliver(client: &mut Client, args: &SendArgs, text: &str) -> Result<Outcome, Refused> {
+    // The wait for a receipt starts with the first RELAYED and is not extended by a
+    // reconnection, so that --wait bounds the whole wait.
+    let mut deadline = None;
+    let first = match client.send_text(&args.to, text, &args.flags).await {
+        Ok(answer) => settle(client, answer, args.wait, &mut deadline).await,
+        Err(e) => Err(e),
+    };
+    match first {
+        Ok(outcome) => Ok(outcome),
+        Err(e) if e.is_connection_lost() => {
+            // A message that was relayed but not confirmed lives only in the server's memory,
+            // so it is sent again, with the same id: the recipient drops a second copy.
+            eprintln!(
+                "flexim: connection to {} lost before the message was confirmed ({e}); \
+                 logging in again to send it again",
+                client.endpoint()
+            );
+            let waiting = client.outbox().ids().next().map(str::to_string);
+            reconnect(client, &args.conn).await.map_err(|e| {
+                Refused::Other(
+                    e.context("the message was not confirmed, and logging in again failed"),
+                )
+            })?;
+            let again = match waiting {
+                // Sent again at the login, before anything else: its answer, or a receipt
+                // that came with the login, says how far it got.
+                Some(id) => wait_for(client, &id, None, args.wait, &mut deadline).await,
+                // The message never left: the connection failed while looking up the
+                // recipient.
+                None => match client.send_text(&args.to, text, &args.flags).await {
+                    Ok(answer) => settle(client, answer, args.wait, &mut deadline).await,
+                    Err(e) => Err(e),
+                },
+            };
+            again.map_err(Refused::Client)
+        }
+        Err(e) => Err(Refused::Client(e)),
+    }
 }
 
 /// Reports what went wrong during the login that did not stop it (a refused `--alias`);
