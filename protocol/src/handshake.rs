@@ -18,6 +18,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use snow::params::{CipherChoice, DHChoice, HashChoice};
+use zeroize::Zeroizing;
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
 
@@ -89,17 +90,101 @@ impl Random for GivenRandom {
     }
 }
 
+/// X25519 for snow from the crate's own `x25519-dalek` (one copy of the curve in the build),
+/// told the static key pair up front: snow derives the public half of every private key it is
+/// given, and for the static key that would be one base-point multiplication per handshake
+/// spent on a value the caller already has.
+struct X25519 {
+    /// The private key snow set or generated.
+    secret: Zeroizing<[u8; 32]>,
+    /// Its public key.
+    public: [u8; 32],
+    /// The static key pair of this side, if the caller knows its public half.
+    known: Option<(Zeroizing<[u8; 32]>, [u8; 32])>,
+}
+
+impl X25519 {
+    /// The public key of `secret`, from `known` when it is that key.
+    fn public_of(&self, secret: &[u8; 32]) -> [u8; 32] {
+        match &self.known {
+            Some((s, p)) if **s == *secret => *p,
+            _ => x25519_dalek::x25519(*secret, x25519_dalek::X25519_BASEPOINT_BYTES),
+        }
+    }
+}
+
+impl Dh for X25519 {
+    fn name(&self) -> &'static str {
+        "25519"
+    }
+
+    fn pub_len(&self) -> usize {
+        32
+    }
+
+    fn priv_len(&self) -> usize {
+        32
+    }
+
+    fn set(&mut self, privkey: &[u8]) {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        secret.copy_from_slice(&privkey[..32]);
+        self.public = self.public_of(&secret);
+        self.secret = secret;
+    }
+
+    fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        rng.try_fill_bytes(&mut secret[..])?;
+        self.public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*secret))
+            .to_bytes();
+        self.secret = secret;
+        Ok(())
+    }
+
+    fn pubkey(&self) -> &[u8] {
+        &self.public
+    }
+
+    fn privkey(&self) -> &[u8] {
+        &self.secret[..]
+    }
+
+    fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
+        // snow hands over its key buffer, which may be longer than the key.
+        let peer: [u8; 32] = pubkey
+            .get(..32)
+            .and_then(|k| k.try_into().ok())
+            .ok_or(snow::Error::Dh)?;
+        out[..32].copy_from_slice(&x25519_dalek::x25519(*self.secret, peer));
+        Ok(())
+    }
+}
+
 /// snow's primitives with the caller's randomness: ring's cipher and hash natively (several
-/// times faster per record), the pure-Rust ones in the browser, the pure-Rust X25519 both ways.
-struct Resolver(Option<[u8; 32]>);
+/// times faster per record), the pure-Rust ones in the browser, and X25519 from
+/// `x25519-dalek` both ways ([`X25519`]).
+struct Resolver {
+    /// The 32 bytes of the ephemeral key.
+    ephemeral: Option<[u8; 32]>,
+    /// This side's static key pair, so that its public half is not derived again.
+    known: Option<(Zeroizing<[u8; 32]>, [u8; 32])>,
+}
 
 impl CryptoResolver for Resolver {
     fn resolve_rng(&self) -> Option<Box<dyn Random>> {
-        Some(Box::new(GivenRandom(self.0)))
+        Some(Box::new(GivenRandom(self.ephemeral)))
     }
 
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
-        DefaultResolver.resolve_dh(choice)
+        match choice {
+            DHChoice::Curve25519 => Some(Box::new(X25519 {
+                secret: Zeroizing::new([0; 32]),
+                public: [0; 32],
+                known: self.known.clone(),
+            })),
+            _ => None,
+        }
     }
 
     fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
@@ -119,12 +204,17 @@ impl CryptoResolver for Resolver {
     }
 }
 
-/// A snow builder for our parameters with `ephemeral` as the only randomness.
-fn builder(ephemeral: [u8; 32]) -> snow::Builder<'static> {
+/// A snow builder for our parameters with `ephemeral` as the only randomness, for the holder of
+/// `me` (whose public half is known already).
+fn builder(ephemeral: [u8; 32], me: &SecretKey) -> snow::Builder<'static> {
     let params = NOISE_PARAMS
         .parse()
         .expect("the Noise parameters are a constant snow knows");
-    snow::Builder::with_resolver(params, Box::new(Resolver(Some(ephemeral))))
+    let resolver = Resolver {
+        ephemeral: Some(ephemeral),
+        known: Some((Zeroizing::new(me.to_bytes()), *me.public_key().as_bytes())),
+    };
+    snow::Builder::with_resolver(params, Box::new(resolver))
 }
 
 /// Decodes a base64 handshake message of the length step `step` has.
@@ -173,10 +263,10 @@ impl ServerHandshake {
         date: i64,
     ) -> Result<(ServerHandshake, Auth), HandshakeError> {
         let message1 = auth.payload.first().map(String::as_str).unwrap_or("");
-        let secret = server.to_bytes();
+        let secret = Zeroizing::new(server.to_bytes());
         let prologue = prologue(hello_frame);
-        let mut state = builder(ephemeral)
-            .local_private_key(&secret)
+        let mut state = builder(ephemeral, server)
+            .local_private_key(&secret[..])
             .and_then(|b| b.prologue(&prologue))
             .and_then(|b| b.build_responder())
             .expect("a responder with a 32-byte key and a prologue builds");
@@ -297,10 +387,10 @@ impl ClientHandshake {
                 server.key.check()?;
                 let mut ephemeral = [0u8; 32];
                 random(&mut ephemeral);
-                let secret = self.secret.to_bytes();
+                let secret = Zeroizing::new(self.secret.to_bytes());
                 let prologue = prologue(frame);
-                let mut state = builder(ephemeral)
-                    .local_private_key(&secret)
+                let mut state = builder(ephemeral, &self.secret)
+                    .local_private_key(&secret[..])
                     .and_then(|b| b.remote_public_key(server.key.as_bytes()))
                     .and_then(|b| b.prologue(&prologue))
                     .and_then(|b| b.build_initiator())

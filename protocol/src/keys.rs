@@ -26,11 +26,16 @@ impl PublicKey {
         if bytes.len() != KEY_LEN * 2 {
             return None;
         }
+        // Every `to` and `from` of every message is parsed here: a table and one check at the
+        // end instead of a branch per digit.
         let mut out = [0u8; KEY_LEN];
+        let mut bad = 0u8;
         for (i, pair) in bytes.chunks_exact(2).enumerate() {
-            out[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
+            let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+            bad |= (hi | lo) & 0x80;
+            out[i] = (hi << 4) | (lo & 0x0f);
         }
-        Some(PublicKey(out))
+        (bad == 0).then_some(PublicKey(out))
     }
 
     /// The key as 64 lower-case hex digits, the form used in `to`, `from` and AUTH.
@@ -245,18 +250,39 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
+/// The value of each hex digit (either case), 0x80 for every other byte.
+const HEX: [u8; 256] = {
+    let mut t = [0x80u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-}
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_byte_that_is_not_a_hex_digit_is_refused_anywhere() {
+        let good = PublicKey([0x5a; 32]).to_hex();
+        for b in 0..=255u8 {
+            for at in [0, 33, 63] {
+                let mut s = good.clone().into_bytes();
+                s[at] = b;
+                let parsed = std::str::from_utf8(&s).ok().and_then(PublicKey::from_hex);
+                assert_eq!(parsed.is_some(), b.is_ascii_hexdigit(), "byte {b:#04x} at {at}");
+            }
+        }
+    }
 
     #[test]
     fn hex_round_trip_in_either_case() {
