@@ -18,9 +18,9 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use snow::params::{CipherChoice, DHChoice, HashChoice};
-use zeroize::Zeroizing;
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
+use zeroize::Zeroizing;
 
 use crate::datum::{Auth, AuthResponse, Command, Datum, User};
 use crate::frame::HEADER;
@@ -136,8 +136,8 @@ impl Dh for X25519 {
     fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
         let mut secret = Zeroizing::new([0u8; 32]);
         rng.try_fill_bytes(&mut secret[..])?;
-        self.public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*secret))
-            .to_bytes();
+        self.public =
+            x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*secret)).to_bytes();
         self.secret = secret;
         Ok(())
     }

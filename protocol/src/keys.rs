@@ -279,7 +279,11 @@ mod tests {
                 let mut s = good.clone().into_bytes();
                 s[at] = b;
                 let parsed = std::str::from_utf8(&s).ok().and_then(PublicKey::from_hex);
-                assert_eq!(parsed.is_some(), b.is_ascii_hexdigit(), "byte {b:#04x} at {at}");
+                assert_eq!(
+                    parsed.is_some(),
+                    b.is_ascii_hexdigit(),
+                    "byte {b:#04x} at {at}"
+                );
             }
         }
     }
