@@ -64,7 +64,7 @@ struct Cli {
     /// server-full after its header and closed.
     #[arg(long, env = "FLEXIM_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
     max_connections: usize,
-    /// Largest datum body accepted, in bytes (at most 65535).
+    /// Largest datum body accepted, in bytes (a record of the link holds at most 65516).
     #[arg(long, env = "FLEXIM_MAX_BODY", default_value_t = Limits::default().max_body as u16)]
     max_body: u16,
     /// TLS certificate chain (PEM, leaf first): with --tls-key, the HTTP listener serves the

@@ -8,13 +8,11 @@ use flexim_protocol::keys::alias_key;
 use flexim_protocol::link::RECORD;
 use flexim_protocol::status;
 use flexim_protocol::{
-    Datum, DatumKind, FrameError, HEADER, Link, LinkError, Message, PublicKey, SecretKey, Status,
-    User,
+    Datum, DatumKind, FrameError, HEADER, Link, LinkError, Message, PublicKey, SecretKey, User,
 };
 
 use crate::contacts::{ContactBook, KeyChange};
 use crate::dedupe::Dedupe;
-use crate::delivery::Delivery;
 use crate::events::Event;
 use crate::login::{Login, LoginError, Step};
 use crate::outbox::{Outbox, SavedDelivery};
@@ -653,60 +651,6 @@ impl Engine {
                 )),
             },
             other => self.notice(format!("ignored a {} datum", other.kind().name())),
-        }
-    }
-
-    /// A Status the server sends unasked.
-    fn on_notice(&mut self, s: Status) {
-        match s.status {
-            status::PRESENCE_ONLINE | status::PRESENCE_OFFLINE => {
-                match PublicKey::from_hex(&s.payload) {
-                    Some(key) => {
-                        let online = s.status == status::PRESENCE_ONLINE;
-                        if let Some(user) = self.users.get_mut(&key) {
-                            user.online = Some(online);
-                        }
-                        self.emit(Event::Presence { key, online });
-                    }
-                    None => self.notice(format!("a presence notice without a key: {}", s.payload)),
-                }
-            }
-            status::SESSION_EXISTS => self.emit(Event::SessionExists(s)),
-            status::DELIVERED_STORED => self.notice(s.payload),
-            status::DELIVERED | status::STORED_LATER | status::EXPIRED => self.on_receipt(s),
-            _ => self.emit(Event::Closing {
-                status: s.status,
-                reason: describe(&s),
-            }),
-        }
-    }
-
-    /// A receipt about messages this user sent: each one it names is confirmed (no need to
-    /// send it again) and reported, also one confirmed before (stored, then delivered), since
-    /// the application still wants to hear that it was delivered.
-    fn on_receipt(&mut self, s: Status) {
-        let ids: Vec<String> = s.about().map(str::to_string).collect();
-        if ids.is_empty() {
-            // Without an id, EXPIRED tells this user how many messages for them the server
-            // deleted unread ("N stored messages expired unread after 30 days").
-            let text = if s.status == status::EXPIRED {
-                s.payload
-            } else {
-                format!("a receipt without a message id: {}", describe(&s))
-            };
-            return self.notice(text);
-        }
-        let delivery = Delivery::from_status(&s);
-        for id in ids {
-            if self.outbox.remove(&id).is_some() {
-                self.storage_changed = true;
-            }
-            let status = Status::new(s.status, s.payload.clone()).with_id(Some(id.clone()));
-            self.emit(Event::Receipt {
-                id,
-                delivery: delivery.clone(),
-                status,
-            });
         }
     }
 }

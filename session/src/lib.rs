@@ -50,6 +50,7 @@ mod engine;
 pub mod events;
 mod inbox;
 pub mod login;
+mod notices;
 pub mod outbox;
 pub mod pinfile;
 pub mod requests;

@@ -126,12 +126,15 @@ pub(crate) async fn next_message(c: &mut Client) -> flexim_client::Received {
     }
 }
 
-#[test]
-fn two_browsers_and_a_native_client_chat_end_to_end() {
-    // The scenario is one long chain of awaits; unoptimized, its poll frames outgrow the test
-    // thread's 2 MiB stack, so it runs on a thread of its own with room to spare.
+/// Runs a browser scenario to its end on a thread of its own with a 32 MiB stack: the scenarios
+/// are long chains of awaits, and unoptimized their poll frames outgrow a test thread's 2 MiB.
+/// A panic in the scenario fails the calling test.
+pub(crate) fn on_a_big_stack<F>(name: &str, scenario: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()>,
+{
     let thread = std::thread::Builder::new()
-        .name("browser-scenario".into())
+        .name(name.into())
         .stack_size(32 * 1024 * 1024)
         .spawn(|| {
             tokio::runtime::Builder::new_multi_thread()
@@ -145,6 +148,11 @@ fn two_browsers_and_a_native_client_chat_end_to_end() {
     if let Err(panic) = thread.join() {
         std::panic::resume_unwind(panic);
     }
+}
+
+#[test]
+fn two_browsers_and_a_native_client_chat_end_to_end() {
+    on_a_big_stack("browser-scenario", scenario);
 }
 
 async fn scenario() {
@@ -405,21 +413,7 @@ async fn scenario() {
 
 #[test]
 fn a_browser_warns_about_a_contact_whose_key_changed_and_sends_only_after_trust() {
-    // Run on a thread with a large stack, as the scenario above.
-    let thread = std::thread::Builder::new()
-        .name("browser-pins".into())
-        .stack_size(32 * 1024 * 1024)
-        .spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(contact_key_scenario())
-        })
-        .unwrap();
-    if let Err(panic) = thread.join() {
-        std::panic::resume_unwind(panic);
-    }
+    on_a_big_stack("browser-pins", contact_key_scenario);
 }
 
 async fn contact_key_scenario() {

@@ -18,27 +18,11 @@ use flexim_tests::webdriver::Driver;
 use flexim_tests::{Options, TestServer, new_key};
 use serde_json::json;
 
-use crate::browser::{UI_WAIT, next_message, open, open_conversation, send};
+use crate::browser::{UI_WAIT, next_message, on_a_big_stack, open, open_conversation, send};
 
 #[test]
 fn a_browser_logs_in_and_chats_over_https_and_wss() {
-    // As in browser.rs: unoptimized, the scenario's poll frames outgrow the test thread's
-    // stack, so it runs on a thread of its own with room to spare.
-    let thread = std::thread::Builder::new()
-        .name("browser-tls-scenario".into())
-        .stack_size(32 * 1024 * 1024)
-        .spawn(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(scenario())
-        })
-        .unwrap();
-    if let Err(panic) = thread.join() {
-        std::panic::resume_unwind(panic);
-    }
+    on_a_big_stack("browser-tls-scenario", scenario);
 }
 
 /// The console lines that report a Content-Security-Policy violation.
