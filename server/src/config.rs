@@ -78,6 +78,21 @@ pub struct Limits {
     /// How long a connection may stay unauthenticated before it is closed. Bounds the resources
     /// a client that never authenticates can hold.
     pub auth_timeout: Duration,
+    /// How long one write or flush to a client may take. A client that stops reading fills
+    /// its socket's buffers, and the session's next write would wait for it forever, holding
+    /// the session's memory and never seeing a kick; past this deadline the session ends as
+    /// a broken connection (its unacknowledged messages go to the store, their senders told
+    /// `8`), so a reader that stops reading is disconnected within this time once its buffers
+    /// are full.
+    pub write_timeout: Duration,
+    /// TCP keepalive on FLEX connections: idle time before the first probe (and the interval
+    /// between probes), so that a peer that vanished without a FIN or RST is found.
+    pub tcp_keepalive: Duration,
+    /// TCP_USER_TIMEOUT on FLEX connections (Linux): how long sent data may stay
+    /// unacknowledged by the peer's TCP before the kernel drops the connection. Ends the
+    /// connections of peers that vanished while data was in flight, which keepalive (idle
+    /// connections only) does not cover.
+    pub tcp_user_timeout: Duration,
     /// Frames waiting for one session's writer. When full, the session is a slow reader: a
     /// Message for it is stored for later delivery instead (nothing is lost), presence notices
     /// for it are dropped, and the session is disconnected so it can log in again and catch up.
@@ -147,6 +162,9 @@ impl Default for Limits {
             max_body: 48 * 1024,
             header_timeout: Duration::from_secs(5),
             http_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            tcp_keepalive: Duration::from_secs(60),
+            tcp_user_timeout: Duration::from_secs(30),
             auth_timeout: Duration::from_secs(30),
             outbound_queue: 1024,
             max_unacked: 1024,

@@ -89,6 +89,21 @@ struct Cli {
     #[arg(long, env = "FLEXIM_HTTP_TIMEOUT", value_name = "SECS", value_parser = parse_secs,
           default_value_t = Limits::default().http_timeout.as_secs_f64())]
     http_timeout: f64,
+    /// Seconds one write to a client may take: a client that stops reading is disconnected
+    /// this long after its buffers filled (its unacknowledged messages are stored).
+    #[arg(long, env = "FLEXIM_WRITE_TIMEOUT", value_name = "SECS", value_parser = parse_secs,
+          default_value_t = Limits::default().write_timeout.as_secs_f64())]
+    write_timeout: f64,
+    /// Seconds a FLEX connection may be idle before TCP keepalive probes it (and between
+    /// probes), so that a peer that vanished is found.
+    #[arg(long, env = "FLEXIM_TCP_KEEPALIVE", value_name = "SECS", value_parser = parse_secs,
+          default_value_t = Limits::default().tcp_keepalive.as_secs_f64())]
+    tcp_keepalive: f64,
+    /// Seconds data sent on a FLEX connection may stay unacknowledged by the peer's TCP before
+    /// the connection is dropped (TCP_USER_TIMEOUT, Linux).
+    #[arg(long, env = "FLEXIM_TCP_USER_TIMEOUT", value_name = "SECS", value_parser = parse_secs,
+          default_value_t = Limits::default().tcp_user_timeout.as_secs_f64())]
+    tcp_user_timeout: f64,
     /// A plain HTTP listener for operators that serves /metrics (to anyone reaching it) and
     /// /healthz. Without it, /metrics is on the HTTP listener for loopback peers only.
     #[arg(long, env = "FLEXIM_ADMIN", value_name = "ADDR")]
@@ -196,6 +211,9 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         max_body: cli.max_body.into(),
         max_connections: cli.max_connections,
         http_timeout: Duration::from_secs_f64(cli.http_timeout),
+        write_timeout: Duration::from_secs_f64(cli.write_timeout),
+        tcp_keepalive: Duration::from_secs_f64(cli.tcp_keepalive),
+        tcp_user_timeout: Duration::from_secs_f64(cli.tcp_user_timeout),
         ..Limits::default()
     };
     let tls = match (cli.tls_cert, cli.tls_key) {

@@ -114,10 +114,27 @@ async fn handle(
         return None;
     };
     let _ = stream.set_nodelay(true);
+    tune(&stream, &relay.limits);
     let (read, write) = stream.into_split();
     let mut inbound = Box::pin(frames(FrameReader::new(read, relay.limits.record_body())));
     let outbound = Writer::new(write);
     Some(session::run(relay, &mut inbound, outbound, shutdown).await)
+}
+
+/// Keepalive and the user timeout on a FLEX connection ([`crate::config::Limits`]): a peer
+/// that vanished is found by the kernel. Best effort: a socket that refuses them still serves.
+pub(crate) fn tune(stream: &TcpStream, limits: &crate::config::Limits) {
+    let sock = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(limits.tcp_keepalive)
+        .with_interval(limits.tcp_keepalive);
+    if let Err(e) = sock.set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "TCP keepalive not set");
+    }
+    #[cfg(target_os = "linux")]
+    if let Err(e) = sock.set_tcp_user_timeout(Some(limits.tcp_user_timeout)) {
+        tracing::debug!(error = %e, "TCP_USER_TIMEOUT not set");
+    }
 }
 
 /// Bytes of queued frames written out together before more are accepted.
@@ -251,4 +268,32 @@ pub(crate) fn frames<R: AsyncRead + Unpin>(reader: FrameReader<R>) -> impl Strea
         reader,
         |mut r| async move { r.next().await.map(|i| (i, r)) },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `tune` sets is what the kernel then holds for the connection.
+    #[tokio::test]
+    async fn accepted_connections_get_keepalive_and_the_user_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let limits = crate::config::Limits {
+            tcp_keepalive: Duration::from_secs(42),
+            tcp_user_timeout: Duration::from_secs(17),
+            ..Default::default()
+        };
+        tune(&stream, &limits);
+        let sock = socket2::SockRef::from(&stream);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(42));
+        #[cfg(target_os = "linux")]
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(17))
+        );
+    }
 }

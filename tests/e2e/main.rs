@@ -9,6 +9,7 @@ mod chat;
 mod cli;
 mod cluster;
 mod crash;
+mod deadlines;
 mod delivery;
 mod edge;
 mod handshake;

@@ -131,7 +131,7 @@ where
         mailbox: None,
         answers: VecDeque::new(),
         cursor: 0,
-        out: Outbound::new(outbound),
+        out: Outbound::new(outbound, relay.limits.write_timeout),
     };
     let end = session.serve(inbound, &mut shutdown).await;
     if let End::Io(e) = &end {

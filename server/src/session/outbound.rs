@@ -3,6 +3,7 @@
 //! the session flushes once the datums at hand are handled.
 
 use std::io;
+use std::time::Duration;
 
 use bytes::Bytes;
 use flexim_protocol::{Link, LinkError};
@@ -18,15 +19,26 @@ pub(crate) struct Outbound<Si> {
     /// out as a record, and every frame that comes in is opened with it. It lives here because
     /// sealing must follow the order frames are written in (the nonces count them).
     link: Option<Link>,
+    /// How long one feed or flush may take ([`crate::config::Limits::write_timeout`]).
+    deadline: Duration,
+}
+
+/// A write that did not finish within its deadline: the client stopped reading.
+fn timed_out(deadline: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("the client read nothing for {deadline:?}"),
+    )
 }
 
 impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Outbound<Si> {
     /// An outbound side with nothing fed yet.
-    pub(crate) fn new(sink: Si) -> Self {
+    pub(crate) fn new(sink: Si, deadline: Duration) -> Self {
         Outbound {
             sink,
             unflushed: false,
             link: None,
+            deadline,
         }
     }
 
@@ -55,7 +67,10 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Outbound<Si> {
             Some(link) => Bytes::from(link.seal(&frame).map_err(io::Error::other)?),
             None => frame,
         };
-        self.sink.feed(frame).await
+        match tokio::time::timeout(self.deadline, self.sink.feed(frame)).await {
+            Ok(fed) => fed,
+            Err(_) => Err(timed_out(self.deadline)),
+        }
     }
 
     /// Writes what was fed, if anything was.
@@ -64,7 +79,10 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Outbound<Si> {
             return Ok(());
         }
         self.unflushed = false;
-        self.sink.flush().await
+        match tokio::time::timeout(self.deadline, self.sink.flush()).await {
+            Ok(flushed) => flushed,
+            Err(_) => Err(timed_out(self.deadline)),
+        }
     }
 
     /// Feeds a frame and flushes at once.

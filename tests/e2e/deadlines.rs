@@ -1,0 +1,89 @@
+//! Time limits on every write (docs/PROTOCOL.md §11, `--write-timeout`): a client that logs in
+//! and then stops reading is disconnected once its buffers are full and one write has waited
+//! the deadline; what it did not acknowledge is stored (its sender told `8`) and delivered when
+//! it reads again; another user chats on, unaffected.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use flexim_protocol::status::{self, cmd};
+use flexim_protocol::{Command, Datum, PublicKey};
+use flexim_tests::{Conn, TestServer, message_with_id, new_key};
+
+/// Whether the server says `key` is online, asked by `observer`.
+async fn online(observer: &mut Conn, key: &PublicKey) -> bool {
+    let who = key.to_hex();
+    observer
+        .send(&Command::new(cmd::GETUSER, &[who.as_str()]).into())
+        .await
+        .unwrap();
+    matches!(observer.datum().await.unwrap(), Datum::User(u) if u.online == Some(true))
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_reading_is_disconnected_within_the_write_deadline() {
+    let server = TestServer::start_with(&["--write-timeout", "1"]);
+    let (sender, stalled, bystander) = (new_key(), new_key(), new_key());
+    let mut s = Conn::login_tcp(server.tcp, &sender).await.unwrap();
+    let mut b = Conn::login_tcp(server.tcp, &bystander).await.unwrap();
+    // The stalled client logs in and never reads again.
+    let stalled_conn = Conn::login_tcp(server.tcp, &stalled).await.unwrap();
+    let to = stalled.public_key().to_hex();
+    // 400 messages of 40 KB: 16 MB, more than the sockets' buffers on both sides hold.
+    let body = "x".repeat(40_000);
+    let ids: Vec<String> = (0..400).map(|i| format!("big-{i}")).collect();
+    let started = Instant::now();
+    for id in &ids {
+        s.send(&message_with_id(&sender.public_key(), &to, &body, id))
+            .await
+            .unwrap();
+    }
+    // Every message is answered (relayed while the session lived, stored after), and once the
+    // stalled session is gone the ones it held unacknowledged are receipted `8`.
+    let (mut answered, mut later) = (0, HashSet::new());
+    while answered < ids.len() || later.is_empty() {
+        let st = s.status().await.unwrap();
+        match st.status {
+            status::RELAYED | status::STORED => answered += 1,
+            status::STORED_LATER => later.extend(st.about().map(str::to_string)),
+            other => panic!("unexpected answer {other}: {st:?}"),
+        }
+    }
+    let mut observer = Conn::login_tcp(server.tcp, &new_key()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while online(&mut observer, &stalled.public_key()).await {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled reader is still connected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "stalled reader gone {:?} after the flood began; {} receipted 8",
+        started.elapsed(),
+        later.len()
+    );
+    // The bystander was never held up.
+    b.send(&message_with_id(
+        &bystander.public_key(),
+        &sender.public_key().to_hex(),
+        "still here",
+        "b-1",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(b.status().await.unwrap().status, status::RELAYED);
+    assert_eq!(s.message().await.unwrap().msg, "still here");
+    drop(stalled_conn);
+    // Nothing was lost: reading again, the client gets every message it did not acknowledge.
+    let mut back = Conn::login_tcp(server.tcp, &stalled).await.unwrap();
+    let mut got = HashSet::new();
+    loop {
+        match back.recv().await.unwrap() {
+            Datum::Message(m) => drop(got.insert(m.id.unwrap())),
+            Datum::Status(st) if st.status == status::DELIVERED_STORED => break,
+            _ => {}
+        }
+    }
+    assert_eq!(got, ids.iter().cloned().collect::<HashSet<_>>());
+}
