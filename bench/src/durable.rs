@@ -171,9 +171,16 @@ where
     // Log everyone in first: the handshakes are not what this measures.
     let mut pairs = Vec::with_capacity(load.pairs);
     for _ in 0..load.pairs {
-        let (sender, _) = connect(tcp).await?;
-        let recipient = Identity::generate()?;
-        pairs.push((sender, recipient));
+        let (mut sender, _) = connect(tcp).await?;
+        // Messages go only to keys that have logged in once: each recipient does, and leaves;
+        // the load starts once the server has seen it go (its messages are then stored).
+        let (mut recipient, identity) = connect(tcp).await?;
+        recipient.close().await?;
+        let hex = identity.public_key().to_hex();
+        while sender.get_user(&hex).await?.online == Some(true) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        pairs.push((sender, identity));
     }
     let before = metrics().await.unwrap_or_default();
     let start = Instant::now();

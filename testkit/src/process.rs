@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 
 use flexim_protocol::status::cmd;
-use flexim_protocol::{Command as FlexCommand, Datum, PublicKey};
+use flexim_protocol::{Command as FlexCommand, Datum, PublicKey, SecretKey};
 
 use crate::{Conn, TempDir, bin_dir, http_request, new_key};
 
@@ -210,6 +210,25 @@ impl TestServer {
     pub async fn metrics(&self) -> Result<HashMap<String, u64>> {
         let response = http_request(&self.http, "/metrics", &[], self.ca()).await?;
         Ok(counters(&response.body))
+    }
+
+    /// Logs each key in once and out again, so that the server knows them: messages go only to
+    /// keys that have logged in at least once (docs/PROTOCOL.md §8).
+    pub async fn introduce(&self, keys: &[&SecretKey]) {
+        for key in keys {
+            let conn = Conn::login_tcp(self.tcp, key).await.expect("a first login");
+            drop(conn);
+            self.until_offline(&key.public_key()).await;
+        }
+    }
+
+    /// [`TestServer::introduce`] from a test that has no runtime (the CLI tests).
+    pub fn introduce_blocking(&self, keys: &[&SecretKey]) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(self.introduce(keys));
     }
 
     /// Waits until the server has noticed that `key`'s connection was dropped (GETUSER says

@@ -61,6 +61,7 @@ async fn a_websocket_user_gets_what_a_tcp_user_sent_while_it_was_away() {
         Identity::from_secret(new_key()),
         Identity::from_secret(new_key()),
     );
+    server.introduce(&[bob_id.secret()]).await;
     let mut alice = Client::connect(&server.tcp.to_string(), &alice_id, None)
         .await
         .unwrap();

@@ -32,6 +32,7 @@ fn send_and_listen_over_tcp_and_websocket() {
     let dir = TempDir::new("cli-send");
     let (alice, _) = keygen(&dir, "alice");
     let (bob, bob_pub) = keygen(&dir, "bob");
+    server.introduce_blocking(&[flexim_client::Identity::load(&bob).unwrap().secret()]);
     let tcp = server.tcp.to_string();
 
     // Bob is offline: the message is stored, and `send` says so and succeeds.
@@ -104,6 +105,7 @@ fn listen_count_leaves_the_rest_on_the_server() {
     let dir = TempDir::new("cli-count");
     let (alice, _) = keygen(&dir, "alice");
     let (bob, bob_pub) = keygen(&dir, "bob");
+    server.introduce_blocking(&[flexim_client::Identity::load(&bob).unwrap().secret()]);
     let tcp = server.tcp.to_string();
     for text in ["one", "two", "three"] {
         let (code, _, err) = flexim(&[

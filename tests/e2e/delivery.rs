@@ -167,6 +167,7 @@ async fn a_cut_connection_gets_everything_unacknowledged_again_in_order() {
 async fn a_cut_in_the_middle_of_stored_delivery_loses_nothing() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
+    server.introduce(&[&bob]).await;
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     // More than one delivery batch (256), sent without waiting for answers: many messages
@@ -226,6 +227,7 @@ async fn a_cut_in_the_middle_of_stored_delivery_loses_nothing() {
 async fn a_full_queue_refuses_with_the_id_and_keeps_what_it_has() {
     let server = TestServer::start_with(&["--max-offline-messages", "3"]);
     let (alice, bob) = (new_key(), new_key());
+    server.introduce(&[&bob]).await;
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     for i in 0..5 {
@@ -425,6 +427,7 @@ async fn ghost_hands_over_unacknowledged_messages_before_new_ones() {
 async fn a_login_during_a_stream_keeps_the_senders_order() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
+    server.introduce(&[&bob]).await;
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     // Few enough that the answers fit in the socket buffers while Alice is not reading yet.
@@ -473,6 +476,7 @@ async fn a_login_during_a_stream_keeps_the_senders_order() {
 async fn stored_messages_expire_after_the_retention_and_both_sides_are_told() {
     let server = TestServer::start_with(&["--retention", "2s"]);
     let (alice, bob) = (new_key(), new_key());
+    server.introduce(&[&bob]).await;
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     a.send(&message_with_id(&a_key, &b_hex, "too late", "e-1"))
@@ -514,6 +518,7 @@ async fn stored_messages_expire_after_the_retention_and_both_sides_are_told() {
 async fn a_session_that_never_acknowledges_is_a_slow_reader_and_loses_nothing() {
     let server = TestServer::start_with(&["--max-unacked", "3"]);
     let (alice, bob) = (new_key(), new_key());
+    server.introduce(&[&bob]).await;
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
 
@@ -602,6 +607,7 @@ async fn the_byte_limit_of_a_queue_refuses_with_the_id() {
     // Room for one of these messages, not two.
     let server = TestServer::start_with(&["--max-offline-bytes", "1000"]);
     let (alice, bob) = (new_key(), new_key());
+    server.introduce(&[&bob]).await;
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     let body = "x".repeat(600);

@@ -76,6 +76,7 @@ async fn read_messages(conn: &mut Conn, ids: &[String]) {
 async fn an_on_path_relay_gets_nothing_done(t: Transport) {
     let server = TestServer::start();
     let (victim, bob) = (new_key(), new_key());
+    server.introduce(&[&victim]).await;
     let vhex = victim.public_key().to_hex();
     let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     let mut ids: Vec<String> = (0..3).map(|i| format!("stored-{i}")).collect();

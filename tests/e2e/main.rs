@@ -2,6 +2,7 @@
 //! directories, real sockets (TCP, WebSocket, and both over TLS), real clients and real
 //! cryptography.
 
+mod abuse;
 mod bad_input;
 mod browser;
 mod browser_tls;

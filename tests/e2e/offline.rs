@@ -61,6 +61,7 @@ async fn an_offline_message_survives_a_restart_and_arrives_at_login() {
 async fn a_full_queue_refuses_with_a_status_and_keeps_what_it_has() {
     let server = TestServer::start_with(&["--max-offline-messages", "2"]);
     let (alice, bob) = (new_key(), new_key());
+    server.introduce(&[&bob]).await;
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     let to = bob.public_key().to_hex();
     for (i, want) in [status::STORED, status::STORED, status::QUEUE_FULL]

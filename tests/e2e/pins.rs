@@ -63,7 +63,10 @@ async fn the_cli_pins_the_server_key_and_refuses_a_changed_one_before_logging_in
     let server = TestServer::start();
     let dir = TempDir::new("pins-server");
     let (alice, alice_key) = keygen(&dir, "alice");
-    let (_, bob) = keygen(&dir, "bob");
+    let (bob_file, bob) = keygen(&dir, "bob");
+    server
+        .introduce(&[Identity::load(&bob_file).unwrap().secret()])
+        .await;
     let bob = bob.to_hex();
     let (old, addr) = (server_key(&server), server.tcp.to_string());
     let known = dir.0.join("known_servers");
@@ -139,6 +142,10 @@ async fn the_cli_pins_the_server_key_and_refuses_a_changed_one_before_logging_in
     let (code, err) = send(&server, &alice, &bob, "fourth", &["--server-key", &wrong]);
     assert_ne!(code, 0);
     assert!(err.contains("not the key given with --server-key"), "{err}");
+    // The reinstalled server knows nobody yet: bob logs in once, so that he can be written to.
+    server
+        .introduce(&[Identity::load(&bob_file).unwrap().secret()])
+        .await;
     let (code, err) = send(
         &server,
         &alice,
@@ -345,7 +352,9 @@ async fn a_reconnection_refuses_a_server_with_another_key() {
 async fn listen_does_not_show_a_message_under_an_alias_pinned_to_another_key() {
     let m = moved_alias();
     let tcp = m.server.tcp.to_string();
-    let alice = Identity::load(&m.alice).unwrap().public_key();
+    let alice_id = Identity::load(&m.alice).unwrap();
+    m.server.introduce(&[alice_id.secret()]).await;
+    let alice = alice_id.public_key();
     // The key that took "bob" writes to alice as "bob", which the server allows (the alias is
     // its own now); the box opens, since it is sealed by that key.
     let other = Identity::load(&m.new.0).unwrap();

@@ -30,6 +30,7 @@ async fn plaintext_never_reaches_the_data_dir_or_the_logs() {
         Identity::from_secret(new_key()),
     );
     let secret = "the eagle lands at midnight by the old mill";
+    server.introduce(&[bob_id.secret()]).await;
     let mut alice = Client::connect(&server.tcp.to_string(), &alice_id, None)
         .await
         .unwrap();

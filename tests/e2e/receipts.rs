@@ -167,6 +167,7 @@ async fn receipts_go_to_the_active_session_only() {
 async fn receipts_kept_for_an_offline_sender_are_counted_apart_from_messages() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
+    server.introduce(&[&bob]).await;
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     for id in ["k-1", "k-2"] {
         a.send(&message_with_id(

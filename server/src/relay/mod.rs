@@ -9,6 +9,7 @@
 //! sends receipts and signals other nodes. `nodes.rs` has the parts that talk to the cluster,
 //! `receipts.rs` the receipts and the retention, `directory.rs` (beside this module) the users.
 
+mod known;
 mod nodes;
 mod receipts;
 
@@ -90,6 +91,8 @@ pub(crate) struct Relay {
     /// Keys whose holding node is about to be woken: a wake-up already on its way covers
     /// every message stored before it looks, so a burst of messages costs one lookup.
     waking: Mutex<HashSet<PublicKey>>,
+    /// Keys that have logged in at least once (`known.rs`): the only recipients there are.
+    known: known::Known,
 }
 
 impl Relay {
@@ -121,6 +124,7 @@ impl Relay {
             metrics: Metrics::default(),
             cluster: None,
             waking: Mutex::new(HashSet::new()),
+            known: known::Known::new(),
         }
     }
 
@@ -245,6 +249,7 @@ impl Relay {
     /// primary; a later one waits for GHOST. Tells everyone else when the key comes online.
     pub(crate) async fn login(&self, key: PublicKey) -> Result<Login, StoreError> {
         let before = self.store.touch(key, clock::now()).await?;
+        self.known.insert(key);
         let (peer, mailbox) = peer::pair(self.limits.outbound_queue);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut primary = self.lock(&key).join(key, id, peer, self.cluster.is_some());

@@ -83,6 +83,22 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
             Some(k) => Ok(Some(k)),
             None => self.relay.resolve(m.to).await,
         };
+        // Only keys that have logged in get messages: nobody fills the store for a key that
+        // will never read it.
+        let to = match to {
+            Ok(Some(k)) => match self.relay.has_logged_in(k).await {
+                Ok(true) => Ok(Some(k)),
+                Ok(false) => {
+                    let text = format!(
+                        "no user {:?} has ever logged in; messages go only to users who have",
+                        m.to
+                    );
+                    return Err(Status::new(status::NO_SUCH_USER, text).with_id(named()));
+                }
+                Err(e) => Err(e),
+            },
+            other => other,
+        };
         match to {
             Ok(Some(to)) => Ok(self.relay.route(key, to, id, frame.clone())),
             Ok(None) => {
