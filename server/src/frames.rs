@@ -42,6 +42,25 @@ pub(crate) fn status(s: Status) -> Bytes {
     }
 }
 
+/// The code of a Status frame (type, length, body), read in place: its map's first key is
+/// `status` however it was encoded (by hand here, or by serde in field order). `None` for any
+/// other frame.
+pub(crate) fn status_code(frame: &[u8]) -> Option<i8> {
+    const KEY: &[u8] = b"\xa6status";
+    if frame.first() != Some(&(flexim_protocol::DatumKind::Status as u8)) {
+        return None;
+    }
+    let body = frame.get(PREFIX_LEN..)?;
+    if !(0x80..=0x8f).contains(body.first()?) || body.get(1..1 + KEY.len())? != KEY {
+        return None;
+    }
+    match *body.get(1 + KEY.len())? {
+        b @ (0x00..=0x7f | 0xe0..=0xff) => Some(b as i8),
+        0xd0 => body.get(2 + KEY.len()).map(|&b| b as i8),
+        _ => None,
+    }
+}
+
 /// A Message's id, checked already (ASCII letters, digits, `-` and `_`, at most 64). It shares
 /// the memory of the frame it came in, so remembering the id of a relayed message until its
 /// acknowledgement costs no allocation, and it carries a hash of itself, made once, so that
@@ -358,6 +377,20 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_status_code_is_read_from_either_encoding() {
+        for code in [1i8, 3, 7, 10, -1, -8, -10, -13, -19] {
+            let by_hand = status_frame(code, "x");
+            assert_eq!(status_code(&by_hand), Some(code), "{code} by hand");
+            let by_serde = frame(Status::new(code, "x").with_id(Some("m-1".into())));
+            assert_eq!(status_code(&by_serde), Some(code), "{code} by serde");
+        }
+        let not_a_status = frame(flexim_protocol::datum::Roster { users: vec![] });
+        assert_eq!(status_code(&not_a_status), None);
+        assert_eq!(status_code(&[6, 0, 1, 0x80]), None);
+        assert_eq!(status_code(&[]), None);
+    }
+
     use super::*;
     use flexim_protocol::status;
 

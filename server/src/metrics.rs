@@ -28,6 +28,30 @@ pub(crate) struct Metrics {
     pub(crate) delivered_offline: AtomicU64,
     /// Datums answered with an error Status.
     pub(crate) errors: AtomicU64,
+    /// Error Statuses sent, by code (index: minus the code), so that an operator sees which
+    /// rule or limit fires: `flexim_refusals_total{status="queue-full"}`.
+    refusals: [AtomicU64; 32],
+    /// Sessions the server ended without a Status, by reason ([`Disconnect`]).
+    disconnects: [AtomicU64; 2],
+}
+
+/// Why the server ended a session without telling it (a Status could not be read or trusted).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Disconnect {
+    /// A write waited past `write_timeout`: the client stopped reading.
+    WriteTimeout = 0,
+    /// A record did not authenticate.
+    LinkBroken = 1,
+}
+
+impl Disconnect {
+    /// The label in `/metrics`.
+    fn label(self) -> &'static str {
+        match self {
+            Disconnect::WriteTimeout => "write-timeout",
+            Disconnect::LinkBroken => "link-broken",
+        }
+    }
 }
 
 /// Adds one to a counter.
@@ -46,6 +70,18 @@ pub(crate) fn dec(counter: &AtomicU64) {
 }
 
 impl Metrics {
+    /// Counts an error Status sent to a client.
+    pub(crate) fn refused(&self, code: i8) {
+        if let Some(c) = self.refusals.get(usize::from(code.unsigned_abs())) {
+            inc(c);
+        }
+    }
+
+    /// Counts a session ended without a Status.
+    pub(crate) fn disconnected(&self, why: Disconnect) {
+        inc(&self.disconnects[why as usize]);
+    }
+
     /// The counters and the store's figures in Prometheus' text format.
     pub(crate) fn render(&self, store: StoreStats) -> String {
         let mut out = String::new();
@@ -97,6 +133,26 @@ impl Metrics {
                 "# HELP {name} {help}\n{name} {}",
                 value.load(Ordering::Relaxed)
             );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP flexim_refusals_total Error Statuses sent to clients, by status name."
+        );
+        for (i, count) in self.refusals.iter().enumerate().skip(1) {
+            let n = count.load(Ordering::Relaxed);
+            if n > 0 {
+                let code = flexim_protocol::status::name(-(i as i8));
+                let _ = writeln!(out, "flexim_refusals_total{{status=\"{code}\"}} {n}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP flexim_disconnects_total Sessions ended without a Status, by reason."
+        );
+        for why in [Disconnect::WriteTimeout, Disconnect::LinkBroken] {
+            let n = self.disconnects[why as usize].load(Ordering::Relaxed);
+            let label = why.label();
+            let _ = writeln!(out, "flexim_disconnects_total{{reason=\"{label}\"}} {n}");
         }
         for (name, help, value) in [
             (

@@ -98,6 +98,7 @@ async fn handle(
     }
     let Some(_slot) = slot else {
         metrics::inc(&relay.metrics.connections_refused);
+        relay.metrics.refused(flexim_protocol::status::SERVER_FULL);
         if let Some(refusal) = refusal {
             // Best effort, briefly: the client is told why, then the connection closes.
             let _ = tokio::time::timeout(timeout, async {

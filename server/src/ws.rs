@@ -91,6 +91,7 @@ async fn handle(socket: WebSocket, state: AppState, slot: Option<Slot>) {
     }
     let Some(_slot) = slot else {
         metrics::inc(&relay.metrics.connections_refused);
+        relay.metrics.refused(flexim_protocol::status::SERVER_FULL);
         let _ = sink.send(Message::Binary(conns.refusal())).await;
         let _ = sink.send(close(TRY_AGAIN_LATER, "server full")).await;
         return;

@@ -28,8 +28,13 @@ async fn messages_to_keys_that_never_logged_in_are_refused_and_stored_nowhere() 
         assert_eq!(s.id.as_deref(), Some(id.as_str()), "{s:?}");
         assert!(s.payload.contains("has ever logged in"), "{s:?}");
     }
-    // Nothing of it reached the store.
+    // Nothing of it reached the store, and the operator sees which rule refused it.
     let metrics = server.metrics().await.unwrap();
+    assert_eq!(
+        metrics.get("flexim_refusals_total{status=\"no-such-user\"}"),
+        Some(&30),
+        "{metrics:?}"
+    );
     assert_eq!(
         metrics
             .get("flexim_messages_stored_total")

@@ -58,6 +58,12 @@ async fn a_reader_that_stops_reading_is_disconnected_within_the_write_deadline()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let metrics = server.metrics().await.unwrap();
+    assert_eq!(
+        metrics.get("flexim_disconnects_total{reason=\"write-timeout\"}"),
+        Some(&1),
+        "{metrics:?}"
+    );
     eprintln!(
         "stalled reader gone {:?} after the flood began; {} receipted 8",
         started.elapsed(),

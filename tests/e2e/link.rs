@@ -166,6 +166,13 @@ async fn an_on_path_relay_gets_nothing_done(t: Transport) {
         receipted.extend(s.about().map(str::to_string));
     }
     assert_eq!(receipted, ids.iter().cloned().collect());
+    // The operator sees every one of the attacks as a broken link.
+    let metrics = server.metrics().await.unwrap();
+    assert_eq!(
+        metrics.get("flexim_disconnects_total{reason=\"link-broken\"}"),
+        Some(&6),
+        "{metrics:?}"
+    );
     // And no alias was taken on the victim's key.
     b.send(&Command::new(cmd::GETUSER, &["takeover"]).into())
         .await

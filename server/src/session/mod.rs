@@ -131,10 +131,15 @@ where
         mailbox: None,
         answers: VecDeque::new(),
         cursor: 0,
-        out: Outbound::new(outbound, relay.limits.write_timeout),
+        out: Outbound::new(outbound, relay.limits.write_timeout, relay.clone()),
     };
     let end = session.serve(inbound, &mut shutdown).await;
     if let End::Io(e) = &end {
+        if e.kind() == io::ErrorKind::TimedOut {
+            relay
+                .metrics
+                .disconnected(metrics::Disconnect::WriteTimeout);
+        }
         tracing::debug!(error = %e, "writing to the client failed");
     }
     if let Phase::Authed(a) = &session.phase {
@@ -311,6 +316,9 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
             Ok(inner) => inner,
             Err(e) => {
                 metrics::inc(&self.relay.metrics.errors);
+                self.relay
+                    .metrics
+                    .disconnected(metrics::Disconnect::LinkBroken);
                 tracing::debug!(error = %e, "closing a connection whose link broke");
                 return Flow::Stop(End::Violation("a link record does not authenticate"));
             }

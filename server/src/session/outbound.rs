@@ -3,6 +3,7 @@
 //! the session flushes once the datums at hand are handled.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,6 +22,9 @@ pub(crate) struct Outbound<Si> {
     link: Option<Link>,
     /// How long one feed or flush may take ([`crate::config::Limits::write_timeout`]).
     deadline: Duration,
+    /// Where every error Status written is counted by code (`/metrics`): all of them pass
+    /// here, whichever part of the server made them.
+    metrics: Arc<crate::relay::Relay>,
 }
 
 /// A write that did not finish within its deadline: the client stopped reading.
@@ -33,12 +37,13 @@ fn timed_out(deadline: Duration) -> io::Error {
 
 impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Outbound<Si> {
     /// An outbound side with nothing fed yet.
-    pub(crate) fn new(sink: Si, deadline: Duration) -> Self {
+    pub(crate) fn new(sink: Si, deadline: Duration, metrics: Arc<crate::relay::Relay>) -> Self {
         Outbound {
             sink,
             unflushed: false,
             link: None,
             deadline,
+            metrics,
         }
     }
 
@@ -63,6 +68,11 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Outbound<Si> {
     /// Queues a frame for the next flush, sealed if the link is up.
     pub(crate) async fn feed(&mut self, frame: Bytes) -> io::Result<()> {
         self.unflushed = true;
+        if let Some(code) = crate::frames::status_code(&frame)
+            && code < 0
+        {
+            self.metrics.metrics.refused(code);
+        }
         let frame = match &mut self.link {
             Some(link) => Bytes::from(link.seal(&frame).map_err(io::Error::other)?),
             None => frame,
