@@ -40,6 +40,7 @@ mod client;
 mod endpoint;
 mod error;
 mod identity;
+mod ioerr;
 mod os;
 pub mod pins;
 #[cfg(test)]

@@ -123,6 +123,6 @@ pub(crate) fn describe(error: &io::Error) -> String {
             format!("the server's certificate is not trusted: {why}")
         }
         Some(other) => other.to_string(),
-        None => crate::error::describe_io(error),
+        None => crate::ioerr::describe_io(error),
     }
 }

@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::origin::WebOrigin;
-use crate::state::AppState;
+use std::sync::Arc;
 
 /// The HTTP side's settings as the handlers need them.
 #[derive(Debug)]
@@ -87,11 +87,11 @@ impl Edge {
 /// file is only ever what its Content-Type says) and `no-referrer` (the page's address is
 /// nobody else's business).
 pub(crate) async fn security_headers(
-    State(state): State<AppState>,
+    State(edge): State<Arc<Edge>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let policy = state.edge.policy(request.headers());
+    let policy = edge.policy(request.headers());
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers.insert(CONTENT_SECURITY_POLICY, policy);
@@ -103,11 +103,11 @@ pub(crate) async fn security_headers(
 /// Refuses a `/ws` upgrade from another site's page (see [`crate::config::EdgeConfig`]) with
 /// 403 before anything of the upgrade is done.
 pub(crate) async fn check_origin(
-    State(state): State<AppState>,
+    State(edge): State<Arc<Edge>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if state.edge.admits(request.headers()) {
+    if edge.admits(request.headers()) {
         return next.run(request).await;
     }
     tracing::debug!(origin = ?request.headers().get(ORIGIN), "refused a /ws upgrade from a foreign origin");

@@ -17,8 +17,8 @@ use crate::state::AppState;
 
 /// The router of the HTTP listener, used by [`crate::Server`] with TLS or without.
 pub(crate) fn app(state: AppState, static_dir: &Path) -> Router {
-    let ws =
-        get(crate::ws::upgrade).route_layer(from_fn_with_state(state.clone(), edge::check_origin));
+    let ws = get(crate::ws::upgrade)
+        .route_layer(from_fn_with_state(state.edge.clone(), edge::check_origin));
     // With an admin listener, /metrics lives there only; a 404 here then says nothing about
     // the server that a missing file would not.
     let metrics = if state.edge.admin {
@@ -33,7 +33,10 @@ pub(crate) fn app(state: AppState, static_dir: &Path) -> Router {
         // `just build-web` writes a gzipped copy beside the bundle; browsers that accept gzip
         // get it (the wasm is about a quarter of its size) without the server compressing.
         .fallback_service(ServeDir::new(static_dir).precompressed_gzip())
-        .layer(from_fn_with_state(state.clone(), edge::security_headers))
+        .layer(from_fn_with_state(
+            state.edge.clone(),
+            edge::security_headers,
+        ))
         .with_state(state)
 }
 
@@ -43,7 +46,10 @@ pub(crate) fn admin_app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .layer(from_fn_with_state(state.clone(), edge::security_headers))
+        .layer(from_fn_with_state(
+            state.edge.clone(),
+            edge::security_headers,
+        ))
         .with_state(state)
 }
 

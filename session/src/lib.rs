@@ -53,6 +53,7 @@ pub mod login;
 mod notices;
 pub mod outbox;
 pub mod pinfile;
+mod pinning;
 pub mod requests;
 mod stream;
 pub mod text;
