@@ -325,10 +325,25 @@ impl Engine {
     /// Handles what the transport delivered: one WebSocket binary message, or the next bytes of
     /// the TCP stream (any amount; a frame cut by the read is completed by the next call).
     pub fn handle_bytes(&mut self, bytes: &[u8]) {
+        if !self.is_connected() {
+            // The connection ended (closed, a failed login, a broken link): what still arrives
+            // on it is no datum from the server.
+            return self.notice(format!(
+                "ignored {} bytes outside a connection",
+                bytes.len()
+            ));
+        }
         for frame in self.reader.push(bytes) {
             match frame {
                 Ok(frame) => self.handle_frame(&frame),
+                // Once the link is up only whole records come from the server: anything else
+                // was put on the path by someone else, and the connection is over.
+                Err(e) if self.link.is_some() => return self.link_broken(LinkError::Framing(e)),
                 Err(e) => self.on_garbled(bytes.first().copied(), e.to_string()),
+            }
+            if !self.is_connected() {
+                // A broken link or a failed login: nothing after it is read.
+                return;
             }
         }
     }

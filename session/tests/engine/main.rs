@@ -3,6 +3,7 @@
 //! a pretend server played by the protocol crate ([`kit`]).
 
 mod contacts;
+mod hostile;
 mod kit;
 mod login;
 mod receiving;
