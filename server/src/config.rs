@@ -145,16 +145,12 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
-impl Limits {
-    /// The largest frame body the transports accept: any record the framing can express. A
-    /// record must be read whole even when the datum inside is over [`Limits::max_body`]:
-    /// skipping it would leave the two sides' nonces apart, so the datum is refused with
-    /// TOO_LARGE after opening, and the connection goes on. The cost is a read buffer of up
-    /// to 64 KiB for a connection that sends one.
-    pub fn record_body(&self) -> usize {
-        flexim_protocol::MAX_BODY
-    }
-}
+/// The largest frame body the transports accept: any record the framing can express. A
+/// record must be read whole even when the datum inside is over [`Limits::max_body`]: skipping
+/// it would leave the two sides' nonces apart, so the datum is refused with TOO_LARGE after
+/// opening, and the connection goes on. The cost is a read buffer of up to 64 KiB for a
+/// connection that sends one.
+pub const RECORD_BODY: usize = flexim_protocol::MAX_BODY;
 
 impl Default for Limits {
     fn default() -> Self {

@@ -117,7 +117,7 @@ async fn handle(
     let _ = stream.set_nodelay(true);
     tune(&stream, &relay.limits);
     let (read, write) = stream.into_split();
-    let mut inbound = Box::pin(frames(FrameReader::new(read, relay.limits.record_body())));
+    let mut inbound = Box::pin(frames(FrameReader::new(read, crate::config::RECORD_BODY)));
     let outbound = Writer::new(write);
     Some(session::run(relay, &mut inbound, outbound, shutdown).await)
 }

@@ -113,7 +113,7 @@ async fn serve(
     relay: Arc<Relay>,
     shutdown: watch::Receiver<bool>,
 ) -> End {
-    let max_body = relay.limits.record_body();
+    let max_body = crate::config::RECORD_BODY;
     // A closed or failed stream ends the session: map both to the end of the stream.
     let mut inbound = Box::pin(
         stream

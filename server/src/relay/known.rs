@@ -8,11 +8,8 @@ use std::sync::Mutex;
 
 use flexim_protocol::PublicKey;
 
-use crate::relay::Relay;
+use crate::relay::{Relay, SHARDS, shard_of};
 use crate::store::StoreError;
-
-/// Shards of the cache (the same spread as the routing table's).
-const SHARDS: usize = 64;
 
 /// Keys known to have logged in (positive answers only: a key may log in at any time, so "not
 /// known" is asked of the store again).
@@ -30,8 +27,9 @@ impl Known {
     }
 
     fn shard(&self, key: &PublicKey) -> std::sync::MutexGuard<'_, HashSet<PublicKey>> {
-        let i = u16::from_le_bytes([key.0[0], key.0[1]]) as usize % self.shards.len();
-        self.shards[i].lock().expect("known-keys lock")
+        self.shards[shard_of(key, self.shards.len())]
+            .lock()
+            .expect("known-keys lock")
     }
 
     /// Remembers that `key` logged in.

@@ -69,6 +69,12 @@ struct Started {
 /// messages to different users rarely meet on one lock.
 const SHARDS: usize = 64;
 
+/// The shard of `key` among `n`: keys are uniformly random (X25519 public keys), so their
+/// first bytes spread them. The routing table and the cache of known keys use it alike.
+fn shard_of(key: &PublicKey, n: usize) -> usize {
+    u16::from_le_bytes([key.0[0], key.0[1]]) as usize % n
+}
+
 /// The shared relay state. One per server, shared by every connection of every transport.
 pub(crate) struct Relay {
     /// The limits every session enforces.
@@ -137,9 +143,9 @@ impl Relay {
 
     /// The shard that holds `key`: routing a message locks only it.
     fn lock(&self, key: &PublicKey) -> MutexGuard<'_, Table<Peer>> {
-        // Keys are uniformly random (X25519 public keys), so their first bytes spread them.
-        let i = u16::from_le_bytes([key.0[0], key.0[1]]) as usize % self.shards.len();
-        self.shards[i].lock().expect("routing lock")
+        self.shards[shard_of(key, self.shards.len())]
+            .lock()
+            .expect("routing lock")
     }
 
     /// Every shard, one at a time (presence, resync): never two locks at once, so no order

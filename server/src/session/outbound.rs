@@ -22,9 +22,9 @@ pub(crate) struct Outbound<Si> {
     link: Option<Link>,
     /// How long one feed or flush may take ([`crate::config::Limits::write_timeout`]).
     deadline: Duration,
-    /// Where every error Status written is counted by code (`/metrics`): all of them pass
-    /// here, whichever part of the server made them.
-    metrics: Arc<crate::relay::Relay>,
+    /// The relay whose metrics count every error Status written, by code (`/metrics`): all
+    /// of them pass here, whichever part of the server made them.
+    relay: Arc<crate::relay::Relay>,
 }
 
 /// A write that did not finish within its deadline: the client stopped reading.
@@ -37,13 +37,13 @@ fn timed_out(deadline: Duration) -> io::Error {
 
 impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Outbound<Si> {
     /// An outbound side with nothing fed yet.
-    pub(crate) fn new(sink: Si, deadline: Duration, metrics: Arc<crate::relay::Relay>) -> Self {
+    pub(crate) fn new(sink: Si, deadline: Duration, relay: Arc<crate::relay::Relay>) -> Self {
         Outbound {
             sink,
             unflushed: false,
             link: None,
             deadline,
-            metrics,
+            relay,
         }
     }
 
@@ -71,7 +71,7 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Outbound<Si> {
         if let Some(code) = crate::frames::status_code(&frame)
             && code < 0
         {
-            self.metrics.metrics.refused(code);
+            self.relay.metrics.refused(code);
         }
         let frame = match &mut self.link {
             Some(link) => Bytes::from(link.seal(&frame).map_err(io::Error::other)?),
