@@ -168,6 +168,9 @@ fn send_to_a_listening_recipient_reports_delivered() {
     let dir = TempDir::new("cli-delivered");
     let (alice, _) = keygen(&dir, "alice");
     let (bob, bob_pub) = keygen(&dir, "bob");
+    // Bob has logged in before (messages go only to keys that have), so the first message is
+    // stored or relayed, whether or not his listener is up yet.
+    server.introduce_blocking(&[flexim_client::Identity::load(&bob).unwrap().secret()]);
     let tcp = server.tcp.to_string();
     let send = |text: &str| {
         flexim(&[
