@@ -81,6 +81,20 @@ pub const TOO_SLOW: i8 = -18;
 /// The server has as many connections as it allows (`--max-connections`): this one is refused
 /// right after its header and closed. Connections already open are not affected; try later.
 pub const SERVER_FULL: i8 = -19;
+/// A rate limit was reached (per address: new connections, new identities; per key: commands
+/// such as ROSTER, SEARCH and GETUSER). The text names the limit and when to try again.
+pub const RATE_LIMITED: i8 = -20;
+/// The sender already has its share of the recipient's offline queue waiting: one sender may
+/// hold only part of a queue, so that nobody can fill another user's queue alone. Not stored.
+pub const SHARE_FULL: i8 = -21;
+/// The server's store holds as many bytes of offline messages as it allows, across every
+/// queue: nothing more is stored until some are delivered or expire. Messages to users who
+/// are online still go through.
+pub const STORE_FULL: i8 = -22;
+/// This address already has as many connections open as one address may, or opens them faster
+/// than one address may: the new one is refused right after its header and closed, as with
+/// SERVER_FULL. Connections already open are not affected; try later.
+pub const ADDRESS_FULL: i8 = -23;
 
 /// A short name for a code, for logs and command-line output.
 pub fn name(code: i8) -> &'static str {
@@ -114,6 +128,10 @@ pub fn name(code: i8) -> &'static str {
         SHUTTING_DOWN => "shutting-down",
         TOO_SLOW => "too-slow",
         SERVER_FULL => "server-full",
+        RATE_LIMITED => "rate-limited",
+        SHARE_FULL => "share-full",
+        STORE_FULL => "store-full",
+        ADDRESS_FULL => "address-full",
         _ => "unknown",
     }
 }
@@ -139,6 +157,7 @@ pub fn is_notice(code: i8) -> bool {
             | SHUTTING_DOWN
             | TOO_SLOW
             | SERVER_FULL
+            | ADDRESS_FULL
     )
 }
 
@@ -230,6 +249,10 @@ mod tests {
             SHUTTING_DOWN,
             TOO_SLOW,
             SERVER_FULL,
+            RATE_LIMITED,
+            SHARE_FULL,
+            STORE_FULL,
+            ADDRESS_FULL,
         ];
         let mut names: Vec<_> = codes.iter().map(|c| name(*c)).collect();
         assert!(!names.contains(&"unknown"));
