@@ -6,6 +6,22 @@ use std::path::Path;
 
 use flexim_testkit::{Options, TestServer, metrics_at};
 
+/// The limits a load generator would hit by construction, turned off in the servers the
+/// throughput modes start: it runs thousands of clients from four addresses (past the
+/// per-address connection limits and the rate of new keys), and each sender writes as fast as
+/// it can (past the message rate). Those limits are measured by `soak` and tested in
+/// tests/e2e/rates.rs; the other limits (queues, memory) stay as deployed.
+pub const CAPACITY: &[&str] = &[
+    "--max-connections-per-address",
+    "0",
+    "--connection-rate",
+    "0",
+    "--new-key-rate",
+    "0",
+    "--message-rate",
+    "0",
+];
+
 /// A server to measure.
 pub struct Target {
     /// `HOST:PORT` of its FLEX-over-TCP listener.
@@ -30,9 +46,20 @@ impl Target {
     }
 
     /// Starts `flexim-server` (by default the one built next to this tool) on free ports with
-    /// a fresh data directory under `data_parent`, passing `extra` flags, and waits until it
-    /// says "ready". Its warnings go to this tool's stderr.
+    /// a fresh data directory under `data_parent`, passing [`CAPACITY`] and `extra` flags,
+    /// and waits until it says "ready". Its warnings go to this tool's stderr.
     pub fn spawn(bin: Option<&Path>, data_parent: &Path, extra: &[&str]) -> anyhow::Result<Target> {
+        let flags: Vec<&str> = CAPACITY.iter().chain(extra).copied().collect();
+        Target::spawn_as_deployed(bin, data_parent, &flags)
+    }
+
+    /// [`Target::spawn`] with the server's own defaults for every limit but those in `extra`:
+    /// for measuring the limits themselves.
+    pub fn spawn_as_deployed(
+        bin: Option<&Path>,
+        data_parent: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Target> {
         let options = Options {
             bin: bin.map(Path::to_path_buf),
             data_parent: Some(data_parent.to_path_buf()),

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::origin::WebOrigin;
+use crate::rates::Rate;
 use crate::tls::TlsFiles;
 
 /// Where the server listens and keeps its data.
@@ -97,10 +98,22 @@ pub struct Limits {
     /// Message for it is stored for later delivery instead (nothing is lost), presence notices
     /// for it are dropped, and the session is disconnected so it can log in again and catch up.
     pub outbound_queue: usize,
+    /// Bytes waiting for one session's writer, the same bound in bytes: a thousand large
+    /// messages would otherwise pin tens of megabytes for a client that reads slowly. A frame
+    /// that does not fit is handled as for a full `outbound_queue`.
+    pub outbound_bytes: usize,
+    /// Bytes waiting in all sessions' queues together. When reached, a frame for a session
+    /// with more than a sixteenth of `outbound_bytes` waiting is handled as for a full queue
+    /// (stored, the session disconnected with `-18`): the slowest readers are shed and the
+    /// sessions that keep up are still written to.
+    pub queued_bytes_budget: usize,
     /// Messages with an id that one session may hold unacknowledged. Beyond it the session
     /// counts as a slow reader: what it holds is stored, it is disconnected, and it gets the
     /// rest at its next login. Bounds the memory a client that never sends ACK can pin.
     pub max_unacked: usize,
+    /// Bytes of those messages, for the same reason: the count alone lets a client that
+    /// never acknowledges pin a thousand messages of 48 KiB each.
+    pub max_unacked_bytes: usize,
     /// Answers one connection may have waiting for the store (Messages to offline users
     /// whose commit is still running). When reached, the connection's next datum is read
     /// only after the oldest answer was sent: the sender is slowed, nothing is dropped.
@@ -140,6 +153,32 @@ pub struct Limits {
     /// already open are not affected. The default leaves half of this machine kind's 20,000
     /// open files for the store, the listeners, and refusing connections over the limit.
     pub max_connections: usize,
+    /// Connections one address (an IPv4 address, an IPv6 /64) may keep open at once. One
+    /// more is told Status -23 (address-full) after its header and closed. 0 turns it off
+    /// (behind a proxy every client has the proxy's address: limit there instead).
+    pub max_connections_per_address: usize,
+    /// New connections per address and second, with bursts. Each connection may make one
+    /// handshake, so this bounds the X25519 work one address can ask of the server. Over it,
+    /// a connection is told Status -23 after its header and closed.
+    pub connection_rate: Rate,
+    /// Keys seen for the first time per address and second, with bursts: the first login of
+    /// a key creates a user, so this bounds how fast one address can mint identities (to
+    /// fill queues under many names, say). Over it, the AuthResponse is answered with Status
+    /// -20 (rate-limited) and the connection closed; keys that logged in before are not
+    /// counted.
+    pub new_key_rate: Rate,
+    /// Messages per key and second, with bursts. Over it the sender is slowed, not refused:
+    /// the session reads its next datum only when the rate allows, so nothing is lost and a
+    /// flood costs the server no more than this rate.
+    pub message_rate: Rate,
+    /// Commands per key and second (every command but ACK, which a receiver sends for each
+    /// batch it reads, and AUTH), with bursts. Over it a command is answered with Status -20
+    /// (rate-limited) and not carried out.
+    pub command_rate: Rate,
+    /// ROSTER and SEARCH per key and second, with bursts, besides `command_rate`: each
+    /// answer can list `roster_limit` users, hundreds of times the request's size. Over it,
+    /// Status -20.
+    pub lookup_rate: Rate,
     /// How long a shutdown waits for the connections to send their goodbye (Status -17) and
     /// close before the server stops regardless.
     pub shutdown_grace: Duration,
@@ -163,7 +202,10 @@ impl Default for Limits {
             tcp_user_timeout: Duration::from_secs(30),
             auth_timeout: Duration::from_secs(30),
             outbound_queue: 1024,
+            outbound_bytes: 2 * 1024 * 1024,
+            queued_bytes_budget: 512 * 1024 * 1024,
             max_unacked: 1024,
+            max_unacked_bytes: 8 * 1024 * 1024,
             max_pipelined: 1024,
             max_offline_messages: 10_000,
             max_offline_bytes: 64 * 1024 * 1024,
@@ -176,6 +218,12 @@ impl Default for Limits {
             ws_write_buffer: 8 * 1024,
             ws_read_buffer: 2 * 1024,
             max_connections: 10_000,
+            max_connections_per_address: 1_000,
+            connection_rate: Rate::new(50.0, 500.0),
+            new_key_rate: Rate::new(2.0, 200.0),
+            message_rate: Rate::new(500.0, 2_000.0),
+            command_rate: Rate::new(50.0, 200.0),
+            lookup_rate: Rate::new(2.0, 20.0),
             shutdown_grace: Duration::from_secs(2),
         }
     }

@@ -74,5 +74,8 @@ async fn loopback_metrics(
 
 /// Counters in Prometheus' text format.
 async fn metrics(State(state): State<AppState>) -> String {
-    state.relay.metrics.render(state.relay.store.stats())
+    let relay = &state.relay;
+    relay
+        .metrics
+        .render(relay.store.stats(), relay.queued.bytes())
 }

@@ -16,6 +16,7 @@ mod listener;
 mod metrics;
 pub mod origin;
 mod peer;
+pub mod rates;
 mod relay;
 mod session;
 mod state;
@@ -212,7 +213,7 @@ impl Server {
             .take()
             .map(|signals| self.cluster_tasks(signals));
         let limits = self.relay.limits.clone();
-        let conns = Arc::new(Connections::new(limits.max_connections));
+        let conns = Arc::new(Connections::new(&limits));
         let (stop_tx, stop_rx) = watch::channel(false);
         let tcp = tokio::spawn(tcp::serve(
             self.tcp,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use flexim_server::rates::Rate;
 use flexim_server::{Config, EdgeConfig, Limits, Server, StoreChoice, TlsFiles, WebOrigin};
 
 /// The flexim relay: FLEX over TCP and WebSocket, end-to-end encrypted, with offline delivery.
@@ -60,10 +61,43 @@ struct Cli {
     /// reader (its messages are stored and it is disconnected).
     #[arg(long, env = "FLEXIM_MAX_UNACKED", default_value_t = Limits::default().max_unacked)]
     max_unacked: usize,
+    /// Bytes of those messages one session may hold, as for --max-unacked.
+    #[arg(long, env = "FLEXIM_MAX_UNACKED_BYTES", default_value_t = Limits::default().max_unacked_bytes)]
+    max_unacked_bytes: usize,
+    /// Bytes waiting for one session's writer; a session whose queue is full is a slow
+    /// reader (its messages are stored, it gets Status -18 and is disconnected).
+    #[arg(long, env = "FLEXIM_OUTBOUND_BYTES", default_value_t = Limits::default().outbound_bytes)]
+    outbound_bytes: usize,
+    /// Bytes waiting for all sessions' writers together; when reached, the sessions with the
+    /// most waiting are handled as slow readers, and those that keep up are not affected.
+    #[arg(long, env = "FLEXIM_QUEUED_BYTES_BUDGET", default_value_t = Limits::default().queued_bytes_budget)]
+    queued_bytes_budget: usize,
     /// Connections (TCP and WebSocket together) open at once; one more is told Status -19
     /// server-full after its header and closed.
     #[arg(long, env = "FLEXIM_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
     max_connections: usize,
+    /// Connections one address (IPv4, or an IPv6 /64) may have open at once; one more is told
+    /// Status -23 address-full and closed. 0: no limit (behind a proxy, limit there).
+    #[arg(long, env = "FLEXIM_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = Limits::default().max_connections_per_address)]
+    max_connections_per_address: usize,
+    /// New connections per address, as PER_SECOND/BURST (0: no limit); over it, Status -23.
+    /// One handshake per connection, so this also bounds an address's handshakes.
+    #[arg(long, env = "FLEXIM_CONNECTION_RATE", default_value_t = Limits::default().connection_rate)]
+    connection_rate: Rate,
+    /// Keys logging in for the first time per address, as PER_SECOND/BURST (0: no limit);
+    /// over it the login gets Status -20 rate-limited.
+    #[arg(long, env = "FLEXIM_NEW_KEY_RATE", default_value_t = Limits::default().new_key_rate)]
+    new_key_rate: Rate,
+    /// Messages per key, as PER_SECOND/BURST (0: no limit); over it the sender is slowed
+    /// (its next datum is read later), never refused.
+    #[arg(long, env = "FLEXIM_MESSAGE_RATE", default_value_t = Limits::default().message_rate)]
+    message_rate: Rate,
+    /// Commands per key except ACK, as PER_SECOND/BURST (0: no limit); over it, Status -20.
+    #[arg(long, env = "FLEXIM_COMMAND_RATE", default_value_t = Limits::default().command_rate)]
+    command_rate: Rate,
+    /// ROSTER and SEARCH per key, as PER_SECOND/BURST (0: no limit); over it, Status -20.
+    #[arg(long, env = "FLEXIM_LOOKUP_RATE", default_value_t = Limits::default().lookup_rate)]
+    lookup_rate: Rate,
     /// Largest datum body accepted, in bytes (a record of the link holds at most 65516).
     #[arg(long, env = "FLEXIM_MAX_BODY", default_value_t = Limits::default().max_body as u16)]
     max_body: u16,
@@ -207,6 +241,15 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         max_offline_messages: cli.max_offline_messages,
         max_offline_bytes: cli.max_offline_bytes,
         max_unacked: cli.max_unacked,
+        max_unacked_bytes: cli.max_unacked_bytes,
+        outbound_bytes: cli.outbound_bytes,
+        queued_bytes_budget: cli.queued_bytes_budget,
+        max_connections_per_address: cli.max_connections_per_address,
+        connection_rate: cli.connection_rate,
+        new_key_rate: cli.new_key_rate,
+        message_rate: cli.message_rate,
+        command_rate: cli.command_rate,
+        lookup_rate: cli.lookup_rate,
         retention: cli.retention.0,
         max_body: cli.max_body.into(),
         max_connections: cli.max_connections,

@@ -14,7 +14,8 @@ pub(crate) struct Metrics {
     pub(crate) connections_total: AtomicU64,
     /// Connections past the header now (sessions).
     pub(crate) connections_open: AtomicU64,
-    /// Connections refused because the server had `max_connections` already.
+    /// Connections refused at the door: the server or the address had as many as allowed,
+    /// or the address opened them too fast.
     pub(crate) connections_refused: AtomicU64,
     /// Successful AUTHs.
     pub(crate) logins: AtomicU64,
@@ -33,6 +34,64 @@ pub(crate) struct Metrics {
     refusals: [AtomicU64; 32],
     /// Sessions the server ended without a Status, by reason ([`Disconnect`]).
     disconnects: [AtomicU64; 2],
+    /// Times each limit of [`Limit`] fired, so that an operator sees which one, where a
+    /// Status name covers several (`address-full` is two limits) or none is sent (a sender
+    /// slowed by the message rate is not told).
+    limits: [AtomicU64; Limit::ALL.len()],
+}
+
+/// The limits `/metrics` counts by name (`flexim_limit_hits_total{limit="..."}`), each a
+/// setting of [`crate::config::Limits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// `max_connections`.
+    MaxConnections,
+    /// `max_connections_per_address`.
+    ConnectionsPerAddress,
+    /// `connection_rate`.
+    ConnectionRate,
+    /// `new_key_rate`.
+    NewKeyRate,
+    /// `message_rate`: the sender was slowed.
+    MessageRate,
+    /// `command_rate`.
+    CommandRate,
+    /// `lookup_rate`.
+    LookupRate,
+    /// `outbound_queue` or `outbound_bytes`: a session's queue was full.
+    OutboundQueue,
+    /// `queued_bytes_budget`: a slow session was shed to keep the server's budget.
+    QueuedBudget,
+}
+
+impl Limit {
+    /// Every limit, in the order of the counters.
+    const ALL: [Limit; 9] = [
+        Limit::MaxConnections,
+        Limit::ConnectionsPerAddress,
+        Limit::ConnectionRate,
+        Limit::NewKeyRate,
+        Limit::MessageRate,
+        Limit::CommandRate,
+        Limit::LookupRate,
+        Limit::OutboundQueue,
+        Limit::QueuedBudget,
+    ];
+
+    /// The label in `/metrics`: the setting's name as its flag spells it.
+    fn label(self) -> &'static str {
+        match self {
+            Limit::MaxConnections => "max-connections",
+            Limit::ConnectionsPerAddress => "max-connections-per-address",
+            Limit::ConnectionRate => "connection-rate",
+            Limit::NewKeyRate => "new-key-rate",
+            Limit::MessageRate => "message-rate",
+            Limit::CommandRate => "command-rate",
+            Limit::LookupRate => "lookup-rate",
+            Limit::OutboundQueue => "outbound-queue",
+            Limit::QueuedBudget => "queued-bytes-budget",
+        }
+    }
 }
 
 /// Why the server ended a session without telling it (a Status could not be read or trusted).
@@ -77,13 +136,31 @@ impl Metrics {
         }
     }
 
+    /// Counts a limit that fired.
+    pub(crate) fn hit(&self, limit: Limit) {
+        inc(&self.limits[limit as usize]);
+    }
+
+    /// Counts a connection refused at the door, by the limit that refused it.
+    pub(crate) fn connection_refused(&self, why: crate::conns::Refusal) {
+        use crate::conns::Refusal;
+        inc(&self.connections_refused);
+        self.refused(why.code());
+        self.hit(match why {
+            Refusal::ServerFull => Limit::MaxConnections,
+            Refusal::AddressFull => Limit::ConnectionsPerAddress,
+            Refusal::TooFast(_) => Limit::ConnectionRate,
+        });
+    }
+
     /// Counts a session ended without a Status.
     pub(crate) fn disconnected(&self, why: Disconnect) {
         inc(&self.disconnects[why as usize]);
     }
 
-    /// The counters and the store's figures in Prometheus' text format.
-    pub(crate) fn render(&self, store: StoreStats) -> String {
+    /// The counters, the bytes queued for sessions and the store's figures in Prometheus'
+    /// text format.
+    pub(crate) fn render(&self, store: StoreStats, queued_bytes: usize) -> String {
         let mut out = String::new();
         for (name, help, value) in [
             (
@@ -98,7 +175,7 @@ impl Metrics {
             ),
             (
                 "flexim_connections_refused_total",
-                "Connections refused because the server was full (max_connections).",
+                "Connections refused at the door (max_connections, or an address's limits).",
                 &self.connections_refused,
             ),
             ("flexim_logins_total", "Successful AUTHs.", &self.logins),
@@ -154,7 +231,21 @@ impl Metrics {
             let label = why.label();
             let _ = writeln!(out, "flexim_disconnects_total{{reason=\"{label}\"}} {n}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP flexim_limit_hits_total Times each limit fired, by its setting's name."
+        );
+        for limit in Limit::ALL {
+            let n = self.limits[limit as usize].load(Ordering::Relaxed);
+            let label = limit.label();
+            let _ = writeln!(out, "flexim_limit_hits_total{{limit=\"{label}\"}} {n}");
+        }
         for (name, help, value) in [
+            (
+                "flexim_queued_bytes",
+                "Bytes waiting in the sessions' outbound queues now.",
+                queued_bytes as u64,
+            ),
             (
                 "flexim_store_writes_total",
                 "Writes committed to the store.",

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::codec::{BytesCodec, FramedWrite};
 
-use crate::conns::{Connections, Slot};
+use crate::conns::{Connections, Refusal, Slot};
 use crate::metrics;
 use crate::relay::Relay;
 use crate::session::{self, Inbound};
@@ -35,12 +35,13 @@ pub(crate) async fn serve(
         match accepted {
             Ok((stream, peer)) => {
                 metrics::inc(&relay.metrics.connections_total);
-                let slot = conns.try_slot();
+                let slot = conns
+                    .admit(peer.ip())
+                    .map_err(|why| (why, conns.refusal(why)));
                 let relay = relay.clone();
                 let shutdown = shutdown.clone();
-                let refusal = slot.is_none().then(|| conns.refusal());
                 conns.spawn(async move {
-                    let end = handle(stream, relay, slot, refusal, shutdown).await;
+                    let end = handle(stream, relay, slot, shutdown).await;
                     tracing::debug!(%peer, ?end, "tcp connection closed");
                 });
             }
@@ -77,13 +78,12 @@ async fn read_header(stream: &mut TcpStream) -> bool {
     true
 }
 
-/// Serves one connection: the header, then the session; or, without a `slot`, the header and
-/// the `refusal`.
+/// Serves one connection: the header, then the session; or, without a slot, the header and
+/// the refusal (why, and its framed Status).
 async fn handle(
     mut stream: TcpStream,
     relay: Arc<Relay>,
-    slot: Option<Slot>,
-    refusal: Option<Bytes>,
+    slot: Result<Slot, (Refusal, Bytes)>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Option<session::End> {
     let timeout = relay.limits.header_timeout;
@@ -96,10 +96,10 @@ async fn handle(
         reset(stream);
         return None;
     }
-    let Some(_slot) = slot else {
-        metrics::inc(&relay.metrics.connections_refused);
-        relay.metrics.refused(flexim_protocol::status::SERVER_FULL);
-        if let Some(refusal) = refusal {
+    let _slot = match slot {
+        Ok(slot) => slot,
+        Err((why, refusal)) => {
+            relay.metrics.connection_refused(why);
             // Best effort, briefly: the client is told why, then the connection closes.
             let _ = tokio::time::timeout(timeout, async {
                 stream.write_all(&refusal).await?;
@@ -111,15 +111,19 @@ async fn handle(
                 Ok::<_, std::io::Error>(())
             })
             .await;
+            return None;
         }
-        return None;
     };
     let _ = stream.set_nodelay(true);
     tune(&stream, &relay.limits);
+    let peer = match stream.peer_addr() {
+        Ok(a) => a.ip(),
+        Err(_) => return None,
+    };
     let (read, write) = stream.into_split();
     let mut inbound = Box::pin(frames(FrameReader::new(read, crate::config::RECORD_BODY)));
     let outbound = Writer::new(write);
-    Some(session::run(relay, &mut inbound, outbound, shutdown).await)
+    Some(session::run(relay, peer, &mut inbound, outbound, shutdown).await)
 }
 
 /// Keepalive and the user timeout on a FLEX connection ([`crate::config::Limits`]): a peer

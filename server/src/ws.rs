@@ -1,10 +1,11 @@
 //! The WebSocket transport at `/ws`: the same frames as TCP, one per binary message.
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use bytes::Bytes;
 use flexim_protocol::HEADER;
@@ -13,7 +14,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
 
-use crate::conns::Slot;
+use crate::conns::{Refusal, Slot};
 use crate::metrics;
 use crate::relay::Relay;
 use crate::session::{self, End, Inbound};
@@ -22,9 +23,13 @@ use crate::state::AppState;
 /// Upgrades `GET /ws` with buffers sized for many connections. A connection over the limit is
 /// upgraded all the same, so that it can be told why it is refused (a browser sees nothing of
 /// an HTTP error answer to its upgrade).
-pub(crate) async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+pub(crate) async fn upgrade(
+    ws: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(state): State<AppState>,
+) -> Response {
     metrics::inc(&state.relay.metrics.connections_total);
-    let slot = state.conns.try_slot();
+    let slot = state.conns.admit(peer.ip());
     let limits = &state.relay.limits;
     let conns = state.conns.clone();
     ws.max_message_size(limits.ws_max_message)
@@ -32,7 +37,7 @@ pub(crate) async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>)
         .write_buffer_size(limits.ws_write_buffer)
         .max_write_buffer_size(limits.ws_write_buffer.max(limits.ws_max_message) * 2)
         .read_buffer_size(limits.ws_read_buffer)
-        .on_upgrade(move |socket| conns.track(handle(socket, state, slot)))
+        .on_upgrade(move |socket| conns.track(handle(socket, state, slot, peer.ip())))
 }
 
 /// The reason given with close code 1009.
@@ -75,8 +80,8 @@ async fn header(
     matches!(&first, Ok(Some(Ok(Message::Binary(b)))) if b[..] == HEADER)
 }
 
-/// Serves one WebSocket connection, or refuses it when it has no `slot`.
-async fn handle(socket: WebSocket, state: AppState, slot: Option<Slot>) {
+/// Serves one WebSocket connection, or refuses it when it has no slot.
+async fn handle(socket: WebSocket, state: AppState, slot: Result<Slot, Refusal>, peer: IpAddr) {
     let AppState {
         relay,
         mut shutdown,
@@ -89,14 +94,20 @@ async fn handle(socket: WebSocket, state: AppState, slot: Option<Slot>) {
         let _ = sink.send(close(close_code::PROTOCOL, why)).await;
         return;
     }
-    let Some(_slot) = slot else {
-        metrics::inc(&relay.metrics.connections_refused);
-        relay.metrics.refused(flexim_protocol::status::SERVER_FULL);
-        let _ = sink.send(Message::Binary(conns.refusal())).await;
-        let _ = sink.send(close(TRY_AGAIN_LATER, "server full")).await;
-        return;
+    let _slot = match slot {
+        Ok(slot) => slot,
+        Err(why) => {
+            relay.metrics.connection_refused(why);
+            let _ = sink.send(Message::Binary(conns.refusal(why))).await;
+            let reason = match why {
+                Refusal::ServerFull => "server full",
+                Refusal::AddressFull | Refusal::TooFast(_) => "address limit",
+            };
+            let _ = sink.send(close(TRY_AGAIN_LATER, reason)).await;
+            return;
+        }
     };
-    let end = serve(&mut sink, stream, relay, shutdown).await;
+    let end = serve(&mut sink, stream, relay, peer, shutdown).await;
     let goodbye = match end {
         End::Violation(TOO_BIG) => close(close_code::SIZE, TOO_BIG),
         End::Violation(why) => close(close_code::PROTOCOL, why),
@@ -111,6 +122,7 @@ async fn serve(
     sink: &mut SplitSink<WebSocket, Message>,
     stream: SplitStream<WebSocket>,
     relay: Arc<Relay>,
+    peer: IpAddr,
     shutdown: watch::Receiver<bool>,
 ) -> End {
     let max_body = crate::config::RECORD_BODY;
@@ -123,7 +135,7 @@ async fn serve(
     let outbound = sink
         .sink_map_err(io::Error::other)
         .with(|b: Bytes| std::future::ready(Ok::<_, io::Error>(Message::Binary(b))));
-    session::run(relay, &mut inbound, outbound, shutdown).await
+    session::run(relay, peer, &mut inbound, outbound, shutdown).await
 }
 
 /// A close frame.

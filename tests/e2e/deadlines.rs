@@ -22,7 +22,16 @@ async fn online(observer: &mut Conn, key: &PublicKey) -> bool {
 
 #[tokio::test]
 async fn a_reader_that_stops_reading_is_disconnected_within_the_write_deadline() {
-    let server = TestServer::start_with(&["--write-timeout", "1"]);
+    // Without byte bounds in the way, so that the write deadline is what ends the session
+    // (with the defaults, the bytes it holds unacknowledged end it sooner: memory.rs).
+    let server = TestServer::start_with(&[
+        "--write-timeout",
+        "1",
+        "--max-unacked-bytes",
+        "1000000000",
+        "--outbound-bytes",
+        "1000000000",
+    ]);
     let (sender, stalled, bystander) = (new_key(), new_key(), new_key());
     let mut s = Conn::login_tcp(server.tcp, &sender).await.unwrap();
     let mut b = Conn::login_tcp(server.tcp, &bystander).await.unwrap();

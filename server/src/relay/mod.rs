@@ -28,6 +28,7 @@ use crate::config::Limits;
 use crate::frames::{self, Id};
 use crate::metrics::{self, Metrics};
 use crate::peer::{self, Mailbox, Peer};
+use crate::rates::Buckets;
 use crate::store::{BoxFuture, QueueLimits, Store, StoreError, Stored, UserRecord};
 use crate::table::{
     Bounds, GhostCheck, GoLive, Routed, SessionId, Table, Then, ToStore, Unacked, Write,
@@ -75,6 +76,30 @@ fn shard_of(key: &PublicKey, n: usize) -> usize {
     u16::from_le_bytes([key.0[0], key.0[1]]) as usize % n
 }
 
+/// The rate limits of sessions, one bucket per key or address ([`crate::rates`]).
+pub(crate) struct Rates {
+    /// `Limits::message_rate`, by key.
+    pub(crate) messages: Buckets<PublicKey>,
+    /// `Limits::command_rate`, by key.
+    pub(crate) commands: Buckets<PublicKey>,
+    /// `Limits::lookup_rate`, by key.
+    pub(crate) lookups: Buckets<PublicKey>,
+    /// `Limits::new_key_rate`, by address.
+    pub(crate) new_keys: Buckets<std::net::IpAddr>,
+}
+
+impl Rates {
+    /// Empty buckets for the rates of `limits`.
+    fn new(limits: &Limits) -> Self {
+        Rates {
+            messages: Buckets::new(limits.message_rate),
+            commands: Buckets::new(limits.command_rate),
+            lookups: Buckets::new(limits.lookup_rate),
+            new_keys: Buckets::new(limits.new_key_rate),
+        }
+    }
+}
+
 /// The shared relay state. One per server, shared by every connection of every transport.
 pub(crate) struct Relay {
     /// The limits every session enforces.
@@ -91,7 +116,11 @@ pub(crate) struct Relay {
     /// Source of session ids.
     next_id: AtomicU64,
     /// Statistics.
-    pub(crate) metrics: Metrics,
+    pub(crate) metrics: Arc<Metrics>,
+    /// The bytes queued for every session's writer, against the server-wide budget.
+    pub(crate) queued: Arc<peer::Queued>,
+    /// The per-key and per-address rates sessions are held to.
+    pub(crate) rates: Rates,
     /// The other nodes, when several share one Redis; `None` for a single node.
     cluster: Option<Arc<Cluster>>,
     /// Keys whose holding node is about to be woken: a wake-up already on its way covers
@@ -117,8 +146,16 @@ impl Relay {
         });
         let bounds = Bounds {
             max_unacked: limits.max_unacked,
+            max_unacked_bytes: limits.max_unacked_bytes,
         };
+        let metrics = Arc::new(Metrics::default());
+        let queued = Arc::new(peer::Queued::new(
+            limits.queued_bytes_budget,
+            limits.outbound_bytes,
+            metrics.clone(),
+        ));
         Relay {
+            rates: Rates::new(&limits),
             limits,
             store,
             server_key,
@@ -127,7 +164,8 @@ impl Relay {
                 .map(|_| Mutex::new(Table::new(bounds)))
                 .collect(),
             next_id: AtomicU64::new(1),
-            metrics: Metrics::default(),
+            queued,
+            metrics,
             cluster: None,
             waking: Mutex::new(HashSet::new()),
             known: known::Known::new(),
@@ -256,7 +294,7 @@ impl Relay {
     pub(crate) async fn login(&self, key: PublicKey) -> Result<Login, StoreError> {
         let before = self.store.touch(key, clock::now()).await?;
         self.known.insert(key);
-        let (peer, mailbox) = peer::pair(self.limits.outbound_queue);
+        let (peer, mailbox) = peer::pair(self.limits.outbound_queue, self.queued.clone());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut primary = self.lock(&key).join(key, id, peer, self.cluster.is_some());
         if primary && let Some(cluster) = &self.cluster {

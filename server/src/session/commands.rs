@@ -17,6 +17,9 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
         let Some((key, id)) = self.authed() else {
             return Flow::Continue;
         };
+        if let Some(refusal) = self.command_refusal(key, &c.cmd) {
+            return self.reply(refusal).await;
+        }
         let arg = c.payload.first().map(String::as_str);
         let answer: Result<Datum, Status> = match (c.cmd.as_str(), arg) {
             (cmd::ROSTER, _) => self.relay.roster(None).await,
@@ -57,6 +60,40 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
             Ok(datum) => io_flow(self.out.feed(frame(datum)).await),
             Err(s) => self.reply(s).await,
         }
+    }
+
+    /// The refusal for a command over its key's rates (`Limits::command_rate`, and
+    /// `Limits::lookup_rate` for ROSTER and SEARCH); `None` lets it run. ACK is not counted:
+    /// a receiver sends one for every batch it reads, and each costs about what a message does.
+    fn command_refusal(&self, key: flexim_protocol::PublicKey, name: &str) -> Option<Status> {
+        use crate::metrics::Limit;
+        if name == cmd::ACK {
+            return None;
+        }
+        let rates = &self.relay.rates;
+        let now = std::time::Instant::now();
+        let (bucket, limit, what) = match rates.commands.take(key, now) {
+            Err(wait) => (&rates.commands, Limit::CommandRate, ("commands", wait)),
+            Ok(()) if matches!(name, cmd::ROSTER | cmd::SEARCH) => {
+                match rates.lookups.take(key, now) {
+                    Err(wait) => (
+                        &rates.lookups,
+                        Limit::LookupRate,
+                        ("ROSTER and SEARCH", wait),
+                    ),
+                    Ok(()) => return None,
+                }
+            }
+            Ok(()) => return None,
+        };
+        self.relay.metrics.hit(limit);
+        let (what, wait) = what;
+        let text = format!(
+            "{name} refused: at most {} for {what}; try again in {}",
+            bucket.rate().words(),
+            crate::rates::wait_text(wait)
+        );
+        Some(Status::new(status::RATE_LIMITED, text))
     }
 
     /// ACK: the answer says how many of the distinct ids named a message this session held.

@@ -38,6 +38,7 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
     /// A Message frame from the authenticated client: read as [`MessageRef`] (its body not
     /// copied), checked, routed, answered in order.
     pub(super) async fn message_frame(&mut self, frame: Bytes, key: PublicKey) -> Flow {
+        self.charge_message(key);
         let answer = match MessageRef::decode(&frame[PREFIX_LEN..]) {
             Ok(m) => self.message(m, &frame, key).await,
             Err(e) => Err(Status::new(status::MALFORMED, e.to_string())),
@@ -45,6 +46,18 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
         match answer {
             Ok(answer) => self.answer(answer).await,
             Err(refusal) => self.reply(refusal).await,
+        }
+    }
+
+    /// Counts a message against its key's `Limits::message_rate`: over it, the client's
+    /// next datum is read only after the pause the rate asks for.
+    fn charge_message(&mut self, key: PublicKey) {
+        let now = tokio::time::Instant::now();
+        if let Some(pause) = self.relay.rates.messages.charge(key, now.into_std()) {
+            if self.pause.is_none() {
+                self.relay.metrics.hit(crate::metrics::Limit::MessageRate);
+            }
+            self.pause = Some(now + pause);
         }
     }
 

@@ -15,6 +15,7 @@ mod tests;
 
 use std::collections::VecDeque;
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -116,6 +117,7 @@ fn io_flow(r: io::Result<()>) -> Flow {
 /// until the client leaves, breaks a rule, is kicked, or the server shuts down.
 pub(crate) async fn run<St, Si>(
     relay: Arc<Relay>,
+    peer: IpAddr,
     inbound: &mut St,
     outbound: Si,
     mut shutdown: watch::Receiver<bool>,
@@ -131,6 +133,8 @@ where
         mailbox: None,
         answers: VecDeque::new(),
         cursor: 0,
+        peer,
+        pause: None,
         out: Outbound::new(outbound, relay.limits.write_timeout, relay.clone()),
     };
     let end = session.serve(inbound, &mut shutdown).await;
@@ -166,6 +170,11 @@ struct Session<Si> {
     /// been given; stored messages are written to a session once, and again only after a
     /// reconnect.
     cursor: u64,
+    /// The client's address, for the per-address limits (`Limits::new_key_rate`).
+    peer: IpAddr,
+    /// Until when the client's datums are left unread: its key is over
+    /// `Limits::message_rate`. Frames for it are still written meanwhile.
+    pause: Option<tokio::time::Instant>,
     /// Where frames go.
     out: Outbound<Si>,
 }
@@ -174,6 +183,14 @@ struct Session<Si> {
 /// session future stays `Send`).
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Completes when a pause ends (never, without one).
+async fn paused(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next thing the relay has for the session (never, before login).
@@ -212,7 +229,11 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
                 _ = &mut auth_deadline, if !authed => {
                     self.auth_failed("authentication timed out").await
                 }
-                item = inbound.next() => {
+                _ = paused(self.pause) => {
+                    self.pause = None;
+                    Flow::Continue
+                }
+                item = inbound.next(), if self.pause.is_none() => {
                     let flow = self.inbound(item).await;
                     // Datums that have arrived already are handled before anything is
                     // flushed, so their answers share one write (one system call) instead of
@@ -251,6 +272,9 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
         St: Stream<Item = Inbound> + Unpin,
     {
         for _ in 0..COALESCE {
+            if self.pause.is_some() {
+                break;
+            }
             match inbound.next().now_or_never() {
                 Some(item) => {
                     if let Flow::Stop(end) = self.inbound(item).await {
@@ -491,6 +515,10 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
     /// The handshake succeeded: register with the relay, send the client its User datum (the
     /// first record of the link), and deliver what was stored while it was away.
     async fn login(&mut self, key: PublicKey) -> Flow {
+        if let Some(refusal) = self.new_key_refusal(key).await {
+            let _ = self.out.send(self.status(refusal)).await;
+            return Flow::Stop(End::AuthFailed);
+        }
         let login = match self.relay.login(key).await {
             Ok(l) => l,
             Err(e) => {
@@ -527,6 +555,29 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
             return Flow::Continue;
         }
         self.deliver_stored(false).await
+    }
+
+    /// The refusal for a key seen for the first time when this address has made too many
+    /// new ones lately (`Limits::new_key_rate`); `None` lets the login go on. A key the store
+    /// cannot be asked about is let in: the login itself reports a failing store.
+    async fn new_key_refusal(&self, key: PublicKey) -> Option<Status> {
+        let rates = &self.relay.rates;
+        if !rates.new_keys.rate().is_on() || self.relay.has_logged_in(key).await.unwrap_or(true) {
+            return None;
+        }
+        let address = crate::rates::address_key(self.peer);
+        let wait = rates
+            .new_keys
+            .take(address, std::time::Instant::now())
+            .err()?;
+        self.relay.metrics.hit(metrics::Limit::NewKeyRate);
+        let text = format!(
+            "your address has made too many new keys lately ({}); log in with a key you have \
+             used before, or try again in {}",
+            rates.new_keys.rate().words(),
+            crate::rates::wait_text(wait)
+        );
+        Some(Status::new(status::RATE_LIMITED, text))
     }
 
     /// After authentication: messages (see [`Session::handle`]) and commands.

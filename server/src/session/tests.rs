@@ -53,7 +53,14 @@ fn drive(relay: Arc<Relay>) -> Driven {
                 Ok::<_, io::Error>(tx)
             },
         ));
-        run(relay, &mut inbound, outbound, stop_rx).await
+        run(
+            relay,
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            &mut inbound,
+            outbound,
+            stop_rx,
+        )
+        .await
     });
     (in_tx, out_rx, task)
 }

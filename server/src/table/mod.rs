@@ -112,6 +112,9 @@ struct Key<O> {
     /// `max_unacked` bound: stored ones cost the store, not the relay's memory, so a login that
     /// delivers a long backlog does not make the session a slow reader.
     in_memory: usize,
+    /// The bytes of those frames, against `max_unacked_bytes`: a thousand large messages pin
+    /// far more memory than a thousand small ones.
+    in_memory_bytes: usize,
     /// Store writes decided for this key since it has had a session here. A session that
     /// looked at the store and found nothing new goes live only if no write was decided since
     /// its look began: then nothing can be in the store, or on its way there, that it has not
@@ -135,6 +138,7 @@ impl<O> Key<O> {
             elsewhere,
             unacked: VecDeque::new(),
             in_memory: 0,
+            in_memory_bytes: 0,
             decided: 0,
         }
     }
@@ -155,6 +159,8 @@ impl<O> Key<O> {
 pub(crate) struct Bounds {
     /// Messages with an id a primary may hold in memory unacknowledged (`Limits::max_unacked`).
     pub(crate) max_unacked: usize,
+    /// Their bytes (`Limits::max_unacked_bytes`).
+    pub(crate) max_unacked_bytes: usize,
 }
 
 /// What the tests may break on purpose, to show that the property test notices.
@@ -265,6 +271,7 @@ impl<O: Outlet> Table<O> {
         if self.broken == Some(Breakage::DropUnackedOnLeave) {
             k.unacked.clear();
             k.in_memory = 0;
+            k.in_memory_bytes = 0;
         }
         left.write = self.demote(key, why);
         let k = self.keys.get_mut(&key).expect("still registered");
@@ -337,7 +344,9 @@ impl<O: Outlet> Table<O> {
         {
             // A message with an id beyond the bound counts as a full queue: a client that
             // never acknowledges must not pin unbounded memory.
-            let over = id.is_some() && k.in_memory >= self.bounds.max_unacked;
+            let over = id.is_some()
+                && (k.in_memory >= self.bounds.max_unacked
+                    || k.in_memory_bytes + frame.len() > self.bounds.max_unacked_bytes);
             let refused = if over {
                 Err(Refused::Full)
             } else {
@@ -348,6 +357,7 @@ impl<O: Outlet> Table<O> {
                     let answer = k.answers.about(id.as_ref());
                     if let Some(id) = id {
                         k.in_memory += 1;
+                        k.in_memory_bytes += frame.len();
                         k.unacked.push_back(Unacked {
                             id,
                             sender,
@@ -422,6 +432,7 @@ impl<O: Outlet> Table<O> {
             return None;
         }
         k.in_memory = 0;
+        k.in_memory_bytes = 0;
         let mut entries = Vec::new();
         let mut senders: Vec<(PublicKey, Vec<Id>)> = Vec::new();
         for u in std::mem::take(&mut k.unacked) {
@@ -500,11 +511,14 @@ impl<O: Outlet> Table<O> {
                 .map(|i| from + i)
         };
         let mut senders: Vec<(PublicKey, Vec<Id>)> = Vec::new();
-        let mut freed = 0;
+        let (mut freed, mut freed_bytes) = (0, 0);
         let mut take = |u: &Unacked, at: usize, named: &mut [(u64, &[u8], bool)]| {
             match u.held {
                 Held::Stored(seq) => acked.remove.push(seq),
-                Held::Memory(_) => freed += 1,
+                Held::Memory(ref frame) => {
+                    freed += 1;
+                    freed_bytes += frame.len();
+                }
             }
             if !named[at].2 {
                 named[at].2 = true;
@@ -539,6 +553,7 @@ impl<O: Outlet> Table<O> {
             }
         }
         k.in_memory -= freed;
+        k.in_memory_bytes -= freed_bytes;
         if !senders.is_empty() {
             acked.receipts = Some(Receipts {
                 about: key,
@@ -664,7 +679,11 @@ impl<O: Outlet> Table<O> {
                 .unacked
                 .iter()
                 .filter(|u| matches!(u.held, Held::Memory(_)));
-            memory.count() == k.in_memory
+            let (n, bytes) = memory.fold((0, 0), |(n, b), u| match &u.held {
+                Held::Memory(f) => (n + 1, b + f.len()),
+                Held::Stored(_) => (n, b),
+            });
+            n == k.in_memory && bytes == k.in_memory_bytes
         })
     }
 

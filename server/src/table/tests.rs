@@ -12,7 +12,10 @@ fn key(n: u8) -> PublicKey {
 }
 
 fn table() -> Table<Fake> {
-    Table::new(Bounds { max_unacked: 4 })
+    Table::new(Bounds {
+        max_unacked: 4,
+        max_unacked_bytes: usize::MAX,
+    })
 }
 
 fn id(s: &str) -> Option<Id> {
@@ -231,6 +234,34 @@ fn too_many_unacknowledged_messages_make_a_slow_reader() {
     let (demoted, _, close) = stored(&mut t, alice, bob, id("m-4"), 4);
     assert_eq!(demoted.expect("held ones stored").entries.len(), 4);
     assert!(close.unwrap().text.contains("not acknowledged"));
+}
+
+#[test]
+fn too_many_unacknowledged_bytes_make_a_slow_reader_and_an_ack_frees_them() {
+    let (alice, bob) = (key(1), key(2));
+    // Room for two of the test's frames ("message N", 9 bytes) but not three.
+    let mut t = Table::new(Bounds {
+        max_unacked: 100,
+        max_unacked_bytes: 20,
+    });
+    let b = Fake::new(1, 100);
+    t.join(bob, 1, b.clone(), false);
+    live(&mut t, bob, 1);
+    relayed(&mut t, alice, bob, id("m-1"), 1);
+    relayed(&mut t, alice, bob, id("m-2"), 2);
+    // An acknowledgement gives the bytes back: two more fit.
+    assert_eq!(t.ack(bob, 1, &["m-1", "m-2"]).matched, 2);
+    assert!(t.counts_agree());
+    relayed(&mut t, alice, bob, id("m-3"), 3);
+    relayed(&mut t, alice, bob, id("m-4"), 4);
+    assert!(t.counts_agree());
+    let (demoted, _, close) = stored(&mut t, alice, bob, id("m-5"), 5);
+    assert_eq!(
+        frames_of(&demoted.expect("held ones stored")),
+        [msg(3), msg(4)]
+    );
+    assert!(close.unwrap().text.contains("not acknowledged"));
+    assert!(t.counts_agree());
 }
 
 #[test]
