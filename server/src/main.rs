@@ -123,6 +123,16 @@ struct Cli {
     #[arg(long, env = "FLEXIM_HTTP_TIMEOUT", value_name = "SECS", value_parser = parse_secs,
           default_value_t = Limits::default().http_timeout.as_secs_f64())]
     http_timeout: f64,
+    /// Seconds a FLEX client (TCP or WebSocket) has to send the 5-byte header once connected
+    /// (once upgraded, on WebSocket) before the connection is reset.
+    #[arg(long, env = "FLEXIM_HEADER_TIMEOUT", value_name = "SECS", value_parser = parse_secs,
+          default_value_t = Limits::default().header_timeout.as_secs_f64())]
+    header_timeout: f64,
+    /// Seconds a FLEX connection may stay unauthenticated after its header: past it, Status -6
+    /// and the connection is closed.
+    #[arg(long, env = "FLEXIM_AUTH_TIMEOUT", value_name = "SECS", value_parser = parse_secs,
+          default_value_t = Limits::default().auth_timeout.as_secs_f64())]
+    auth_timeout: f64,
     /// Seconds one write to a client may take: a client that stops reading is disconnected
     /// this long after its buffers filled (its unacknowledged messages are stored).
     #[arg(long, env = "FLEXIM_WRITE_TIMEOUT", value_name = "SECS", value_parser = parse_secs,
@@ -254,6 +264,8 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         max_body: cli.max_body.into(),
         max_connections: cli.max_connections,
         http_timeout: Duration::from_secs_f64(cli.http_timeout),
+        header_timeout: Duration::from_secs_f64(cli.header_timeout),
+        auth_timeout: Duration::from_secs_f64(cli.auth_timeout),
         write_timeout: Duration::from_secs_f64(cli.write_timeout),
         tcp_keepalive: Duration::from_secs_f64(cli.tcp_keepalive),
         tcp_user_timeout: Duration::from_secs_f64(cli.tcp_user_timeout),

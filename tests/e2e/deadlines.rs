@@ -1,7 +1,8 @@
-//! Time limits on every write (docs/PROTOCOL.md §11, `--write-timeout`): a client that logs in
-//! and then stops reading is disconnected once its buffers are full and one write has waited
-//! the deadline; what it did not acknowledge is stored (its sender told `8`) and delivered when
-//! it reads again; another user chats on, unaffected.
+//! Time limits (docs/PROTOCOL.md §11). On every write (`--write-timeout`): a client that logs
+//! in and then stops reading is disconnected once its buffers are full and one write has
+//! waited the deadline; what it did not acknowledge is stored (its sender told `8`) and
+//! delivered when it reads again; another user chats on, unaffected. Before the login
+//! (`--header-timeout`, `--auth-timeout`): a connection that stays silent is let go.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -101,4 +102,62 @@ async fn a_reader_that_stops_reading_is_disconnected_within_the_write_deadline()
         }
     }
     assert_eq!(got, ids.iter().cloned().collect::<HashSet<_>>());
+}
+
+/// How long until the server closes `conn` (reads until the end), at most 10 s.
+async fn closed_within(conn: &mut Conn) -> (Duration, Vec<Datum>) {
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(flexim_tests::Got::Datum(d)) = conn.next().await {
+            got.push(d);
+        }
+    });
+    read.await.expect("the silent connection was never closed");
+    (started.elapsed(), got)
+}
+
+#[tokio::test]
+async fn connections_that_stay_silent_before_the_login_are_let_go_and_others_are_not() {
+    let server = TestServer::start_with(&["--header-timeout", "1", "--auth-timeout", "2"]);
+    let (alice, bob) = (new_key(), new_key());
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
+    let mut b = Conn::login_ws(&server.ws, &bob).await.unwrap();
+    // No header: reset after a second, on TCP and on WebSocket.
+    let mut tcp = Conn::open_tcp(server.tcp, None, 4096).await.unwrap();
+    let mut ws = Conn::open_ws(&server.ws, None, true).await.unwrap();
+    // The header, then nothing: the server's User datum, then -6 once two seconds are up.
+    let mut quiet = Conn::tcp(server.tcp).await.unwrap();
+    let ((t_tcp, _), (t_ws, _), (t_quiet, quiet_got)) = tokio::join!(
+        closed_within(&mut tcp),
+        closed_within(&mut ws),
+        closed_within(&mut quiet)
+    );
+    for (what, took, from) in [
+        ("no header (TCP)", t_tcp, 900),
+        ("no header (WebSocket)", t_ws, 900),
+        ("no login", t_quiet, 1900),
+    ] {
+        assert!(
+            took >= Duration::from_millis(from),
+            "{what}: closed after {took:?}"
+        );
+    }
+    assert!(
+        matches!(quiet_got.as_slice(), [Datum::User(_), Datum::Status(s)]
+            if s.status == status::AUTH_FAILED && s.payload.contains("timed out")),
+        "{quiet_got:?}"
+    );
+    // The users who logged in were not cut by either deadline.
+    let to = bob.public_key().to_hex();
+    a.send(&message_with_id(
+        &alice.public_key(),
+        &to,
+        "still here",
+        "late-1",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(a.status().await.unwrap().status, status::RELAYED);
+    assert_eq!(b.message().await.unwrap().msg, "still here");
 }
