@@ -17,7 +17,9 @@ pub fn describe(s: &Status) -> String {
 pub fn refusal(s: &Status) -> String {
     let words = match s.status {
         status::QUEUE_FULL => "the recipient's queue is full",
-        status::SHARE_FULL => "you have as many messages waiting for this recipient as one sender may",
+        status::SHARE_FULL => {
+            "you have as many messages waiting for this recipient as one sender may"
+        }
         status::STORE_FULL => "the server's store is full",
         status::RATE_LIMITED => "you are sending too fast; try again shortly",
         status::NO_SUCH_USER => "the server knows no such recipient",
