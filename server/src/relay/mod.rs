@@ -12,6 +12,8 @@
 mod known;
 mod nodes;
 mod receipts;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
