@@ -212,12 +212,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let target = match args.server.server.clone() {
                 Some(tcp) => server::Target::existing(tcp, args.server.http.clone()),
                 None => {
-                    // Room for every message: this measures the store, not its limits.
+                    // Room for every message, from any one sender and in the whole store: this
+                    // measures the store, not its limits.
                     let room = total.max(10_000).to_string();
                     server::Target::spawn(
                         args.server.server_bin.as_deref(),
                         &args.server.data,
-                        &["--max-offline-messages", &room],
+                        &[
+                            "--max-offline-messages",
+                            &room,
+                            "--max-offline-per-sender",
+                            &room,
+                            "--max-offline-per-sender-bytes",
+                            &u64::MAX.to_string(),
+                            "--max-store-bytes",
+                            "0",
+                        ],
                     )?
                 }
             };

@@ -19,6 +19,7 @@ mod link;
 mod offline;
 mod pins;
 mod privacy;
+mod queues;
 mod receipts;
 mod redis_store;
 mod routing;

@@ -80,19 +80,21 @@ pub(crate) fn place(
     Ok(out)
 }
 
-/// The first bound one more entry of `size` bytes would pass: the sender's share (`share`,
-/// its entries and bytes), then the queue, then the store's budget.
+/// The first bound one more entry of `size` bytes would pass: the queue, then the sender's
+/// share (`share`, its entries and bytes), then the store's budget. The queue comes first so
+/// that a share at or above the queue's limits changes nothing, and a full queue is reported
+/// as full to every sender alike.
 fn check(held: &Held, share: (u64, u64), size: u64, l: &QueueLimits) -> Result<(), Full> {
     let over = |count: u64, add: u64, max: u64| count.saturating_add(add) > max;
-    if over(share.0, 1, l.share_messages) || over(share.1, size, l.share_bytes) {
-        Err(Full::Share {
-            messages: share.0,
-            bytes: share.1,
-        })
-    } else if over(held.messages, 1, l.messages) || over(held.bytes, size, l.bytes) {
+    if over(held.messages, 1, l.messages) || over(held.bytes, size, l.bytes) {
         Err(Full::Queue {
             messages: held.messages,
             bytes: held.bytes,
+        })
+    } else if over(share.0, 1, l.share_messages) || over(share.1, size, l.share_bytes) {
+        Err(Full::Share {
+            messages: share.0,
+            bytes: share.1,
         })
     } else if over(held.store_bytes, size, l.store_bytes) {
         Err(Full::Store {

@@ -218,7 +218,7 @@ pub trait Store: Send + Sync + 'static {
     /// Appends entries to `to`'s queue, durably and in order, and returns their sequence
     /// numbers. With `limits`, all of them are refused with [`StoreError::Full`] if they do
     /// not all fit (the first bound that refuses, checked for each entry in order: the
-    /// sender's share, then the queue, then the store's budget); without, they are taken
+    /// queue, then the sender's share, then the store's budget); without, they are taken
     /// whatever the queues hold.
     fn enqueue(
         &self,

@@ -127,8 +127,8 @@ for i = 1, n do
   local sh = shares[s]
   local v = refused[s]
   if not v and mode ~= 'none' then
-    if sh[1] + 1 > lim[5] or sh[2] + size > lim[6] then v = {1, sh[1], sh[2]}
-    elseif messages + 1 > lim[3] or bytes + size > lim[4] then v = {2, messages, bytes}
+    if messages + 1 > lim[3] or bytes + size > lim[4] then v = {2, messages, bytes}
+    elseif sh[1] + 1 > lim[5] or sh[2] + size > lim[6] then v = {1, sh[1], sh[2]}
     elseif total + size > lim[7] then v = {3, total, 0} end
   end
   if v and mode == 'whole' then
