@@ -143,6 +143,12 @@ fn parse_secs(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A sender's share of a queue: as given, or a quarter of the queue's limit, rounded up (so
+/// that a queue of one still takes one).
+fn quarter(given: Option<u64>, of_queue: u64) -> u64 {
+    given.unwrap_or(of_queue.div_ceil(4))
+}
+
 /// Parses `embedded` or a `redis://` URL.
 fn parse_store(s: &str) -> Result<StoreChoice, String> {
     if s == "embedded" {
@@ -220,12 +226,11 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     let limits = Limits {
         max_offline_messages: cli.max_offline_messages,
         max_offline_bytes: cli.max_offline_bytes,
-        max_offline_per_sender: cli
-            .max_offline_per_sender
-            .unwrap_or(cli.max_offline_messages.div_ceil(4)),
-        max_offline_per_sender_bytes: cli
-            .max_offline_per_sender_bytes
-            .unwrap_or(cli.max_offline_bytes.div_ceil(4)),
+        max_offline_per_sender: quarter(cli.max_offline_per_sender, cli.max_offline_messages),
+        max_offline_per_sender_bytes: quarter(
+            cli.max_offline_per_sender_bytes,
+            cli.max_offline_bytes,
+        ),
         max_store_bytes: (cli.max_store_bytes > 0).then_some(cli.max_store_bytes),
         max_unacked: cli.max_unacked,
         retention: cli.retention.0,

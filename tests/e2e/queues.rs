@@ -39,6 +39,21 @@ async fn messages(conn: &mut Conn, n: usize) -> Vec<(String, String)> {
     got
 }
 
+/// The two receipts a sender gets when some of its held messages were kept and some not, as
+/// (code, ids) in code order, and the text of the `-24`.
+async fn receipts(conn: &mut Conn) -> (Vec<(i8, Vec<String>)>, String) {
+    let (mut got, mut text) = (Vec::new(), String::new());
+    for _ in 0..2 {
+        let s = conn.status().await.unwrap();
+        if s.status == status::NOT_KEPT {
+            text = s.payload.clone();
+        }
+        got.push(about(&s));
+    }
+    got.sort();
+    (got, text)
+}
+
 /// Two users online at once exchange a message each way, relayed: a bound on the store does
 /// not touch them.
 async fn online_pair_still_talks(server: &TestServer) {
@@ -200,11 +215,7 @@ async fn held_messages_that_do_not_fit_at_disconnect_are_not_kept_and_their_send
     drop(b);
     // The first three fit his queue and are stored (8); the last two do not, and their
     // senders, told 3 before, now hear that the server did not keep them (-24).
-    let mut from_alice = vec![
-        about(&a.status().await.unwrap()),
-        about(&a.status().await.unwrap()),
-    ];
-    from_alice.sort();
+    let (from_alice, _) = receipts(&mut a).await;
     assert_eq!(
         from_alice,
         [
@@ -215,16 +226,7 @@ async fn held_messages_that_do_not_fit_at_disconnect_are_not_kept_and_their_send
             ),
         ]
     );
-    let mut from_carol = Vec::new();
-    let mut not_kept_text = String::new();
-    for _ in 0..2 {
-        let s = c.status().await.unwrap();
-        if s.status == status::NOT_KEPT {
-            not_kept_text = s.payload.clone();
-        }
-        from_carol.push(about(&s));
-    }
-    from_carol.sort();
+    let (from_carol, not_kept_text) = receipts(&mut c).await;
     assert_eq!(
         from_carol,
         [

@@ -18,8 +18,10 @@ use crate::store::{Counts, Entry, Expired, StoreError};
 
 /// recipient key -> (messages, bytes) queued, so limits are checked without a scan
 pub(super) const QUEUES: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("queues");
+/// A share's key: the recipient's key and the sender's.
+type ShareKey<'a> = (&'a [u8], &'a [u8]);
 /// (recipient key, sender key) -> (messages, bytes) of that sender in that queue: its share
-pub(super) const SHARES: TableDefinition<(&[u8], &[u8]), (u64, u64)> =
+pub(super) const SHARES: TableDefinition<ShareKey<'static>, (u64, u64)> =
     TableDefinition::new("shares");
 
 /// `META` key of the bytes in every queue together.
