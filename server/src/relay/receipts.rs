@@ -2,7 +2,7 @@
 //! that sender's messages it is about (`Status.ids`), so an ACK of many messages costs one
 //! frame per sender, not one per message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -56,22 +56,18 @@ impl Relay {
         senders: &[PublicKey],
         placed: Vec<Placed>,
     ) {
-        let mut verdicts: HashMap<PublicKey, std::vec::IntoIter<Placed>> = HashMap::new();
-        {
-            let mut each: HashMap<PublicKey, Vec<Placed>> = HashMap::new();
-            for (sender, p) in senders.iter().zip(placed) {
-                each.entry(*sender).or_default().push(p);
-            }
-            verdicts.extend(each.into_iter().map(|(s, v)| (s, v.into_iter())));
+        // Each sender's verdicts, in the order of its entries.
+        let mut verdicts: HashMap<PublicKey, VecDeque<Placed>> = HashMap::new();
+        for (sender, p) in senders.iter().zip(placed) {
+            verdicts.entry(*sender).or_default().push_back(p);
         }
         let about = receipts.about;
         let mut kept = Vec::with_capacity(receipts.senders.len());
         for (sender, ids) in receipts.senders {
-            let mine = verdicts.get_mut(&sender);
+            let mut mine = verdicts.remove(&sender).unwrap_or_default();
             let (mut stored, mut lost, mut why) = (Vec::new(), Vec::new(), None);
-            let mut mine = mine.into_iter().flatten();
             for id in ids {
-                match mine.next() {
+                match mine.pop_front() {
                     Some(Ok(_)) => stored.push(id),
                     Some(Err(full)) => {
                         why.get_or_insert(full);

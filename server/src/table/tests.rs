@@ -212,6 +212,11 @@ fn a_full_queue_turns_a_relay_into_demote_and_store() {
     assert_eq!(receipts.why, Some(Why::SlowReader));
     assert_eq!(ids_of(receipts), [(alice, vec!["m-1".to_string()])]);
     assert_eq!(frames_of(&write), [msg(3)]);
+    assert_eq!(
+        write.admit,
+        Admit::Message,
+        "the new message is held to every bound, after what Bob held"
+    );
     let close = close.expect("the slow reader is closed");
     assert_eq!((close.outlet.n, close.code), (1, status::TOO_SLOW));
     assert!(t.held().is_empty());
