@@ -212,12 +212,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let target = match args.server.server.clone() {
                 Some(tcp) => server::Target::existing(tcp, args.server.http.clone()),
                 None => {
-                    // Room for every message: this measures the store, not its limits.
-                    let room = total.max(10_000).to_string();
+                    let flags = room_for(total.max(10_000));
+                    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
                     server::Target::spawn(
                         args.server.server_bin.as_deref(),
                         &args.server.data,
-                        &["--max-offline-messages", &room],
+                        &flags,
                     )?
                 }
             };
@@ -244,4 +244,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
         }
     }
+}
+
+/// The server flags for room for `messages` stored messages, from any one sender and in the
+/// whole store: the durable run measures the store, not its limits.
+fn room_for(messages: u64) -> Vec<String> {
+    let room = messages.to_string();
+    [
+        "--max-offline-messages",
+        &room,
+        "--max-offline-per-sender",
+        &room,
+        "--max-offline-per-sender-bytes",
+        &u64::MAX.to_string(),
+        "--max-store-bytes",
+        "0",
+    ]
+    .map(str::to_string)
+    .to_vec()
 }

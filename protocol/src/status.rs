@@ -95,6 +95,12 @@ pub const STORE_FULL: i8 = -22;
 /// than one address may: the new one is refused right after its header and closed, as with
 /// SERVER_FULL. Connections already open are not affected; try later.
 pub const ADDRESS_FULL: i8 = -23;
+/// Receipt, sent unasked to the sender of Messages that carried an `id` and were answered `3`
+/// RELAYED (the Status names them in `id` or `ids`, like `8`): their recipient's connection
+/// ended before acknowledging them, and the store had no room left for them (the recipient's
+/// queue, the sender's share of it, or the server's store budget), so the server did not keep
+/// them. Final: the recipient may never get them; the sender may write them again later.
+pub const NOT_KEPT: i8 = -24;
 
 /// A short name for a code, for logs and command-line output.
 pub fn name(code: i8) -> &'static str {
@@ -132,6 +138,7 @@ pub fn name(code: i8) -> &'static str {
         SHARE_FULL => "share-full",
         STORE_FULL => "store-full",
         ADDRESS_FULL => "address-full",
+        NOT_KEPT => "not-kept",
         _ => "unknown",
     }
 }
@@ -158,6 +165,7 @@ pub fn is_notice(code: i8) -> bool {
             | TOO_SLOW
             | SERVER_FULL
             | ADDRESS_FULL
+            | NOT_KEPT
     )
 }
 
@@ -253,6 +261,7 @@ mod tests {
             SHARE_FULL,
             STORE_FULL,
             ADDRESS_FULL,
+            NOT_KEPT,
         ];
         let mut names: Vec<_> = codes.iter().map(|c| name(*c)).collect();
         assert!(!names.contains(&"unknown"));
@@ -263,6 +272,8 @@ mod tests {
         assert!(is_error(SPOOF));
         assert!(!is_error(STORED));
         assert!(is_notice(PRESENCE_OFFLINE) && is_notice(TOO_SLOW));
+        // A receipt that reports a failure: unsolicited, and an error all the same.
+        assert!(is_notice(NOT_KEPT) && is_error(NOT_KEPT));
         assert!(!is_notice(OK) && !is_notice(STORED) && !is_notice(SPOOF));
     }
 

@@ -119,9 +119,30 @@ pub struct Limits {
     /// only after the oldest answer was sent: the sender is slowed, nothing is dropped.
     pub max_pipelined: usize,
     /// Stored messages per offline recipient; beyond it the sender gets Status QUEUE_FULL.
+    /// Messages a connection held unacknowledged when it ended count too: those that find no
+    /// room are not stored, and their senders get Status NOT_KEPT (-24) instead of `8`.
     pub max_offline_messages: u64,
     /// Stored bytes per offline recipient; beyond it the sender gets Status QUEUE_FULL.
     pub max_offline_bytes: u64,
+    /// Stored messages one sender may have waiting in one recipient's queue: its share. Without
+    /// it one key (a throwaway one costs nothing) could fill a user's queue alone, and the
+    /// user's friends would get QUEUE_FULL. Beyond it that sender gets Status SHARE_FULL (-21)
+    /// and nothing is stored; other senders still have room. A quarter of
+    /// `max_offline_messages` by default (`flexim-server` takes a quarter of whatever
+    /// `--max-offline-messages` is); at or above the queue's limit it has no effect.
+    pub max_offline_per_sender: u64,
+    /// Stored bytes one sender may have waiting in one recipient's queue, as for
+    /// `max_offline_per_sender`; a quarter of `max_offline_bytes` by default.
+    pub max_offline_per_sender_bytes: u64,
+    /// Bytes of stored messages in every queue together: the store's budget, so that the
+    /// server refuses clearly before the disk fills (a full disk would fail every write,
+    /// logins included). A Message that would pass it gets Status STORE_FULL (-22) and is not
+    /// stored; messages to users who are online are still relayed, and room comes back as
+    /// stored messages are delivered, acknowledged or expire. Counted as the queues count
+    /// (each entry, its id and frame, and 41 bytes), not as the file's size, which is larger.
+    /// Receipts kept for offline senders are not held back by it (they are small, and bounded
+    /// by their recipient's queue), so the store may pass it by their size. `None`: no budget.
+    pub max_store_bytes: Option<u64>,
     /// How long a stored message waits for its recipient before it is deleted unread; its
     /// sender (if the message had an id) and its recipient are told (Status 9). `None` keeps
     /// messages until they are delivered. Checked every tenth of it (at least every second,
@@ -209,6 +230,9 @@ impl Default for Limits {
             max_pipelined: 1024,
             max_offline_messages: 10_000,
             max_offline_bytes: 64 * 1024 * 1024,
+            max_offline_per_sender: 2_500,
+            max_offline_per_sender_bytes: 16 * 1024 * 1024,
+            max_store_bytes: Some(2 * 1024 * 1024 * 1024),
             retention: Some(Duration::from_secs(30 * 86_400)),
             offline_batch: 256,
             roster_limit: 500,

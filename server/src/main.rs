@@ -52,6 +52,20 @@ struct Cli {
     /// Most bytes stored for one recipient, as for --max-offline-messages.
     #[arg(long, env = "FLEXIM_MAX_OFFLINE_BYTES", default_value_t = Limits::default().max_offline_bytes)]
     max_offline_bytes: u64,
+    /// Most messages one sender may have stored for one recipient: its share of the queue.
+    /// Beyond it that sender gets Status -21 share-full; others still have room.
+    /// [default: a quarter of --max-offline-messages, rounded up]
+    #[arg(long, env = "FLEXIM_MAX_OFFLINE_PER_SENDER")]
+    max_offline_per_sender: Option<u64>,
+    /// Most bytes one sender may have stored for one recipient, as for
+    /// --max-offline-per-sender. [default: a quarter of --max-offline-bytes, rounded up]
+    #[arg(long, env = "FLEXIM_MAX_OFFLINE_PER_SENDER_BYTES")]
+    max_offline_per_sender_bytes: Option<u64>,
+    /// Most bytes of stored messages in every queue together (the store's budget). Beyond it
+    /// senders to offline users get Status -22 store-full; messages to online users still go
+    /// through. 0: no budget.
+    #[arg(long, env = "FLEXIM_MAX_STORE_BYTES", default_value_t = Limits::default().max_store_bytes.unwrap_or(0))]
+    max_store_bytes: u64,
     /// How long a stored message waits for its recipient before it is deleted unread (its
     /// sender and recipient are told, Status 9): a number with s, m, h or d, e.g. 30d or 12h;
     /// 0 keeps messages until delivered.
@@ -173,6 +187,12 @@ fn parse_secs(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A sender's share of a queue: as given, or a quarter of the queue's limit, rounded up (so
+/// that a queue of one still takes one).
+fn quarter(given: Option<u64>, of_queue: u64) -> u64 {
+    given.unwrap_or(of_queue.div_ceil(4))
+}
+
 /// Parses `embedded` or a `redis://` URL.
 fn parse_store(s: &str) -> Result<StoreChoice, String> {
     if s == "embedded" {
@@ -250,6 +270,12 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     let limits = Limits {
         max_offline_messages: cli.max_offline_messages,
         max_offline_bytes: cli.max_offline_bytes,
+        max_offline_per_sender: quarter(cli.max_offline_per_sender, cli.max_offline_messages),
+        max_offline_per_sender_bytes: quarter(
+            cli.max_offline_per_sender_bytes,
+            cli.max_offline_bytes,
+        ),
+        max_store_bytes: (cli.max_store_bytes > 0).then_some(cli.max_store_bytes),
         max_unacked: cli.max_unacked,
         max_unacked_bytes: cli.max_unacked_bytes,
         outbound_bytes: cli.outbound_bytes,

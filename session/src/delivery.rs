@@ -32,7 +32,8 @@ pub enum Delivery {
     /// The application lost the copy it keeps to send again (a browser's storage was full or
     /// was written by an older version): the message may or may not have arrived.
     Unconfirmed,
-    /// The server refused the message, or it could not be sealed; the text says why.
+    /// The server refused the message (an error answer, or `-24` NOT_KEPT after it was
+    /// relayed), or it could not be sealed; the text says why.
     Failed(String),
 }
 

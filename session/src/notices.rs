@@ -26,7 +26,9 @@ impl Engine {
             }
             status::SESSION_EXISTS => self.emit(Event::SessionExists(s)),
             status::DELIVERED_STORED => self.notice(s.payload),
-            status::DELIVERED | status::STORED_LATER | status::EXPIRED => self.on_receipt(s),
+            status::DELIVERED | status::STORED_LATER | status::EXPIRED | status::NOT_KEPT => {
+                self.on_receipt(s)
+            }
             _ => self.emit(Event::Closing {
                 status: s.status,
                 reason: describe(&s),
@@ -34,9 +36,11 @@ impl Engine {
         }
     }
 
-    /// A receipt about messages this user sent: each one it names is confirmed (no need to
-    /// send it again) and reported, also one confirmed before (stored, then delivered), since
-    /// the application still wants to hear that it was delivered.
+    /// A receipt about messages this user sent: each one it names is settled for good (no need
+    /// to send it again) and reported, also one confirmed before (stored, then delivered),
+    /// since the application still wants to hear that it was delivered. `-24` NOT_KEPT is a
+    /// receipt too, a failed one: the messages were relayed, then not kept, so they end as
+    /// [`Delivery::Failed`] with the refusal in words.
     fn on_receipt(&mut self, s: Status) {
         let ids: Vec<String> = s.about().map(str::to_string).collect();
         if ids.is_empty() {

@@ -21,6 +21,9 @@ pub fn refusal(s: &Status) -> String {
             "you have as many messages waiting for this recipient as one sender may"
         }
         status::STORE_FULL => "the server's store is full",
+        status::NOT_KEPT => {
+            "not kept: the recipient went away before reading it, and the server had no room to store it"
+        }
         status::RATE_LIMITED => "you are sending too fast; try again shortly",
         status::NO_SUCH_USER => "the server knows no such recipient",
         status::TOO_LARGE => "the message is too large",

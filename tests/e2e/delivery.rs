@@ -225,7 +225,14 @@ async fn a_cut_in_the_middle_of_stored_delivery_loses_nothing() {
 
 #[tokio::test]
 async fn a_full_queue_refuses_with_the_id_and_keeps_what_it_has() {
-    let server = TestServer::start_with(&["--max-offline-messages", "3"]);
+    // One sender may fill the whole queue here (its share is the queue's limit), so that the
+    // queue's own limit is what refuses.
+    let server = TestServer::start_with(&[
+        "--max-offline-messages",
+        "3",
+        "--max-offline-per-sender",
+        "3",
+    ]);
     let (alice, bob) = (new_key(), new_key());
     server.introduce(&[&bob]).await;
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
@@ -604,8 +611,13 @@ async fn a_session_that_never_acknowledges_is_a_slow_reader_and_loses_nothing() 
 
 #[tokio::test]
 async fn the_byte_limit_of_a_queue_refuses_with_the_id() {
-    // Room for one of these messages, not two.
-    let server = TestServer::start_with(&["--max-offline-bytes", "1000"]);
+    // Room for one of these messages, not two; the sender's share is the whole queue.
+    let server = TestServer::start_with(&[
+        "--max-offline-bytes",
+        "1000",
+        "--max-offline-per-sender-bytes",
+        "1000",
+    ]);
     let (alice, bob) = (new_key(), new_key());
     server.introduce(&[&bob]).await;
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());

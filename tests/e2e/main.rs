@@ -20,6 +20,7 @@ mod memory;
 mod offline;
 mod pins;
 mod privacy;
+mod queues;
 mod rates;
 mod receipts;
 mod redis_store;

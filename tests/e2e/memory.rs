@@ -118,7 +118,16 @@ async fn what_a_reader_holds_unacknowledged_is_bounded_in_bytes() {
 
 #[tokio::test]
 async fn a_reader_whose_queue_fills_in_bytes_is_let_go_and_its_memory_returns() {
-    let server = TestServer::start_with(&["--outbound-bytes", "1000000", "--write-timeout", "2"]);
+    // The sender's share of the reader's queue is raised: what is stored once the reader is
+    // let go is not what this test is about (tests/e2e/queues.rs is).
+    let server = TestServer::start_with(&[
+        "--outbound-bytes",
+        "1000000",
+        "--write-timeout",
+        "2",
+        "--max-offline-per-sender-bytes",
+        "100000000",
+    ]);
     let (sender, reader) = (new_key(), new_key());
     let mut s = Conn::login_tcp(server.tcp, &sender).await.unwrap();
     let held = stalled(&server, &reader).await;
@@ -156,8 +165,14 @@ async fn a_reader_whose_queue_fills_in_bytes_is_let_go_and_its_memory_returns() 
 async fn over_the_servers_budget_the_slowest_reader_is_shed_and_others_go_on() {
     // Each queue may hold 2 MiB (the default), all of them together 1 MB: one reader that
     // stops reading passes the budget alone.
-    let server =
-        TestServer::start_with(&["--queued-bytes-budget", "1000000", "--write-timeout", "3"]);
+    let server = TestServer::start_with(&[
+        "--queued-bytes-budget",
+        "1000000",
+        "--write-timeout",
+        "3",
+        "--max-offline-per-sender-bytes",
+        "100000000",
+    ]);
     let (sender, reader) = (new_key(), new_key());
     let mut s = Conn::login_tcp(server.tcp, &sender).await.unwrap();
     let held = stalled(&server, &reader).await;

@@ -59,7 +59,13 @@ async fn an_offline_message_survives_a_restart_and_arrives_at_login() {
 
 #[tokio::test]
 async fn a_full_queue_refuses_with_a_status_and_keeps_what_it_has() {
-    let server = TestServer::start_with(&["--max-offline-messages", "2"]);
+    // The sender's share is the whole queue, so that the queue's own limit is what refuses.
+    let server = TestServer::start_with(&[
+        "--max-offline-messages",
+        "2",
+        "--max-offline-per-sender",
+        "2",
+    ]);
     let (alice, bob) = (new_key(), new_key());
     server.introduce(&[&bob]).await;
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();

@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use flexim_protocol::PublicKey;
-use flexim_server::store::{Claim, RedisStore, Store, StoreError, conformance};
+use flexim_server::store::{
+    Claim, Counts, Entry, Full, QueueLimits, RedisStore, Store, StoreError, conformance,
+};
 use flexim_tests::{RedisServer, WAIT};
 
 /// A Redis of its own and a store on it.
@@ -75,6 +77,30 @@ async fn redis_store_conformance_stats_count_writes() {
 }
 
 #[tokio::test]
+async fn redis_store_conformance_each_sender_has_a_share_of_a_queue() {
+    let (_redis, store) = fresh().await;
+    conformance::each_sender_has_a_share_of_a_queue(&store).await;
+}
+
+#[tokio::test]
+async fn redis_store_conformance_the_store_budget_counts_every_queue() {
+    let (_redis, store) = fresh().await;
+    conformance::the_store_budget_counts_every_queue(&store).await;
+}
+
+#[tokio::test]
+async fn redis_store_conformance_enqueue_fitting_keeps_what_fits_in_order() {
+    let (_redis, store) = fresh().await;
+    conformance::enqueue_fitting_keeps_what_fits_in_order(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_conformance_bounds_are_exact_under_concurrent_writes() {
+    let (_redis, store) = fresh().await;
+    conformance::bounds_are_exact_under_concurrent_writes(&store).await;
+}
+
+#[tokio::test]
 async fn redis_store_two_stores_on_one_redis_share_users_aliases_and_queues() {
     let (redis, a) = fresh().await;
     let b = RedisStore::connect(&redis.url).await.unwrap();
@@ -113,20 +139,64 @@ async fn redis_store_two_stores_on_one_redis_share_users_aliases_and_queues() {
     assert_eq!(a.peek(carol, 0, 10).await.unwrap().len(), 1);
 
     // A limit holds across nodes: their writes meet in one queue.
-    let limits = flexim_server::store::QueueLimits {
-        messages: 2,
-        bytes: u64::MAX,
-    };
+    let limits = QueueLimits::queue(2, u64::MAX);
     a.enqueue(carol, vec![conformance::entry(b"2", None)], Some(limits))
         .await
         .unwrap();
     assert!(matches!(
         b.enqueue(carol, vec![conformance::entry(b"3", None)], Some(limits))
             .await,
-        Err(StoreError::QueueFull { messages: 2, .. })
+        Err(StoreError::Full(Full::Queue { messages: 2, .. }))
     ));
     a.touch(carol, 77).await.unwrap();
     assert_eq!(b.user(carol).await.unwrap().unwrap().last_seen, 77);
+}
+
+#[tokio::test]
+async fn redis_store_a_share_and_the_budget_hold_across_nodes() {
+    // Both nodes count into the same figures, and writes from both at once are held to them
+    // exactly.
+    let (redis, a) = fresh().await;
+    let b = RedisStore::connect(&redis.url).await.unwrap();
+    let dave = PublicKey([4; 32]);
+    let share = QueueLimits {
+        share_messages: 10,
+        ..QueueLimits::queue(1000, u64::MAX)
+    };
+    let pending: Vec<_> = (0..30u32)
+        .map(|i| {
+            let store = if i % 2 == 0 { &a } else { &b };
+            store.enqueue(
+                dave,
+                vec![conformance::entry(&i.to_be_bytes(), None)],
+                Some(share),
+            )
+        })
+        .collect();
+    let mut kept = 0;
+    for p in pending {
+        match p.await {
+            Ok(_) => kept += 1,
+            Err(StoreError::Full(Full::Share { .. })) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(kept, 10, "a share of ten across two nodes");
+    let counts = b.counts(dave, conformance::SENDER).await.unwrap();
+    assert_eq!((counts.messages, counts.share_messages), (10, 10));
+    let budget = QueueLimits {
+        store_bytes: counts.store_bytes,
+        ..QueueLimits::queue(1000, u64::MAX)
+    };
+    assert!(matches!(
+        a.enqueue(
+            PublicKey([5; 32]),
+            vec![conformance::entry(b"e", None)],
+            Some(budget)
+        )
+        .await,
+        Err(StoreError::Full(Full::Store { .. }))
+    ));
 }
 
 /// Retries `write` until it succeeds (the store reconnects by itself) or [`WAIT`] passes.
@@ -274,7 +344,8 @@ async fn redis_store_keeps_every_key_under_its_prefix_and_empties_what_it_emptie
             .all(|k| k.starts_with(flexim_server::store::REDIS_PREFIX)),
         "{keys:?}"
     );
-    // An emptied queue leaves no queue, byte count or expiry behind.
+    // An emptied queue leaves no queue, byte count, shares or expiry behind; the store's
+    // own counters stay (its bytes are 0 again).
     store.remove(bob, seqs).await.unwrap();
     let mut keys = redis.command(&["KEYS", "*"]).unwrap();
     keys.sort();
@@ -283,11 +354,69 @@ async fn redis_store_keeps_every_key_under_its_prefix_and_empties_what_it_emptie
         keys,
         [
             "flexim:aliases".to_string(),
+            "flexim:bytes".into(),
+            "flexim:counted".into(),
             "flexim:seq".into(),
             format!("flexim:user:{hex}"),
             "flexim:users".into(),
         ]
     );
+    assert_eq!(redis.command(&["GET", "flexim:bytes"]).unwrap(), ["0"]);
+}
+
+#[tokio::test]
+async fn redis_store_data_written_before_the_shares_were_kept_is_counted_once_at_connect() {
+    let (redis, store) = fresh().await;
+    let (bob, carol, mallory) = (PublicKey([2; 32]), PublicKey([3; 32]), PublicKey([9; 32]));
+    let junk = Entry {
+        sender: mallory,
+        ..conformance::entry(b"junk", Some("j-1"))
+    };
+    let mine = conformance::entry(b"one", Some("i-1"));
+    store
+        .enqueue(bob, vec![mine.clone(), junk.clone()], None)
+        .await
+        .unwrap();
+    store
+        .enqueue(carol, vec![junk.clone()], None)
+        .await
+        .unwrap();
+    let counts = store.counts(bob, mallory).await.unwrap();
+    let (j, m) = (
+        conformance::entry_size(&junk),
+        conformance::entry_size(&mine),
+    );
+    assert_eq!(
+        counts,
+        Counts {
+            messages: 2,
+            bytes: m + j,
+            share_messages: 1,
+            share_bytes: j,
+            store_bytes: m + 2 * j,
+        }
+    );
+    // Take away what an older version did not keep, then start a node again.
+    let shares = |to: PublicKey| format!("flexim:shares:{}", to.to_hex());
+    redis
+        .command(&[
+            "DEL",
+            &shares(bob),
+            &shares(carol),
+            "flexim:bytes",
+            "flexim:counted",
+        ])
+        .unwrap();
+    drop(store);
+    let store = RedisStore::connect(&redis.url).await.unwrap();
+    assert_eq!(store.counts(bob, mallory).await.unwrap(), counts);
+    assert_eq!(
+        store.counts(carol, mallory).await.unwrap().share_messages,
+        1
+    );
+    // Once: another node starting counts nothing again.
+    let again = RedisStore::connect(&redis.url).await.unwrap();
+    assert_eq!(again.counts(bob, mallory).await.unwrap(), counts);
 }
 
 #[tokio::test]

@@ -602,6 +602,35 @@ fn a_refusal_fails_the_line_and_a_late_answer_moves_nothing_back() {
 }
 
 #[wasm_bindgen_test(unsupported = test)]
+fn a_relayed_line_that_the_server_did_not_keep_fails_and_is_saved_as_failed() {
+    let (server, me) = (key(1), key(2));
+    let bob = key(3).public_key();
+    let mut page = logged_in(&me, &server);
+    let (_, a) = page.write(&bob, "bob goes away");
+    let (_, b) = page.write(&bob, "before reading these");
+    page.receive(&st_id(status::RELAYED, "relayed", &a));
+    page.receive(&st_id(status::RELAYED, "relayed", &b));
+    // Bob's session ends before he reads them, and his queue has no room: one -24, unasked,
+    // naming both. It answers nothing the page asked, so the page's next answer still fits.
+    page.receive(&frame_of(
+        Status::new(status::NOT_KEPT, "not kept for bob: their queue is full")
+            .with_ids(vec![a.clone(), b.clone()]),
+    ));
+    for id in [&a, &b] {
+        let failed = page.state(id);
+        assert!(failed.label().starts_with("failed: not kept"), "{failed:?}");
+        assert_eq!(failed.state(), "failed");
+    }
+    assert!(page.engine.outbox().is_empty(), "not sent again");
+    let (_, c) = page.write(&bob, "later");
+    page.receive(&st_id(status::STORED, "stored", &c));
+    assert_eq!(page.state(&c), Delivery::Stored);
+    // The saved lines keep the failure across a reload.
+    let back = Contacts::from_json(&page.model.contacts.to_json()).unwrap();
+    assert!(matches!(back.delivery_of(&a), Some(Delivery::Failed(_))));
+}
+
+#[wasm_bindgen_test(unsupported = test)]
 fn another_session_makes_this_tab_take_over_and_a_takeover_pauses_it() {
     let mut page = logged_in(&key(2), &key(1));
     page.receive(&st(status::SESSION_EXISTS, "session exists"));

@@ -12,6 +12,8 @@
 mod known;
 mod nodes;
 mod receipts;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,9 +31,9 @@ use crate::frames::{self, Id};
 use crate::metrics::{self, Metrics};
 use crate::peer::{self, Mailbox, Peer};
 use crate::rates::Buckets;
-use crate::store::{BoxFuture, QueueLimits, Store, StoreError, Stored, UserRecord};
+use crate::store::{BoxFuture, Full, Placed, QueueLimits, Store, StoreError, Stored, UserRecord};
 use crate::table::{
-    Bounds, GhostCheck, GoLive, Routed, SessionId, Table, Then, ToStore, Unacked, Write,
+    Admit, Bounds, GhostCheck, GoLive, Routed, SessionId, Table, Then, ToStore, Unacked, Write,
 };
 
 /// The answer to a datum, in the order the datums came: known at once, or once the store has
@@ -61,9 +63,23 @@ struct Started {
     /// Whose queue it writes to.
     to: PublicKey,
     /// The write, running.
-    write: BoxFuture<'static, Result<Vec<u64>, StoreError>>,
+    write: Pending,
     /// What to do when it has ended.
     then: Then,
+}
+
+/// A running store write, as its kind of admission answers.
+enum Pending {
+    /// All or nothing ([`Admit::Message`], [`Admit::Receipt`]): stored, or why not.
+    Whole(BoxFuture<'static, Result<Vec<u64>, StoreError>>),
+    /// What fits ([`Admit::Held`]): a verdict per entry, and the entries' senders in order, to
+    /// tell each sender which of its messages were kept.
+    Fitting {
+        /// The write.
+        write: BoxFuture<'static, Result<Vec<Placed>, StoreError>>,
+        /// The sender of each entry, in order.
+        senders: Vec<PublicKey>,
+    },
 }
 
 /// Shards of the routing table. More than the cores of any machine this runs on, so two
@@ -194,26 +210,43 @@ impl Relay {
         }
     }
 
-    /// The queue limits for writes that take them.
-    fn queue_limits(&self) -> QueueLimits {
-        QueueLimits {
-            messages: self.limits.max_offline_messages,
-            bytes: self.limits.max_offline_bytes,
+    /// The bounds a write is held to: for messages every limit (the recipient's queue, the
+    /// sender's share, the store's budget); for receipts the queue only ([`Admit::Receipt`]).
+    fn bounds(&self, admit: Admit) -> QueueLimits {
+        let l = &self.limits;
+        let queue = QueueLimits::queue(l.max_offline_messages, l.max_offline_bytes);
+        match admit {
+            Admit::Receipt => queue,
+            Admit::Message | Admit::Held => QueueLimits {
+                share_messages: l.max_offline_per_sender,
+                share_bytes: l.max_offline_per_sender_bytes,
+                store_bytes: l.max_store_bytes.unwrap_or(u64::MAX),
+                ..queue
+            },
         }
     }
 
     /// Hands a decided write to the store. Called with the write's shard still locked, so
     /// writes reach the store in the order the table decided them.
     fn start(&self, mut w: Write) -> Started {
-        let limits = w.limited.then(|| self.queue_limits());
+        let limits = self.bounds(w.admit);
         // When the server accepted the entries, for the retention.
         let now = clock::now();
         for e in &mut w.entries {
             e.at = now;
         }
+        let write = match w.admit {
+            Admit::Held => Pending::Fitting {
+                senders: w.entries.iter().map(|e| e.sender).collect(),
+                write: self.store.enqueue_fitting(w.to, w.entries, limits),
+            },
+            Admit::Message | Admit::Receipt => {
+                Pending::Whole(self.store.enqueue(w.to, w.entries, Some(limits)))
+            }
+        };
         Started {
             to: w.to,
-            write: self.store.enqueue(w.to, w.entries, limits),
+            write,
             then: w.then,
         }
     }
@@ -223,59 +256,106 @@ impl Relay {
     fn carry(self: &Arc<Self>, started: Started, answer: Option<oneshot::Sender<Bytes>>) {
         let relay = self.clone();
         tokio::spawn(async move {
-            let result = started.write.await;
-            relay.store_finished(started.to);
-            match started.then {
-                Then::Answer(id) => {
-                    let status = relay.store_answer(started.to, result);
-                    let id = id.as_ref().map(|i| i.as_str().to_string());
-                    if let Some(answer) = answer {
-                        let _ = answer.send(frames::status(status.with_id(id)));
-                    }
+            let Started { to, write, then } = started;
+            match write {
+                Pending::Whole(write) => {
+                    let result = write.await;
+                    relay.store_finished(to);
+                    relay.whole_written(to, result, then, answer);
                 }
-                Then::StoredLater(receipts) => match result {
-                    Ok(_) => relay.send_receipts(status::STORED_LATER, receipts),
-                    Err(e) => tracing::error!(
-                        error = %e,
-                        "could not store unacknowledged messages; their senders still hold them"
-                    ),
-                },
-                // A receipt is a courtesy: the sender resends what it never saw confirmed,
-                // and the recipient drops the repeat.
-                Then::Nothing => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "a receipt was not stored");
+                Pending::Fitting { write, senders } => {
+                    let result = write.await;
+                    relay.store_finished(to);
+                    match (then, result) {
+                        (Then::StoredLater(receipts), Ok(placed)) => {
+                            relay.kept_or_not(receipts, &senders, placed)
+                        }
+                        (_, Ok(_)) => {}
+                        (_, Err(e)) => tracing::error!(
+                            error = %e,
+                            "could not store unacknowledged messages; their senders still hold them"
+                        ),
                     }
                 }
             }
         });
     }
 
+    /// Does what follows a write of a routed message or a receipt.
+    fn whole_written(
+        &self,
+        to: PublicKey,
+        result: Result<Vec<u64>, StoreError>,
+        then: Then,
+        answer: Option<oneshot::Sender<Bytes>>,
+    ) {
+        match then {
+            Then::Answer(id) => {
+                let status = self.store_answer(to, result);
+                let id = id.as_ref().map(|i| i.as_str().to_string());
+                if let Some(answer) = answer {
+                    let _ = answer.send(frames::status(status.with_id(id)));
+                }
+            }
+            // Held messages are written as [`Pending::Fitting`]; a whole write of them would
+            // have no verdicts to tell their senders.
+            Then::StoredLater(_) => {
+                tracing::error!("held messages were written whole; their senders were not told")
+            }
+            // A receipt is a courtesy: the sender resends what it never saw confirmed,
+            // and the recipient drops the repeat.
+            Then::Nothing => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "a receipt was not stored");
+                }
+            }
+        }
+    }
+
     /// The answer to a Message the store took (or did not).
     fn store_answer(&self, to: PublicKey, result: Result<Vec<u64>, StoreError>) -> Status {
-        match result {
+        let full = match result {
             Ok(_) => {
                 metrics::inc(&self.metrics.stored);
-                Status::new(
+                return Status::new(
                     status::STORED,
                     format!("stored for {to}: delivered when they log in"),
-                )
+                );
             }
-            Err(StoreError::QueueFull { messages, bytes }) => {
-                metrics::inc(&self.metrics.errors);
-                Status::new(
-                    status::QUEUE_FULL,
-                    format!("{to} has {messages} messages ({bytes} bytes) waiting; not stored"),
-                )
-            }
+            Err(StoreError::Full(full)) => full,
             Err(e) => {
                 metrics::inc(&self.metrics.errors);
                 tracing::error!(error = %e, "could not store a message");
-                Status::new(
+                return Status::new(
                     status::INTERNAL,
                     "storage failure: the message was not stored",
-                )
+                );
             }
+        };
+        metrics::inc(&self.metrics.errors);
+        let l = &self.limits;
+        match full {
+            Full::Share { messages, bytes } => Status::new(
+                status::SHARE_FULL,
+                format!(
+                    "you have {messages} messages ({bytes} bytes) waiting for {to}, and one \
+                     sender may have {} messages or {} bytes waiting for one recipient; not \
+                     stored",
+                    l.max_offline_per_sender, l.max_offline_per_sender_bytes
+                ),
+            ),
+            Full::Queue { messages, bytes } => Status::new(
+                status::QUEUE_FULL,
+                format!("{to} has {messages} messages ({bytes} bytes) waiting; not stored"),
+            ),
+            Full::Store { bytes } => Status::new(
+                status::STORE_FULL,
+                format!(
+                    "the server's store is full ({bytes} bytes of stored messages, its budget \
+                     is {}); not stored: messages to users who are online still go through",
+                    l.max_store_bytes.unwrap_or(u64::MAX)
+                ),
+            ),
         }
     }
 

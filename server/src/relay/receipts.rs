@@ -1,8 +1,8 @@
-//! Receipts (`7`, `8`, `9`) and the retention: one receipt per sender names all of that
-//! sender's messages it is about (`Status.ids`), so an ACK of many messages costs one frame per
-//! sender, not one per message.
+//! Receipts (`7`, `8`, `9`, `-24`) and the retention: one receipt per sender names all of
+//! that sender's messages it is about (`Status.ids`), so an ACK of many messages costs one
+//! frame per sender, not one per message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,6 +11,7 @@ use flexim_protocol::{PublicKey, status};
 use super::Relay;
 use crate::clock;
 use crate::frames::{self, Id};
+use crate::store::{Full, Placed};
 use crate::table::{ReceiptRoute, Receipts, Why};
 
 impl Relay {
@@ -42,6 +43,54 @@ impl Relay {
                 self.receipt(sender, frame);
             }
         }
+    }
+
+    /// The held messages of `receipts` were written entry by entry (their senders are
+    /// `senders`, in the entries' order, and `placed` says what became of each): each sender
+    /// gets one `8` naming those the store kept and one `-24` naming those it found no room
+    /// for. A sender's messages are in its list in the order of the entries, so its n-th
+    /// entry is its n-th id.
+    pub(super) fn kept_or_not(
+        self: &Arc<Self>,
+        receipts: Receipts,
+        senders: &[PublicKey],
+        placed: Vec<Placed>,
+    ) {
+        // Each sender's verdicts, in the order of its entries.
+        let mut verdicts: HashMap<PublicKey, VecDeque<Placed>> = HashMap::new();
+        for (sender, p) in senders.iter().zip(placed) {
+            verdicts.entry(*sender).or_default().push_back(p);
+        }
+        let about = receipts.about;
+        let mut kept = Vec::with_capacity(receipts.senders.len());
+        for (sender, ids) in receipts.senders {
+            let mut mine = verdicts.remove(&sender).unwrap_or_default();
+            let (mut stored, mut lost, mut why) = (Vec::new(), Vec::new(), None);
+            for id in ids {
+                match mine.pop_front() {
+                    Some(Ok(_)) => stored.push(id),
+                    Some(Err(full)) => {
+                        why.get_or_insert(full);
+                        lost.push(id);
+                    }
+                    None => tracing::error!("a held message has no verdict from the store"),
+                }
+            }
+            if let Some(full) = why {
+                let text = not_kept(about, full);
+                for frame in frames::receipts(status::NOT_KEPT, &text, &lost) {
+                    self.receipt(sender, frame);
+                }
+            }
+            if !stored.is_empty() {
+                kept.push((sender, stored));
+            }
+        }
+        let receipts = Receipts {
+            senders: kept,
+            ..receipts
+        };
+        self.send_receipts(status::STORED_LATER, receipts);
     }
 
     /// Sends a receipt to `to`'s primary session, or keeps it in the store for its next login
@@ -115,6 +164,24 @@ impl Relay {
         tracing::info!(messages = gone.len(), retention = %age, "deleted expired stored messages");
         gone.len()
     }
+}
+
+/// The text of a `-24` about messages for `about` that the store had no room for.
+fn not_kept(about: PublicKey, full: Full) -> String {
+    let room = match full {
+        Full::Share { messages, bytes } => format!(
+            "you already have {messages} messages ({bytes} bytes) waiting for them, as many as \
+             one sender may"
+        ),
+        Full::Queue { messages, bytes } => {
+            format!("their queue is full ({messages} messages, {bytes} bytes)")
+        }
+        Full::Store { .. } => "the server's store is full".to_string(),
+    };
+    format!(
+        "not kept for {about}: their session ended before they acknowledged it, and {room}; \
+         it was not stored"
+    )
 }
 
 /// A retention in the largest whole unit: "30 days", "12 hours", "90 seconds".

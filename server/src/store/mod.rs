@@ -4,6 +4,7 @@
 //! service needed) and the Redis engine (state shared by several server nodes) can be
 //! swapped without the core noticing. [`conformance`] holds both to the same contract.
 
+mod bounds;
 pub mod conformance;
 mod embedded;
 mod entry;
@@ -79,29 +80,93 @@ pub enum Claim {
     TooMany,
 }
 
-/// Per-recipient bounds on a queue.
-#[derive(Debug, Clone, Copy)]
+/// The bounds an enqueue is held to. Every entry counts against all of them whatever bounds
+/// its write is held to, so the counts are always exact; only the checks differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
-    /// Most messages.
+    /// Most entries in the recipient's queue.
     pub messages: u64,
-    /// Most bytes.
+    /// Most bytes in the recipient's queue (each entry counted as its encoding: 41 bytes, the
+    /// id and the frame).
     pub bytes: u64,
+    /// Most entries of one sender in the recipient's queue: its share, so that no sender can
+    /// fill another user's queue alone.
+    pub share_messages: u64,
+    /// Most bytes of one sender in the recipient's queue.
+    pub share_bytes: u64,
+    /// Most bytes in every queue together: the store's budget, so that the disk does not fill.
+    pub store_bytes: u64,
+}
+
+impl QueueLimits {
+    /// Bounds on the recipient's queue only: no share, no budget.
+    pub const fn queue(messages: u64, bytes: u64) -> QueueLimits {
+        QueueLimits {
+            messages,
+            bytes,
+            share_messages: u64::MAX,
+            share_bytes: u64::MAX,
+            store_bytes: u64::MAX,
+        }
+    }
+}
+
+/// Which bound refused an entry, with the counts found (before the entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Full {
+    /// The sender's share of the recipient's queue ([`QueueLimits::share_messages`],
+    /// [`QueueLimits::share_bytes`]).
+    #[error("the sender has {messages} messages ({bytes} bytes) waiting in the queue")]
+    Share {
+        /// The sender's entries in the queue.
+        messages: u64,
+        /// The sender's bytes in the queue.
+        bytes: u64,
+    },
+    /// The recipient's queue ([`QueueLimits::messages`], [`QueueLimits::bytes`]).
+    #[error("the recipient's offline queue is full ({messages} messages, {bytes} bytes)")]
+    Queue {
+        /// Entries in the queue.
+        messages: u64,
+        /// Bytes in the queue.
+        bytes: u64,
+    },
+    /// The store's budget across every queue ([`QueueLimits::store_bytes`]).
+    #[error("the store is full ({bytes} bytes in every queue together)")]
+    Store {
+        /// Bytes in every queue together.
+        bytes: u64,
+    },
 }
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The recipient's queue is at one of its limits.
-    #[error("the recipient's offline queue is full ({messages} messages, {bytes} bytes)")]
-    QueueFull {
-        /// Messages queued now.
-        messages: u64,
-        /// Bytes queued now.
-        bytes: u64,
-    },
+    /// The entries do not fit one of the bounds of their write; nothing was stored.
+    #[error(transparent)]
+    Full(#[from] Full),
     /// The engine failed (disk, corruption, a lost connection).
     #[error("storage failure: {0}")]
     Engine(String),
+}
+
+/// The outcome of one entry of [`Store::enqueue_fitting`]: its sequence number, or the bound
+/// that left it out.
+pub type Placed = Result<u64, Full>;
+
+/// The counts a store keeps for its bounds ([`Store::counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Entries in the recipient's queue.
+    pub messages: u64,
+    /// Bytes in the recipient's queue.
+    pub bytes: u64,
+    /// Entries of the sender in it.
+    pub share_messages: u64,
+    /// Bytes of the sender in it.
+    pub share_bytes: u64,
+    /// Bytes in every queue together.
+    pub store_bytes: u64,
 }
 
 /// Counters of the store's work since start.
@@ -151,15 +216,31 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<(PublicKey, UserRecord)>, StoreError>>;
 
     /// Appends entries to `to`'s queue, durably and in order, and returns their sequence
-    /// numbers. With `limits`, all of them are refused with [`StoreError::QueueFull`] if they
-    /// do not fit; without, they are taken whatever the queue holds (messages the recipient's
-    /// connection already accepted and must not be dropped).
+    /// numbers. With `limits`, all of them are refused with [`StoreError::Full`] if they do
+    /// not all fit (the first bound that refuses, checked for each entry in order: the
+    /// queue, then the sender's share, then the store's budget); without, they are taken
+    /// whatever the queues hold.
     fn enqueue(
         &self,
         to: PublicKey,
         entries: Vec<Entry>,
         limits: Option<QueueLimits>,
     ) -> BoxFuture<'static, Result<Vec<u64>, StoreError>>;
+
+    /// Appends to `to`'s queue, durably, in order and in one write, those of `entries` that
+    /// fit `limits`, and says for each entry whether it was stored (its sequence number) or
+    /// which bound left it out. The entries are checked in order, each against the counts
+    /// with the entries kept before it; once one of a sender's entries is left out, every
+    /// later entry of that sender is left out too (with the same bound), so that what is kept
+    /// of each sender has no gaps. For messages that were accepted already and must now
+    /// find room (a connection's unacknowledged messages when it ends): those left out are
+    /// reported to their senders.
+    fn enqueue_fitting(
+        &self,
+        to: PublicKey,
+        entries: Vec<Entry>,
+        limits: QueueLimits,
+    ) -> BoxFuture<'static, Result<Vec<Placed>, StoreError>>;
 
     /// The oldest `max` entries of `to`'s queue with a sequence number of at least `from`,
     /// without removing them.
@@ -170,12 +251,19 @@ pub trait Store: Send + Sync + 'static {
         max: usize,
     ) -> BoxFuture<'_, Result<Vec<Stored>, StoreError>>;
 
-    /// Removes delivered or acknowledged entries from `to`'s queue (unknown ones are ignored).
+    /// Removes delivered or acknowledged entries from `to`'s queue (unknown ones are ignored),
+    /// and their counts from every bound.
     fn remove(&self, to: PublicKey, seqs: Vec<u64>) -> BoxFuture<'static, Result<(), StoreError>>;
 
-    /// Deletes every entry of every queue accepted before `before` (Unix seconds) and says
-    /// which they were.
+    /// Deletes every entry of every queue accepted before `before` (Unix seconds), and their
+    /// counts from every bound, and says which they were.
     fn expire(&self, before: i64) -> BoxFuture<'static, Result<Vec<Expired>, StoreError>>;
+
+    /// What `to`'s queue holds: its counts, and those of `sender` in it. Engines keep these
+    /// counts durably with the entries (they are what the bounds are checked against), so
+    /// this is a read of a few counters, not of the queue.
+    fn counts(&self, to: PublicKey, sender: PublicKey)
+    -> BoxFuture<'_, Result<Counts, StoreError>>;
 
     /// Writes and commits since start, for `/metrics`: their ratio is how many writes share
     /// one commit (one disk sync).

@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use flexim_protocol::PublicKey;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{BoxFuture, Claim, Entry, Expired, QueueLimits, StoreError, StoreStats, UserRecord};
+use super::bounds::Mode;
+use super::{
+    BoxFuture, Claim, Entry, Expired, Placed, QueueLimits, StoreError, StoreStats, UserRecord,
+};
 
 /// Most writes in one batch. Bounds the time one commit holds its callers; under load a
 /// commit of this many small messages still takes about one sync.
@@ -35,14 +38,15 @@ pub(crate) enum Op {
         /// Most aliases one key may hold.
         max_aliases: usize,
     },
-    /// [`Store::enqueue`](super::Store::enqueue).
+    /// [`Store::enqueue`](super::Store::enqueue) and
+    /// [`Store::enqueue_fitting`](super::Store::enqueue_fitting).
     Enqueue {
         /// The recipient.
         to: PublicKey,
         /// The entries, in order.
         entries: Vec<Entry>,
-        /// The queue's bounds, if they apply.
-        limits: Option<QueueLimits>,
+        /// How the entries are held to their bounds.
+        mode: Mode,
     },
     /// [`Store::remove`](super::Store::remove).
     Remove {
@@ -66,6 +70,8 @@ pub(crate) enum Outcome {
     Claim(Claim),
     /// The sequence numbers of enqueued entries.
     Seqs(Vec<u64>),
+    /// What became of each entry of an enqueue that takes what fits.
+    Placed(Vec<Placed>),
     /// Entries were removed (or were not there).
     Removed,
     /// The entries an expiry deleted.
@@ -179,20 +185,31 @@ impl WriteQueue {
         })
     }
 
-    /// Submits [`Op::Enqueue`].
+    /// Submits [`Op::Enqueue`] for [`Store::enqueue`](super::Store::enqueue): all or nothing.
     pub(crate) fn enqueue(
         &self,
         to: PublicKey,
         entries: Vec<Entry>,
         limits: Option<QueueLimits>,
     ) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
-        let op = Op::Enqueue {
-            to,
-            entries,
-            limits,
-        };
-        self.write(op, |o| match o {
+        let mode = limits.map_or(Mode::Unbounded, Mode::Whole);
+        self.write(Op::Enqueue { to, entries, mode }, |o| match o {
             Outcome::Seqs(seqs) => Some(seqs),
+            _ => None,
+        })
+    }
+
+    /// Submits [`Op::Enqueue`] for [`Store::enqueue_fitting`](super::Store::enqueue_fitting):
+    /// what fits.
+    pub(crate) fn enqueue_fitting(
+        &self,
+        to: PublicKey,
+        entries: Vec<Entry>,
+        limits: QueueLimits,
+    ) -> BoxFuture<'static, Result<Vec<Placed>, StoreError>> {
+        let mode = Mode::Fitting(limits);
+        self.write(Op::Enqueue { to, entries, mode }, |o| match o {
+            Outcome::Placed(placed) => Some(placed),
             _ => None,
         })
     }

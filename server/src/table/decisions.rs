@@ -16,11 +16,26 @@ pub(crate) struct Write {
     /// The entries, in order. Their time (`at`, for the retention) is set when the write is
     /// handed to the store: the table reads no clock.
     pub(crate) entries: Vec<Entry>,
-    /// Whether the recipient's queue limits apply. Messages its connection had accepted
-    /// already must be taken whatever the queue holds, so they are written without.
-    pub(crate) limited: bool,
+    /// Which of the store's bounds the entries are held to, and how.
+    pub(crate) admit: Admit,
     /// What to do once the write is durable (or failed).
     pub(crate) then: Then,
+}
+
+/// How a store write is held to the store's bounds (`config::Limits`): the recipient's queue,
+/// the sender's share of it, the store's budget across every queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// A new Message: every bound; refused whole (its sender is answered why).
+    Message,
+    /// Messages the recipient's connection held without an acknowledgement: every bound, entry
+    /// by entry in order; those that find no room are left out, and their senders, who were
+    /// told `3` already, are told `-24` instead of `8`.
+    Held,
+    /// A receipt kept for its offline recipient: the recipient's queue only. Receipts are small
+    /// and bounded by the messages that recipient sent, so neither the share (the server is
+    /// their sender) nor the store's budget holds them back.
+    Receipt,
 }
 
 /// What follows a store write.
@@ -29,7 +44,8 @@ pub(crate) enum Then {
     /// Answer the routed Message's sender: `2` once stored, or why not.
     Answer(Option<Id>),
     /// Once durable, tell each sender that its messages are stored (`8`), one receipt per
-    /// sender naming all of its ids. Nothing if the write failed: the senders still hold them.
+    /// sender naming all of its ids, and of those the store found no room for, that they
+    /// were not kept (`-24`). Nothing if the write failed: the senders still hold them.
     StoredLater(Receipts),
     /// Nothing: a receipt kept for its offline recipient.
     Nothing,

@@ -37,8 +37,8 @@ use crate::frames::{Answers, Id};
 use crate::store::Entry;
 
 pub(crate) use decisions::{
-    Acked, Close, Finished, GhostCheck, Ghosted, GoLive, Left, ReceiptRoute, Receipts, Routed,
-    Then, ToStore, Why, Write,
+    Acked, Admit, Close, Finished, GhostCheck, Ghosted, GoLive, Left, ReceiptRoute, Receipts,
+    Routed, Then, ToStore, Why, Write,
 };
 
 /// Identifies one session among all of this server's sessions (the relay numbers them).
@@ -398,7 +398,7 @@ impl<O: Outlet> Table<O> {
                 frame,
                 at: 0,
             }],
-            true,
+            Admit::Message,
             Then::Answer(id),
         );
         Routed::Store(Box::new(ToStore {
@@ -409,7 +409,7 @@ impl<O: Outlet> Table<O> {
     }
 
     /// A write the caller starts now, counted for `to` until [`Table::store_finished`].
-    fn write(&mut self, to: PublicKey, entries: Vec<Entry>, limited: bool, then: Then) -> Write {
+    fn write(&mut self, to: PublicKey, entries: Vec<Entry>, admit: Admit, then: Then) -> Write {
         *self.writing.entry(to).or_default() += 1;
         if let Some(k) = self.keys.get_mut(&to) {
             k.decided += 1;
@@ -417,14 +417,16 @@ impl<O: Outlet> Table<O> {
         Write {
             to,
             entries,
-            limited,
+            admit,
             then,
         }
     }
 
     /// Takes `key`'s primary off the fast path: new messages are stored from now on, and the
     /// messages it holds only in memory without an acknowledgement go to the store now, ahead
-    /// of anything routed later; their senders get `8` once they are durable.
+    /// of anything routed later, in one write held to the store's bounds entry by entry
+    /// ([`Admit::Held`]); their senders get `8` once they are durable, or `-24` for those the
+    /// store had no room for.
     fn demote(&mut self, key: PublicKey, why: Why) -> Option<Write> {
         let k = self.keys.get_mut(&key)?;
         k.live = false;
@@ -452,7 +454,7 @@ impl<O: Outlet> Table<O> {
             delivered: None,
             senders,
         };
-        Some(self.write(key, entries, false, Then::StoredLater(receipts)))
+        Some(self.write(key, entries, Admit::Held, Then::StoredLater(receipts)))
     }
 
     /// A store write for `to` ended: the key's primary, if it may catch up, looks again.
@@ -654,7 +656,7 @@ impl<O: Outlet> Table<O> {
             frame,
             at: 0,
         };
-        self.write(to, vec![entry], true, Then::Nothing)
+        self.write(to, vec![entry], Admit::Receipt, Then::Nothing)
     }
 
     /// Every message held only in memory, as (recipient, sender, id), for the tests' checks.

@@ -87,7 +87,11 @@ fn a_session_goes_live_only_when_no_write_for_its_key_runs() {
     let mut t = table();
     // A message for offline Bob is being written.
     let (_, write, _) = stored(&mut t, alice, bob, id("m-1"), 1);
-    assert!(write.limited, "a new message obeys the queue limits");
+    assert_eq!(
+        write.admit,
+        Admit::Message,
+        "a new message obeys every bound"
+    );
     let b = Fake::new(1, 8);
     assert!(t.join(bob, 1, b.clone(), false));
     // Bob's session looks at the store while the write runs: it finds nothing yet, and may
@@ -200,9 +204,10 @@ fn a_full_queue_turns_a_relay_into_demote_and_store() {
     let (demoted, write, close) = stored(&mut t, alice, bob, id("m-3"), 3);
     let demoted = demoted.expect("what Bob held goes to the store first");
     assert_eq!(frames_of(&demoted), [msg(1)]);
-    assert!(
-        !demoted.limited,
-        "accepted already: stored whatever the queue holds"
+    assert_eq!(
+        demoted.admit,
+        Admit::Held,
+        "accepted already: stored as far as the bounds allow, each sender told what was not"
     );
     let Then::StoredLater(receipts) = &demoted.then else {
         panic!("the senders are told once it is durable");
@@ -210,6 +215,11 @@ fn a_full_queue_turns_a_relay_into_demote_and_store() {
     assert_eq!(receipts.why, Some(Why::SlowReader));
     assert_eq!(ids_of(receipts), [(alice, vec!["m-1".to_string()])]);
     assert_eq!(frames_of(&write), [msg(3)]);
+    assert_eq!(
+        write.admit,
+        Admit::Message,
+        "the new message is held to every bound, after what Bob held"
+    );
     let close = close.expect("the slow reader is closed");
     assert_eq!((close.outlet.n, close.code), (1, status::TOO_SLOW));
     assert!(t.held().is_empty());
@@ -425,7 +435,7 @@ fn receipts_go_to_the_active_session_or_the_store() {
     let ReceiptRoute::Store(w) = t.receipt(alice, msg(2), false) else {
         panic!("stored");
     };
-    assert!(w.limited && matches!(w.then, Then::Nothing));
+    assert!(w.admit == Admit::Receipt && matches!(w.then, Then::Nothing));
     assert!(matches!(
         t.receipt(bob, msg(3), false),
         ReceiptRoute::Store(_)

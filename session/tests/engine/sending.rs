@@ -312,3 +312,46 @@ fn a_delivery_state_never_moves_backward() {
         Relayed
     );
 }
+
+#[test]
+fn not_kept_is_a_final_failed_receipt_for_every_message_it_names() {
+    // The server relayed two messages (`3`), then their recipient went away before reading
+    // them and its queue had no room: it tells the sender with one `-24` naming both, unasked.
+    assert!(status::is_notice(status::NOT_KEPT) && is_final(status::NOT_KEPT));
+    let mut e = logged_in(&key(2), &key(1));
+    let bob = key(3).public_key();
+    let ids: Vec<String> = (0..3)
+        .map(|i| e.send_text(&bob, &format!("m{i}"), &[], 1).unwrap().id)
+        .collect();
+    sent(&mut e);
+    for id in &ids[..2] {
+        e.handle_bytes(&st_id(status::RELAYED, "relayed", id));
+    }
+    // The notice comes while the third message's answer is still awaited: it is not that
+    // answer, which still comes and is matched to the third message.
+    let notice = Status::new(status::NOT_KEPT, "not kept for bob: their queue is full")
+        .with_ids(ids[..2].to_vec());
+    e.handle_bytes(&frame_of(notice));
+    e.handle_bytes(&st_id(status::STORED, "stored", &ids[2]));
+    let got = deliveries(&events(&mut e));
+    assert_eq!(got.len(), 5, "{got:?}");
+    for (i, id) in ids[..2].iter().enumerate() {
+        assert_eq!(got[i], (id.clone(), Delivery::Relayed));
+        match &got[2 + i] {
+            (got_id, Delivery::Failed(why)) if got_id == id => {
+                assert!(why.contains("no room to store it"), "{why}");
+                assert!(why.contains("not-kept"), "{why}");
+            }
+            other => panic!("expected {id} failed, got {other:?}"),
+        }
+    }
+    assert_eq!(got[4], (ids[2].clone(), Delivery::Stored));
+    // Settled: nothing is sent again at the next login.
+    assert!(e.outbox().is_empty());
+    e.disconnected();
+    login(&mut e, &key(1));
+    assert!(message_ids(&sent(&mut e)).is_empty());
+    // A relayed message may fail; a stored one stays stored whatever comes later.
+    assert!(Delivery::Relayed.can_become(&Delivery::Failed("not kept".into())));
+    assert!(!Delivery::Stored.can_become(&Delivery::Failed("not kept".into())));
+}

@@ -8,11 +8,12 @@ use anyhow::{anyhow, bail};
 use flexim_client::protocol::keys::validate_alias;
 use flexim_client::protocol::status;
 use flexim_client::protocol::{PublicKey, Status, User};
-use flexim_client::{Answer, Client, ClientError, Event, Received};
+use flexim_client::{Answer, Client, ClientError, Delivery, Event, Received};
 
 use crate::connect::{connect, lost};
 use crate::format::{
-    aliases_suffix, describe, format_time, print_user_details, short_id, short_key, snippet,
+    aliases_suffix, describe, format_time, print_user_details, receipt_line, short_id, short_key,
+    snippet,
 };
 use crate::pins::{Pins, contact_changed};
 use crate::{CHAT_HELP, ChatArgs};
@@ -276,21 +277,15 @@ impl Chat {
     }
 
     /// Shows a receipt: which message it is about, if it was sent here, and what happened.
-    fn show_receipt(&mut self, id: &str, receipt: &Status) {
-        let delivered = receipt.status == status::DELIVERED;
-        // STORED_LATER may still be followed by DELIVERED, once the contact reads it.
-        let about = if delivered {
-            self.sent.remove(id)
-        } else {
+    fn show_receipt(&mut self, id: &str, delivery: &Delivery) {
+        // Only STORED_LATER may still be followed by another receipt (DELIVERED, once the
+        // contact reads it); every other receipt is the message's last word.
+        let about = if *delivery == Delivery::Stored {
             self.sent.get(id).cloned()
+        } else {
+            self.sent.remove(id)
         };
-        match (about, delivered) {
-            (Some((to, text)), true) => println!("  (delivered to {to}: {text})"),
-            (Some((to, text)), false) => println!("  (stored for {to}: {text})"),
-            // A message sent by another program with this key, or by an earlier chat.
-            (None, true) => println!("  (message {} delivered)", short_id(id)),
-            (None, false) => println!("  (message {} stored)", short_id(id)),
-        }
+        println!("{}", receipt_line(id, about.as_ref(), delivery));
     }
 
     /// `/to WHO`: makes WHO the current contact and shows its fingerprint.
@@ -373,7 +368,7 @@ impl Chat {
                 let state = if online { "online" } else { "offline" };
                 println!("* {} is {state}", self.name_of(&key));
             }
-            Ok(Event::Receipt { id, status, .. }) => self.show_receipt(&id, &status),
+            Ok(Event::Receipt { id, delivery, .. }) => self.show_receipt(&id, &delivery),
             Ok(Event::SessionExists(_)) => println!(
                 "* another session is logged in with this key and receives its messages; \
                  type /ghost to take over"

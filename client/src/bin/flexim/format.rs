@@ -3,9 +3,9 @@
 use std::io::{self, Write as _};
 
 use anyhow::Context as _;
-use flexim_client::Received;
 use flexim_client::protocol::status;
 use flexim_client::protocol::{PublicKey, Status, User};
+use flexim_client::{Delivery, Received};
 use serde::Serialize;
 
 /// A Status as `name` or `name: payload`.
@@ -122,6 +122,35 @@ pub(crate) fn short_id(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
 
+/// A receipt as the chat shows it: what became of message `id`, sent to `about` (who, and the
+/// start of its text) if this chat sent it.
+pub(crate) fn receipt_line(
+    id: &str,
+    about: Option<&(String, String)>,
+    delivery: &Delivery,
+) -> String {
+    let what = match delivery {
+        Delivery::Delivered => "delivered to",
+        Delivery::Stored => "stored for",
+        Delivery::Expired => "expired unread, never delivered to",
+        Delivery::Failed(_) => "not delivered to",
+        // Receipts only confirm or fail a message; anything else is shown as its state.
+        other => return format!("  (message {}: {})", short_id(id), other.label()),
+    };
+    let why = match delivery {
+        Delivery::Failed(why) => format!(": {why}"),
+        _ => String::new(),
+    };
+    match about {
+        Some((to, text)) => format!("  ({what} {to}: {text}{why})"),
+        // A message sent by another program with this key, or by an earlier chat.
+        None => {
+            let what = what.trim_end_matches(" to").trim_end_matches(" for");
+            format!("  (message {} {what}{why})", short_id(id))
+        }
+    }
+}
+
 /// The start of a message's text, on one line, for receipts.
 pub(crate) fn snippet(text: &str) -> String {
     const MAX: usize = 24;
@@ -181,6 +210,34 @@ mod tests {
             id: id.map(str::to_string),
             key: "k".into(),
         }
+    }
+
+    #[test]
+    fn receipts_say_what_became_of_the_message() {
+        let about = ("bob".to_string(), "hello".to_string());
+        let line = |d: Delivery, about| receipt_line("0123456789abcdef", about, &d);
+        assert_eq!(
+            line(Delivery::Delivered, Some(&about)),
+            "  (delivered to bob: hello)"
+        );
+        assert_eq!(
+            line(Delivery::Stored, Some(&about)),
+            "  (stored for bob: hello)"
+        );
+        assert_eq!(line(Delivery::Stored, None), "  (message 01234567 stored)");
+        let why = "not kept: no room (not-kept, -24)".to_string();
+        assert_eq!(
+            line(Delivery::Failed(why.clone()), Some(&about)),
+            format!("  (not delivered to bob: hello: {why})")
+        );
+        assert_eq!(
+            line(Delivery::Failed(why.clone()), None),
+            format!("  (message 01234567 not delivered: {why})")
+        );
+        assert_eq!(
+            line(Delivery::Expired, None),
+            "  (message 01234567 expired unread, never delivered)"
+        );
     }
 
     #[test]

@@ -190,6 +190,16 @@ async fn wait_for(
             (false, _) => next.await?,
         };
         match event {
+            // NOT_KEPT: relayed, then not kept when the recipient went away without reading
+            // it. Final, and a failure: the message did not get through.
+            Event::Receipt {
+                id: about, status, ..
+            } if about == id && status::is_error(status.status) => {
+                return Err(ClientError::Server {
+                    status: status.status,
+                    payload: status.payload,
+                });
+            }
             Event::Receipt {
                 id: about, status, ..
             } if about == id => {

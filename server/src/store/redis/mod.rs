@@ -28,6 +28,13 @@
 //! - `flexim:qbytes:<recipient>`: the bytes of entries in that queue (entries only, as the
 //!   embedded engine counts them, so the byte limit means the same with either engine); the
 //!   message count is the sorted set's size. Deleted with the queue's last entry.
+//! - `flexim:shares:<recipient>`: hash of each sender's part of that queue, `m:<sender>` its
+//!   entries and `b:<sender>` its bytes (counted as `qbytes` counts), for the per-sender
+//!   share. A sender's fields go with its last entry, the hash with the queue's last entry.
+//! - `flexim:bytes`: the bytes of every queue together, for the store's budget.
+//! - `flexim:counted`: set once the shares and `flexim:bytes` count every entry. Data written
+//!   by a version that did not keep them is counted once, by the first node that starts
+//!   (one script: nodes must all run a version that keeps them, or the counts drift).
 //! - `flexim:expiry`: sorted set of `<recipient>:<sequence>` scored by acceptance time, so that
 //!   [`Store::expire`] finds old entries without reading every queue.
 //!
@@ -41,17 +48,16 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, RedisResult, Value};
 use flexim_protocol::PublicKey;
 use flexim_protocol::keys::alias_key;
-use tokio::sync::mpsc;
 
 mod scripts;
+mod writer;
 
 use super::entry::decode_entry;
-use super::writes::{Counters, Job, Op, Outcome, WriteQueue, answer, take_waiting};
+use super::writes::{Counters, WriteQueue};
 use super::{
-    BoxFuture, Claim, Entry, Expired, QueueLimits, Store, StoreError, StoreStats, Stored,
-    UserRecord,
+    BoxFuture, Claim, Counts, Entry, Expired, Placed, QueueLimits, Store, StoreError, StoreStats,
+    Stored, UserRecord,
 };
-use scripts::Scripts;
 
 /// The start of every key this engine uses, so that flexim can share a Redis with others.
 pub const PREFIX: &str = "flexim:";
@@ -114,6 +120,21 @@ fn queue_prefix() -> String {
 /// A recipient's queued bytes are this and its key.
 fn bytes_prefix() -> String {
     format!("{PREFIX}qbytes:")
+}
+
+/// A recipient's shares (each sender's entries and bytes in its queue) are this and its key.
+fn shares_prefix() -> String {
+    format!("{PREFIX}shares:")
+}
+
+/// The bytes of every queue together.
+fn store_bytes_key() -> String {
+    format!("{PREFIX}bytes")
+}
+
+/// Set once the shares and the store's bytes count every entry.
+fn counted_key() -> String {
+    format!("{PREFIX}counted")
 }
 
 /// Every queued entry by acceptance time.
@@ -243,9 +264,10 @@ impl RedisStore {
             .query_async::<()>(&mut conn)
             .await
             .map_err(unreachable)?;
+        writer::count_once(&mut conn).await?;
         let (queue, jobs) = WriteQueue::new();
         let stats = Arc::new(Counters::default());
-        tokio::spawn(writer(conn.clone(), jobs, stats.clone()));
+        tokio::spawn(writer::writer(conn.clone(), jobs, stats.clone()));
         Ok(RedisStore {
             conn,
             queue: Arc::new(queue),
@@ -335,134 +357,6 @@ impl RedisStore {
         }
         Ok(out)
     }
-}
-
-/// The writer task: takes everything waiting, sends it as one MULTI/EXEC pipeline, then
-/// answers each caller. It lives as long as the store: a failed pipeline (Redis away or
-/// restarting) fails the writes in it, and the next batch goes to the reconnected Redis.
-async fn writer(
-    mut conn: ConnectionManager,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-    counters: Arc<Counters>,
-) {
-    let scripts = Scripts::new();
-    while let Some(first) = jobs.recv().await {
-        let batch = take_waiting(first, &mut jobs);
-        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|j| (j.op, j.reply)).unzip();
-        let committed = commit(&mut conn, &scripts, ops).await;
-        answer(replies, committed, &counters);
-    }
-}
-
-/// Applies `ops` in one MULTI/EXEC and reads each one's outcome. The outer error means the
-/// transaction failed as a whole; an inner one, that one script failed (Redis does not roll
-/// back the others, which did happen and are answered as such).
-///
-/// As with any networked store, a failure can be ambiguous: if the connection drops after
-/// Redis ran EXEC but before its reply arrived, the writes happened although their callers
-/// are told they failed. For an enqueue that means the sender is told the message was not
-/// stored while its recipient may still get it; clients already drop duplicates by id.
-/// Nothing is ever reported stored that was not.
-async fn commit(
-    conn: &mut ConnectionManager,
-    scripts: &Scripts,
-    ops: Vec<Op>,
-) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
-    let mut pipe = ::redis::pipe();
-    pipe.atomic().ignore_errors();
-    // Load each script the batch uses first, in the same transaction: after a restart Redis
-    // knows no script, and loading a known one costs only its hash.
-    let mut loaded: Vec<&str> = Vec::new();
-    for op in &ops {
-        let (script, code) = scripts.of(op);
-        if !loaded.contains(&script.get_hash()) {
-            loaded.push(script.get_hash());
-            pipe.cmd("SCRIPT").arg("LOAD").arg(code.as_str()).ignore();
-        }
-    }
-    for op in &ops {
-        let inv = scripts.invocation(op);
-        pipe.invoke_script(&inv);
-    }
-    let replies: Vec<RedisResult<Value>> = pipe.query_async(conn).await.map_err(eng)?;
-    if replies.len() != ops.len() {
-        return Err(StoreError::Engine(format!(
-            "Redis answered {} of {} writes",
-            replies.len(),
-            ops.len()
-        )));
-    }
-    Ok(ops
-        .into_iter()
-        .zip(replies)
-        .map(|(op, reply)| outcome(op, reply.map_err(eng)?))
-        .collect())
-}
-
-/// What the script of `op` answered, as its [`Outcome`].
-fn outcome(op: Op, reply: Value) -> Result<Outcome, StoreError> {
-    Ok(match op {
-        Op::Touch { .. } => {
-            let fields = array_of(reply)?;
-            let [last_seen, aliases] = fields.as_slice() else {
-                return Err(StoreError::Engine("touch answered the wrong count".into()));
-            };
-            Outcome::User(record_of(
-                Some(bytes_of(last_seen)?),
-                Some(bytes_of(aliases)?),
-            )?)
-        }
-        Op::Claim { .. } => Outcome::Claim(match int_of(&reply)? {
-            0 => Claim::Registered,
-            1 => Claim::AlreadyYours,
-            2 => Claim::Taken,
-            3 => Claim::TooMany,
-            other => {
-                return Err(StoreError::Engine(format!(
-                    "claim answered the unknown outcome {other}"
-                )));
-            }
-        }),
-        Op::Enqueue { entries, .. } => {
-            let fields = array_of(reply)?;
-            let ints = fields.iter().map(int_of).collect::<Result<Vec<_>, _>>()?;
-            match ints.as_slice() {
-                [1, first] => {
-                    let first = *first as u64;
-                    Outcome::Seqs((first..first + entries.len() as u64).collect())
-                }
-                [0, messages, bytes] => {
-                    return Err(StoreError::QueueFull {
-                        messages: *messages as u64,
-                        bytes: *bytes as u64,
-                    });
-                }
-                other => {
-                    return Err(StoreError::Engine(format!("enqueue answered {other:?}")));
-                }
-            }
-        }
-        Op::Remove { .. } => {
-            int_of(&reply)?;
-            Outcome::Removed
-        }
-        Op::Expire { .. } => {
-            let items = array_of(reply)?;
-            let mut found = Vec::with_capacity(items.len() / 2);
-            for pair in items.chunks(2) {
-                let [to, member] = pair else {
-                    return Err(StoreError::Engine("expire answered an odd count".into()));
-                };
-                let entry = stored_of(bytes_of(member)?)?.entry;
-                found.push(Expired {
-                    to: parse_key(bytes_of(to)?)?,
-                    sender: entry.sender,
-                    id: entry.id,
-                });
-            }
-            Outcome::Expired(found)
-        }
-    })
 }
 
 impl Store for RedisStore {
@@ -585,6 +479,47 @@ impl Store for RedisStore {
         limits: Option<QueueLimits>,
     ) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
         self.queue.enqueue(to, entries, limits)
+    }
+
+    fn enqueue_fitting(
+        &self,
+        to: PublicKey,
+        entries: Vec<Entry>,
+        limits: QueueLimits,
+    ) -> BoxFuture<'static, Result<Vec<Placed>, StoreError>> {
+        self.queue.enqueue_fitting(to, entries, limits)
+    }
+
+    fn counts(
+        &self,
+        to: PublicKey,
+        sender: PublicKey,
+    ) -> BoxFuture<'_, Result<Counts, StoreError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let (hex, s) = (to.to_hex(), sender.to_hex());
+            let mut pipe = ::redis::pipe();
+            pipe.cmd("ZCARD")
+                .arg(format!("{}{hex}", queue_prefix()))
+                .cmd("GET")
+                .arg(format!("{}{hex}", bytes_prefix()))
+                .cmd("HMGET")
+                .arg(format!("{}{hex}", shares_prefix()))
+                .arg(format!("m:{s}"))
+                .arg(format!("b:{s}"))
+                .cmd("GET")
+                .arg(store_bytes_key());
+            type Reply = (u64, Option<u64>, (Option<u64>, Option<u64>), Option<u64>);
+            let (messages, bytes, (share_messages, share_bytes), store_bytes): Reply =
+                pipe.query_async(&mut conn).await.map_err(eng)?;
+            Ok(Counts {
+                messages,
+                bytes: bytes.unwrap_or(0),
+                share_messages: share_messages.unwrap_or(0),
+                share_bytes: share_bytes.unwrap_or(0),
+                store_bytes: store_bytes.unwrap_or(0),
+            })
+        })
     }
 
     fn peek(

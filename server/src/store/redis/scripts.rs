@@ -3,9 +3,14 @@
 use ::redis::{Script, ScriptInvocation};
 use flexim_protocol::keys::alias_key;
 
+use super::super::QueueLimits;
+use super::super::bounds::Mode;
 use super::super::entry::encode_entry;
 use super::super::writes::Op;
-use super::{aliases_key, bytes_prefix, expiry_key, queue_prefix, seq_key, user_key, users_key};
+use super::{
+    aliases_key, bytes_prefix, expiry_key, queue_prefix, seq_key, shares_prefix, store_bytes_key,
+    user_key, users_key,
+};
 
 // Each script reads (and so type-checks) every key it will write before it writes any:
 // Redis does not undo the writes a script made before it failed, so a script that could fail
@@ -50,13 +55,21 @@ return 0
 ";
 
 /// The Lua helpers the queue scripts share: `count` reads a counter (absent is 0) and fails
-/// before any write if it is not a whole number; `be64` writes a sequence number as 8 bytes,
-/// big-endian.
+/// before any write if it is not a whole number, `field` the same for a field of a hash;
+/// `be64` writes a sequence number as 8 bytes, big-endian; `hex` is a sender's key as the
+/// shares name it, `sender_of` the sender of a queue member (after its sequence number and
+/// time); `put_share` writes a sender's counts (none left: its fields go).
 const QUEUE_HELPERS: &str = r"
 local function count(key)
   local v = redis.call('GET', key)
   if not v then return 0 end
   if not string.match(v, '^%d+$') then error('damaged counter ' .. key) end
+  return tonumber(v)
+end
+local function field(key, name)
+  local v = redis.call('HGET', key, name)
+  if not v then return 0 end
+  if not string.match(v, '^%d+$') then error('damaged counter ' .. key .. ' ' .. name) end
   return tonumber(v)
 end
 local function be64(n)
@@ -67,72 +80,151 @@ local function be64(n)
   end
   return table.concat(b)
 end
+local function hex(s)
+  return (string.gsub(s, '.', function(c) return string.format('%02x', string.byte(c)) end))
+end
+local function sender_of(member)
+  return hex(string.sub(member, 17, 48))
+end
+local function put_share(key, s, m, b)
+  if m <= 0 then
+    redis.call('HDEL', key, 'm:' .. s, 'b:' .. s)
+  else
+    redis.call('HSET', key, 'm:' .. s, string.format('%d', m), 'b:' .. s, string.format('%d', math.max(b, 0)))
+  end
+end
+local function shares_of(key, cache, s)
+  if not cache[s] then cache[s] = {field(key, 'm:' .. s), field(key, 'b:' .. s)} end
+  return cache[s]
+end
 ";
 
-/// [`Store::enqueue`]: KEYS queue, queue bytes, sequence counter, expiry set; ARGV recipient,
-/// most messages (empty for no limits), most bytes, then per entry its acceptance time and
-/// its encoding. Returns {1, first sequence number} or, refused, {0, messages, bytes}.
+/// [`Store::enqueue`] and [`Store::enqueue_fitting`]: the rule of `bounds.rs` in Lua. KEYS
+/// queue, queue bytes, sequence counter, expiry set, shares, store bytes; ARGV recipient, mode
+/// (`none`, `whole` or `fit`), most messages, most bytes, most messages and bytes of one
+/// sender, most bytes in the store, then per entry its acceptance time, its sender (hex) and
+/// its encoding. Returns the first sequence number and, per entry, 0 0 0 if it was stored or
+/// the bound that left it out (1 share, 2 queue, 3 store) and the two counts it found; a
+/// refused whole write returns -1, the bound and the counts before the write.
 const ENQUEUE: &str = r"
-local n = (#ARGV - 3) / 2
+local n = (#ARGV - 7) / 3
+local mode = ARGV[2]
 local messages = redis.call('ZCARD', KEYS[1])
 local bytes = count(KEYS[2])
 local next_seq = count(KEYS[3])
 redis.call('ZCARD', KEYS[4])
-local added = 0
-for i = 1, n do added = added + #ARGV[3 + 2 * i] end
-if ARGV[2] ~= '' and (messages + n > tonumber(ARGV[2]) or bytes + added > tonumber(ARGV[3])) then
-  return {0, messages, bytes}
-end
-if n == 0 then return {1, next_seq} end
-local first = redis.call('INCRBY', KEYS[3], n) - n
+local total = count(KEYS[6])
+local lim = {}
+for i = 3, 7 do lim[i] = tonumber(ARGV[i]) end
+local shares = {}
+for i = 1, n do shares_of(KEYS[5], shares, ARGV[6 + 3 * i]) end
+local before = {messages, bytes, total}
+local before_share = {}
+for s, c in pairs(shares) do before_share[s] = {c[1], c[2]} end
+local verdict, refused, kept = {}, {}, 0
 for i = 1, n do
-  local seq = string.format('%d', first + i - 1)
-  redis.call('ZADD', KEYS[1], seq, be64(first + i - 1) .. ARGV[3 + 2 * i])
-  redis.call('ZADD', KEYS[4], ARGV[2 + 2 * i], ARGV[1] .. ':' .. seq)
+  local s, size = ARGV[6 + 3 * i], #ARGV[7 + 3 * i]
+  local sh = shares[s]
+  local v = refused[s]
+  if not v and mode ~= 'none' then
+    if messages + 1 > lim[3] or bytes + size > lim[4] then v = {2, messages, bytes}
+    elseif sh[1] + 1 > lim[5] or sh[2] + size > lim[6] then v = {1, sh[1], sh[2]}
+    elseif total + size > lim[7] then v = {3, total, 0} end
+  end
+  if v and mode == 'whole' then
+    if v[1] == 1 then return {-1, 1, before_share[s][1], before_share[s][2]} end
+    if v[1] == 2 then return {-1, 2, before[1], before[2]} end
+    return {-1, 3, before[3], 0}
+  end
+  if v then
+    refused[s] = v
+    verdict[i] = v
+  else
+    messages, bytes, total = messages + 1, bytes + size, total + size
+    sh[1], sh[2] = sh[1] + 1, sh[2] + size
+    kept = kept + 1
+  end
 end
-redis.call('INCRBY', KEYS[2], added)
-return {1, first}
+local first = next_seq
+if kept > 0 then first = redis.call('INCRBY', KEYS[3], kept) - kept end
+local out, seq = {first}, first
+for i = 1, n do
+  local v = verdict[i] or {0, 0, 0}
+  if not verdict[i] then
+    local at = string.format('%d', seq)
+    redis.call('ZADD', KEYS[1], at, be64(seq) .. ARGV[7 + 3 * i])
+    redis.call('ZADD', KEYS[4], ARGV[5 + 3 * i], ARGV[1] .. ':' .. at)
+    seq = seq + 1
+  end
+  table.insert(out, v[1])
+  table.insert(out, v[2])
+  table.insert(out, v[3])
+end
+if kept > 0 then
+  redis.call('SET', KEYS[2], string.format('%d', bytes))
+  redis.call('SET', KEYS[6], string.format('%d', total))
+  for s, c in pairs(shares) do put_share(KEYS[5], s, c[1], c[2]) end
+end
+return out
 ";
 
-/// [`Store::remove`]: KEYS queue, queue bytes, expiry set; ARGV recipient, then the sequence
-/// numbers. Returns how many entries were there.
+/// [`Store::remove`]: KEYS queue, queue bytes, expiry set, shares, store bytes; ARGV
+/// recipient, then the sequence numbers. Returns how many entries were there.
 const REMOVE: &str = r"
-local present, freed = {}, 0
+local present, gone = {}, {}
 for i = 2, #ARGV do
   local found = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[i], ARGV[i])
   if #found > 0 then
-    for _, m in ipairs(found) do freed = freed + #m - 8 end
+    for _, m in ipairs(found) do table.insert(gone, m) end
     table.insert(present, ARGV[i])
   end
 end
 local bytes = count(KEYS[2])
+local total = count(KEYS[5])
 redis.call('ZCARD', KEYS[3])
+local shares, freed = {}, 0
+for _, m in ipairs(gone) do
+  local sh = shares_of(KEYS[4], shares, sender_of(m))
+  sh[1], sh[2] = sh[1] - 1, sh[2] - (#m - 8)
+  freed = freed + #m - 8
+end
 for _, seq in ipairs(present) do
   redis.call('ZREMRANGEBYSCORE', KEYS[1], seq, seq)
   redis.call('ZREM', KEYS[3], ARGV[1] .. ':' .. seq)
 end
 if #present > 0 then
   if redis.call('EXISTS', KEYS[1]) == 0 then
-    redis.call('DEL', KEYS[2])
+    redis.call('DEL', KEYS[2], KEYS[4])
   else
     redis.call('SET', KEYS[2], string.format('%d', math.max(bytes - freed, 0)))
+    for s, c in pairs(shares) do put_share(KEYS[4], s, c[1], c[2]) end
   end
+  redis.call('SET', KEYS[5], string.format('%d', math.max(total - freed, 0)))
 end
 return #present
 ";
 
-/// [`Store::expire`]: KEYS expiry set; ARGV the time before which entries go, the queue key
-/// prefix, the queue bytes key prefix. Returns recipient, member, recipient, member, ...
+/// [`Store::expire`]: KEYS expiry set, store bytes; ARGV the time before which entries go,
+/// the queue key prefix, the queue bytes key prefix, the shares key prefix. Returns
+/// recipient, member, recipient, member, ...
 const EXPIRE: &str = r"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-local out, gone, freed = {}, {}, {}
+local total = count(KEYS[2])
+local out, gone, left, shares = {}, {}, {}, {}
 for _, item in ipairs(due) do
   local to, seq = string.match(item, '^(%x+):(%d+)$')
   if to then
     local found = redis.call('ZRANGEBYSCORE', ARGV[2] .. to, seq, seq)
     if #found > 0 then
-      if not freed[to] then freed[to] = count(ARGV[3] .. to) end
-      freed[to] = freed[to] - (#found[1] - 8)
+      local size = #found[1] - 8
+      if not left[to] then
+        left[to] = count(ARGV[3] .. to)
+        shares[to] = {}
+      end
+      left[to] = left[to] - size
+      local sh = shares_of(ARGV[4] .. to, shares[to], sender_of(found[1]))
+      sh[1], sh[2] = sh[1] - 1, sh[2] - size
+      total = total - size
       table.insert(gone, {to, seq})
       table.insert(out, to)
       table.insert(out, found[1])
@@ -142,15 +234,49 @@ end
 for _, g in ipairs(gone) do
   redis.call('ZREMRANGEBYSCORE', ARGV[2] .. g[1], g[2], g[2])
 end
-for to, left in pairs(freed) do
+for to, bytes in pairs(left) do
   if redis.call('EXISTS', ARGV[2] .. to) == 0 then
-    redis.call('DEL', ARGV[3] .. to)
+    redis.call('DEL', ARGV[3] .. to, ARGV[4] .. to)
   else
-    redis.call('SET', ARGV[3] .. to, string.format('%d', math.max(left, 0)))
+    redis.call('SET', ARGV[3] .. to, string.format('%d', math.max(bytes, 0)))
+    for s, c in pairs(shares[to]) do put_share(ARGV[4] .. to, s, c[1], c[2]) end
   end
 end
+if #gone > 0 then redis.call('SET', KEYS[2], string.format('%d', math.max(total, 0))) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
 return out
+";
+
+/// Counts every queued entry into the shares and the store's bytes, once: for data written
+/// before they were kept (the queue's own counts were kept already). KEYS expiry set, store
+/// bytes, the marker that it was done; ARGV the queue key prefix, the shares key prefix.
+/// Returns how many entries it counted, -1 if they had been counted before. One script, so
+/// that nodes starting together count once and no write lands in the middle; it reads every
+/// entry, once, at the first start of a version that keeps these counts.
+pub(super) const COUNT_ONCE: &str = r"
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+local shares, total, n = {}, 0, 0
+for _, item in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local to, seq = string.match(item, '^(%x+):(%d+)$')
+  if to then
+    local found = redis.call('ZRANGEBYSCORE', ARGV[1] .. to, seq, seq)
+    if #found > 0 then
+      local size = #found[1] - 8
+      local s = sender_of(found[1])
+      shares[to] = shares[to] or {}
+      local sh = shares[to][s] or {0, 0}
+      shares[to][s] = {sh[1] + 1, sh[2] + size}
+      total, n = total + size, n + 1
+    end
+  end
+end
+for to, per in pairs(shares) do
+  redis.call('DEL', ARGV[2] .. to)
+  for s, c in pairs(per) do put_share(ARGV[2] .. to, s, c[1], c[2]) end
+end
+redis.call('SET', KEYS[2], string.format('%d', total))
+redis.call('SET', KEYS[3], '1')
+return n
 ";
 
 /// The scripts, each with its source for loading it again (a restarted Redis has forgotten
@@ -166,6 +292,11 @@ pub(super) struct Scripts {
     remove: (Script, String),
     /// [`EXPIRE`].
     expire: (Script, String),
+}
+
+/// [`COUNT_ONCE`] with the helpers it uses, as one script.
+pub(super) fn count_once() -> Script {
+    Script::new(&format!("{QUEUE_HELPERS}{COUNT_ONCE}"))
 }
 
 impl Scripts {
@@ -216,23 +347,38 @@ impl Scripts {
                     .arg(alias_key(alias))
                     .arg(*max_aliases);
             }
-            Op::Enqueue {
-                to,
-                entries,
-                limits,
-            } => {
+            Op::Enqueue { to, entries, mode } => {
                 let hex = to.to_hex();
                 inv.key(format!("{queues}{hex}"))
                     .key(format!("{bytes}{hex}"))
                     .key(seq_key())
                     .key(expiry_key())
+                    .key(format!("{}{hex}", shares_prefix()))
+                    .key(store_bytes_key())
                     .arg(&hex);
-                match limits {
-                    Some(l) => inv.arg(l.messages).arg(l.bytes),
-                    None => inv.arg("").arg(""),
+                let limits = match mode {
+                    Mode::Unbounded => {
+                        inv.arg("none");
+                        None
+                    }
+                    Mode::Whole(l) => {
+                        inv.arg("whole");
+                        Some(*l)
+                    }
+                    Mode::Fitting(l) => {
+                        inv.arg("fit");
+                        Some(*l)
+                    }
                 };
+                // Without bounds the script reads none of these.
+                let l = limits.unwrap_or(QueueLimits::queue(u64::MAX, u64::MAX));
+                inv.arg(l.messages)
+                    .arg(l.bytes)
+                    .arg(l.share_messages)
+                    .arg(l.share_bytes)
+                    .arg(l.store_bytes);
                 for e in entries {
-                    inv.arg(e.at).arg(encode_entry(e));
+                    inv.arg(e.at).arg(e.sender.to_hex()).arg(encode_entry(e));
                 }
             }
             Op::Remove { to, seqs } => {
@@ -240,13 +386,20 @@ impl Scripts {
                 inv.key(format!("{queues}{hex}"))
                     .key(format!("{bytes}{hex}"))
                     .key(expiry_key())
+                    .key(format!("{}{hex}", shares_prefix()))
+                    .key(store_bytes_key())
                     .arg(&hex);
                 for seq in seqs {
                     inv.arg(*seq);
                 }
             }
             Op::Expire { before } => {
-                inv.key(expiry_key()).arg(*before).arg(&queues).arg(&bytes);
+                inv.key(expiry_key())
+                    .key(store_bytes_key())
+                    .arg(*before)
+                    .arg(&queues)
+                    .arg(&bytes)
+                    .arg(shares_prefix());
             }
         }
         inv

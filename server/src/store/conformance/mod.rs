@@ -12,7 +12,14 @@
 use bytes::Bytes;
 use flexim_protocol::PublicKey;
 
-use super::{Claim, Entry, Expired, QueueLimits, Store, StoreError};
+use super::{Claim, Entry, Expired, Full, QueueLimits, Store, StoreError};
+
+mod bounds;
+
+pub use bounds::{
+    bounds_are_exact_under_concurrent_writes, each_sender_has_a_share_of_a_queue,
+    enqueue_fitting_keeps_what_fits_in_order, the_store_budget_counts_every_queue,
+};
 
 /// The sender of every entry these checks write.
 pub const SENDER: PublicKey = PublicKey([7; 32]);
@@ -48,10 +55,7 @@ async fn frames(store: &dyn Store, to: PublicKey) -> Vec<Bytes> {
 /// skips older ones; removing frees room (unknown numbers are ignored); the message limit
 /// refuses with the queue's counts; without limits a full queue still takes entries.
 pub async fn queue_order_limits_peek_and_remove(store: &dyn Store) {
-    const LIMITS: QueueLimits = QueueLimits {
-        messages: 2,
-        bytes: 1000,
-    };
+    const LIMITS: QueueLimits = QueueLimits::queue(2, 1000);
     let bob = PublicKey([2; 32]);
     let one = entry(b"one", Some("id-1"));
     let two = entry(b"two", None);
@@ -67,15 +71,15 @@ pub async fn queue_order_limits_peek_and_remove(store: &dyn Store) {
         .enqueue(bob, vec![entry(b"three", None)], Some(LIMITS))
         .await
     {
-        Err(StoreError::QueueFull { messages, bytes }) => {
-            assert_eq!(messages, 2, "QueueFull says how many messages are queued");
+        Err(StoreError::Full(Full::Queue { messages, bytes })) => {
+            assert_eq!(messages, 2, "Full::Queue says how many messages are queued");
             assert_eq!(
                 bytes,
                 entry_size(&one) + entry_size(&two),
-                "QueueFull says how many bytes are queued"
+                "Full::Queue says how many bytes are queued"
             );
         }
-        other => panic!("a third entry over a limit of 2 must be QueueFull, got {other:?}"),
+        other => panic!("a third entry over a limit of 2 must be Full::Queue, got {other:?}"),
     }
     let got = store.peek(bob, 0, 10).await.expect("peek");
     let entries: Vec<_> = got.iter().map(|s| s.entry.clone()).collect();
@@ -176,10 +180,7 @@ pub async fn queue_limits_are_all_or_nothing(store: &dyn Store) {
     let bob = PublicKey([2; 32]);
     let e = entry(b"abc", None);
     let size = entry_size(&e);
-    let limits = QueueLimits {
-        messages: 100,
-        bytes: 2 * size,
-    };
+    let limits = QueueLimits::queue(100, 2 * size);
     let seqs = store
         .enqueue(bob, vec![e.clone()], Some(limits))
         .await
@@ -189,14 +190,14 @@ pub async fn queue_limits_are_all_or_nothing(store: &dyn Store) {
         .enqueue(bob, vec![e.clone(), e.clone()], Some(limits))
         .await
     {
-        Err(StoreError::QueueFull { messages, bytes }) => {
+        Err(StoreError::Full(Full::Queue { messages, bytes })) => {
             assert_eq!(
                 (messages, bytes),
                 (1, size),
                 "the counts before the refusal"
             )
         }
-        other => panic!("two more entries over the byte limit must be QueueFull, got {other:?}"),
+        other => panic!("two more entries over the byte limit must be Full::Queue, got {other:?}"),
     }
     assert_eq!(
         store.peek(bob, 0, 10).await.expect("peek").len(),
@@ -218,18 +219,15 @@ pub async fn queue_limits_are_all_or_nothing(store: &dyn Store) {
     assert!(none.is_empty(), "no entries, no sequence numbers");
     // Messages count too.
     let carol = PublicKey([3; 32]);
-    let two = QueueLimits {
-        messages: 2,
-        bytes: u64::MAX,
-    };
+    let two = QueueLimits::queue(2, u64::MAX);
     assert!(matches!(
         store
             .enqueue(carol, vec![e.clone(), e.clone(), e.clone()], Some(two))
             .await,
-        Err(StoreError::QueueFull {
+        Err(StoreError::Full(Full::Queue {
             messages: 0,
             bytes: 0
-        })
+        }))
     ));
     assert!(store.peek(carol, 0, 10).await.expect("peek").is_empty());
     let seqs = store
@@ -515,10 +513,7 @@ pub async fn old_entries_expire_and_say_whose_they_were(store: &dyn Store) {
         "nothing expires twice"
     );
     // The expired entries no longer count against the limits.
-    let one = QueueLimits {
-        messages: 2,
-        bytes: 1000,
-    };
+    let one = QueueLimits::queue(2, 1000);
     store
         .enqueue(bob, vec![entry(b"room", None)], Some(one))
         .await

@@ -16,10 +16,13 @@ use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use super::entry::{decode_entry, encode_entry, key_of};
 use super::writes::{Counters, Job, Op, Outcome, WriteQueue, answer, take_waiting};
 use super::{
-    BoxFuture, Claim, Entry, Expired, QueueLimits, Store, StoreError, StoreStats, Stored,
-    UserRecord,
+    BoxFuture, Claim, Counts, Entry, Expired, Placed, QueueLimits, Store, StoreError, StoreStats,
+    Stored, UserRecord,
 };
+use queues::{QUEUES, SHARES};
 use tokio::sync::mpsc;
+
+mod queues;
 
 /// key (32 bytes) -> msgpack UserRecord
 const USERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("users");
@@ -27,9 +30,8 @@ const USERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("users");
 const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
 /// (recipient key, sequence) -> entry (see [`encode_entry`])
 const OFFLINE: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("offline");
-/// recipient key -> (messages, bytes) queued, so limits are checked without a scan
-const QUEUES: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("queues");
-/// named counters: "seq" is the next offline sequence number, "format" the entry format
+/// named counters: "seq" is the next offline sequence number, "format" the entry format,
+/// "bytes" and "counted" the store's byte count (`queues.rs`)
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The entry format this code writes (see [`encode_entry`]). Format 1 (before message ids)
@@ -124,14 +126,22 @@ impl EmbeddedStore {
             txn.open_table(ALIASES).map_err(eng)?;
             txn.open_table(OFFLINE).map_err(eng)?;
             txn.open_table(QUEUES).map_err(eng)?;
+            txn.open_table(SHARES).map_err(eng)?;
             txn.open_table(META).map_err(eng)?;
         }
         let converted = migrate(&txn, now)?;
+        let counted = queues::count_once(&txn)?;
         txn.commit().map_err(eng)?;
         if converted > 0 {
             tracing::info!(
                 entries = converted,
                 "converted stored messages to the format with ids"
+            );
+        }
+        if counted > 0 {
+            tracing::info!(
+                entries = counted,
+                "counted stored messages per sender and for the store's budget"
             );
         }
         let db = Arc::new(db);
@@ -200,13 +210,9 @@ fn commit(db: &Database, ops: Vec<Op>) -> Result<Vec<Result<Outcome, StoreError>
                 alias,
                 max_aliases,
             } => claim(&txn, key, alias, max_aliases).map(Outcome::Claim),
-            Op::Enqueue {
-                to,
-                entries,
-                limits,
-            } => enqueue(&txn, to, entries, limits).map(Outcome::Seqs),
-            Op::Remove { to, seqs } => remove(&txn, to, seqs).map(|()| Outcome::Removed),
-            Op::Expire { before } => expire(&txn, before).map(Outcome::Expired),
+            Op::Enqueue { to, entries, mode } => queues::enqueue(&txn, to, entries, mode),
+            Op::Remove { to, seqs } => queues::remove(&txn, to, seqs).map(|()| Outcome::Removed),
+            Op::Expire { before } => queues::expire(&txn, before).map(Outcome::Expired),
         };
         match outcome {
             Err(StoreError::Engine(e)) => return Err(StoreError::Engine(e)),
@@ -269,107 +275,6 @@ fn claim(
             }
         }
     })
-}
-
-fn enqueue(
-    txn: &WriteTransaction,
-    to: PublicKey,
-    entries: Vec<Entry>,
-    limits: Option<QueueLimits>,
-) -> Result<Vec<u64>, StoreError> {
-    let k = to.as_bytes().as_slice();
-    let encoded: Vec<Vec<u8>> = entries.iter().map(encode_entry).collect();
-    let added: u64 = encoded.iter().map(|e| e.len() as u64).sum();
-    let mut queues = txn.open_table(QUEUES).map_err(eng)?;
-    let (messages, bytes) = queues
-        .get(k)
-        .map_err(eng)?
-        .map(|v| v.value())
-        .unwrap_or((0, 0));
-    if let Some(limits) = limits
-        && (messages + encoded.len() as u64 > limits.messages || bytes + added > limits.bytes)
-    {
-        return Err(StoreError::QueueFull { messages, bytes });
-    }
-    queues
-        .insert(k, (messages + encoded.len() as u64, bytes + added))
-        .map_err(eng)?;
-    let mut meta = txn.open_table(META).map_err(eng)?;
-    let mut seq = meta
-        .get("seq")
-        .map_err(eng)?
-        .map(|v| v.value())
-        .unwrap_or(0);
-    let mut offline = txn.open_table(OFFLINE).map_err(eng)?;
-    let mut seqs = Vec::with_capacity(encoded.len());
-    for e in &encoded {
-        offline.insert((k, seq), e.as_slice()).map_err(eng)?;
-        seqs.push(seq);
-        seq += 1;
-    }
-    meta.insert("seq", seq).map_err(eng)?;
-    Ok(seqs)
-}
-
-fn remove(txn: &WriteTransaction, to: PublicKey, seqs: Vec<u64>) -> Result<(), StoreError> {
-    let k = to.as_bytes().as_slice();
-    let mut offline = txn.open_table(OFFLINE).map_err(eng)?;
-    let (mut removed, mut freed) = (0u64, 0u64);
-    for seq in seqs {
-        if let Some(v) = offline.remove((k, seq)).map_err(eng)? {
-            removed += 1;
-            freed += v.value().len() as u64;
-        }
-    }
-    if removed == 0 {
-        return Ok(());
-    }
-    let mut queues = txn.open_table(QUEUES).map_err(eng)?;
-    let (messages, bytes) = queues
-        .get(k)
-        .map_err(eng)?
-        .map(|v| v.value())
-        .unwrap_or((0, 0));
-    let left = (
-        messages.saturating_sub(removed),
-        bytes.saturating_sub(freed),
-    );
-    if left.0 == 0 {
-        queues.remove(k).map_err(eng)?;
-    } else {
-        queues.insert(k, left).map_err(eng)?;
-    }
-    Ok(())
-}
-
-fn expire(txn: &WriteTransaction, before: i64) -> Result<Vec<Expired>, StoreError> {
-    let mut found = Vec::new();
-    {
-        let offline = txn.open_table(OFFLINE).map_err(eng)?;
-        for row in offline.iter().map_err(eng)? {
-            let (k, v) = row.map_err(eng)?;
-            let entry = decode_entry(v.value())?;
-            if entry.at < before {
-                let (to, seq) = k.value();
-                found.push((key_of(to)?, seq, entry));
-            }
-        }
-    }
-    let mut by_queue: std::collections::BTreeMap<PublicKey, Vec<u64>> = Default::default();
-    for (to, seq, _) in &found {
-        by_queue.entry(*to).or_default().push(*seq);
-    }
-    for (to, seqs) in by_queue {
-        remove(txn, to, seqs)?;
-    }
-    Ok(found
-        .into_iter()
-        .map(|(to, _, e)| Expired {
-            to,
-            sender: e.sender,
-            id: e.id,
-        })
-        .collect())
 }
 
 impl Store for EmbeddedStore {
@@ -446,6 +351,15 @@ impl Store for EmbeddedStore {
         self.writer.queue.enqueue(to, entries, limits)
     }
 
+    fn enqueue_fitting(
+        &self,
+        to: PublicKey,
+        entries: Vec<Entry>,
+        limits: QueueLimits,
+    ) -> BoxFuture<'static, Result<Vec<Placed>, StoreError>> {
+        self.writer.queue.enqueue_fitting(to, entries, limits)
+    }
+
     fn peek(
         &self,
         to: PublicKey,
@@ -476,6 +390,14 @@ impl Store for EmbeddedStore {
         self.writer.queue.remove(to, seqs)
     }
 
+    fn counts(
+        &self,
+        to: PublicKey,
+        sender: PublicKey,
+    ) -> BoxFuture<'_, Result<Counts, StoreError>> {
+        self.blocking(move |db| queues::counts(db, to, sender))
+    }
+
     fn stats(&self) -> StoreStats {
         self.writer.stats.stats()
     }
@@ -486,148 +408,4 @@ impl Store for EmbeddedStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::conformance;
-
-    /// A fresh store in a new directory; the directory is removed by [`Cleanup`] on drop.
-    fn temp_store() -> (EmbeddedStore, Cleanup) {
-        let dir = std::env::temp_dir().join(format!(
-            "flexim-store-test-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        (
-            EmbeddedStore::open(&dir.join("db.redb")).unwrap(),
-            Cleanup(dir),
-        )
-    }
-
-    /// Removes a test's directory when dropped, also when the test fails.
-    struct Cleanup(std::path::PathBuf);
-
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    #[tokio::test]
-    async fn conformance_queue_order_limits_peek_and_remove() {
-        let (store, _dir) = temp_store();
-        conformance::queue_order_limits_peek_and_remove(&store).await;
-    }
-
-    #[tokio::test]
-    async fn conformance_queue_limits_are_all_or_nothing() {
-        let (store, _dir) = temp_store();
-        conformance::queue_limits_are_all_or_nothing(&store).await;
-    }
-
-    #[tokio::test]
-    async fn conformance_sequence_numbers_are_one_global_order() {
-        let (store, _dir) = temp_store();
-        conformance::sequence_numbers_are_one_global_order(&store).await;
-    }
-
-    #[tokio::test]
-    async fn conformance_writes_take_effect_in_call_order() {
-        let (store, _dir) = temp_store();
-        conformance::writes_take_effect_in_call_order(&store).await;
-    }
-
-    #[tokio::test]
-    async fn conformance_aliases_are_unique_ignoring_case() {
-        let (store, _dir) = temp_store();
-        conformance::aliases_are_unique_ignoring_case(&store).await;
-    }
-
-    #[tokio::test]
-    async fn conformance_users_touch_and_search() {
-        let (store, _dir) = temp_store();
-        conformance::users_touch_and_search(&store).await;
-    }
-
-    #[tokio::test]
-    async fn conformance_old_entries_expire_and_say_whose_they_were() {
-        let (store, _dir) = temp_store();
-        conformance::old_entries_expire_and_say_whose_they_were(&store).await;
-    }
-
-    #[tokio::test]
-    async fn conformance_stats_count_writes() {
-        let (store, _dir) = temp_store();
-        conformance::stats_count_writes(&store).await;
-    }
-
-    #[tokio::test]
-    async fn everything_survives_reopening_the_file() {
-        let (store, dir) = temp_store();
-        let (alice, bob) = (PublicKey([1; 32]), PublicKey([2; 32]));
-        let one = conformance::entry(b"one", Some("id-1"));
-        let seqs = store.enqueue(bob, vec![one.clone()], None).await.unwrap();
-        store.touch(alice, 42).await.unwrap();
-        store.claim_alias(alice, "Alice".into(), 1).await.unwrap();
-        drop(store);
-        let store = EmbeddedStore::open(&dir.0.join("db.redb")).unwrap();
-        let got = store.peek(bob, 0, 10).await.unwrap();
-        assert_eq!(got.len(), 1);
-        assert_eq!((got[0].seq, &got[0].entry), (seqs[0], &one));
-        assert_eq!(
-            store.user(alice).await.unwrap(),
-            Some(UserRecord {
-                aliases: vec!["Alice".into()],
-                last_seen: 42
-            })
-        );
-        assert_eq!(
-            store.resolve_alias("alice".into()).await.unwrap(),
-            Some(alice)
-        );
-        // The sequence counter survives too: numbers never repeat.
-        let next = store
-            .enqueue(bob, vec![conformance::entry(b"two", None)], None)
-            .await
-            .unwrap();
-        assert!(next[0] > seqs[0]);
-    }
-
-    #[tokio::test]
-    async fn entries_of_the_first_format_are_converted_once() {
-        let (store, dir) = temp_store();
-        drop(store);
-        let path = dir.0.join("db.redb");
-        let bob = PublicKey([2; 32]);
-        {
-            // Write what the first format held: bare frames, and no format number.
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let mut offline = txn.open_table(OFFLINE).unwrap();
-                offline
-                    .insert((bob.as_bytes().as_slice(), 0), b"frame one".as_slice())
-                    .unwrap();
-                let mut meta = txn.open_table(META).unwrap();
-                meta.remove("format").unwrap();
-            }
-            txn.commit().unwrap();
-        }
-        let store = EmbeddedStore::open_at(&path, 1234).unwrap();
-        let got = store.peek(bob, 0, 10).await.unwrap();
-        assert_eq!(
-            got[0].entry,
-            Entry {
-                sender: PublicKey([0; 32]),
-                id: None,
-                frame: Bytes::from_static(b"frame one"),
-                at: 1234,
-            }
-        );
-        drop(store);
-        // A second open leaves converted entries alone.
-        let store = EmbeddedStore::open_at(&path, 9999).unwrap();
-        assert_eq!(store.peek(bob, 0, 10).await.unwrap()[0].entry.at, 1234);
-    }
-}
+mod tests;
