@@ -103,28 +103,48 @@ async fn reader(key: SecretKey, plan: Plan, mut stage: watch::Receiver<Stage>, t
         };
         tally.add("stalled logins");
         let began = plan.lives.now();
-        tokio::select! {
-            _ = tokio::time::sleep(plan.hold) => {}
-            _ = abuse_over(&mut stage) => {}
-        }
-        look(&mut conn, &tally, plan.lives.met_a_kill(began)).await;
+        let held = tokio::select! {
+            _ = tokio::time::sleep(plan.hold) => Held::Whole,
+            _ = abuse_over(&mut stage) => Held::CutShort,
+        };
+        let held = match plan.lives.met_a_kill(began) {
+            true => Held::Killed,
+            false => held,
+        };
+        look(&mut conn, &tally, held).await;
     }
 }
 
+/// How a hold ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// It lasted its whole time.
+    Whole,
+    /// The abuse ended first.
+    CutShort,
+    /// The server was killed during it (which ends every connection).
+    Killed,
+}
+
 /// Reads what the server left on a stalled connection after the hold: counts the error
-/// Statuses it was sent and the messages, and whether the server had ended it (`killed`: the
-/// server was killed during the hold, which ends every connection).
-async fn look(conn: &mut Conn, tally: &Tally, killed: bool) {
+/// Statuses it was sent and the messages, and whether the server had ended it.
+async fn look(conn: &mut Conn, tally: &Tally, held: Held) {
     let deadline = Instant::now() + LOOK;
     let mut messages = 0;
+    let open = match held {
+        Held::Whole => "still open after a whole hold",
+        _ => "still open when the abuse ended, the hold cut short",
+    };
     let verdict = loop {
         if Instant::now() > deadline {
-            break "still open after the hold (read again, the server went on writing)";
+            break open;
         }
         match tokio::time::timeout(QUIET, conn.next()).await {
-            Err(_) => break "still open after the hold",
+            Err(_) => break open,
             Ok(Err(_)) => break "ended by a frame that did not decode",
-            Ok(Ok(Got::Gone | Got::Close(..))) if killed => break "cut by a server kill",
+            Ok(Ok(Got::Gone | Got::Close(..))) if held == Held::Killed => {
+                break "cut by a server kill";
+            }
             Ok(Ok(Got::Gone | Got::Close(..))) => break "cut by the server during the hold",
             Ok(Ok(Got::Datum(Datum::Message(_)))) => messages += 1,
             Ok(Ok(Got::Datum(Datum::Status(s)))) if status::is_error(s.status) => {
