@@ -79,6 +79,7 @@ test: setup build-web
     target/debug/flexim-bench relay --ids --pairs 2 --messages 200
     target/debug/flexim-bench idle --tcp 100 --ws 100 --chatter 2 --hold 2
     target/debug/flexim-bench handshakes --count 200
+    target/debug/flexim-bench soak --secs 5 --kill-every 3
 
 # Build the server and the load generator optimized and run a measurement, e.g.
 # `just bench durable --pairs 8 --messages 5000` (docs/BENCHMARKS.md lists the commands and the figures).

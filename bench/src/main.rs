@@ -11,6 +11,7 @@ mod idle;
 mod load;
 mod relay;
 mod server;
+mod soak;
 mod stats;
 
 use std::path::PathBuf;
@@ -48,6 +49,10 @@ enum Mode {
     Idle(idle::IdleArgs),
     /// Handshake rate: authentications per second.
     Handshakes(idle::HandshakeArgs),
+    /// Legitimate traffic under abuse and faults: the same legitimate load alone (phase A) and
+    /// while others flood, stall, slowloris and reconnect-storm the server and it is killed
+    /// (phase B); throughput and latency of both, and confirmed messages lost (must be 0).
+    Soak(soak::Args),
 }
 
 /// Options of `cross`.
@@ -174,6 +179,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Mode::Relay(args) => relay::run(args).await,
         Mode::Idle(args) => idle::run_idle(args).await,
         Mode::Handshakes(args) => idle::run_handshakes(args).await,
+        Mode::Soak(args) => soak::run(args).await,
         Mode::Cross(args) => {
             let redis = flexim_testkit::RedisServer::start_with(&args.redis_bin, &args.data);
             let store = ["--store", redis.url.as_str()];

@@ -22,6 +22,22 @@ pub const CAPACITY: &[&str] = &[
     "0",
 ];
 
+/// How this tool starts `flexim-server`: the binary `bin` (by default the one built next to
+/// this tool), a fresh data directory under `data_parent`, `extra` flags, warnings and errors
+/// only, to this tool's stderr, no browser client. `soak` starts its server with these too,
+/// but keeps the [`TestServer`] itself, because it kills and restarts it.
+pub fn options(bin: Option<&Path>, data_parent: &Path, extra: &[&str]) -> Options {
+    Options {
+        bin: bin.map(Path::to_path_buf),
+        data_parent: Some(data_parent.to_path_buf()),
+        log: "warn".into(),
+        log_to_file: false,
+        static_dir: None,
+        args: extra.iter().map(|a| a.to_string()).collect(),
+        ..Options::default()
+    }
+}
+
 /// A server to measure.
 pub struct Target {
     /// `HOST:PORT` of its FLEX-over-TCP listener.
@@ -50,26 +66,7 @@ impl Target {
     /// and waits until it says "ready". Its warnings go to this tool's stderr.
     pub fn spawn(bin: Option<&Path>, data_parent: &Path, extra: &[&str]) -> anyhow::Result<Target> {
         let flags: Vec<&str> = CAPACITY.iter().chain(extra).copied().collect();
-        Target::spawn_as_deployed(bin, data_parent, &flags)
-    }
-
-    /// [`Target::spawn`] with the server's own defaults for every limit but those in `extra`:
-    /// for measuring the limits themselves.
-    pub fn spawn_as_deployed(
-        bin: Option<&Path>,
-        data_parent: &Path,
-        extra: &[&str],
-    ) -> anyhow::Result<Target> {
-        let options = Options {
-            bin: bin.map(Path::to_path_buf),
-            data_parent: Some(data_parent.to_path_buf()),
-            log: "warn".into(),
-            log_to_file: false,
-            static_dir: None,
-            args: extra.iter().map(|a| a.to_string()).collect(),
-            ..Options::default()
-        };
-        let process = TestServer::launch(options)?;
+        let process = TestServer::launch(options(bin, data_parent, &flags))?;
         Ok(Target {
             tcp: process.tcp.to_string(),
             http: Some(process.http_addr()),

@@ -19,7 +19,7 @@
 
 mod handshakes;
 mod hold;
-mod procfs;
+pub(crate) mod procfs;
 mod report;
 mod workers;
 

@@ -62,9 +62,10 @@ fn parse_sockstat_tcp_pages(text: &str) -> Option<u64> {
     None
 }
 
-/// A process this tool can look at in `/proc` (the server, or this tool itself).
+/// A process this tool can look at in `/proc` (the server, or this tool itself); `soak` reads
+/// CPU time with it too.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Proc(pub(super) Option<u32>);
+pub(crate) struct Proc(pub(crate) Option<u32>);
 
 impl Proc {
     fn path(&self, what: &str) -> String {
@@ -80,7 +81,7 @@ impl Proc {
         parse_status(&text).ok_or_else(|| anyhow!("no VmRSS/RssAnon in {path}"))
     }
 
-    pub(super) fn cpu_secs(&self) -> f64 {
+    pub(crate) fn cpu_secs(&self) -> f64 {
         std::fs::read_to_string(self.path("stat"))
             .ok()
             .and_then(|t| parse_cpu_ticks(&t))

@@ -1,0 +1,278 @@
+//! The abusers of phase B as a whole: what they need made before phase A (their targets logged
+//! in once), the runtime they run on, what every abuser shares (logging a client in again
+//! while the abuse lasts, waiting for it to end, telling a kill from the server's rules), and
+//! collecting what each got. Each abuser runs while the stage is [`Stage::Abuse`] and stops by
+//! itself after it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use flexim_client::protocol::{PublicKey, SecretKey};
+use flexim_client::{Client, Identity};
+use flexim_protocol::e2e::MAX_PLAINTEXT;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::tally::{AbuserReport, Tally, error_kind};
+use super::{Abuse, Args, Ends, Stage, flood, join_all, legit, slowloris, stall, storm};
+
+/// How long an abuser waits before it logs in again after the server ended its connection or
+/// refused its login: short, since abusing is the point, but not a busy loop against a server
+/// that is down (which would measure this tool, not the server).
+pub const PAUSE: Duration = Duration::from_millis(100);
+
+/// The server's lives: a number that `faults.rs` moves on when it kills the server and again
+/// once the server is back, odd while it is down. A connection that ended while the number
+/// moved, or that began or ended while the server was down, was ended by a kill, not by the
+/// server's rules, and is counted apart.
+#[derive(Debug, Default)]
+pub struct Lives(AtomicU64);
+
+impl Lives {
+    /// The current number.
+    pub fn now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// The server is being killed, or is back.
+    pub fn next(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether something that began at `began` (a [`Lives::now`]) and ends now met a kill.
+    pub fn met_a_kill(&self, began: u64) -> bool {
+        let now = self.now();
+        now != began || !now.is_multiple_of(2)
+    }
+}
+
+/// Whether the abuse still runs.
+pub fn abusing(stage: &watch::Receiver<Stage>) -> bool {
+    *stage.borrow() == Stage::Abuse
+}
+
+/// Resolves once the abuse is over (at once if it is).
+pub async fn abuse_over(stage: &mut watch::Receiver<Stage>) {
+    while *stage.borrow_and_update() == Stage::Abuse {
+        if stage.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Logs `me` in at `addr`, pausing between tries, while the abuse lasts; counts logins and
+/// failed ones by kind. `None` once the abuse is over.
+pub async fn connect(
+    addr: &str,
+    me: &Identity,
+    stage: &mut watch::Receiver<Stage>,
+    tally: &Tally,
+) -> Option<Client> {
+    while abusing(stage) {
+        let attempt = tokio::select! {
+            c = Client::connect(addr, me, None) => Some(c),
+            _ = abuse_over(stage) => None,
+        };
+        match attempt? {
+            Ok(c) => {
+                tally.add("logins");
+                return Some(c);
+            }
+            Err(e) => tally.add(&format!("login failed: {}", error_kind(&e))),
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
+    None
+}
+
+/// `n` new keys, each logged in once at `addr` and out again.
+async fn introduce(addr: &str, n: usize) -> anyhow::Result<Vec<SecretKey>> {
+    let mut keys = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = Identity::generate()?;
+        let mut c = legit::log_in(addr, &id).await?;
+        c.close().await?;
+        keys.push(id.0);
+    }
+    Ok(keys)
+}
+
+/// What the abusers need that is made before phase A: their targets have logged in once.
+pub struct Prepared {
+    /// The abusers asked for.
+    abusers: Vec<Abuse>,
+    /// The flood's plan.
+    flood: flood::Plan,
+    /// The stall's plan.
+    stall: stall::Plan,
+    /// Slowloris's plan.
+    slowloris: slowloris::Plan,
+    /// The storm's plan.
+    storm: storm::Plan,
+}
+
+/// Logs the sinks and the stalled recipients in once (messages go only to keys that have),
+/// and plans each abuser.
+pub async fn prepare(
+    args: &Args,
+    ends: &Ends,
+    recipients: Vec<PublicKey>,
+    lives: &Arc<Lives>,
+) -> anyhow::Result<Prepared> {
+    let tcp = ends.tcp.to_string();
+    let abusers = args.abusers();
+    let wants = |a| abusers.contains(&a);
+    let sinks = introduce(&tcp, if wants(Abuse::Flood) { args.sinks } else { 0 }).await?;
+    let stall_keys = if wants(Abuse::Stall) {
+        args.stall_keys.max(1)
+    } else {
+        0
+    };
+    let stalled = introduce(&tcp, stall_keys).await?;
+    let mut targets = recipients;
+    targets.extend(sinks.iter().map(|k| k.public_key()));
+    let size = args.size.clamp(1, MAX_PLAINTEXT);
+    Ok(Prepared {
+        flood: flood::Plan {
+            keys: args.flood_keys,
+            window: args.flood_window.max(1),
+            size,
+            targets,
+            tcp: tcp.clone(),
+            ws: ends.ws.clone(),
+        },
+        stall: stall::Plan {
+            keys: stalled,
+            senders: args.stall_senders,
+            rate: args.stall_rate,
+            hold: Duration::from_secs(args.stall_hold.max(1)),
+            size,
+            tcp: ends.tcp,
+            lives: lives.clone(),
+        },
+        slowloris: slowloris::Plan {
+            per_kind: args.slowloris,
+            tcp: ends.tcp,
+            http: ends.http,
+            ws: ends.ws.clone(),
+            lives: lives.clone(),
+        },
+        storm: storm::Plan {
+            tasks: args.storm,
+            tcp,
+            ws: ends.ws.clone(),
+        },
+        abusers,
+    })
+}
+
+/// One abuser while it runs.
+struct Running {
+    /// Its name.
+    name: &'static str,
+    /// What it counts.
+    tally: Arc<Tally>,
+    /// Its task, whose result is its notes.
+    task: JoinHandle<Vec<String>>,
+}
+
+/// The abusers while they run: on a runtime of their own, so that their tasks (a flood key
+/// never waits for anything but the server) do not queue ahead of the legitimate clients' in
+/// one scheduler. The two compete for the machine's cores as the server's clients would, as
+/// threads the kernel schedules, not as tasks of one runtime.
+pub struct AbuseRun {
+    /// The abusers' runtime.
+    runtime: tokio::runtime::Runtime,
+    /// The abusers started.
+    running: Vec<Running>,
+}
+
+impl AbuseRun {
+    /// Starts the abusers `prepared` asks for; they run while the stage is the abuse.
+    pub fn start(prepared: Prepared, stage: &watch::Receiver<Stage>) -> anyhow::Result<AbuseRun> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("soak-abuse")
+            .enable_all()
+            .build()?;
+        let mut running = Vec::new();
+        for abuser in &prepared.abusers {
+            let (tally, st) = (Arc::new(Tally::default()), stage.clone());
+            let t = tally.clone();
+            let (name, task) = match abuser {
+                Abuse::Flood => {
+                    let plan = prepared.flood.clone();
+                    (
+                        "flood",
+                        runtime.spawn(async move {
+                            flood::run(plan, st, t).await;
+                            Vec::new()
+                        }),
+                    )
+                }
+                Abuse::Stall => {
+                    let plan = prepared.stall.clone();
+                    (
+                        "stall",
+                        runtime.spawn(async move {
+                            stall::run(plan, st, t).await;
+                            Vec::new()
+                        }),
+                    )
+                }
+                Abuse::Slowloris => {
+                    let plan = prepared.slowloris.clone();
+                    ("slowloris", runtime.spawn(slowloris::run(plan, st, t)))
+                }
+                Abuse::Storm => (
+                    "storm",
+                    runtime.spawn(storm::run(prepared.storm.clone(), st, t)),
+                ),
+                Abuse::None => continue,
+            };
+            running.push(Running { name, tally, task });
+        }
+        Ok(AbuseRun { runtime, running })
+    }
+
+    /// Waits for the abusers to stop (the stage has moved on), and reports what each got.
+    pub async fn stop(self) -> Vec<AbuserReport> {
+        let (meta, tasks): (Vec<_>, Vec<_>) = self
+            .running
+            .into_iter()
+            .map(|r| ((r.name, r.tally), r.task))
+            .unzip();
+        let notes = join_all(tasks).await;
+        // Tasks of the abusers' own (one per flood key, ...) that are still stuck in a write
+        // are dropped with their runtime.
+        self.runtime.shutdown_background();
+        meta.into_iter()
+            .zip(notes)
+            .map(|((name, tally), notes)| AbuserReport {
+                name,
+                counts: tally.snapshot(),
+                notes: notes.unwrap_or_else(|| vec!["stopped by force".into()]),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_meets_a_kill_if_it_spans_one_or_lives_while_the_server_is_down() {
+        let lives = Lives::default();
+        let before = lives.now();
+        assert!(!lives.met_a_kill(before));
+        lives.next(); // killed
+        assert!(lives.met_a_kill(before), "ended by the kill");
+        let during = lives.now();
+        assert!(lives.met_a_kill(during), "began while down");
+        lives.next(); // back
+        let after = lives.now();
+        assert!(!lives.met_a_kill(after));
+    }
+}
