@@ -80,9 +80,65 @@ test: setup build-web
     target/debug/flexim-bench idle --tcp 100 --ws 100 --chatter 2 --hold 2
     target/debug/flexim-bench handshakes --count 200
     target/debug/flexim-bench soak --secs 5 --kill-every 3
+    {{just_executable()}} fuzz-smoke
 
 # Build the server and the load generator optimized and run a measurement, e.g.
 # `just bench durable --pairs 8 --messages 5000` (docs/BENCHMARKS.md lists the commands and the figures).
 bench *ARGS:
     cargo build --release -p flexim-server -p flexim-bench
     target/release/flexim-bench "$@"
+
+# The fuzz targets (fuzz/, docs/FUZZING.md), built for libFuzzer on stable Rust: the coverage
+# instrumentation cargo-fuzz passes with `--sanitizer none`, given to the target only (with
+# `--target`, build scripts and proc macros are built without it) and in a target directory of
+# their own, so the workspace's build is never redone.
+fuzz-build:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    host="$(rustc -vV | sed -n 's/^host: //p')"
+    export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares -Cllvm-args=-sanitizer-coverage-stack-depth -Cllvm-args=-simplifycfg-branch-fold-threshold=0 --cfg fuzzing"
+    cargo build --release --manifest-path fuzz/Cargo.toml --target-dir fuzz/target --target "$host" --bins
+    ln -sfn "$host/release" fuzz/target/bin
+
+# Fuzz one target (frame, datums, handshake, link, engine) for SECONDS (0: until stopped), e.g.
+# `just fuzz engine 600`; more flags go to libFuzzer (`just fuzz frame 60 -jobs=2`). New inputs
+# collect in fuzz/work/TARGET, crashes in fuzz/artifacts/TARGET; `just fuzz-merge` minimizes.
+fuzz TARGET SECONDS="60" *ARGS: fuzz-build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    target="$1" seconds="$2"; shift 2
+    mkdir -p "fuzz/work/$target" "fuzz/artifacts/$target" "fuzz/corpus/$target" "fuzz/regressions/$target"
+    fuzz/target/bin/"$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$target/" "$@" \
+        "fuzz/work/$target" "fuzz/corpus/$target" "fuzz/regressions/$target"
+
+# Minimize TARGET's committed corpus with what `just fuzz` found: a smallest set of inputs that
+# reaches every edge reached by fuzz/corpus/TARGET and fuzz/work/TARGET replaces the former (edges
+# only, not hit counts, which would keep thousands of inputs for the datum decoders).
+fuzz-merge TARGET: fuzz-build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    target="$1" merged="fuzz/work/$1.merged"
+    rm -rf "$merged" && mkdir -p "$merged" "fuzz/work/$target" "fuzz/corpus/$target"
+    fuzz/target/bin/"$target" -set_cover_merge=1 -use_counters=0 -timeout=10 "$merged" "fuzz/corpus/$target" "fuzz/work/$target"
+    rm -rf "fuzz/corpus/$target" && mv "$merged" "fuzz/corpus/$target"
+    echo "fuzz/corpus/$target: $(ls "fuzz/corpus/$target" | wc -l) files, $(cat "fuzz/corpus/$target"/* | wc -c) bytes"
+
+# Every fuzz target for SECONDS each (the test suite's bounded run, about 75 s in all): it
+# fails on any crash, and the crashing input is left in fuzz/artifacts/TARGET.
+fuzz-smoke SECONDS="15": fuzz-build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for target in frame datums handshake link engine; do
+        work="$(mktemp -d)"
+        mkdir -p "fuzz/artifacts/$target" "fuzz/corpus/$target" "fuzz/regressions/$target"
+        if ! fuzz/target/bin/"$target" -max_total_time="$1" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+            -artifact_prefix="fuzz/artifacts/$target/" "$work" "fuzz/corpus/$target" "fuzz/regressions/$target" \
+            >"$work.log" 2>&1; then
+            tail -n 60 "$work.log"
+            echo "fuzz target $target failed; the crashing input is in fuzz/artifacts/$target/" >&2
+            exit 1
+        fi
+        echo "$target: $(grep -E '^#[0-9]+[[:space:]]+DONE' "$work.log")"
+        rm -rf "$work" "$work.log"
+    done

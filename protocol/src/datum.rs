@@ -186,6 +186,7 @@ impl<'a> MessageRef<'a> {
             None => {}
         }
         let mut de = rmp_serde::Deserializer::from_read_ref(body);
+        de.set_max_depth(MAX_DEPTH + 1); // rmp-serde refuses the n-th level of a limit of n.
         MessageRef::deserialize(&mut de).map_err(|e| DatumError::Malformed {
             kind,
             reason: e.to_string(),
@@ -438,6 +439,14 @@ pub enum DatumError {
     },
 }
 
+/// The deepest nesting of maps and arrays a body may have, the datum's own map counted. The
+/// deepest datum nests four (a Roster's map, its users, a User, its aliases); the rest leaves
+/// room for extensions under keys this version ignores. The decoder recurses once per level:
+/// msgpack's default of 1024 levels (1 KB of body) overflowed a 2 MB thread's stack in a debug
+/// build (an input the `datums` fuzz target made, replayed by the test suite), and a browser's
+/// stack is smaller still.
+pub const MAX_DEPTH: usize = 32;
+
 /// True when the first byte of `body` starts a msgpack map (fixmap, map16 or map32).
 fn starts_a_map(body: &[u8]) -> bool {
     matches!(body.first(), Some(0x80..=0x8f | 0xde | 0xdf))
@@ -454,6 +463,7 @@ fn decode_body<T: serde::de::DeserializeOwned>(
 ) -> Result<T, DatumError> {
     // Reading through `&[u8]` (an `io::Read` that advances) lets us see what is left over.
     let mut de = rmp_serde::Deserializer::new(body);
+    de.set_max_depth(MAX_DEPTH + 1); // rmp-serde refuses the n-th level of a limit of n.
     let value = T::deserialize(&mut de).map_err(|e| DatumError::Malformed {
         kind: kind.name(),
         reason: e.to_string(),

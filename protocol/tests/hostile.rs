@@ -5,36 +5,16 @@
 
 use flexim_protocol::datum::{Command, Message, MessageRef};
 use flexim_protocol::frame::{self, PREFIX_LEN};
-use flexim_protocol::handshake::{ClientHandshake, ClientStep, ServerHandshake};
-use flexim_protocol::{Datum, Link, SecretKey, User};
+use flexim_protocol::handshake::ServerHandshake;
+use flexim_protocol::{Datum, SecretKey};
 use proptest::prelude::*;
 
-/// A linked pair, client end first, from a real handshake with fixed keys.
-fn linked() -> (Link, Link) {
-    let server = SecretKey::from_bytes([1; 32]);
-    let hello = Datum::User(User {
-        aliases: vec![],
-        key: server.public_key(),
-        last_seen: 0,
-        online: None,
-    });
-    let frame = hello.to_frame().unwrap();
-    let mut rng = |b: &mut [u8]| b.fill(7);
-    let mut hs = ClientHandshake::new(SecretKey::from_bytes([2; 32]));
-    let Ok(ClientStep::Send(Datum::Command(auth))) = hs.handle(hello, &frame, &mut rng) else {
-        panic!("AUTH");
-    };
-    let (pending, challenge) = ServerHandshake::start(&server, &frame, &auth, [9; 32], 0).unwrap();
-    let Ok(ClientStep::Linked { send, link }) = hs.handle(Datum::Auth(challenge), &[], &mut rng)
-    else {
-        panic!("message 3");
-    };
-    let Datum::AuthResponse(resp) = send else {
-        panic!("AuthResponse");
-    };
-    let (_, server_link) = pending.finish(&resp).unwrap();
-    (link, server_link)
-}
+// The linked pair from a real handshake with fixed keys is the fuzz targets' fixture, shared
+// rather than written twice.
+#[allow(unreachable_pub, dead_code)]
+#[path = "../../fuzz/src/fixture.rs"]
+mod fixture;
+use fixture::linked;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4096))]
@@ -107,4 +87,49 @@ fn the_fixture_links() {
     let (mut c, mut s) = linked();
     let r = s.seal(&[6, 0, 1, 0x80]).unwrap();
     assert_eq!(c.open(&r).unwrap(), vec![6, 0, 1, 0x80]);
+}
+
+/// `body` (a small fixmap) with one more key, holding `levels` nested arrays: a body
+/// `levels + 1` deep.
+fn nested(mut body: Vec<u8>, levels: usize) -> Vec<u8> {
+    assert!(matches!(body[0], 0x80..=0x8e), "a small fixmap");
+    body[0] += 1;
+    body.extend_from_slice(&[0xa1, b'x']);
+    body.extend(std::iter::repeat_n(0x91, levels));
+    body.push(0xc0);
+    body
+}
+
+/// Deep nesting is refused before it can exhaust the stack: the `datums` fuzz target made a
+/// 1 KB body of a thousand nested arrays, on which the decoder's recursion overflowed a test
+/// thread's stack (a debug build). The limit is 32 levels, the datum's own map counted, in an
+/// ignored extension field too, and the relay's Message reader keeps the same limit.
+#[test]
+fn nesting_deeper_than_the_limit_is_refused() {
+    use flexim_protocol::datum::MAX_DEPTH;
+    let user = Datum::User(fixture::hello(&SecretKey::from_bytes([1; 32]))).encode_body();
+    let message = Datum::Message(Message {
+        to: "a".into(),
+        from: "b".into(),
+        flags: vec![],
+        date: 0,
+        msg: "m".into(),
+        id: None,
+    })
+    .encode_body();
+    for (levels, ok) in [
+        (MAX_DEPTH - 1, true),
+        (MAX_DEPTH, false),
+        (1000, false),
+        (60_000, false),
+    ] {
+        assert_eq!(
+            Datum::decode(5, &nested(user.clone(), levels)).is_ok(),
+            ok,
+            "{levels} levels"
+        );
+        let body = nested(message.clone(), levels);
+        assert_eq!(Datum::decode(3, &body).is_ok(), ok, "{levels} levels");
+        assert_eq!(MessageRef::decode(&body).is_ok(), ok, "{levels} levels");
+    }
 }

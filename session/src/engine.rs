@@ -367,7 +367,9 @@ impl Engine {
         };
         let body = match flexim_protocol::frame::split_exact(frame, flexim_protocol::MAX_BODY) {
             Ok((_, body)) => body,
-            Err(e) => return self.on_garbled(Some(frame[0]), e.to_string()),
+            // An empty record holds no type byte at all: the server sealed nothing (found by
+            // the engine's fuzz target; it used to index past the end).
+            Err(e) => return self.on_garbled(frame.first().copied(), e.to_string()),
         };
         let kind = frame[0];
         match Datum::decode(kind, body) {

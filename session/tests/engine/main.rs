@@ -3,6 +3,13 @@
 //! a pretend server played by the protocol crate ([`kit`]).
 
 mod contacts;
+#[allow(unreachable_pub, dead_code)]
+#[path = "../../../fuzz/src/fixture.rs"]
+mod fixture;
+mod fuzz_corpus;
+#[allow(unreachable_pub)]
+#[path = "../../../fuzz/src/engine.rs"]
+mod fuzz_engine;
 mod hostile;
 mod kit;
 mod login;
