@@ -56,6 +56,9 @@ fn the_cli_chats_over_wss_with_a_private_ca() {
     let dir = TempDir::new("cli-wss");
     let (alice, alice_pub) = keygen(&dir, "alice");
     let (bob, bob_pub) = keygen(&dir, "bob");
+    // Bob has logged in before (messages go only to keys that have), so Alice's first message
+    // is stored or relayed whether or not his listener is up yet.
+    server.introduce_blocking(&[flexim_client::Identity::load(&bob).unwrap().secret()]);
 
     // Bob listens over wss, trusting the CA by flag.
     let mut listener = Cli::spawn(&[
