@@ -1,90 +1,19 @@
 //! The abusers of phase B as a whole: what they need made before phase A (their targets logged
-//! in once), the runtime they run on, what every abuser shares (logging a client in again
-//! while the abuse lasts, waiting for it to end, telling a kill from the server's rules), and
-//! collecting what each got. Each abuser runs while the stage is [`Stage::Abuse`] and stops by
-//! itself after it.
+//! in once), the runtime they run on, and collecting what each got. Each abuser runs while the
+//! stage is [`Stage::Abuse`] and stops by itself after it; what they share is in `abuser.rs`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use flexim_client::Identity;
 use flexim_client::protocol::{PublicKey, SecretKey};
-use flexim_client::{Client, Identity};
 use flexim_protocol::e2e::MAX_PLAINTEXT;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::tally::{AbuserReport, Tally, error_kind};
+use super::abuser::Lives;
+use super::tally::{AbuserReport, Tally};
 use super::{Abuse, Args, Ends, Stage, flood, join_all, legit, slowloris, stall, storm};
-
-/// How long an abuser waits before it logs in again after the server ended its connection or
-/// refused its login: short, since abusing is the point, but not a busy loop against a server
-/// that is down (which would measure this tool, not the server).
-pub const PAUSE: Duration = Duration::from_millis(100);
-
-/// The server's lives: a number that `faults.rs` moves on when it kills the server and again
-/// once the server is back, odd while it is down. A connection that ended while the number
-/// moved, or that began or ended while the server was down, was ended by a kill, not by the
-/// server's rules, and is counted apart.
-#[derive(Debug, Default)]
-pub struct Lives(AtomicU64);
-
-impl Lives {
-    /// The current number.
-    pub fn now(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    /// The server is being killed, or is back.
-    pub fn next(&self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Whether something that began at `began` (a [`Lives::now`]) and ends now met a kill.
-    pub fn met_a_kill(&self, began: u64) -> bool {
-        let now = self.now();
-        now != began || !now.is_multiple_of(2)
-    }
-}
-
-/// Whether the abuse still runs.
-pub fn abusing(stage: &watch::Receiver<Stage>) -> bool {
-    *stage.borrow() == Stage::Abuse
-}
-
-/// Resolves once the abuse is over (at once if it is).
-pub async fn abuse_over(stage: &mut watch::Receiver<Stage>) {
-    while *stage.borrow_and_update() == Stage::Abuse {
-        if stage.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Logs `me` in at `addr`, pausing between tries, while the abuse lasts; counts logins and
-/// failed ones by kind. `None` once the abuse is over.
-pub async fn connect(
-    addr: &str,
-    me: &Identity,
-    stage: &mut watch::Receiver<Stage>,
-    tally: &Tally,
-) -> Option<Client> {
-    while abusing(stage) {
-        let attempt = tokio::select! {
-            c = Client::connect(addr, me, None) => Some(c),
-            _ = abuse_over(stage) => None,
-        };
-        match attempt? {
-            Ok(c) => {
-                tally.add("logins");
-                return Some(c);
-            }
-            Err(e) => tally.add(&format!("login failed: {}", error_kind(&e))),
-        }
-        tokio::time::sleep(PAUSE).await;
-    }
-    None
-}
 
 /// `n` new keys, each logged in once at `addr` and out again.
 async fn introduce(addr: &str, n: usize) -> anyhow::Result<Vec<SecretKey>> {
@@ -255,24 +184,5 @@ impl AbuseRun {
                 notes: notes.unwrap_or_else(|| vec!["stopped by force".into()]),
             })
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_connection_meets_a_kill_if_it_spans_one_or_lives_while_the_server_is_down() {
-        let lives = Lives::default();
-        let before = lives.now();
-        assert!(!lives.met_a_kill(before));
-        lives.next(); // killed
-        assert!(lives.met_a_kill(before), "ended by the kill");
-        let during = lives.now();
-        assert!(lives.met_a_kill(during), "began while down");
-        lives.next(); // back
-        let after = lives.now();
-        assert!(!lives.met_a_kill(after));
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use flexim_testkit::{RedisServer, TestServer};
 use serde::Serialize;
 
-use super::abuse::Lives;
+use super::abuser::Lives;
 use crate::idle::procfs::Proc;
 
 /// The time the last fault leaves before the end of the phase, so that the clients' recovery

@@ -15,7 +15,7 @@ use flexim_client::protocol::PublicKey;
 use tokio::sync::watch;
 
 use super::Stage;
-use super::abuse::{self, PAUSE, abusing};
+use super::abuser::{self, PAUSE, abusing};
 use super::tally::{Tally, count_event};
 
 /// What the flood does.
@@ -73,7 +73,8 @@ impl Flooder {
         let text = "f".repeat(self.plan.size.max(1));
         let mut next = self.first_target;
         while abusing(&stage) {
-            let Some(mut client) = abuse::connect(&self.addr, &me, &mut stage, &tally).await else {
+            let Some(mut client) = abuser::connect(&self.addr, &me, &mut stage, &tally).await
+            else {
                 return;
             };
             loop {

@@ -15,6 +15,7 @@
 //! everything the soak assumes about the server.
 
 mod abuse;
+mod abuser;
 mod faults;
 mod flood;
 mod ledger;
@@ -41,7 +42,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::idle::procfs::Proc;
-use abuse::{AbuseRun, Lives};
+use abuse::AbuseRun;
+use abuser::Lives;
 use faults::{Outage, Processes};
 use ledger::Ledger;
 use legit::{Shared, StageTallies};

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::Stage;
-use super::abuse::{Lives, PAUSE, abuse_over, abusing};
+use super::abuser::{Lives, PAUSE, abuse_over, abusing};
 use super::rules::{DEADLINE_MARGIN, HEADER_DEADLINE, HTTP_DEADLINE};
 use super::tally::Tally;
 

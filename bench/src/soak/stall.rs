@@ -20,7 +20,7 @@ use tokio::net::TcpSocket;
 use tokio::sync::watch;
 
 use super::Stage;
-use super::abuse::{self, Lives, PAUSE, abuse_over, abusing};
+use super::abuser::{self, Lives, PAUSE, abuse_over, abusing};
 use super::tally::{Tally, count_event};
 
 /// The stalled connection's socket receive buffer: small, so that the server's writes stop
@@ -174,7 +174,7 @@ async fn sender(
     let addr = plan.tcp.to_string();
     let mut next = i;
     while abusing(&stage) {
-        let Some(mut client) = abuse::connect(&addr, &me, &mut stage, &tally).await else {
+        let Some(mut client) = abuser::connect(&addr, &me, &mut stage, &tally).await else {
             return;
         };
         let mut tick = tokio::time::interval(period);

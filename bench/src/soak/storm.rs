@@ -11,7 +11,7 @@ use flexim_client::{Client, Identity};
 use tokio::sync::watch;
 
 use super::Stage;
-use super::abuse::{PAUSE, abuse_over, abusing};
+use super::abuser::{PAUSE, abuse_over, abusing};
 use super::tally::{Tally, error_kind};
 
 /// Keys each storm task cycles through.
