@@ -150,9 +150,11 @@ pub async fn run(from: &str, to: &str, load: &Load) -> anyhow::Result<Report> {
         let s = Client::connect(from, &s_id, None)
             .await
             .with_context(|| format!("connecting to {from}"))?;
-        let r = Client::connect(to, &r_id, None)
+        let mut r = Client::connect(to, &r_id, None)
             .await
             .with_context(|| format!("connecting to {to}"))?;
+        // The pair are contacts (docs/PROTOCOL.md §14): the recipient accepted the sender.
+        r.accept_request(&s_id.public_key().to_hex()).await?;
         starts.push((s, r, r_id.public_key()));
     }
     let start = Instant::now();

@@ -175,6 +175,10 @@ where
         // Messages go only to keys that have logged in once: each recipient does, and leaves;
         // the load starts once the server has seen it go (its messages are then stored).
         let (mut recipient, identity) = connect(tcp).await?;
+        // The recipient accepted the sender (docs/PROTOCOL.md §14), which also lets the
+        // sender see it go offline below.
+        let sender_hex = sender.identity().public_key().to_hex();
+        recipient.accept_request(&sender_hex).await?;
         recipient.close().await?;
         let hex = identity.public_key().to_hex();
         while sender.get_user(&hex).await?.online == Some(true) {

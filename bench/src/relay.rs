@@ -314,6 +314,8 @@ async fn through_server(
             .login(&r_id.0)
             .await
             .with_context(|| format!("logging in at {addr}"))?;
+        // The pair are contacts (docs/PROTOCOL.md §14): the receiver accepted the sender.
+        receiver.befriend(&s_id.public_key()).await?;
         let sealed = engine.seal(&r_id.public_key(), text, &[], 0, None)?;
         let template = Template::new(&sealed, ids)?;
         templates.push((template.clone(), sealed.from.clone(), sealed.to.clone()));

@@ -12,6 +12,8 @@
 //! synchronously, and an answer whose waiter was cancelled comes out of `next_event` as an
 //! [`Event::Answer`].
 
+mod consent;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -525,6 +527,7 @@ impl Client {
             Answer::Register { result, .. }
             | Answer::Ghost(result)
             | Answer::Offlines(result)
+            | Answer::Consent { result, .. }
             | Answer::Ack { result, .. } => result.map_err(refusal_error),
             other => Err(ClientError::BadAnswer(format!("{other:?}"))),
         }

@@ -365,26 +365,34 @@ pub struct RoomMemberPart {
     pub member: String,
 }
 
-/// The v1 draft's connection request (type 10, reserved).
+/// A request to talk (type 10, the v1 draft's, docs/PROTOCOL.md §14). From a client: "I want
+/// to talk to these users" (one key or alias in `to`). From the server: "`from` wants to talk
+/// to you", with the conversation's `id` to acknowledge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
-    /// `user@host:port/resource` addresses.
+    /// Who the request is for: keys (hex) or aliases. The draft's `user@host:port/resource`
+    /// names a device; flexim names users (§14.6).
     pub to: Vec<String>,
-    /// The requester's address.
+    /// The requester: its key in hex (or, from a client, one of its aliases).
     pub from: String,
-    /// Protocol options.
+    /// Protocol options; none are defined yet, and unknown ones are ignored.
     #[serde(default)]
     pub options: Vec<String>,
+    /// The conversation's id (§14.1), set by the server when it delivers a request (an
+    /// extension key: the draft has no id in a Request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
-/// The v1 draft's acknowledgement (type 11, reserved).
+/// Accepts a request (type 11, the v1 draft's): the conversation id the Request carried, or
+/// the requester's key in hex.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Acknowledge {
     /// The id advertised by the request.
     pub id: String,
 }
 
-/// The v1 draft's connection description (type 12, reserved).
+/// A conversation (type 12, the v1 draft's Connection, docs/PROTOCOL.md §14).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connection {
     /// Connection id.
@@ -395,6 +403,10 @@ pub struct Connection {
     /// Last activity (Unix seconds).
     #[serde(default)]
     pub last_active: i64,
+    /// The users (keys in hex) who have not accepted the others yet (an extension key:
+    /// docs/PROTOCOL.md §14.2); empty once everyone has.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
 }
 
 /// Any datum.
@@ -681,6 +693,7 @@ mod tests {
                 to: vec!["a@h:1/r".into()],
                 from: "b@h:1/r".into(),
                 options: vec![],
+                id: Some("c".into()),
             }
             .into(),
         );
@@ -690,6 +703,7 @@ mod tests {
                 id: "i".into(),
                 users: vec![],
                 last_active: 9,
+                pending: vec!["k".into()],
             }
             .into(),
         );

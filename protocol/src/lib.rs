@@ -14,6 +14,7 @@
 //! - [`link`]: the records every datum travels in after the handshake.
 //! - [`e2e`]: sealing and opening message bodies end to end.
 
+pub mod conversation;
 pub mod datum;
 pub mod e2e;
 pub mod frame;

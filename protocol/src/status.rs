@@ -101,6 +101,14 @@ pub const ADDRESS_FULL: i8 = -23;
 /// queue, the sender's share of it, or the server's store budget), so the server did not keep
 /// them. Final: the recipient may never get them; the sender may write them again later.
 pub const NOT_KEPT: i8 = -24;
+/// The recipient has not accepted the sender (docs/PROTOCOL.md §14): the sender's messages in
+/// the recipient's requests box reached `--request-messages`, the box holds
+/// `--max-requests` other strangers already, or the recipient declined the request. Nothing
+/// was forwarded or stored; the sender may write again once the recipient accepts.
+pub const NOT_ACCEPTED: i8 = -25;
+/// The recipient blocked the sender (docs/PROTOCOL.md §14): nothing was forwarded or stored,
+/// and nothing from this sender will be until the recipient unblocks it.
+pub const BLOCKED: i8 = -26;
 
 /// A short name for a code, for logs and command-line output.
 pub fn name(code: i8) -> &'static str {
@@ -139,6 +147,8 @@ pub fn name(code: i8) -> &'static str {
         STORE_FULL => "store-full",
         ADDRESS_FULL => "address-full",
         NOT_KEPT => "not-kept",
+        NOT_ACCEPTED => "not-accepted",
+        BLOCKED => "blocked",
         _ => "unknown",
     }
 }
@@ -188,6 +198,17 @@ pub mod cmd {
     /// `[id, ...]`: the messages with these ids were received and processed; the server
     /// forgets them and sends each sender `7` DELIVERED.
     pub const ACK: &str = "ACK";
+    /// `[]`: the pending requests in this user's requests box, as a Roster (§14).
+    pub const REQUESTS: &str = "REQUESTS";
+    /// `[key or alias]`: decline that user's request; its messages are refused with `-25`.
+    pub const DECLINE: &str = "DECLINE";
+    /// `[key or alias]`: refuse everything from that user with `-26`, and hide this user's
+    /// presence from it.
+    pub const BLOCK: &str = "BLOCK";
+    /// `[key or alias]`: undo BLOCK (or DECLINE): that user is a stranger again.
+    pub const UNBLOCK: &str = "UNBLOCK";
+    /// `["on"]` or `["off"]`: whether SEARCH finds this user (off until turned on).
+    pub const DISCOVERABLE: &str = "DISCOVERABLE";
 }
 
 /// The longest message `id` the server accepts, in bytes.

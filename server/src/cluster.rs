@@ -56,7 +56,12 @@ pub(crate) enum Signal {
         online: bool,
         /// The node it happened on (nodes ignore their own notices).
         node: String,
+        /// Who is told: the users the key accepted (docs/PROTOCOL.md §14.4).
+        to: Vec<PublicKey>,
     },
+    /// `owner` no longer accepts `other` (it declined or blocked it): nodes forget the
+    /// acceptance they cached.
+    Untie(PublicKey, PublicKey),
     /// The subscription to Redis was re-established after a failure: signals may have been
     /// missed meanwhile, so every local session should look at the store again.
     Resync,
@@ -71,9 +76,25 @@ impl Signal {
                 let hex: String = f.iter().map(|b| format!("{b:02x}")).collect();
                 format!("frame {} {hex}", k.to_hex())
             }
-            Signal::Presence { key, online, node } => {
-                format!("presence {} {} {node}", key.to_hex(), u8::from(*online))
+            Signal::Presence {
+                key,
+                online,
+                node,
+                to,
+            } => {
+                let to: Vec<String> = to.iter().map(PublicKey::to_hex).collect();
+                let to = if to.is_empty() {
+                    "-".into()
+                } else {
+                    to.join(",")
+                };
+                format!(
+                    "presence {} {} {node} {to}",
+                    key.to_hex(),
+                    u8::from(*online)
+                )
             }
+            Signal::Untie(owner, other) => format!("untie {} {}", owner.to_hex(), other.to_hex()),
             Signal::Resync => "resync".to_string(),
         }
     }
@@ -99,11 +120,24 @@ impl Signal {
                     .collect::<Option<Vec<u8>>>()?;
                 Some(Signal::Frame(key, bytes))
             }
-            "presence" => Some(Signal::Presence {
-                key,
-                online: parts.next()? == "1",
-                node: parts.next()?.to_string(),
-            }),
+            "presence" => {
+                let online = parts.next()? == "1";
+                let node = parts.next()?.to_string();
+                let to = match parts.next()? {
+                    "-" => Vec::new(),
+                    list => list
+                        .split(',')
+                        .map(PublicKey::from_hex)
+                        .collect::<Option<Vec<_>>>()?,
+                };
+                Some(Signal::Presence {
+                    key,
+                    online,
+                    node,
+                    to,
+                })
+            }
+            "untie" => Some(Signal::Untie(key, PublicKey::from_hex(parts.next()?)?)),
             _ => None,
         }
     }
@@ -348,12 +382,15 @@ mod tests {
                 key,
                 online: true,
                 node: "ab12".into(),
+                to: vec![PublicKey([1; 32]), PublicKey([2; 32])],
             },
             Signal::Presence {
                 key,
                 online: false,
                 node: "ab12".into(),
+                to: vec![],
             },
+            Signal::Untie(key, PublicKey([3; 32])),
             Signal::Resync,
         ] {
             assert_eq!(Signal::decode(&s.encode()), Some(s));

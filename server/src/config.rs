@@ -200,6 +200,15 @@ pub struct Limits {
     /// answer can list `roster_limit` users, hundreds of times the request's size. Over it,
     /// Status -20.
     pub lookup_rate: Rate,
+    /// Most messages a stranger (a key the recipient has not accepted) may put into one
+    /// recipient's requests box before the recipient accepts it (docs/PROTOCOL.md §14). Counted
+    /// from the first contact, not given back when they are read: a stranger gets this many
+    /// messages in all until accepted. Over it, Status -25 and nothing is forwarded or stored.
+    pub request_messages: u32,
+    /// Most strangers one user's requests box holds at once; a new stranger beyond it gets
+    /// Status -25 until the user answers (accepts, declines or blocks) one of them. With
+    /// `request_messages` it bounds what strangers can put in front of one user.
+    pub max_requests: u32,
     /// How long a shutdown waits for the connections to send their goodbye (Status -17) and
     /// close before the server stops regardless.
     pub shutdown_grace: Duration,
@@ -248,6 +257,8 @@ impl Default for Limits {
             message_rate: Rate::new(500.0, 2_000.0),
             command_rate: Rate::new(50.0, 200.0),
             lookup_rate: Rate::new(2.0, 20.0),
+            request_messages: 5,
+            max_requests: 100,
             shutdown_grace: Duration::from_secs(2),
         }
     }

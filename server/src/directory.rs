@@ -1,13 +1,14 @@
 //! Users as the commands see them: aliases (REGISTER, and `to` fields that
-//! name one), GETUSER, ROSTER and SEARCH, and the `from` rule. All of it reads or writes the
-//! store; presence comes from the relay.
+//! name one), GETUSER, ROSTER, REQUESTS and SEARCH, and the `from` rule. All of it reads or
+//! writes the store; presence comes from the relay. A user's presence and `last_seen` are
+//! shown only to users it accepted (docs/PROTOCOL.md §14.4).
 
 use flexim_protocol::datum::{Roster, Status, User};
 use flexim_protocol::keys::validate_alias;
 use flexim_protocol::{Datum, PublicKey, status};
 
 use crate::relay::Relay;
-use crate::store::{Claim, StoreError, UserRecord};
+use crate::store::{Claim, StoreError, Tie, UserRecord};
 
 impl Relay {
     /// Resolves a `to` field: a hex key, or a registered alias.
@@ -60,8 +61,18 @@ impl Relay {
         }
     }
 
-    /// GETUSER: one user by key or alias.
-    pub(crate) async fn get_user(&self, who: &str) -> Result<Datum, Status> {
+    /// Whether `key` lets `viewer` see its presence: it accepted `viewer` (or is `viewer`).
+    async fn shows_presence_to(&self, key: PublicKey, viewer: PublicKey) -> bool {
+        key == viewer
+            || self.contacts.contains(&key, &viewer)
+            || matches!(
+                self.store.tie_of(key, viewer).await,
+                Ok(Some(Tie::Accepted))
+            )
+    }
+
+    /// GETUSER: one user by key or alias, as `viewer` may see it.
+    pub(crate) async fn get_user(&self, viewer: PublicKey, who: &str) -> Result<Datum, Status> {
         let not_found = || Status::new(status::NO_SUCH_USER, format!("no user {who:?}"));
         let key = self
             .resolve(who)
@@ -70,7 +81,11 @@ impl Relay {
             .ok_or_else(not_found)?;
         match self.store.user(key).await {
             Ok(Some(record)) => {
-                let online = self.online(&[key]).await[0];
+                let online = if self.shows_presence_to(key, viewer).await {
+                    Some(self.online(&[key]).await[0])
+                } else {
+                    None
+                };
                 Ok(Datum::User(user_datum(key, record, online)))
             }
             Ok(None) => Err(not_found()),
@@ -78,25 +93,76 @@ impl Relay {
         }
     }
 
-    /// ROSTER (all known users) or SEARCH (users whose alias contains `needle`): online users
-    /// first, then the most recently seen, trimmed to fit in one datum.
-    pub(crate) async fn roster(&self, needle: Option<&str>) -> Result<Datum, Status> {
-        let found = match needle {
-            None => self.store.users(self.limits.roster_limit).await,
-            Some(n) => {
-                self.store
-                    .search(n.to_string(), self.limits.search_limit)
-                    .await
+    /// The users among `keys` with their records (unknown ones left out), at most `limit`.
+    async fn records(
+        &self,
+        keys: Vec<PublicKey>,
+        limit: usize,
+    ) -> Result<Vec<(PublicKey, UserRecord)>, Status> {
+        let mut found = Vec::new();
+        for k in keys.into_iter().take(limit) {
+            match self.store.user(k).await {
+                Ok(Some(r)) => found.push((k, r)),
+                Ok(None) => {}
+                Err(_) => return Err(Status::new(status::INTERNAL, "storage failure")),
             }
         }
-        .map_err(|_| Status::new(status::INTERNAL, "storage failure"))?;
-        let keys: Vec<PublicKey> = found.iter().map(|(k, _)| *k).collect();
-        let online = self.online(&keys).await;
-        let mut users: Vec<User> = found
+        Ok(found)
+    }
+
+    /// The keys `viewer` has a tie of this kind with.
+    async fn tied(
+        &self,
+        viewer: PublicKey,
+        pick: fn(&Tie) -> bool,
+    ) -> Result<Vec<PublicKey>, Status> {
+        let ties = self
+            .store
+            .ties(viewer)
+            .await
+            .map_err(|_| Status::new(status::INTERNAL, "storage failure"))?;
+        Ok(ties
             .into_iter()
-            .zip(online)
-            .map(|((k, r), on)| user_datum(k, r, on))
-            .collect();
+            .filter(|(_, t)| pick(t))
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// ROSTER (the users `viewer` accepted: its contacts), REQUESTS (the strangers waiting in
+    /// its requests box) or SEARCH (users who chose to be found whose alias contains
+    /// `needle`): online users first, then the most recently seen, trimmed to fit in one
+    /// datum. Presence and `last_seen` only of users who accepted `viewer`.
+    pub(crate) async fn roster(
+        &self,
+        viewer: PublicKey,
+        list: Listing<'_>,
+    ) -> Result<Datum, Status> {
+        let found = match list {
+            Listing::Contacts => {
+                let keys = self.tied(viewer, |t| *t == Tie::Accepted).await?;
+                self.records(keys, self.limits.roster_limit).await?
+            }
+            Listing::Requests => {
+                let keys = self
+                    .tied(viewer, |t| matches!(t, Tie::Pending { .. }))
+                    .await?;
+                self.records(keys, self.limits.roster_limit).await?
+            }
+            Listing::Search(n) => self
+                .store
+                .search(n.to_string(), self.limits.search_limit)
+                .await
+                .map_err(|_| Status::new(status::INTERNAL, "storage failure"))?,
+        };
+        let mut users: Vec<User> = Vec::with_capacity(found.len());
+        for (k, r) in found {
+            let online = if self.shows_presence_to(k, viewer).await {
+                Some(self.online(&[k]).await[0])
+            } else {
+                None
+            };
+            users.push(user_datum(k, r, online));
+        }
         users.sort_by_key(|u| std::cmp::Reverse((u.online, u.last_seen)));
         let mut roster = Roster { users };
         while Datum::Roster(roster.clone()).encode_body().len() > flexim_protocol::MAX_BODY {
@@ -107,13 +173,29 @@ impl Relay {
     }
 }
 
-/// A User datum for an answer.
-fn user_datum(key: PublicKey, record: UserRecord, online: bool) -> User {
+/// Which users a Roster lists.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Listing<'a> {
+    /// ROSTER: the viewer's contacts.
+    Contacts,
+    /// REQUESTS: the strangers in the viewer's requests box.
+    Requests,
+    /// SEARCH: discoverable users whose alias contains the text.
+    Search(&'a str),
+}
+
+/// A User datum for an answer: presence (`online`) and `last_seen` only when the viewer may
+/// see them (`online` is `None` otherwise, and `last_seen` 0).
+fn user_datum(key: PublicKey, record: UserRecord, online: Option<bool>) -> User {
     User {
         aliases: record.aliases,
-        online: Some(online),
+        last_seen: if online.is_some() {
+            record.last_seen
+        } else {
+            0
+        },
+        online,
         key,
-        last_seen: record.last_seen,
     }
 }
 

@@ -112,6 +112,13 @@ struct Cli {
     /// ROSTER and SEARCH per key, as PER_SECOND/BURST (0: no limit); over it, Status -20.
     #[arg(long, env = "FLEXIM_LOOKUP_RATE", default_value_t = Limits::default().lookup_rate)]
     lookup_rate: Rate,
+    /// Messages a stranger may put into one user's requests box before that user accepts it;
+    /// past it, Status -25 (docs/PROTOCOL.md §14).
+    #[arg(long, env = "FLEXIM_REQUEST_MESSAGES", default_value_t = Limits::default().request_messages)]
+    request_messages: u32,
+    /// Strangers one user's requests box holds at once; a new one beyond it gets Status -25.
+    #[arg(long, env = "FLEXIM_MAX_REQUESTS", default_value_t = Limits::default().max_requests)]
+    max_requests: u32,
     /// Largest datum body accepted, in bytes (a record of the link holds at most 65516).
     #[arg(long, env = "FLEXIM_MAX_BODY", default_value_t = Limits::default().max_body as u16)]
     max_body: u16,
@@ -286,6 +293,8 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         message_rate: cli.message_rate,
         command_rate: cli.command_rate,
         lookup_rate: cli.lookup_rate,
+        request_messages: cli.request_messages,
+        max_requests: cli.max_requests,
         retention: cli.retention.0,
         max_body: cli.max_body.into(),
         max_connections: cli.max_connections,

@@ -69,7 +69,7 @@ impl Engine {
     }
 
     /// Numbers a request whose datum was just queued and waits for its answer.
-    fn expect_answer(&mut self, request: Request) -> RequestId {
+    pub(crate) fn expect_answer(&mut self, request: Request) -> RequestId {
         let id = RequestId(self.next_request);
         self.next_request += 1;
         self.pending.push(id, request);
@@ -257,6 +257,12 @@ impl Engine {
             }
             Request::Message { id } => self.on_message_answer(id, answer),
             Request::Ghost => Answer::Ghost(status_of(answer)),
+            Request::Consent { action, who } => Answer::Consent {
+                action,
+                who,
+                result: status_of(answer),
+            },
+            Request::Requests => Answer::Requests(self.learn_all(users_of(answer))),
             Request::Offlines => Answer::Offlines(status_of(answer)),
             Request::Ack { count } => Answer::Ack {
                 count,

@@ -150,6 +150,9 @@ pub struct Engine {
     pub(crate) events: VecDeque<Event>,
     /// Where nonces and message ids come from.
     pub(crate) random: Random,
+    /// Users who asked to talk and whom this user has not answered (`consent.rs`): their
+    /// messages are reported as requests ([`crate::Incoming::request`]).
+    pub(crate) strangers: HashSet<PublicKey>,
 }
 
 impl Engine {
@@ -180,6 +183,7 @@ impl Engine {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             random,
+            strangers: HashSet::new(),
         }
     }
 
@@ -667,6 +671,8 @@ impl Engine {
                     }
                 )),
             },
+            Datum::Request(r) => self.on_request(r),
+            Datum::Connection(c) => self.on_connection(c),
             other => self.notice(format!("ignored a {} datum", other.kind().name())),
         }
     }

@@ -32,6 +32,9 @@ pub struct Incoming {
     /// message is processed ([`crate::Engine::acknowledge`]). Until then the server keeps it
     /// and delivers it again at the next login.
     pub id: Option<String>,
+    /// Whether the sender is a stranger who asked to talk and has not been answered: the
+    /// message is from the requests box, to show apart from conversations.
+    pub request: bool,
     /// The message's de-duplication key ([`crate::dedupe::message_key`]): stable across every
     /// copy, so an application may keep it with the message (its history) and hand it back to
     /// [`crate::Engine::remember_seen`] after a restart.
@@ -117,6 +120,20 @@ pub enum Answer {
         /// The server's Status (`acknowledged N of M`), or why not.
         result: Result<Status, Refusal>,
     },
+    /// A Request, Acknowledge, DECLINE, BLOCK, UNBLOCK or DISCOVERABLE: done (the Status
+    /// says what), or why not (`-25` not accepted, `-26` blocked, `-8` no such user or
+    /// request). A Request or Acknowledge that succeeded is followed by
+    /// [`Event::Conversation`].
+    Consent {
+        /// What was asked.
+        action: crate::consent::Consent,
+        /// Whom it concerned, as given.
+        who: String,
+        /// The server's Status, or the refusal.
+        result: Result<Status, Refusal>,
+    },
+    /// REQUESTS: the strangers waiting in this user's requests box.
+    Requests(Result<Vec<User>, Refusal>),
     /// The answer to a sent message: `3` RELAYED leaves it waiting for a receipt, `2` STORED
     /// confirms it and an error refuses it for good.
     Sent {
@@ -174,6 +191,17 @@ pub enum Event {
         /// Why it did not open.
         reason: String,
     },
+    /// Someone who is not a contact asks to talk (a Request from the server). Until this
+    /// user accepts ([`crate::Engine::accept_request`]), that user's messages are reported
+    /// with [`Incoming::request`] set, and the server holds at most a few of them.
+    Requested {
+        /// Who asks.
+        from: PublicKey,
+        /// The conversation's id, to accept it with.
+        conversation: String,
+    },
+    /// A conversation began or changed: this user asked, accepted, or was accepted.
+    Conversation(crate::consent::Conversation),
     /// A user came online or went offline.
     Presence {
         /// The user.

@@ -130,7 +130,9 @@ impl Engine {
             self.unacked.insert(id.clone());
         }
         let name = self.sender_name(&sender, &message.from);
+        let request = self.strangers.contains(&sender);
         self.emit(Event::Message(Incoming {
+            request,
             from: sender,
             name,
             from_text: message.from,

@@ -43,6 +43,7 @@
 //! docs/PROTOCOL.md §8.2.
 
 mod commands;
+pub mod consent;
 pub mod contacts;
 pub mod dedupe;
 pub mod delivery;
@@ -59,6 +60,7 @@ mod stream;
 pub mod text;
 
 pub use commands::Sending;
+pub use consent::{Consent, Conversation};
 pub use contacts::{ContactPins, KeyChange};
 pub use dedupe::{DEDUP_WINDOW, Dedupe, Seen};
 pub use delivery::{Delivery, is_final};

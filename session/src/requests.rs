@@ -68,6 +68,15 @@ pub(crate) enum Request {
     Ghost,
     /// OFFLINES.
     Offlines,
+    /// A Request, an Acknowledge, or a command of the requests box or of being found.
+    Consent {
+        /// Which.
+        action: crate::consent::Consent,
+        /// Whom it concerns (a key or an alias), or the argument.
+        who: String,
+    },
+    /// REQUESTS.
+    Requests,
     /// ACK of messages this client received and processed.
     Ack {
         /// How many ids it carried.

@@ -450,12 +450,31 @@ impl Conn {
         }
     }
 
-    /// The next Message, skipping presence notices.
+    /// Accepts `other` (an Acknowledge naming its key: docs/PROTOCOL.md §14), so that its
+    /// messages to this key are relayed; returns the answer's Status. The Connection datum
+    /// that follows a success is read too.
+    pub async fn befriend(&mut self, other: &flexim_protocol::PublicKey) -> Result<Status> {
+        let ack = flexim_protocol::datum::Acknowledge { id: other.to_hex() };
+        self.send(&Datum::Acknowledge(ack)).await?;
+        let answer = self.status().await?;
+        if answer.status == status::OK {
+            loop {
+                if let Datum::Connection(_) = self.datum().await? {
+                    break;
+                }
+            }
+        }
+        Ok(answer)
+    }
+
+    /// The next Message, skipping presence notices and the Request notice a stranger's first
+    /// message comes after (docs/PROTOCOL.md §14.3).
     pub async fn message(&mut self) -> Result<Message> {
         loop {
             match self.recv().await? {
                 Datum::Message(m) => return Ok(m),
                 Datum::Status(s) if s.status.abs() == 10 => continue,
+                Datum::Request(_) => continue,
                 other => bail!("expected a Message, got {other:?}"),
             }
         }

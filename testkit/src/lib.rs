@@ -22,7 +22,7 @@ pub use cli::{Cli, flexim};
 pub use conn::{Conn, Got, LARGE_READS, SMALL_READS};
 pub use http::{HttpResponse, http_get, http_request, tls_connect};
 pub use onpath::{Capture, OnPath};
-pub use process::{Options, TestServer, Tls, metrics_at};
+pub use process::{Options, TestServer, Tls, metrics_at, watcher};
 pub use redis::RedisServer;
 
 /// How long a test waits for any single expected datum before failing.

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use flexim_protocol::status::cmd;
 use flexim_protocol::{Command as FlexCommand, Datum, PublicKey, SecretKey};
 
-use crate::{Conn, TempDir, bin_dir, http_request, new_key};
+use crate::{Conn, TempDir, bin_dir, http_request};
 
 /// How to start a server.
 #[derive(Debug, Clone)]
@@ -92,6 +92,12 @@ pub struct TestServer {
     pub admin: Option<String>,
     /// Every stdout line it printed at start.
     pub banner: Vec<String>,
+}
+
+/// The key the kit watches presence with ([`TestServer::until_offline`]): the same for every
+/// test server, so that it survives restarts.
+pub fn watcher() -> SecretKey {
+    SecretKey::from_bytes([0x5a; 32])
 }
 
 impl TestServer {
@@ -214,9 +220,22 @@ impl TestServer {
 
     /// Logs each key in once and out again, so that the server knows them: messages go only to
     /// keys that have logged in at least once (docs/PROTOCOL.md §8).
+    ///
+    /// The keys are introduced to each other too: each accepts every other one (and the
+    /// kit's watcher, which [`TestServer::until_offline`] asks), as users who know each other
+    /// would (docs/PROTOCOL.md §14), so that their messages are relayed with no requests box.
     pub async fn introduce(&self, keys: &[&SecretKey]) {
         for key in keys {
-            let conn = Conn::login_tcp(self.tcp, key).await.expect("a first login");
+            let mut conn = Conn::login_tcp(self.tcp, key).await.expect("a first login");
+            let mut accept = vec![watcher().public_key()];
+            accept.extend(
+                keys.iter()
+                    .map(|k| k.public_key())
+                    .filter(|k| *k != key.public_key()),
+            );
+            for other in accept {
+                conn.befriend(&other).await.expect("an acceptance");
+            }
             drop(conn);
             self.until_offline(&key.public_key()).await;
         }
@@ -233,8 +252,11 @@ impl TestServer {
 
     /// Waits until the server has noticed that `key`'s connection was dropped (GETUSER says
     /// it is offline), so that what a test does next does not race the old session's logout.
+    ///
+    /// The answer shows presence only to a user the key accepted: the key must have been
+    /// introduced ([`TestServer::introduce`]), which makes it accept the kit's watcher.
     pub async fn until_offline(&self, key: &PublicKey) {
-        let mut observer = Conn::login_tcp(self.tcp, &new_key())
+        let mut observer = Conn::login_tcp(self.tcp, &watcher())
             .await
             .expect("an observer");
         for _ in 0..200 {

@@ -112,6 +112,11 @@ fn contact(key: &str) -> String {
     format!("#contacts li.contact[data-key='{key}']")
 }
 
+/// A stranger's entry in the requests box (docs/PROTOCOL.md §14).
+fn request(key: &str) -> String {
+    format!("#requests li.request[data-key='{key}']")
+}
+
 pub(crate) async fn next_message(c: &mut Client) -> flexim_client::Received {
     loop {
         match tokio::time::timeout(UI_WAIT, c.next_event())
@@ -212,10 +217,24 @@ async fn scenario() {
         wait_delivery(&ben, "hello anna, ben here", "delivered").await,
         "delivered ✓"
     );
-    let unread = format!("{} .unread", contact(&ben_key));
-    anna.wait_text(&unread, UI_WAIT, |t| t.trim() == "1")
+    // Consent: Ben is a stranger to Anna, so he is in her requests box, apart from her
+    // conversations, until she accepts him.
+    anna.wait_text(&request(&ben_key), UI_WAIT, |t| t.contains("ben"))
         .await
         .unwrap();
+    assert!(
+        anna.find(&contact(&ben_key)).await.unwrap().is_none(),
+        "a request is not a conversation"
+    );
+    anna.click(&format!("{} .request-accept", request(&ben_key)))
+        .await
+        .unwrap();
+    anna.wait_for(&contact(&ben_key), UI_WAIT).await.unwrap();
+    assert!(
+        anna.find(&request(&ben_key)).await.unwrap().is_none(),
+        "an accepted request leaves the box"
+    );
+    let unread = format!("{} .unread", contact(&ben_key));
     anna.click(&contact(&ben_key)).await.unwrap();
     anna.wait_text("#messages .message.in .text", UI_WAIT, |t| {
         t == "hello anna, ben here"
@@ -233,6 +252,12 @@ async fn scenario() {
     let m = next_message(&mut carl).await;
     assert_eq!(m.text, "hi carl, from a browser");
     assert_eq!(m.from.to_hex(), anna_key);
+    assert!(
+        m.request,
+        "Anna is a stranger to Carl: her message is a request"
+    );
+    // Carl accepts her: from now on she sees his presence.
+    carl.accept_request(&anna_key).await.unwrap();
     // Handed to Carl's connection but not acknowledged: on its way, not confirmed.
     assert_eq!(
         wait_delivery(&anna, "hi carl, from a browser", "relayed").await,
@@ -261,21 +286,31 @@ async fn scenario() {
     .await
     .unwrap();
 
-    // Native -> browser.
+    // Native -> browser: Carl is a stranger to Ben. Ben reads the request, then blocks Carl,
+    // whose next message is refused.
     carl.send_text("ben", "hi ben, from a terminal", &[])
         .await
         .unwrap();
-    ben.wait_text(&format!("{} .unread", contact(&carl_key)), UI_WAIT, |t| {
-        t.trim() == "1"
-    })
-    .await
-    .unwrap();
-    ben.click(&contact(&carl_key)).await.unwrap();
+    ben.wait_for(&request(&carl_key), UI_WAIT).await.unwrap();
+    ben.click(&format!("{} .request-open", request(&carl_key)))
+        .await
+        .unwrap();
     ben.wait_text("#messages .message.in .text", UI_WAIT, |t| {
         t == "hi ben, from a terminal"
     })
     .await
     .unwrap();
+    ben.click(&format!("{} .request-block", request(&carl_key)))
+        .await
+        .unwrap();
+    let refused = loop {
+        match carl.send_text("ben", "are you there?", &[]).await {
+            Err(e) => break e.to_string(),
+            // The block is on its way to the server: try again.
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    assert!(refused.contains("blocked"), "{refused}");
 
     // Presence: Carl leaves and Anna's list shows it.
     carl.close().await.unwrap();

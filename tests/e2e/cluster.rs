@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use flexim_client::{Client, Event, Identity};
 use flexim_protocol::status;
-use flexim_tests::{RedisServer, TestServer, WAIT, new_key};
+use flexim_tests::{RedisServer, TestServer, WAIT, befriend, new_key};
 
 /// A node of the cluster on `redis`.
 fn node(redis: &RedisServer) -> TestServer {
@@ -50,6 +50,7 @@ async fn users_on_two_nodes_chat_both_ways_over_tcp_and_websocket() {
         .await
         .unwrap();
     let mut bob = Client::connect(&b.ws, &bob_id, Some("bob")).await.unwrap();
+    befriend(&mut alice, &mut bob).await;
 
     // Aliases are one namespace across nodes.
     let carol_id = Identity::from_secret(new_key());
@@ -131,6 +132,7 @@ async fn a_killed_nodes_users_get_everything_queued_at_another_node() {
         .await
         .unwrap();
     let mut alice = Client::connect(&b.ws, &alice_id, None).await.unwrap();
+    befriend(&mut alice, &mut bob).await;
     let to = bob_id.public_key().to_hex();
     alice.send_text(&to, "before the crash", &[]).await.unwrap();
     assert_eq!(next_text(&mut bob).await, "before the crash");
@@ -233,7 +235,13 @@ async fn presence_notices_cross_nodes() {
         .await
         .unwrap();
     let bob_id = Identity::from_secret(new_key());
-    let bob = Client::connect(&b.ws, &bob_id, None).await.unwrap();
+    let mut bob = Client::connect(&b.ws, &bob_id, None).await.unwrap();
+    // Presence goes to contacts only: Bob accepts Alice; his logout and his next login on
+    // node B reach her on node A.
+    bob.accept_request(&alice_id.public_key().to_hex())
+        .await
+        .unwrap();
+    drop(bob);
     let presence = |want: bool| {
         let key = bob_id.public_key();
         move |ev: &Event| matches!(ev, Event::Presence { key: k, online } if *k == key && *online == want)
@@ -247,6 +255,8 @@ async fn presence_notices_cross_nodes() {
             return;
         }
     };
+    wait_for(&mut alice, &presence(false)).await;
+    let bob = Client::connect(&b.ws, &bob_id, None).await.unwrap();
     wait_for(&mut alice, &presence(true)).await;
     drop(bob);
     wait_for(&mut alice, &presence(false)).await;

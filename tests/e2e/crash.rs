@@ -168,7 +168,13 @@ async fn recipient(
 async fn every_confirmed_message_arrives_once_in_order_across_sigkills() {
     let mut server = TestServer::start();
     let tcp = server.tcp.to_string();
-    let bob = Identity::from_secret(new_key());
+    // Bob accepted every sender (they are his contacts), so all of them are relayed.
+    let bob_key = new_key();
+    let keys: Vec<_> = (0..SENDERS).map(|_| new_key()).collect();
+    let mut everyone: Vec<_> = keys.iter().collect();
+    everyone.push(&bob_key);
+    server.introduce(&everyone).await;
+    let bob = Identity::from_secret(bob_key.clone());
     let bob_hex = bob.public_key().to_hex();
     let stop_sending = Arc::new(AtomicBool::new(false));
     let senders: Vec<_> = (0..SENDERS)
@@ -181,7 +187,7 @@ async fn every_confirmed_message_arrives_once_in_order_across_sigkills() {
             tokio::spawn(sender(
                 i,
                 addr,
-                Identity::from_secret(new_key()),
+                Identity::from_secret(keys[i].clone()),
                 bob_hex.clone(),
                 stop_sending.clone(),
             ))

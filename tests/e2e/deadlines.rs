@@ -34,6 +34,7 @@ async fn a_reader_that_stops_reading_is_disconnected_within_the_write_deadline()
         "1000000000",
     ]);
     let (sender, stalled, bystander) = (new_key(), new_key(), new_key());
+    server.introduce(&[&sender, &stalled]).await;
     let mut s = Conn::login_tcp(server.tcp, &sender).await.unwrap();
     let mut b = Conn::login_tcp(server.tcp, &bystander).await.unwrap();
     // The stalled client logs in and never reads again.
@@ -59,7 +60,10 @@ async fn a_reader_that_stops_reading_is_disconnected_within_the_write_deadline()
             other => panic!("unexpected answer {other}: {st:?}"),
         }
     }
-    let mut observer = Conn::login_tcp(server.tcp, &new_key()).await.unwrap();
+    // The kit's watcher, whom introduced keys accept: presence is shown only to contacts.
+    let mut observer = Conn::login_tcp(server.tcp, &flexim_tests::watcher())
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while online(&mut observer, &stalled.public_key()).await {
         assert!(

@@ -31,6 +31,7 @@ async fn relogin(server: &TestServer, key: &SecretKey) -> Conn {
 async fn receipts_follow_a_message_from_relayed_to_delivered() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
+    server.introduce(&[&alice, &bob]).await;
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
     let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
@@ -75,6 +76,7 @@ async fn receipts_follow_a_message_from_relayed_to_delivered() {
 async fn a_cut_connection_gets_everything_unacknowledged_again_in_order() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
+    server.introduce(&[&alice, &bob]).await;
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
     let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
@@ -167,7 +169,7 @@ async fn a_cut_connection_gets_everything_unacknowledged_again_in_order() {
 async fn a_cut_in_the_middle_of_stored_delivery_loses_nothing() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
-    server.introduce(&[&bob]).await;
+    server.introduce(&[&alice, &bob]).await;
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     // More than one delivery batch (256), sent without waiting for answers: many messages
@@ -234,7 +236,7 @@ async fn a_full_queue_refuses_with_the_id_and_keeps_what_it_has() {
         "3",
     ]);
     let (alice, bob) = (new_key(), new_key());
-    server.introduce(&[&bob]).await;
+    server.introduce(&[&alice, &bob]).await;
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     for i in 0..5 {
@@ -434,7 +436,7 @@ async fn ghost_hands_over_unacknowledged_messages_before_new_ones() {
 async fn a_login_during_a_stream_keeps_the_senders_order() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
-    server.introduce(&[&bob]).await;
+    server.introduce(&[&alice, &bob]).await;
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     // Few enough that the answers fit in the socket buffers while Alice is not reading yet.
@@ -483,7 +485,7 @@ async fn a_login_during_a_stream_keeps_the_senders_order() {
 async fn stored_messages_expire_after_the_retention_and_both_sides_are_told() {
     let server = TestServer::start_with(&["--retention", "2s"]);
     let (alice, bob) = (new_key(), new_key());
-    server.introduce(&[&bob]).await;
+    server.introduce(&[&alice, &bob]).await;
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     a.send(&message_with_id(&a_key, &b_hex, "too late", "e-1"))
@@ -525,7 +527,7 @@ async fn stored_messages_expire_after_the_retention_and_both_sides_are_told() {
 async fn a_session_that_never_acknowledges_is_a_slow_reader_and_loses_nothing() {
     let server = TestServer::start_with(&["--max-unacked", "3"]);
     let (alice, bob) = (new_key(), new_key());
-    server.introduce(&[&bob]).await;
+    server.introduce(&[&alice, &bob]).await;
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
 
@@ -619,7 +621,7 @@ async fn the_byte_limit_of_a_queue_refuses_with_the_id() {
         "1000",
     ]);
     let (alice, bob) = (new_key(), new_key());
-    server.introduce(&[&bob]).await;
+    server.introduce(&[&alice, &bob]).await;
     let (a_key, b_hex) = (alice.public_key(), bob.public_key().to_hex());
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     let body = "x".repeat(600);

@@ -245,6 +245,7 @@ fn ws_messages(bytes: &[u8]) -> Vec<Vec<u8>> {
 async fn a_passive_capture_shows_nothing_about_the_users(t: Transport) {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
+    server.introduce(&[&alice, &bob]).await;
     let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     b.send(&Command::new(cmd::REGISTER, &["bob-hidden-alias"]).into())
         .await

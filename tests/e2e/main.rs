@@ -9,6 +9,7 @@ mod browser_tls;
 mod chat;
 mod cli;
 mod cluster;
+mod consent;
 mod crash;
 mod deadlines;
 mod delivery;

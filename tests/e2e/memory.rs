@@ -82,6 +82,7 @@ async fn others_chat(server: &TestServer, n: usize) {
 async fn what_a_reader_holds_unacknowledged_is_bounded_in_bytes() {
     let server = TestServer::start_with(&["--max-unacked-bytes", "1000000"]);
     let (sender, reader) = (new_key(), new_key());
+    server.introduce(&[&sender, &reader]).await;
     let mut s = Conn::login_tcp(server.tcp, &sender).await.unwrap();
     let held = stalled(&server, &reader).await;
     let to = reader.public_key().to_hex();
@@ -129,6 +130,7 @@ async fn a_reader_whose_queue_fills_in_bytes_is_let_go_and_its_memory_returns() 
         "100000000",
     ]);
     let (sender, reader) = (new_key(), new_key());
+    server.introduce(&[&sender, &reader]).await;
     let mut s = Conn::login_tcp(server.tcp, &sender).await.unwrap();
     let held = stalled(&server, &reader).await;
     let before = rss_kib(&server);
@@ -174,6 +176,7 @@ async fn over_the_servers_budget_the_slowest_reader_is_shed_and_others_go_on() {
         "100000000",
     ]);
     let (sender, reader) = (new_key(), new_key());
+    server.introduce(&[&sender, &reader]).await;
     let mut s = Conn::login_tcp(server.tcp, &sender).await.unwrap();
     let held = stalled(&server, &reader).await;
     let to = reader.public_key().to_hex();

@@ -10,6 +10,7 @@ async fn an_offline_message_survives_a_restart_and_arrives_at_login() {
     let server = TestServer::start();
     let key_before = server.key.clone();
     let (alice, bob) = (new_key(), new_key());
+    server.introduce(&[&alice, &bob]).await;
     // Bob registers an alias, then leaves.
     let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     b.send(&Command::new(cmd::REGISTER, &["bob"]).into())
@@ -67,7 +68,7 @@ async fn a_full_queue_refuses_with_a_status_and_keeps_what_it_has() {
         "2",
     ]);
     let (alice, bob) = (new_key(), new_key());
-    server.introduce(&[&bob]).await;
+    server.introduce(&[&alice, &bob]).await;
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     let to = bob.public_key().to_hex();
     for (i, want) in [status::STORED, status::STORED, status::QUEUE_FULL]

@@ -152,7 +152,7 @@ async fn an_address_that_mints_keys_is_refused_new_ones_but_keeps_its_old_ones()
 async fn a_flooding_sender_is_slowed_to_its_rate_loses_nothing_and_others_go_first() {
     let server = TestServer::start_with(&["--message-rate", "20/10"]);
     let (mallory, alice, bob) = (new_key(), new_key(), new_key());
-    server.introduce(&[&mallory, &alice]).await;
+    server.introduce(&[&mallory, &alice, &bob]).await;
     let mut m = Conn::login_tcp(server.tcp, &mallory).await.unwrap();
     let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();

@@ -26,6 +26,7 @@ fn hex(key: &SecretKey) -> String {
 async fn one_ack_of_many_messages_gives_one_receipt_per_sender_naming_all_their_ids() {
     let server = TestServer::start();
     let (alice, carol, bob) = (new_key(), new_key(), new_key());
+    server.introduce(&[&alice, &carol, &bob]).await;
     let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     let mut c = Conn::login_tcp(server.tcp, &carol).await.unwrap();
@@ -64,6 +65,7 @@ async fn one_ack_of_many_messages_gives_one_receipt_per_sender_naming_all_their_
 async fn an_ack_counts_ids_not_copies_and_forgets_every_copy() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
+    server.introduce(&[&alice, &bob]).await;
     let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     // Alice sends m-1, then again byte for byte (as after a reconnect, §8.1 sender rule 3):
@@ -167,7 +169,7 @@ async fn receipts_go_to_the_active_session_only() {
 async fn receipts_kept_for_an_offline_sender_are_counted_apart_from_messages() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
-    server.introduce(&[&bob]).await;
+    server.introduce(&[&alice, &bob]).await;
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     for id in ["k-1", "k-2"] {
         a.send(&message_with_id(

@@ -59,6 +59,12 @@ async fn redis_store_conformance_aliases_are_unique_ignoring_case() {
 }
 
 #[tokio::test]
+async fn redis_store_conformance_ties_follow_the_rule() {
+    let (_redis, store) = fresh().await;
+    conformance::ties_follow_the_rule(&store).await;
+}
+
+#[tokio::test]
 async fn redis_store_conformance_users_touch_and_search() {
     let (_redis, store) = fresh().await;
     conformance::users_touch_and_search(&store).await;

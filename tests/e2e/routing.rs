@@ -128,11 +128,17 @@ async fn aliases_route_are_unique_and_first_come() {
 async fn commands_answer_roster_getuser_search_and_unknown() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
+    server.introduce(&[&alice, &bob]).await;
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     a.send(&Command::new(cmd::REGISTER, &["alice"]).into())
         .await
         .unwrap();
     a.status().await.unwrap();
+    // SEARCH finds only users who chose to be found.
+    a.send(&Command::new(cmd::DISCOVERABLE, &["on"]).into())
+        .await
+        .unwrap();
+    assert_eq!(a.status().await.unwrap().status, status::OK);
     let mut b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     b.send(&Command::new(cmd::ROSTER, &[]).into())
         .await
@@ -182,6 +188,7 @@ async fn commands_answer_roster_getuser_search_and_unknown() {
 async fn presence_reaches_others_and_last_seen_is_kept() {
     let server = TestServer::start();
     let (alice, bob) = (new_key(), new_key());
+    server.introduce(&[&alice, &bob]).await;
     let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
     let b = Conn::login_tcp(server.tcp, &bob).await.unwrap();
     let bob_hex = bob.public_key().to_hex();
@@ -263,6 +270,7 @@ fn now() -> i64 {
 async fn last_seen_of_an_online_user_is_its_latest_login_and_of_an_offline_one_its_logout() {
     let server = TestServer::start();
     let (alice, observer) = (new_key(), new_key());
+    server.introduce(&[&alice, &observer]).await;
     let mut o = Conn::login_tcp(server.tcp, &observer).await.unwrap();
     let alice_hex = alice.public_key().to_hex();
     let before = now();

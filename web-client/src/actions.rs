@@ -104,6 +104,35 @@ impl App {
         self.pump();
     }
 
+    /// A button of a request in `#requests`: accepts, declines or blocks that stranger, who
+    /// leaves the box at once (the server's answer is logged).
+    pub(crate) fn on_request_action(
+        &mut self,
+        key: PublicKey,
+        action: crate::requests_ui::RequestAction,
+    ) {
+        use crate::requests_ui::RequestAction;
+        let hex = key.to_hex();
+        let sent = match action {
+            RequestAction::Accept => self.engine.accept_request(&hex),
+            RequestAction::Decline => self.engine.decline(&hex),
+            RequestAction::Block => self.engine.block(&hex),
+        };
+        if let Err(e) = sent {
+            self.ui
+                .log(&format!("not connected: try again once online ({e})"));
+            return;
+        }
+        for effect in self.model.answer_request(&key) {
+            self.run(effect);
+        }
+        if action == RequestAction::Accept {
+            self.open_conversation(&key);
+        } else {
+            self.pump();
+        }
+    }
+
     /// A click on a search result or a roster entry: opens that user's conversation.
     pub(crate) fn open_user(&mut self, key: PublicKey) {
         let user = self

@@ -249,7 +249,8 @@ impl App {
         self.ui
             .set_server(m.server_key.as_ref().or(m.pinned.as_ref()));
         self.ui.set_my_aliases(&m.my_aliases);
-        self.ui.sync_contacts(&m.contacts);
+        let waiting: Vec<PublicKey> = m.requests.iter().map(|w| w.key).collect();
+        self.ui.sync_contacts(&m.contacts, &waiting);
         self.ui.sync_conversation(&m.contacts);
         self.ui.set_title(m.contacts.total_unread());
         // The conversations first: a line saved without its outbox entry is reported as
@@ -540,6 +541,17 @@ fn bind() {
     });
     on_list_pick("search-results", "li[data-key]", App::open_user);
     on_list_pick("roster", "li[data-key]", App::open_user);
+    on_id("requests", "click", |e| {
+        let button = dom::closest(&e, "button[data-key]");
+        if let Some(b) = button {
+            let action = crate::requests_ui::RequestAction::of_class(&b.class_name());
+            if let (Some(action), Some(key)) = (action, item_key(&b)) {
+                with_app(|app| app.on_request_action(key, action));
+            }
+        } else if let Some(key) = dom::closest(&e, "li.request").and_then(|li| item_key(&li)) {
+            with_app(|app| app.open_conversation(&key));
+        }
+    });
     on_id("banner-slot", "click", |e| {
         if dom::closest(&e, "#accept-server-key").is_some() {
             with_app(App::on_accept_server_key);

@@ -37,6 +37,21 @@ impl App {
             Effect::Notify { from, text } => self.notify(&from, &text),
             // A request that cannot go out now (the connection just ended) is not needed
             // then: the next login asks again.
+            Effect::ShowRequests => {
+                let model = &self.model;
+                crate::requests_ui::show_requests(
+                    &self.ui.requests,
+                    &self.ui.requests_empty,
+                    &model.requests,
+                    |k| model.name_of(k),
+                );
+            }
+            Effect::AskRequests => {
+                let _ = self.engine.requests();
+            }
+            Effect::AskToTalk(key) => {
+                let _ = self.engine.ask_to_talk(&key.to_hex());
+            }
             Effect::AskRoster => {
                 let _ = self.engine.roster();
             }

@@ -20,6 +20,7 @@
 //! The pure modules compile on every target, so their tests also run natively; the browser
 //! modules exist only in the `wasm32` build.
 
+pub mod consent;
 pub mod model;
 pub mod policy;
 pub mod state;
@@ -38,6 +39,8 @@ mod effects;
 mod net;
 #[cfg(target_arch = "wasm32")]
 mod os;
+#[cfg(target_arch = "wasm32")]
+mod requests_ui;
 #[cfg(target_arch = "wasm32")]
 mod storage;
 #[cfg(target_arch = "wasm32")]

@@ -77,6 +77,12 @@ pub enum Effect {
         /// The message.
         text: String,
     },
+    /// Show [`Model::requests`].
+    ShowRequests,
+    /// Ask the server for the requests box.
+    AskRequests,
+    /// Ask this user to talk (a Request): the user started a conversation with them.
+    AskToTalk(PublicKey),
     /// Ask the server for the roster.
     AskRoster,
     /// Look a user up.
@@ -106,6 +112,9 @@ pub struct Model {
     pub roster: Vec<User>,
     /// The last SEARCH answer.
     pub search: Vec<User>,
+    /// The strangers who asked to talk and are not answered yet, oldest first: shown apart
+    /// from the conversations (`consent.rs`).
+    pub requests: Vec<crate::consent::Waiting>,
     /// This user's aliases, as of login and later registrations.
     pub my_aliases: Vec<String>,
     /// The alias saved to claim at every login.
@@ -142,6 +151,7 @@ impl Model {
             contacts,
             roster: Vec::new(),
             search: Vec::new(),
+            requests: Vec::new(),
             my_aliases: alias.iter().cloned().collect(),
             alias,
             pinned,
@@ -207,6 +217,8 @@ impl Model {
                 Effect::AskGhost,
             ],
             Event::Notice(text) => vec![Effect::Log(text)],
+            Event::Requested { from, .. } => self.on_requested(from),
+            Event::Conversation(c) => self.on_conversation(c),
             Event::Closing {
                 status: code,
                 reason,
@@ -258,6 +270,7 @@ impl Model {
             .unwrap_or("the server");
         effects.push(Effect::Log(format!("logged in to {name}")));
         effects.push(Effect::AskRoster);
+        effects.push(Effect::AskRequests);
         // The engine has already sent these again, before anything else.
         match waiting {
             0 => {}
@@ -274,6 +287,9 @@ impl Model {
         let known = self.contacts.get(&m.from).is_some();
         self.contacts.receive(&m.from, &m.text, m.date, m.key);
         self.dirty = true;
+        if m.request {
+            effects.extend(self.add_request(m.from));
+        }
         if !known {
             // A new correspondent: learn their alias for the contact list.
             effects.push(Effect::AskUser {
@@ -351,6 +367,12 @@ impl Model {
                  deliver them again, and they will not be shown twice"
             ))],
             Answer::Ack { .. } | Answer::Offlines(_) => Vec::new(),
+            Answer::Consent {
+                action,
+                who,
+                result,
+            } => self.on_consent(action, &who, result),
+            Answer::Requests(result) => self.on_requests(result),
         }
     }
 
@@ -416,9 +438,10 @@ impl Model {
         self.contacts
             .set_online(&user.key, user.online.unwrap_or(false));
         self.dirty = true;
+        let shown = self.learn_request_name(user);
         if purpose != Lookup::Contact {
             self.contacts.learn_name(&user.key, &user.aliases);
-            return Vec::new();
+            return shown;
         }
         // The engine reported the change just before this answer: the key it names is not the
         // one the user knows by this alias, so no conversation opens under it.
@@ -444,11 +467,17 @@ impl Model {
             ),
             None => String::new(),
         };
-        vec![
+        // Starting a conversation asks to talk (and accepts the user, if they were waiting).
+        let mut effects = vec![
             Effect::ContactError(warning),
             Effect::ClearContactInput,
-            self.open_conversation(&user.key, ctx.now),
-        ]
+            Effect::AskToTalk(user.key),
+        ];
+        if self.is_request(&user.key) {
+            effects.extend(self.answer_request(&user.key));
+        }
+        effects.push(self.open_conversation(&user.key, ctx.now));
+        effects
     }
 
     fn on_contact_key_changed(&mut self, change: KeyChange) -> Vec<Effect> {

@@ -90,6 +90,10 @@ pub(crate) struct Ui {
     contacts_empty: Element,
     /// `#roster`.
     pub(crate) roster: Element,
+    /// `#requests`.
+    pub(crate) requests: Element,
+    /// `#requests-empty`.
+    pub(crate) requests_empty: Element,
     /// `#conversation`.
     conversation: Element,
     /// `#conversation-name`.
@@ -143,6 +147,8 @@ impl Ui {
             contacts: by_id("contacts")?,
             contacts_empty: by_id("contacts-empty")?,
             roster: by_id("roster")?,
+            requests: by_id("requests")?,
+            requests_empty: by_id("requests-empty")?,
             conversation: by_id("conversation")?,
             conversation_name: by_id("conversation-name")?,
             conversation_presence: by_id("conversation-presence")?,
@@ -298,9 +304,11 @@ impl Ui {
         }
     }
 
-    /// Brings `#contacts` up to date: one `li.contact` per contact, most recent first.
-    pub(crate) fn sync_contacts(&mut self, contacts: &Contacts) {
-        let sorted = contacts.sorted();
+    /// Brings `#contacts` up to date: one `li.contact` per contact, most recent first, but
+    /// for the strangers in `waiting` (shown in `#requests` instead).
+    pub(crate) fn sync_contacts(&mut self, contacts: &Contacts, waiting: &[PublicKey]) {
+        let mut sorted = contacts.sorted();
+        sorted.retain(|c| !waiting.contains(&c.key));
         let open = contacts.open_key();
         let keep: HashSet<PublicKey> = sorted.iter().map(|c| c.key).collect();
         self.contact_items.retain(|key, item| {
@@ -327,7 +335,7 @@ impl Ui {
                     .insert_before(&item.li, current.as_ref().map(|e| e.as_ref()));
             }
         }
-        set_hidden(&self.contacts_empty, !contacts.is_empty());
+        set_hidden(&self.contacts_empty, !sorted.is_empty());
     }
 
     /// Brings the conversation panel up to date with the open conversation.

@@ -31,8 +31,9 @@ pub(super) enum Role {
     Idle,
     /// Sends messages to this peer at the chatter rate.
     Sender(PublicKey),
-    /// Opens what arrives, checks it, acknowledges it.
-    Receiver,
+    /// Opens what arrives from this peer (which it accepted: docs/PROTOCOL.md §14), checks
+    /// it, acknowledges it.
+    Receiver(PublicKey),
 }
 
 /// The chatter's counts, shared by the connection tasks of one worker.
@@ -137,6 +138,13 @@ async fn chatter(
     let mut tick = tokio::time::interval(shared.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut now = *stage.borrow_and_update();
+    if let Role::Receiver(peer) = &role
+        && (engine.accept_request(&peer.to_hex()).is_err()
+            || conn.send_transmits(&mut engine).await.is_err())
+    {
+        Counters::inc(&c.closed_early);
+        return latencies;
+    }
     loop {
         let sending = now == Stage::Chatter && matches!(role, Role::Sender(_));
         tokio::select! {

@@ -144,7 +144,7 @@ pub(super) fn plan(share: &Share) -> anyhow::Result<Vec<Slot>> {
             (2 * p, 2 * p + 1)
         };
         slots[s].role = Role::Sender(slots[r].key.public);
-        slots[r].role = Role::Receiver;
+        slots[r].role = Role::Receiver(slots[s].key.public);
     }
     Ok(slots)
 }

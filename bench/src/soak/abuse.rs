@@ -15,12 +15,16 @@ use super::abuser::Lives;
 use super::tally::{AbuserReport, Tally};
 use super::{Abuse, Args, Ends, Stage, flood, join_all, legit, slowloris, stall, storm};
 
-/// `n` new keys, each logged in once at `addr` and out again.
-async fn introduce(addr: &str, n: usize) -> anyhow::Result<Vec<SecretKey>> {
+/// `n` new keys, each logged in once at `addr` and out again, having accepted `contacts`
+/// (docs/PROTOCOL.md §14: their messages are relayed, not held in a requests box).
+async fn introduce(addr: &str, n: usize, contacts: &[PublicKey]) -> anyhow::Result<Vec<SecretKey>> {
     let mut keys = Vec::with_capacity(n);
     for _ in 0..n {
         let id = Identity::generate()?;
         let mut c = legit::log_in(addr, &id).await?;
+        for k in contacts {
+            c.accept_request(&k.to_hex()).await?;
+        }
         c.close().await?;
         keys.push(id.0);
     }
@@ -52,13 +56,21 @@ pub async fn prepare(
     let tcp = ends.tcp.to_string();
     let abusers = args.abusers();
     let wants = |a| abusers.contains(&a);
-    let sinks = introduce(&tcp, if wants(Abuse::Flood) { args.sinks } else { 0 }).await?;
+    // The flood's keys are strangers to everyone: what consent leaves them is a few messages
+    // per target in its requests box, then `-25`.
+    let sinks = introduce(&tcp, if wants(Abuse::Flood) { args.sinks } else { 0 }, &[]).await?;
     let stall_keys = if wants(Abuse::Stall) {
         args.stall_keys.max(1)
     } else {
         0
     };
-    let stalled = introduce(&tcp, stall_keys).await?;
+    // The stalled readers' senders are their contacts: a reader that stops reading is a
+    // problem of the people it accepted.
+    let senders: Vec<Identity> = (0..args.stall_senders)
+        .map(|_| Identity::generate())
+        .collect::<Result<_, _>>()?;
+    let contacts: Vec<PublicKey> = senders.iter().map(Identity::public_key).collect();
+    let stalled = introduce(&tcp, stall_keys, &contacts).await?;
     let mut targets = recipients;
     targets.extend(sinks.iter().map(|k| k.public_key()));
     let size = args.size.clamp(1, MAX_PLAINTEXT);
@@ -73,7 +85,7 @@ pub async fn prepare(
         },
         stall: stall::Plan {
             keys: stalled,
-            senders: args.stall_senders,
+            senders: senders.into_iter().map(|i| i.0).collect(),
             rate: args.stall_rate,
             hold: Duration::from_secs(args.stall_hold.max(1)),
             size,

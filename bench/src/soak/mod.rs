@@ -484,7 +484,11 @@ async fn legit_pairs(n: usize, ends: &Ends) -> anyhow::Result<Vec<Pair>> {
             (&ends.ws, &tcp)
         };
         let (s_id, r_id) = (Identity::generate()?, Identity::generate()?);
-        let recipient = legit::log_in(to_addr, &r_id).await?;
+        let mut recipient = legit::log_in(to_addr, &r_id).await?;
+        // The pair are contacts (docs/PROTOCOL.md §14): the recipient accepted the sender.
+        recipient
+            .accept_request(&s_id.public_key().to_hex())
+            .await?;
         let sender = legit::log_in(from_addr, &s_id).await?;
         pairs.push(Pair {
             sender,

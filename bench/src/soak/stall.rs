@@ -40,8 +40,8 @@ const WINDOW: usize = 256;
 pub struct Plan {
     /// The stalled recipients' keys (each logged in once already).
     pub keys: Vec<SecretKey>,
-    /// Senders writing to them.
-    pub senders: usize,
+    /// The keys of the senders writing to them (the stalled keys accepted them).
+    pub senders: Vec<SecretKey>,
     /// Messages per second each sender writes (to the stalled keys in turn).
     pub rate: f64,
     /// How long a stalled recipient holds its connection without reading.
@@ -62,9 +62,10 @@ pub async fn run(plan: Plan, stage: watch::Receiver<Stage>, tally: Arc<Tally>) {
         let (key, plan, stage, tally) = (key.clone(), plan.clone(), stage.clone(), tally.clone());
         tasks.push(tokio::spawn(reader(key, plan, stage, tally)));
     }
-    for i in 0..plan.senders {
+    for (i, key) in plan.senders.iter().enumerate() {
         let s = sender(
             i,
+            Identity::from_secret(key.clone()),
             targets.clone(),
             plan.clone(),
             stage.clone(),
@@ -163,12 +164,12 @@ async fn look(conn: &mut Conn, tally: &Tally, held: Held) {
 /// One sender writing to the stalled keys at its rate, counting what it is answered.
 async fn sender(
     i: usize,
+    me: Identity,
     targets: Vec<PublicKey>,
     plan: Plan,
     mut stage: watch::Receiver<Stage>,
     tally: Arc<Tally>,
 ) {
-    let Ok(me) = Identity::generate() else { return };
     let text = "s".repeat(plan.size.max(1));
     let period = Duration::from_secs_f64(1.0 / plan.rate.max(0.1));
     let addr = plan.tcp.to_string();

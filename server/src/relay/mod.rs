@@ -9,7 +9,10 @@
 //! sends receipts and signals other nodes. `nodes.rs` has the parts that talk to the cluster,
 //! `receipts.rs` the receipts and the retention, `directory.rs` (beside this module) the users.
 
+mod consent;
 mod known;
+
+pub(crate) use consent::Admitted;
 mod nodes;
 mod receipts;
 #[cfg(test)]
@@ -144,6 +147,9 @@ pub(crate) struct Relay {
     waking: Mutex<HashSet<PublicKey>>,
     /// Keys that have logged in at least once (`known.rs`): the only recipients there are.
     known: known::Known,
+    /// Acceptances known (`consent.rs`): which users accepted which, so that a message between
+    /// contacts costs no store read.
+    pub(crate) contacts: consent::Contacts,
 }
 
 impl Relay {
@@ -185,6 +191,7 @@ impl Relay {
             cluster: None,
             waking: Mutex::new(HashSet::new()),
             known: known::Known::new(),
+            contacts: consent::Contacts::new(),
         }
     }
 
@@ -389,7 +396,7 @@ impl Relay {
         }
         metrics::inc(&self.metrics.logins);
         if primary {
-            self.broadcast_presence(key, true);
+            self.broadcast_presence(key, true).await;
         }
         Ok(Login {
             id,
@@ -421,9 +428,10 @@ impl Relay {
             }
             // With several nodes, the others hear of it only if this node held the key: if
             // another node holds it, the key is still online there.
-            self.presence_here(key, false);
+            let to = self.contacts_of(key).await;
+            self.presence_here(key, false, &to);
             if left.held_here {
-                self.release(key).await;
+                self.release(key, to).await;
             }
         }
     }
@@ -466,26 +474,42 @@ impl Relay {
         self.lock(key).is_online(key)
     }
 
-    /// Tells every live session that `key` came online or went offline, here and (with
-    /// several nodes) on the others. Presence is best-effort: a session whose queue is full
-    /// misses the notice rather than slowing the relay (ROSTER gives the truth on demand).
-    fn broadcast_presence(&self, key: PublicKey, online: bool) {
-        self.presence_here(key, online);
+    /// Tells the users `key` accepted (docs/PROTOCOL.md §14.4) that it came online or went
+    /// offline, here and (with several nodes) on the others. Presence is best-effort: a session
+    /// whose queue is full misses the notice rather than slowing the relay (ROSTER gives the
+    /// truth on demand). A user with no contacts costs one read of its ties, whoever else is
+    /// online: that is what lets many users log in at once.
+    async fn broadcast_presence(&self, key: PublicKey, online: bool) {
+        let to = self.contacts_of(key).await;
+        self.presence_here(key, online, &to);
         if let Some(cluster) = &self.cluster {
             let node = cluster.node().to_string();
-            cluster.send(None, Signal::Presence { key, online, node });
+            cluster.send(
+                None,
+                Signal::Presence {
+                    key,
+                    online,
+                    node,
+                    to,
+                },
+            );
         }
     }
 
-    /// Tells the sessions of this node that `key` came online or went offline.
-    fn presence_here(&self, key: PublicKey, online: bool) {
+    /// Tells the sessions of this node among `to` that `key` came online or went offline.
+    fn presence_here(&self, key: PublicKey, online: bool, to: &[PublicKey]) {
+        if to.is_empty() {
+            return;
+        }
         let code = if online {
             status::PRESENCE_ONLINE
         } else {
             status::PRESENCE_OFFLINE
         };
         let notice = frames::status_frame(code, key.to_hex());
-        self.each_shard(|table| table.presence(&key, &notice));
+        for k in to.iter().filter(|k| **k != key) {
+            self.lock(k).notify(k, &notice);
+        }
     }
 
     /// Delivers a Message frame from `sender` to `to`: straight to its primary session if it

@@ -11,7 +11,7 @@ use crate::cluster::{Claimed, Signal};
 
 impl Relay {
     /// Gives `key` up in the cluster (its last session here ended) and tells the other nodes.
-    pub(super) async fn release(&self, key: PublicKey) {
+    pub(super) async fn release(&self, key: PublicKey, to: Vec<PublicKey>) {
         let Some(cluster) = &self.cluster else {
             return;
         };
@@ -27,6 +27,7 @@ impl Relay {
                 key,
                 online: false,
                 node,
+                to,
             },
         );
     }
@@ -130,8 +131,11 @@ impl Relay {
                     self.carry(started, None);
                 }
             }
-            Signal::Presence { key, online, .. } => {
-                self.presence_here(key, online);
+            Signal::Untie(owner, other) => self.contacts.remove(&owner, &other),
+            Signal::Presence {
+                key, online, to, ..
+            } => {
+                self.presence_here(key, online, &to);
                 if !online {
                     // The key is free: a session waiting here may take it.
                     self.claim_waiting(&[key]).await;

@@ -9,6 +9,7 @@ use flexim_protocol::status::{self, cmd};
 use futures_util::Sink;
 
 use super::{Flow, Phase, Session, io_flow};
+use crate::directory::Listing;
 use crate::frames::frame;
 
 impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
@@ -21,12 +22,18 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
             return self.reply(refusal).await;
         }
         let arg = c.payload.first().map(String::as_str);
+        if let Some(answer) = self.consent_command(key, &c.cmd, arg).await {
+            return match answer {
+                Ok(datum) => io_flow(self.out.feed(frame(datum)).await),
+                Err(s) => self.reply(s).await,
+            };
+        }
         let answer: Result<Datum, Status> = match (c.cmd.as_str(), arg) {
-            (cmd::ROSTER, _) => self.relay.roster(None).await,
+            (cmd::ROSTER, _) => self.relay.roster(key, Listing::Contacts).await,
             (cmd::SEARCH, Some(needle)) if !needle.is_empty() => {
-                self.relay.roster(Some(needle)).await
+                self.relay.roster(key, Listing::Search(needle)).await
             }
-            (cmd::GETUSER, Some(who)) => self.relay.get_user(who).await,
+            (cmd::GETUSER, Some(who)) => self.relay.get_user(key, who).await,
             (cmd::REGISTER, Some(alias)) => {
                 let alias = alias.to_string();
                 return self.register(&alias).await;
@@ -65,7 +72,11 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
     /// The refusal for a command over its key's rates (`Limits::command_rate`, and
     /// `Limits::lookup_rate` for ROSTER and SEARCH); `None` lets it run. ACK is not counted:
     /// a receiver sends one for every batch it reads, and each costs about what a message does.
-    fn command_refusal(&self, key: flexim_protocol::PublicKey, name: &str) -> Option<Status> {
+    pub(super) fn command_refusal(
+        &self,
+        key: flexim_protocol::PublicKey,
+        name: &str,
+    ) -> Option<Status> {
         use crate::metrics::Limit;
         if name == cmd::ACK {
             return None;

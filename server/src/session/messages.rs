@@ -15,7 +15,7 @@ use futures_util::Sink;
 use super::{Flow, Phase, Session, io_flow};
 use crate::directory::names_sender;
 use crate::frames::{Id, frame};
-use crate::relay::Answer;
+use crate::relay::{Admitted, Answer};
 
 /// The oldest answer, once it is known (pending while there is none).
 pub(super) async fn next_answer(answers: &mut VecDeque<Answer>) -> Bytes {
@@ -91,44 +91,56 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
             );
             return Err(Status::new(status::SPOOF, text).with_id(named()));
         }
-        let to = match PublicKey::from_hex(m.to) {
+        let to = self.recipient(m.to).await.map_err(|s| s.with_id(named()))?;
+        if let Err(refusal) = self.consent(key, to).await {
+            return Err(refusal.with_id(named()));
+        }
+        Ok(self.relay.route(key, to, id, frame.clone()))
+    }
+
+    /// The key a `to` field names (a key, or an alias), if it may be written to: only keys
+    /// that have logged in get anything, so that nobody fills the store for a key that will
+    /// never read it. `Err` is the refusal (without an id).
+    pub(super) async fn recipient(&self, to: &str) -> Result<PublicKey, Status> {
+        let failure = || Status::new(status::INTERNAL, "storage failure: message not sent");
+        let key = match PublicKey::from_hex(to) {
             // A key that cannot be anyone's identity: nobody can ever log in to read it.
             Some(k) if let Err(e) = k.check() => {
-                let text = format!("to {:?} is refused: {e}; the message was not sent", m.to);
-                return Err(Status::new(status::BAD_ARGUMENT, text).with_id(named()));
+                let text = format!("to {to:?} is refused: {e}; the message was not sent");
+                return Err(Status::new(status::BAD_ARGUMENT, text));
             }
-            Some(k) => Ok(Some(k)),
-            None => self.relay.resolve(m.to).await,
-        };
-        // Only keys that have logged in get messages: nobody fills the store for a key that
-        // will never read it.
-        let to = match to {
-            Ok(Some(k)) => match self.relay.has_logged_in(k).await {
-                Ok(true) => Ok(Some(k)),
-                Ok(false) => {
-                    let text = format!(
-                        "no user {:?} has ever logged in; messages go only to users who have",
-                        m.to
-                    );
-                    return Err(Status::new(status::NO_SUCH_USER, text).with_id(named()));
+            Some(k) => k,
+            None => match self.relay.resolve(to).await {
+                Ok(Some(k)) => k,
+                Ok(None) => {
+                    let text =
+                        format!("no user {to:?}: use a 64-digit hex key or a registered alias");
+                    return Err(Status::new(status::NO_SUCH_USER, text));
                 }
-                Err(e) => Err(e),
+                Err(_) => return Err(failure()),
             },
-            other => other,
         };
-        match to {
-            Ok(Some(to)) => Ok(self.relay.route(key, to, id, frame.clone())),
-            Ok(None) => {
+        match self.relay.has_logged_in(key).await {
+            Ok(true) => Ok(key),
+            Ok(false) => {
                 let text = format!(
-                    "no user {:?}: use a 64-digit hex key or a registered alias",
-                    m.to
+                    "no user {to:?} has ever logged in; messages go only to users who have"
                 );
-                Err(Status::new(status::NO_SUCH_USER, text).with_id(named()))
+                Err(Status::new(status::NO_SUCH_USER, text))
             }
-            Err(_) => Err(
-                Status::new(status::INTERNAL, "storage failure: message not sent").with_id(named()),
-            ),
+            Err(_) => Err(failure()),
         }
+    }
+
+    /// Consent for a Message from `key` to `to` (docs/PROTOCOL.md §14.3): writing to `to`
+    /// accepts its answers, and `to` must have accepted `key`, or have room in its requests
+    /// box (whose first message is preceded by a Request notice). `Err` is the refusal.
+    async fn consent(&self, key: PublicKey, to: PublicKey) -> Result<(), Status> {
+        self.relay.accept(key, to).await?;
+        if let Admitted::Request { first: true } = self.relay.admit(key, to, true).await? {
+            self.relay.request_notice(key, to);
+        }
+        Ok(())
     }
 
     /// Sends an answer now if nothing older waits, or queues it behind the older ones. With

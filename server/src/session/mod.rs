@@ -7,6 +7,7 @@
 //! queue of answers, `commands.rs` the commands, `stored.rs` delivery from the store.
 
 mod commands;
+mod conversations;
 mod messages;
 mod outbound;
 mod stored;
@@ -590,6 +591,7 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
                 }
                 self.command(c).await
             }
+            d @ (Datum::Request(_) | Datum::Acknowledge(_)) => self.consent_datum(d).await,
             // Messages never get here (`handle` takes them before decoding), and every other
             // datum is the server's to send.
             other => {

@@ -23,6 +23,8 @@ struct Delivered {
     messages: usize,
     /// Receipts kept for this key while it was away (Status datums).
     receipts: usize,
+    /// Consent notices kept for it (Request and Connection datums, docs/PROTOCOL.md §14).
+    notices: usize,
 }
 
 impl Delivered {
@@ -32,6 +34,10 @@ impl Delivered {
         if self.receipts > 0 {
             let s = if self.receipts == 1 { "" } else { "s" };
             text += &format!(" and {} stored receipt{s}", self.receipts);
+        }
+        if self.notices > 0 {
+            let s = if self.notices == 1 { "" } else { "s" };
+            text += &format!(" and {} stored notice{s}", self.notices);
         }
         text
     }
@@ -87,7 +93,7 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
         if always_report {
             return self.reply(Status::new(status::OK, text)).await;
         }
-        if delivered.messages + delivered.receipts > 0 {
+        if delivered.messages + delivered.receipts + delivered.notices > 0 {
             return self
                 .notice(Status::new(status::DELIVERED_STORED, text))
                 .await;
@@ -123,10 +129,10 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
         for stored in batch {
             self.cursor = stored.seq + 1;
             let entry = stored.entry;
-            if entry.frame.first() == Some(&(DatumKind::Status as u8)) {
-                delivered.receipts += 1;
-            } else {
-                delivered.messages += 1;
+            match entry.frame.first().copied() {
+                Some(k) if k == DatumKind::Status as u8 => delivered.receipts += 1,
+                Some(k) if k == DatumKind::Message as u8 => delivered.messages += 1,
+                _ => delivered.notices += 1,
             }
             if let Err(e) = self.out.feed(entry.frame).await {
                 return Flow::Stop(End::Io(e));

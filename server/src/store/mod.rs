@@ -9,6 +9,7 @@ pub mod conformance;
 mod embedded;
 mod entry;
 mod redis;
+pub mod ties;
 mod writes;
 
 use std::future::Future;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedStore;
 pub use redis::{PREFIX as REDIS_PREFIX, RedisStore};
+pub use ties::{Admission, RequestLimits, Tie, TieChange, TieChanged};
 
 /// A boxed future, so the trait stays usable as `dyn Store`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -208,7 +210,8 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<(PublicKey, UserRecord)>, StoreError>>;
 
-    /// Users with an alias containing `needle` (ASCII case ignored), at most `limit`.
+    /// Users who chose to be found ([`Store::set_discoverable`]) with an alias containing
+    /// `needle` (ASCII case ignored), at most `limit`.
     fn search(
         &self,
         needle: String,
@@ -264,6 +267,33 @@ pub trait Store: Send + Sync + 'static {
     /// this is a read of a few counters, not of the queue.
     fn counts(&self, to: PublicKey, sender: PublicKey)
     -> BoxFuture<'_, Result<Counts, StoreError>>;
+
+    /// Applies `change` to what `owner` decided about `other` ([`ties::decide`], atomically:
+    /// the count of strangers waiting in `owner`'s box is read in the same write) and returns
+    /// the tie before and after.
+    fn tie(
+        &self,
+        owner: PublicKey,
+        other: PublicKey,
+        change: TieChange,
+    ) -> BoxFuture<'static, Result<TieChanged, StoreError>>;
+
+    /// What `owner` decided about `other`, if anything.
+    fn tie_of(
+        &self,
+        owner: PublicKey,
+        other: PublicKey,
+    ) -> BoxFuture<'_, Result<Option<Tie>, StoreError>>;
+
+    /// Every tie of `owner`, in no particular order.
+    fn ties(&self, owner: PublicKey) -> BoxFuture<'_, Result<Vec<(PublicKey, Tie)>, StoreError>>;
+
+    /// Whether SEARCH finds `key` (users are not found until they turn this on).
+    fn set_discoverable(
+        &self,
+        key: PublicKey,
+        on: bool,
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
 
     /// Writes and commits since start, for `/metrics`: their ratio is how many writes share
     /// one commit (one disk sync).

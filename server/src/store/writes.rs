@@ -12,6 +12,7 @@ use flexim_protocol::PublicKey;
 use tokio::sync::{mpsc, oneshot};
 
 use super::bounds::Mode;
+use super::ties::{Tie, TieChange, TieChanged};
 use super::{
     BoxFuture, Claim, Entry, Expired, Placed, QueueLimits, StoreError, StoreStats, UserRecord,
 };
@@ -60,6 +61,22 @@ pub(crate) enum Op {
         /// Entries accepted before this time (Unix seconds) go.
         before: i64,
     },
+    /// [`Store::tie`](super::Store::tie).
+    Tie {
+        /// Whose decision it is.
+        owner: PublicKey,
+        /// About whom.
+        other: PublicKey,
+        /// The change, decided by [`super::ties::decide`].
+        change: TieChange,
+    },
+    /// [`Store::set_discoverable`](super::Store::set_discoverable).
+    Discoverable {
+        /// The user.
+        key: PublicKey,
+        /// Whether SEARCH finds it.
+        on: bool,
+    },
 }
 
 /// What a write produced.
@@ -76,6 +93,10 @@ pub(crate) enum Outcome {
     Removed,
     /// The entries an expiry deleted.
     Expired(Vec<Expired>),
+    /// A tie before and after its change.
+    Tie(Option<Tie>, Option<Tie>),
+    /// A write with nothing to report.
+    Done,
 }
 
 /// A write and where its outcome goes once it is committed.
@@ -233,6 +254,38 @@ impl WriteQueue {
     ) -> BoxFuture<'static, Result<Vec<Expired>, StoreError>> {
         self.write(Op::Expire { before }, |o| match o {
             Outcome::Expired(found) => Some(found),
+            _ => None,
+        })
+    }
+}
+
+impl WriteQueue {
+    /// Submits [`Op::Tie`].
+    pub(crate) fn tie(
+        &self,
+        owner: PublicKey,
+        other: PublicKey,
+        change: TieChange,
+    ) -> BoxFuture<'static, Result<TieChanged, StoreError>> {
+        let op = Op::Tie {
+            owner,
+            other,
+            change,
+        };
+        self.write(op, |o| match o {
+            Outcome::Tie(before, after) => Some((before, after)),
+            _ => None,
+        })
+    }
+
+    /// Submits [`Op::Discoverable`].
+    pub(crate) fn discoverable(
+        &self,
+        key: PublicKey,
+        on: bool,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.write(Op::Discoverable { key, on }, |o| match o {
+            Outcome::Done => Some(()),
             _ => None,
         })
     }

@@ -623,13 +623,10 @@ impl<O: Outlet> Table<O> {
             .map(|k| k.primary.outlet.clone())
     }
 
-    /// Offers `frame` to every session of every key here but `key` (presence notices, best
-    /// effort: a full queue misses the notice rather than slowing the relay).
-    pub(crate) fn presence(&self, key: &PublicKey, frame: &Bytes) {
-        for (k, sessions) in &self.keys {
-            if k == key {
-                continue;
-            }
+    /// Offers `frame` to every session of `key` (presence notices, best effort: a full queue
+    /// misses the notice rather than slowing the relay).
+    pub(crate) fn notify(&self, key: &PublicKey, frame: &Bytes) {
+        if let Some(sessions) = self.keys.get(key) {
             for s in sessions.sessions() {
                 let _ = s.outlet.offer(frame.clone());
             }

@@ -449,14 +449,15 @@ fn receipts_go_to_the_active_session_or_the_store() {
 }
 
 #[test]
-fn presence_reaches_every_other_session_but_not_the_key_itself() {
+fn a_notice_reaches_every_session_of_its_key_only() {
     let (alice, bob) = (key(1), key(2));
     let mut t = table();
     let (a, b1, b2) = (Fake::new(1, 8), Fake::new(2, 8), Fake::new(3, 8));
     t.join(alice, 1, a.clone(), false);
     t.join(bob, 2, b1.clone(), false);
     t.join(bob, 3, b2.clone(), false);
-    t.presence(&alice, &msg(0));
+    t.notify(&bob, &msg(0));
+    t.notify(&key(3), &msg(1));
     assert_eq!((a.len(), b1.len(), b2.len()), (0, 1, 1));
 }
 

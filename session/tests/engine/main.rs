@@ -2,6 +2,7 @@
 //! shapes are those of the end-to-end tests (login, reconnect, resend, copies, receipts), with
 //! a pretend server played by the protocol crate ([`kit`]).
 
+mod consent;
 mod contacts;
 #[allow(unreachable_pub, dead_code)]
 #[path = "../../../fuzz/src/fixture.rs"]

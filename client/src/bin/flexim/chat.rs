@@ -230,12 +230,27 @@ impl Chat {
                 }
             }
             ("trust", alias) if !alias.is_empty() => self.trust(alias).await,
+            ("requests", _) => crate::requests::show_requests(&mut self.client).await,
+            ("ask" | "accept" | "decline" | "block" | "unblock", who) if !who.is_empty() => {
+                match crate::requests::consent(&mut self.client, name, who).await {
+                    Some(Ok(line)) => {
+                        println!("{line}");
+                        Ok(())
+                    }
+                    Some(Err(e)) => Err(e),
+                    None => Ok(()),
+                }
+            }
             ("ghost", _) => self
                 .client
                 .ghost()
                 .await
                 .map(|s| println!("* {}", describe(&s))),
-            ("to" | "msg" | "search" | "whois" | "register" | "trust", _) => {
+            (
+                "to" | "msg" | "search" | "whois" | "register" | "trust" | "ask" | "accept"
+                | "decline" | "block" | "unblock",
+                _,
+            ) => {
                 println!("error: /{name} needs an argument; /help lists the commands");
                 Ok(())
             }
@@ -384,6 +399,31 @@ impl Chat {
                 _ => println!("* server error: {reason}"),
             },
             Ok(Event::Notice(text)) => println!("* {text}"),
+            Ok(Event::Requested { from, .. }) => println!(
+                "* {} (fingerprint {}) asks to talk: /accept, /decline or /block {}",
+                self.name_of(&from),
+                from.fingerprint(),
+                from.to_hex()
+            ),
+            Ok(Event::Conversation(c)) => {
+                let others: Vec<String> = c
+                    .members
+                    .iter()
+                    .filter(|k| **k != self.client.identity().public_key())
+                    .map(|k| self.name_of(k))
+                    .collect();
+                if c.pending.is_empty() {
+                    println!(
+                        "* conversation with {}: everyone accepted",
+                        others.join(", ")
+                    );
+                } else {
+                    println!(
+                        "* conversation with {}: waiting for them to accept",
+                        others.join(", ")
+                    );
+                }
+            }
             Ok(Event::ContactKeyChanged(change)) => {
                 let accept = format!("/trust {}", change.alias);
                 let text = contact_changed(&change, self.pins.contacts_path(), &accept);
@@ -455,7 +495,8 @@ impl Chat {
         }
         // An alias the sender wrote is shown only if it is pinned to the sender's key.
         let name = m.name.clone().unwrap_or_else(|| self.name_of(&m.from));
-        println!("[{}] {name}: {}", format_time(m.date), m.text);
+        let request = if m.request { " (request)" } else { "" };
+        println!("[{}] {name}{request}: {}", format_time(m.date), m.text);
         // Shown, so the server may forget it (and tell the sender it was delivered).
         if let Some(id) = m.id {
             match self.client.ack(&[id]).await {

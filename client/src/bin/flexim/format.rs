@@ -209,6 +209,7 @@ mod tests {
             text: text.into(),
             id: id.map(str::to_string),
             key: "k".into(),
+            request: false,
         }
     }
 

@@ -8,6 +8,7 @@ mod connect;
 mod format;
 mod listen;
 mod pins;
+mod requests;
 mod send;
 mod trust;
 
@@ -111,12 +112,17 @@ pub(crate) const CHAT_HELP: &str = "\
 commands:
   /to WHO            talk to WHO (an alias or a key) from now on; shows its fingerprint
   /msg WHO TEXT      send TEXT to WHO once
-  /roster            list the users the server knows
-  /search TEXT       list the users whose alias contains TEXT
+  /roster            list your contacts (the users you accepted) with their presence
+  /search TEXT       list the discoverable users whose alias contains TEXT
   /whois WHO         show WHO's key, fingerprint and presence
   /register ALIAS    claim ALIAS for your key
   /trust ALIAS       accept the new key the server names for ALIAS (compare it first)
   /ghost             make this the active session of your key
+  /ask WHO           ask WHO to talk (a few messages wait in their requests box until then)
+  /requests          list the strangers who asked to talk
+  /accept WHO        accept WHO's request (an alias, a key or the request's id)
+  /decline WHO       decline WHO's request
+  /block WHO         refuse everything from WHO;  /unblock WHO  undoes it
   /help              this list
   /quit              leave (so does end of input)
 any other line is sent to the current contact; start it with // to send a leading /";
@@ -157,7 +163,46 @@ enum Command {
     /// Accept the new key the server names for a contact's alias.
     #[command(after_help = TRUST_EXAMPLES)]
     Trust(TrustArgs),
+    /// List the requests box (strangers who asked to talk), and answer one: accept, decline,
+    /// block; or ask someone to talk, or choose whether SEARCH finds you.
+    #[command(after_help = REQUESTS_EXAMPLES)]
+    Requests(RequestsArgs),
 }
+
+/// Options of `requests`.
+#[derive(Args, Debug)]
+struct RequestsArgs {
+    /// Server and key.
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Ask WHO (an alias or a key) to talk; until they accept, a few of your messages wait in
+    /// their requests box.
+    #[arg(long, value_name = "WHO", group = "action")]
+    ask: Option<String>,
+    /// Accept the request of WHO (an alias, a key, or the conversation id of its request).
+    #[arg(long, value_name = "WHO", group = "action")]
+    accept: Option<String>,
+    /// Decline the request of WHO; its messages are refused from now on.
+    #[arg(long, value_name = "WHO", group = "action")]
+    decline: Option<String>,
+    /// Block WHO: nothing from them reaches you, and they do not see you online.
+    #[arg(long, value_name = "WHO", group = "action")]
+    block: Option<String>,
+    /// Undo a block or a decline of WHO.
+    #[arg(long, value_name = "WHO", group = "action")]
+    unblock: Option<String>,
+    /// Whether SEARCH finds you by your aliases (off until you turn it on).
+    #[arg(long, value_name = "on|off")]
+    discoverable: Option<requests::OnOff>,
+}
+
+const REQUESTS_EXAMPLES: &str = "\
+examples:
+  flexim requests -k alice.key                  list who asked to talk
+  flexim requests -k alice.key --accept bob     accept bob's request
+  flexim requests -k alice.key --block 3f2a...  block a key
+  flexim requests -k alice.key --ask carol      ask carol to talk
+  flexim requests -k alice.key --discoverable on";
 
 /// Options of `keygen`.
 #[derive(Args, Debug)]
@@ -327,6 +372,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Listen(args) => listen::run(args).await,
         Command::Chat(args) => chat::run(args).await,
         Command::Trust(args) => trust::run(args).await,
+        Command::Requests(args) => requests::run(args).await,
     }
 }
 

@@ -439,6 +439,13 @@ pub async fn users_touch_and_search(store: &dyn Store) {
     );
     assert_eq!(found[0].1.last_seen, 90);
 
+    assert!(
+        store.search("li".into(), 10).await.unwrap().is_empty(),
+        "nobody is found before choosing to be"
+    );
+    for k in [a, b, c] {
+        store.set_discoverable(k, true).await.unwrap();
+    }
     assert_eq!(
         keys(store.search("LI".into(), 10).await.unwrap()),
         [b, a],
@@ -463,6 +470,114 @@ pub async fn users_touch_and_search(store: &dyn Store) {
         found[0].1.aliases,
         ["Alice", "al_x"],
         "search results carry the whole record"
+    );
+    store.set_discoverable(a, false).await.unwrap();
+    assert_eq!(
+        keys(store.search("LI".into(), 10).await.unwrap()),
+        [b],
+        "a user who turned discoverability off is not found"
+    );
+}
+
+/// Ties follow `ties::decide` in both engines: a stranger's messages fill its box up to the
+/// limit, the box takes a limited number of strangers, decisions stand until changed, and
+/// every change says the tie before and after.
+pub async fn ties_follow_the_rule(store: &dyn Store) {
+    use crate::store::{Admission, RequestLimits, Tie, TieChange};
+    let (owner, s1, s2, s3) = (
+        PublicKey([1; 32]),
+        PublicKey([2; 32]),
+        PublicKey([3; 32]),
+        PublicKey([4; 32]),
+    );
+    let limits = RequestLimits {
+        messages: 2,
+        pending: 2,
+    };
+    let message = TieChange::Admit {
+        limits,
+        message: true,
+    };
+    let request = TieChange::Admit {
+        limits,
+        message: false,
+    };
+    let admit = |other, change| async move {
+        let (b, a) = store.tie(owner, other, change).await.unwrap();
+        Admission::of(b, a)
+    };
+    assert_eq!(store.tie_of(owner, s1).await.unwrap(), None);
+    assert_eq!(
+        admit(s1, request).await,
+        Admission::Request {
+            first: true,
+            messages: 0
+        }
+    );
+    assert_eq!(
+        admit(s1, message).await,
+        Admission::Request {
+            first: false,
+            messages: 1
+        }
+    );
+    assert_eq!(
+        admit(s1, message).await,
+        Admission::Request {
+            first: false,
+            messages: 2
+        }
+    );
+    assert_eq!(admit(s1, message).await, Admission::BoxFull { messages: 2 });
+    assert_eq!(
+        store.tie_of(owner, s1).await.unwrap(),
+        Some(Tie::Pending { messages: 2 }),
+        "a refused message is not counted"
+    );
+    assert_eq!(
+        admit(s2, message).await,
+        Admission::Request {
+            first: true,
+            messages: 1
+        }
+    );
+    assert_eq!(admit(s3, message).await, Admission::TooManyRequests);
+    assert_eq!(store.tie_of(owner, s3).await.unwrap(), None);
+
+    // Accepting one makes room in the box for another stranger.
+    let (before, after) = store.tie(owner, s1, TieChange::Accept).await.unwrap();
+    assert_eq!(
+        (before, after),
+        (Some(Tie::Pending { messages: 2 }), Some(Tie::Accepted))
+    );
+    assert_eq!(admit(s1, message).await, Admission::Contact);
+    assert_eq!(
+        admit(s3, message).await,
+        Admission::Request {
+            first: true,
+            messages: 1
+        }
+    );
+
+    store.tie(owner, s2, TieChange::Decline).await.unwrap();
+    assert_eq!(admit(s2, message).await, Admission::Declined);
+    store.tie(owner, s3, TieChange::Block).await.unwrap();
+    assert_eq!(admit(s3, message).await, Admission::Blocked);
+    let (_, after) = store.tie(owner, s1, TieChange::Decline).await.unwrap();
+    assert_eq!(after, Some(Tie::Accepted), "only a request can be declined");
+
+    let mut ties = store.ties(owner).await.unwrap();
+    ties.sort_by_key(|(k, _)| *k);
+    assert_eq!(
+        ties,
+        [(s1, Tie::Accepted), (s2, Tie::Declined), (s3, Tie::Blocked)]
+    );
+    let (before, after) = store.tie(owner, s3, TieChange::Clear).await.unwrap();
+    assert_eq!((before, after), (Some(Tie::Blocked), None));
+    assert_eq!(store.tie_of(owner, s3).await.unwrap(), None);
+    assert!(
+        store.ties(s1).await.unwrap().is_empty(),
+        "ties are one-sided"
     );
 }
 

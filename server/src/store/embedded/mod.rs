@@ -17,12 +17,13 @@ use super::entry::{decode_entry, encode_entry, key_of};
 use super::writes::{Counters, Job, Op, Outcome, WriteQueue, answer, take_waiting};
 use super::{
     BoxFuture, Claim, Counts, Entry, Expired, Placed, QueueLimits, Store, StoreError, StoreStats,
-    Stored, UserRecord,
+    Stored, Tie, TieChange, TieChanged, UserRecord,
 };
 use queues::{QUEUES, SHARES};
 use tokio::sync::mpsc;
 
 mod queues;
+mod ties;
 
 /// key (32 bytes) -> msgpack UserRecord
 const USERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("users");
@@ -33,6 +34,10 @@ const OFFLINE: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("offl
 /// named counters: "seq" is the next offline sequence number, "format" the entry format,
 /// "bytes" and "counted" the store's byte count (`queues.rs`)
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// (owner key, other key) -> the owner's [`Tie`](super::Tie), encoded (`ties.rs`)
+const TIES: TableDefinition<(&[u8], &[u8]), &str> = TableDefinition::new("ties");
+/// key -> 1 for every user SEARCH may find
+const DISCOVERABLE: TableDefinition<&[u8], u8> = TableDefinition::new("discoverable");
 
 /// The entry format this code writes (see [`encode_entry`]). Format 1 (before message ids)
 /// stored the bare frame; [`EmbeddedStore::open`] converts it.
@@ -128,6 +133,8 @@ impl EmbeddedStore {
             txn.open_table(QUEUES).map_err(eng)?;
             txn.open_table(SHARES).map_err(eng)?;
             txn.open_table(META).map_err(eng)?;
+            txn.open_table(TIES).map_err(eng)?;
+            txn.open_table(DISCOVERABLE).map_err(eng)?;
         }
         let converted = migrate(&txn, now)?;
         let counted = queues::count_once(&txn)?;
@@ -213,6 +220,14 @@ fn commit(db: &Database, ops: Vec<Op>) -> Result<Vec<Result<Outcome, StoreError>
             Op::Enqueue { to, entries, mode } => queues::enqueue(&txn, to, entries, mode),
             Op::Remove { to, seqs } => queues::remove(&txn, to, seqs).map(|()| Outcome::Removed),
             Op::Expire { before } => queues::expire(&txn, before).map(Outcome::Expired),
+            Op::Tie {
+                owner,
+                other,
+                change,
+            } => ties::change(&txn, owner, other, change).map(|(b, a)| Outcome::Tie(b, a)),
+            Op::Discoverable { key, on } => {
+                ties::discoverable(&txn, key, on).map(|()| Outcome::Done)
+            }
         };
         match outcome {
             Err(StoreError::Engine(e)) => return Err(StoreError::Engine(e)),
@@ -328,12 +343,14 @@ impl Store for EmbeddedStore {
     ) -> BoxFuture<'_, Result<Vec<(PublicKey, UserRecord)>, StoreError>> {
         self.blocking(move |db| {
             let needle = needle.to_ascii_lowercase();
+            let findable = ties::discoverable_keys(db)?;
             let mut found: Vec<_> = Self::read_users(db)?
                 .into_iter()
-                .filter(|(_, u)| {
-                    u.aliases
-                        .iter()
-                        .any(|a| a.to_ascii_lowercase().contains(&needle))
+                .filter(|(k, u)| {
+                    findable.contains(k)
+                        && u.aliases
+                            .iter()
+                            .any(|a| a.to_ascii_lowercase().contains(&needle))
                 })
                 .collect();
             found.sort_by_key(|(_, u)| std::cmp::Reverse(u.last_seen));
@@ -400,6 +417,35 @@ impl Store for EmbeddedStore {
 
     fn stats(&self) -> StoreStats {
         self.writer.stats.stats()
+    }
+
+    fn tie(
+        &self,
+        owner: PublicKey,
+        other: PublicKey,
+        change: TieChange,
+    ) -> BoxFuture<'static, Result<TieChanged, StoreError>> {
+        self.writer.queue.tie(owner, other, change)
+    }
+
+    fn tie_of(
+        &self,
+        owner: PublicKey,
+        other: PublicKey,
+    ) -> BoxFuture<'_, Result<Option<Tie>, StoreError>> {
+        self.blocking(move |db| ties::tie_of(db, owner, other))
+    }
+
+    fn ties(&self, owner: PublicKey) -> BoxFuture<'_, Result<Vec<(PublicKey, Tie)>, StoreError>> {
+        self.blocking(move |db| ties::ties(db, owner))
+    }
+
+    fn set_discoverable(
+        &self,
+        key: PublicKey,
+        on: bool,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.writer.queue.discoverable(key, on)
     }
 
     fn expire(&self, before: i64) -> BoxFuture<'static, Result<Vec<Expired>, StoreError>> {

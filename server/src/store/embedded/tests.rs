@@ -35,6 +35,12 @@ async fn conformance_queue_order_limits_peek_and_remove() {
 }
 
 #[tokio::test]
+async fn conformance_ties_follow_the_rule() {
+    let (store, _dir) = temp_store();
+    conformance::ties_follow_the_rule(&store).await;
+}
+
+#[tokio::test]
 async fn conformance_queue_limits_are_all_or_nothing() {
     let (store, _dir) = temp_store();
     conformance::queue_limits_are_all_or_nothing(&store).await;

@@ -38,6 +38,10 @@
 //! - `flexim:expiry`: sorted set of `<recipient>:<sequence>` scored by acceptance time, so that
 //!   [`Store::expire`] finds old entries without reading every queue.
 //!
+//! - `flexim:ties:<owner>`: hash of other key -> the owner's tie with it (`p<n>`, `a`, `d`,
+//!   `b`: [`Tie::encode`](super::Tie::encode)).
+//! - `flexim:discoverable`: set of the keys SEARCH may find.
+//!
 //! The scripts compute some key names from others (an expiry names its queue), which is fine
 //! on one Redis (or a primary with replicas) but not on Redis Cluster.
 
@@ -56,7 +60,7 @@ use super::entry::decode_entry;
 use super::writes::{Counters, WriteQueue};
 use super::{
     BoxFuture, Claim, Counts, Entry, Expired, Placed, QueueLimits, Store, StoreError, StoreStats,
-    Stored, UserRecord,
+    Stored, Tie, TieChange, TieChanged, UserRecord,
 };
 
 /// The start of every key this engine uses, so that flexim can share a Redis with others.
@@ -103,6 +107,26 @@ fn user_key(key: &PublicKey) -> String {
 }
 
 /// Every user by `last_seen`.
+fn ties_key(owner: &PublicKey) -> String {
+    format!("{PREFIX}ties:{}", owner.to_hex())
+}
+
+fn discoverable_key() -> String {
+    format!("{PREFIX}discoverable")
+}
+
+/// A tie as a script answered it: empty for none.
+fn tie_of(bytes: &[u8]) -> Result<Option<Tie>, StoreError> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(Tie::decode)
+        .map(Some)
+        .ok_or_else(|| StoreError::Engine("a damaged tie".into()))
+}
+
 fn users_key() -> String {
     format!("{PREFIX}users")
 }
@@ -332,6 +356,25 @@ impl RedisStore {
         warnings
     }
 
+    /// Those of `keys` (hex) that SEARCH may find.
+    async fn discoverable_of(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(keys);
+        }
+        let mut conn = self.conn.clone();
+        let found: Vec<bool> = ::redis::cmd("SMISMEMBER")
+            .arg(discoverable_key())
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .map_err(eng)?;
+        Ok(keys
+            .into_iter()
+            .zip(found)
+            .filter_map(|(k, on)| on.then_some(k))
+            .collect())
+    }
+
     /// The records of `keys` (hex), read in one pipeline; unknown users are left out.
     async fn records(
         &self,
@@ -465,6 +508,7 @@ impl Store for RedisStore {
                 }
                 cursor = next;
             }
+            let keys = self.discoverable_of(keys).await?;
             let mut found = self.records(keys).await?;
             found.sort_by_key(|(k, u)| (std::cmp::Reverse(u.last_seen), *k));
             found.truncate(limit);
@@ -554,6 +598,57 @@ impl Store for RedisStore {
 
     fn expire(&self, before: i64) -> BoxFuture<'static, Result<Vec<Expired>, StoreError>> {
         self.queue.expire(before)
+    }
+
+    fn tie(
+        &self,
+        owner: PublicKey,
+        other: PublicKey,
+        change: TieChange,
+    ) -> BoxFuture<'static, Result<TieChanged, StoreError>> {
+        self.queue.tie(owner, other, change)
+    }
+
+    fn tie_of(
+        &self,
+        owner: PublicKey,
+        other: PublicKey,
+    ) -> BoxFuture<'_, Result<Option<Tie>, StoreError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let found: Option<Vec<u8>> = ::redis::cmd("HGET")
+                .arg(ties_key(&owner))
+                .arg(other.to_hex())
+                .query_async(&mut conn)
+                .await
+                .map_err(eng)?;
+            tie_of(&found.unwrap_or_default())
+        })
+    }
+
+    fn ties(&self, owner: PublicKey) -> BoxFuture<'_, Result<Vec<(PublicKey, Tie)>, StoreError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> = ::redis::cmd("HGETALL")
+                .arg(ties_key(&owner))
+                .query_async(&mut conn)
+                .await
+                .map_err(eng)?;
+            let mut out = Vec::with_capacity(pairs.len());
+            for (k, v) in pairs {
+                let tie = tie_of(&v)?.ok_or_else(|| StoreError::Engine("an empty tie".into()))?;
+                out.push((parse_key(&k)?, tie));
+            }
+            Ok(out)
+        })
+    }
+
+    fn set_discoverable(
+        &self,
+        key: PublicKey,
+        on: bool,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.queue.discoverable(key, on)
     }
 
     fn stats(&self) -> StoreStats {

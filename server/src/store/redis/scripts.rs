@@ -6,10 +6,11 @@ use flexim_protocol::keys::alias_key;
 use super::super::QueueLimits;
 use super::super::bounds::Mode;
 use super::super::entry::encode_entry;
+use super::super::ties::TieChange;
 use super::super::writes::Op;
 use super::{
-    aliases_key, bytes_prefix, expiry_key, queue_prefix, seq_key, shares_prefix, store_bytes_key,
-    user_key, users_key,
+    aliases_key, bytes_prefix, discoverable_key, expiry_key, queue_prefix, seq_key, shares_prefix,
+    store_bytes_key, ties_key, user_key, users_key,
 };
 
 // Each script reads (and so type-checks) every key it will write before it writes any:
@@ -52,6 +53,51 @@ if not user[2] then
 end
 redis.call('HSET', KEYS[1], ARGV[3], ARGV[1])
 return 0
+";
+
+/// [`Store::tie`]: KEYS the owner's ties hash; ARGV the other's key, the change (`accept`,
+/// `decline`, `block`, `clear`, `admit`), the box's message and stranger limits, `1` if the
+/// admission is a Message. The same rule as `store/ties.rs`'s `decide`. Returns the tie before
+/// and after, encoded, empty strings for none.
+const TIE: &str = r"
+local before = redis.call('HGET', KEYS[1], ARGV[1])
+local after = before
+local kind = ARGV[2]
+local function pending_count(tie)
+  if string.sub(tie, 1, 1) ~= 'p' then return nil end
+  local n = tonumber(string.sub(tie, 2))
+  if not n then error('damaged tie in ' .. KEYS[1]) end
+  return n
+end
+if kind == 'accept' then after = 'a'
+elseif kind == 'block' then after = 'b'
+elseif kind == 'clear' then after = false
+elseif kind == 'decline' then
+  if not before or pending_count(before) then after = 'd' end
+else
+  local counted = 0
+  if ARGV[5] == '1' then counted = 1 end
+  if not before then
+    local waiting = 0
+    for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+      if pending_count(v) then waiting = waiting + 1 end
+    end
+    if waiting < tonumber(ARGV[4]) then after = 'p' .. counted end
+  else
+    local n = pending_count(before)
+    if n and not (counted == 1 and n >= tonumber(ARGV[3])) then after = 'p' .. (n + counted) end
+  end
+end
+if after then redis.call('HSET', KEYS[1], ARGV[1], after)
+elseif before then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return {before or '', after or ''}
+";
+
+/// [`Store::set_discoverable`]: KEYS the set of discoverable keys; ARGV the key, `1` or `0`.
+const DISCOVERABLE: &str = r"
+if ARGV[2] == '1' then redis.call('SADD', KEYS[1], ARGV[1])
+else redis.call('SREM', KEYS[1], ARGV[1]) end
+return 1
 ";
 
 /// The Lua helpers the queue scripts share: `count` reads a counter (absent is 0) and fails
@@ -292,6 +338,10 @@ pub(super) struct Scripts {
     remove: (Script, String),
     /// [`EXPIRE`].
     expire: (Script, String),
+    /// [`TIE`].
+    tie: (Script, String),
+    /// [`DISCOVERABLE`].
+    discoverable: (Script, String),
 }
 
 /// [`COUNT_ONCE`] with the helpers it uses, as one script.
@@ -309,6 +359,8 @@ impl Scripts {
             enqueue: queue(ENQUEUE),
             remove: queue(REMOVE),
             expire: queue(EXPIRE),
+            tie: s(TIE.to_string()),
+            discoverable: s(DISCOVERABLE.to_string()),
         }
     }
 
@@ -320,6 +372,8 @@ impl Scripts {
             Op::Enqueue { .. } => &self.enqueue,
             Op::Remove { .. } => &self.remove,
             Op::Expire { .. } => &self.expire,
+            Op::Tie { .. } => &self.tie,
+            Op::Discoverable { .. } => &self.discoverable,
         }
     }
 
@@ -328,6 +382,29 @@ impl Scripts {
         let (queues, bytes) = (queue_prefix(), bytes_prefix());
         let mut inv = self.of(op).0.prepare_invoke();
         match op {
+            Op::Tie {
+                owner,
+                other,
+                change,
+            } => {
+                inv.key(ties_key(owner)).arg(other.to_hex());
+                match change {
+                    TieChange::Accept => inv.arg("accept"),
+                    TieChange::Decline => inv.arg("decline"),
+                    TieChange::Block => inv.arg("block"),
+                    TieChange::Clear => inv.arg("clear"),
+                    TieChange::Admit { limits, message } => inv
+                        .arg("admit")
+                        .arg(limits.messages)
+                        .arg(limits.pending)
+                        .arg(if *message { "1" } else { "0" }),
+                };
+            }
+            Op::Discoverable { key, on } => {
+                inv.key(discoverable_key())
+                    .arg(key.to_hex())
+                    .arg(if *on { "1" } else { "0" });
+            }
             Op::Touch { key, now } => {
                 inv.key(user_key(key))
                     .key(users_key())

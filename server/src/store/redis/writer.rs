@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::scripts::{self, Scripts};
 use super::{
     array_of, bytes_of, counted_key, eng, expiry_key, int_of, parse_key, queue_prefix, record_of,
-    shares_prefix, store_bytes_key, stored_of,
+    shares_prefix, store_bytes_key, stored_of, tie_of,
 };
 use crate::store::bounds::Mode;
 use crate::store::writes::{Counters, Job, Op, Outcome, answer, take_waiting};
@@ -126,6 +126,17 @@ fn outcome(op: Op, reply: Value) -> Result<Outcome, StoreError> {
         Op::Remove { .. } => {
             int_of(&reply)?;
             Outcome::Removed
+        }
+        Op::Discoverable { .. } => {
+            int_of(&reply)?;
+            Outcome::Done
+        }
+        Op::Tie { .. } => {
+            let fields = array_of(reply)?;
+            let [before, after] = fields.as_slice() else {
+                return Err(StoreError::Engine("tie answered the wrong count".into()));
+            };
+            Outcome::Tie(tie_of(bytes_of(before)?)?, tie_of(bytes_of(after)?)?)
         }
         Op::Expire { .. } => {
             let items = array_of(reply)?;
