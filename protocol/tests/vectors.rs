@@ -420,6 +420,32 @@ fn compute() -> Vec<(&'static str, String)> {
     assert!(body <= 48 * 1024);
     v.push(("largest Message body", body.to_string()));
 
+    // Conversations (section 14.1): the id of Alice and Bob's, by hand (SHA-256 of the domain
+    // and the two keys, smaller first) and by the crate, and the Request the server sends Bob.
+    let (low, high) = if a.0 <= b.0 { (a, b) } else { (b, a) };
+    let by_hand = {
+        use sha2::Digest;
+        let mut h = Sha256::new();
+        h.update(b"FLEX conversation of two v1");
+        h.update(low.0);
+        h.update(high.0);
+        hex(&h.finalize()[..16])
+    };
+    let id = flexim_protocol::conversation::pair_id(&a, &b);
+    assert_eq!(id, by_hand);
+    assert_eq!(id, flexim_protocol::conversation::pair_id(&b, &a));
+    v.push(("conversation of alice and bob", id.clone()));
+    let notice = flexim_protocol::datum::Request {
+        to: vec![b.to_hex()],
+        from: a.to_hex(),
+        options: vec![],
+        id: Some(id),
+    };
+    v.push((
+        "frame: Request notice",
+        hex(&Datum::Request(notice).to_frame().unwrap()),
+    ));
+
     v
 }
 
@@ -643,6 +669,21 @@ const EXPECTED: &[(&str, &str)] = &[
             "593861746a4d30513939333252504e3036344731533451536f3163396d4f6579",
             "7853517850732b3748657236673163667377354b70365531476642555a2f3161",
             "6d324a6764673d3d",
+        ),
+    ),
+    (
+        "conversation of alice and bob",
+        "182e7ed28370399e409f7170c254c109",
+    ),
+    (
+        "frame: Request notice",
+        concat!(
+            "0a00bc84a2746f91d94035646665646433623662643437663666613238656531",
+            "3564393639643562623065613533373734643438386264616639646631633665",
+            "30313234623365663232a466726f6dd940636538643361643163636236333365",
+            "6337623730633137383134613563373665636430323936383530353064333434",
+            "3734356261303538373065353837643539a76f7074696f6e7390a26964d92031",
+            "38326537656432383337303339396534303966373137306332353463313039",
         ),
     ),
     (

@@ -254,7 +254,10 @@ fn target(args: &TargetArgs) -> anyhow::Result<(Target, Option<Proc>)> {
             Ok((t, args.server_pid.map(|p| Proc(Some(p)))))
         }
         None => {
-            let t = Target::spawn(args.server_bin.as_deref(), &args.data, &[])?;
+            // As many connections as one process can hold here (20,000 open files), not the
+            // server's default of 10,000: this mode measures how many it can hold.
+            let max = ["--max-connections", "19900"];
+            let t = Target::spawn(args.server_bin.as_deref(), &args.data, &max)?;
             let pid = t.pid().map(|p| Proc(Some(p)));
             Ok((t, pid))
         }
