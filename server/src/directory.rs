@@ -64,7 +64,7 @@ impl Relay {
     /// Whether `key` lets `viewer` see its presence: it accepted `viewer` (or is `viewer`).
     async fn shows_presence_to(&self, key: PublicKey, viewer: PublicKey) -> bool {
         key == viewer
-            || self.contacts.contains(&key, &viewer)
+            || self.contacts.contains(&(key, viewer))
             || matches!(
                 self.store.tie_of(key, viewer).await,
                 Ok(Some(Tie::Accepted))

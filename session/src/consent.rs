@@ -8,50 +8,8 @@ use flexim_protocol::status::cmd;
 use flexim_protocol::{Command, Datum, PublicKey};
 
 use crate::engine::{Engine, EngineError};
-use crate::events::Event;
-use crate::requests::{Request, RequestId};
-
-/// What a consent request asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Consent {
-    /// A Request: asked to talk.
-    Ask,
-    /// An Acknowledge: accepted a request.
-    Accept,
-    /// DECLINE.
-    Decline,
-    /// BLOCK.
-    Block,
-    /// UNBLOCK.
-    Unblock,
-    /// DISCOVERABLE on or off.
-    Discoverable,
-}
-
-impl Consent {
-    /// The command's name, for messages.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Consent::Ask => "Request",
-            Consent::Accept => "Acknowledge",
-            Consent::Decline => cmd::DECLINE,
-            Consent::Block => cmd::BLOCK,
-            Consent::Unblock => cmd::UNBLOCK,
-            Consent::Discoverable => cmd::DISCOVERABLE,
-        }
-    }
-}
-
-/// A conversation as the server describes it (a Connection datum).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conversation {
-    /// Its id: for two users, [`flexim_protocol::conversation::pair_id`] of their keys.
-    pub id: String,
-    /// Its members.
-    pub members: Vec<PublicKey>,
-    /// The members who have not accepted yet (empty once everyone has).
-    pub pending: Vec<PublicKey>,
-}
+use crate::events::{Conversation, Event};
+use crate::requests::{Consent, Request, RequestId};
 
 impl Engine {
     /// Asks to talk to `who` (a key or an alias): a Request ([`crate::Answer::Consent`], then

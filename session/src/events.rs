@@ -126,7 +126,7 @@ pub enum Answer {
     /// [`Event::Conversation`].
     Consent {
         /// What was asked.
-        action: crate::consent::Consent,
+        action: crate::requests::Consent,
         /// Whom it concerned, as given.
         who: String,
         /// The server's Status, or the refusal.
@@ -201,7 +201,7 @@ pub enum Event {
         conversation: String,
     },
     /// A conversation began or changed: this user asked, accepted, or was accepted.
-    Conversation(crate::consent::Conversation),
+    Conversation(Conversation),
     /// A user came online or went offline.
     Presence {
         /// The user.
@@ -246,4 +246,15 @@ pub enum Event {
     LinkBroken(flexim_protocol::LinkError),
     /// The connection ended ([`crate::Engine::disconnected`]).
     Closed,
+}
+
+/// A conversation as the server describes it (a Connection datum).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    /// Its id: for two users, [`flexim_protocol::conversation::pair_id`] of their keys.
+    pub id: String,
+    /// Its members.
+    pub members: Vec<PublicKey>,
+    /// The members who have not accepted yet (empty once everyone has).
+    pub pending: Vec<PublicKey>,
 }

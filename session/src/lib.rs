@@ -60,14 +60,15 @@ mod stream;
 pub mod text;
 
 pub use commands::Sending;
-pub use consent::{Consent, Conversation};
 pub use contacts::{ContactPins, KeyChange};
 pub use dedupe::{DEDUP_WINDOW, Dedupe, Seen};
 pub use delivery::{Delivery, is_final};
 pub use engine::{ACK_BATCH, Config, Engine, EngineError, Framing, Random};
+pub use events::Conversation;
 pub use events::{Answer, Event, Incoming, Refusal};
 pub use login::{LoginError, PinCheck};
 pub use outbox::{Outbox, Outgoing, SavedDelivery};
+pub use requests::Consent;
 pub use requests::{Lookup, RequestId};
 
 /// The protocol crate, re-exported so that drivers name the same types.

@@ -71,7 +71,7 @@ pub(crate) enum Request {
     /// A Request, an Acknowledge, or a command of the requests box or of being found.
     Consent {
         /// Which.
-        action: crate::consent::Consent,
+        action: Consent,
         /// Whom it concerns (a key or an alias), or the argument.
         who: String,
     },
@@ -115,5 +115,36 @@ impl PendingQueue {
     /// Empties the queue (the connection is gone, so no answer will come).
     pub(crate) fn clear(&mut self) {
         self.queue.clear();
+    }
+}
+
+/// What a consent request asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consent {
+    /// A Request: asked to talk.
+    Ask,
+    /// An Acknowledge: accepted a request.
+    Accept,
+    /// DECLINE.
+    Decline,
+    /// BLOCK.
+    Block,
+    /// UNBLOCK.
+    Unblock,
+    /// DISCOVERABLE on or off.
+    Discoverable,
+}
+
+impl Consent {
+    /// The command's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Consent::Ask => "Request",
+            Consent::Accept => "Acknowledge",
+            Consent::Decline => flexim_protocol::status::cmd::DECLINE,
+            Consent::Block => flexim_protocol::status::cmd::BLOCK,
+            Consent::Unblock => flexim_protocol::status::cmd::UNBLOCK,
+            Consent::Discoverable => flexim_protocol::status::cmd::DISCOVERABLE,
+        }
     }
 }

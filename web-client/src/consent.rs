@@ -6,16 +6,7 @@ use flexim_protocol::{PublicKey, User};
 use flexim_session::{Consent, Conversation, Lookup, Refusal};
 
 use crate::model::{Effect, Model};
-use crate::state::short_fingerprint;
-
-/// A stranger waiting in the requests box.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Waiting {
-    /// Its key.
-    pub key: PublicKey,
-    /// Its first alias, once the server named it.
-    pub name: Option<String>,
-}
+use crate::state::{Waiting, short_fingerprint};
 
 impl Model {
     /// Whether `key` waits in the requests box.

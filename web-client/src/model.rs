@@ -114,7 +114,7 @@ pub struct Model {
     pub search: Vec<User>,
     /// The strangers who asked to talk and are not answered yet, oldest first: shown apart
     /// from the conversations (`consent.rs`).
-    pub requests: Vec<crate::consent::Waiting>,
+    pub requests: Vec<crate::state::Waiting>,
     /// This user's aliases, as of login and later registrations.
     pub my_aliases: Vec<String>,
     /// The alias saved to claim at every login.

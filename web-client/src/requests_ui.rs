@@ -4,9 +4,8 @@
 use flexim_protocol::PublicKey;
 use web_sys::Element;
 
-use crate::consent::Waiting;
 use crate::dom::{element, set_hidden, text_element};
-use crate::state::short_fingerprint;
+use crate::state::{Waiting, short_fingerprint};
 
 /// What a button of a request does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

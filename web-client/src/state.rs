@@ -493,3 +493,12 @@ mod hex_key {
             .ok_or_else(|| serde::de::Error::custom("a key must be 64 hexadecimal digits"))
     }
 }
+
+/// A stranger waiting in the requests box.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// Its key.
+    pub key: PublicKey,
+    /// Its first alias, once the server named it.
+    pub name: Option<String>,
+}

@@ -2,8 +2,7 @@
 //! tells each side. The store keeps the ties and applies their rule ([`crate::store::ties`]);
 //! this layer caches acceptances, turns admissions into answers and sends the notices.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use flexim_protocol::conversation::pair_id;
 use flexim_protocol::datum::{Connection, Request, Status};
@@ -12,58 +11,19 @@ use flexim_protocol::{PublicKey, status};
 use crate::clock;
 use crate::cluster::Signal;
 use crate::frames;
-use crate::relay::{Relay, SHARDS, shard_of};
+use crate::relay::Relay;
+use crate::relay::known::ShardedSet;
 use crate::store::{Admission, RequestLimits, Tie, TieChange};
 
 /// Most acceptances cached, all shards together. A shard that outgrows its part is emptied
 /// (it fills again from the store as messages come), so the cache costs at most about 30 MB
 /// however many users write to each other.
-const CACHED: usize = 1 << 18;
-
-/// (owner, other): `owner` accepted `other`.
-type Pair = (PublicKey, PublicKey);
+pub(crate) const CACHED: usize = 1 << 18;
 
 /// Acceptances known to the relay: (owner, other) for each `owner` that accepted `other`.
 /// Positive answers only, and dropped when the owner declines or blocks (on every node:
 /// [`Signal::Untie`]), so that a cached acceptance is never one the store no longer has.
-pub(crate) struct Contacts {
-    /// The pairs, sharded by owner like the routing table.
-    shards: Box<[Mutex<HashSet<Pair>>]>,
-}
-
-impl Contacts {
-    /// An empty cache.
-    pub(crate) fn new() -> Contacts {
-        Contacts {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashSet::new())).collect(),
-        }
-    }
-
-    fn shard(&self, owner: &PublicKey) -> std::sync::MutexGuard<'_, HashSet<Pair>> {
-        self.shards[shard_of(owner, self.shards.len())]
-            .lock()
-            .expect("contacts lock")
-    }
-
-    /// Whether `owner` is known to accept `other`.
-    pub(crate) fn contains(&self, owner: &PublicKey, other: &PublicKey) -> bool {
-        self.shard(owner).contains(&(*owner, *other))
-    }
-
-    /// Remembers that `owner` accepts `other`.
-    pub(crate) fn insert(&self, owner: PublicKey, other: PublicKey) {
-        let mut shard = self.shard(&owner);
-        if shard.len() >= CACHED / SHARDS {
-            shard.clear();
-        }
-        shard.insert((owner, other));
-    }
-
-    /// Forgets that `owner` accepts `other`.
-    pub(crate) fn remove(&self, owner: &PublicKey, other: &PublicKey) {
-        self.shard(owner).remove(&(*owner, *other));
-    }
-}
+pub(crate) type Contacts = ShardedSet<(PublicKey, PublicKey)>;
 
 /// Where a sender stands with a recipient, once admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +55,7 @@ impl Relay {
         to: PublicKey,
         message: bool,
     ) -> Result<Admitted, Status> {
-        if sender == to || self.contacts.contains(&to, &sender) {
+        if sender == to || self.contacts.contains(&(to, sender)) {
             return Ok(Admitted::Contact);
         }
         let limits = self.request_limits();
@@ -107,7 +67,7 @@ impl Relay {
         let refused = |text: String| Err(Status::new(status::NOT_ACCEPTED, text));
         match Admission::of(before, after) {
             Admission::Contact => {
-                self.contacts.insert(to, sender);
+                self.contacts.insert((to, sender));
                 Ok(Admitted::Contact)
             }
             Admission::Request { first, .. } => Ok(Admitted::Request { first }),
@@ -136,7 +96,7 @@ impl Relay {
         owner: PublicKey,
         other: PublicKey,
     ) -> Result<Option<Tie>, Status> {
-        if owner == other || self.contacts.contains(&owner, &other) {
+        if owner == other || self.contacts.contains(&(owner, other)) {
             return Ok(Some(Tie::Accepted));
         }
         let (before, _) = self
@@ -147,7 +107,7 @@ impl Relay {
                 tracing::error!(error = %e, "could not write a tie");
                 Status::new(status::INTERNAL, "storage failure: nothing was sent")
             })?;
-        self.contacts.insert(owner, other);
+        self.contacts.insert((owner, other));
         Ok(before)
     }
 
@@ -164,7 +124,7 @@ impl Relay {
             Status::new(status::INTERNAL, "storage failure: nothing changed")
         })?;
         if ties.1 != Some(Tie::Accepted) {
-            self.contacts.remove(&owner, &other);
+            self.contacts.remove(&(owner, other));
             if let Some(cluster) = &self.cluster {
                 cluster.send(None, Signal::Untie(owner, other));
             }

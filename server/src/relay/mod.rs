@@ -190,8 +190,8 @@ impl Relay {
             metrics,
             cluster: None,
             waking: Mutex::new(HashSet::new()),
-            known: known::Known::new(),
-            contacts: consent::Contacts::new(),
+            known: known::Known::new(usize::MAX),
+            contacts: consent::Contacts::new(consent::CACHED),
         }
     }
 

@@ -131,7 +131,7 @@ impl Relay {
                     self.carry(started, None);
                 }
             }
-            Signal::Untie(owner, other) => self.contacts.remove(&owner, &other),
+            Signal::Untie(owner, other) => self.contacts.remove(&(owner, other)),
             Signal::Presence {
                 key, online, to, ..
             } => {

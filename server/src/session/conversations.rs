@@ -123,7 +123,7 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
         if matches!(before, Some(Tie::Pending { .. })) {
             self.relay.accepted_notice(key, other);
         }
-        let mutual = self.relay.contacts.contains(&other, &key)
+        let mutual = self.relay.contacts.contains(&(other, key))
             || matches!(
                 self.relay.store.tie_of(other, key).await,
                 Ok(Some(Tie::Accepted))
