@@ -41,7 +41,9 @@ pub(crate) fn plain_line(m: &Received) -> String {
     } else {
         m.from.to_hex()
     };
-    format!("[{}] {from}: {}", format_utc(m.date), m.text)
+    // A stranger's message (from the requests box, docs/PROTOCOL.md §14) says so.
+    let request = if m.request { " (request)" } else { "" };
+    format!("[{}] {from}{request}: {}", format_utc(m.date), m.text)
 }
 
 /// The JSON form of a received message, one object per line (see [`json_line`]).
@@ -60,6 +62,10 @@ struct JsonLine<'a> {
     /// The message id, left out when the sender set none.
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
+    /// True when the sender is a stranger who asked to talk (the requests box), left out
+    /// otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    request: bool,
 }
 
 /// The message as one line of JSON, without the newline:
@@ -73,6 +79,7 @@ pub(crate) fn json_line(m: &Received) -> String {
         flags: &m.flags,
         msg: &m.text,
         id: m.id.as_deref(),
+        request: m.request,
     };
     // A struct of strings and integers always serializes; there is no map with non-string
     // keys and no custom Serialize impl that could fail.
@@ -258,11 +265,21 @@ mod tests {
         };
         assert_eq!(plain_line(&m), "[1970-01-01T00:00:00Z] alice: hi");
         // An alias the sender claims but that is pinned to another key: the key is shown.
-        let claimed = Received { name: None, ..m };
+        let claimed = Received {
+            name: None,
+            ..m.clone()
+        };
         assert_eq!(
             plain_line(&claimed),
             format!("[1970-01-01T00:00:00Z] {}: hi", "ab".repeat(32))
         );
+        // A stranger's message says it comes from the requests box, in both forms.
+        let request = Received { request: true, ..m };
+        assert_eq!(
+            plain_line(&request),
+            "[1970-01-01T00:00:00Z] alice (request): hi"
+        );
+        assert!(json_line(&request).ends_with(r#""request":true}"#));
     }
 
     #[test]
