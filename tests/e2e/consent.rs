@@ -228,6 +228,22 @@ async fn a_declined_request_is_refused_like_a_full_box() {
     let (code, text) = write(&mut s, &stranger, &vk, "d-1").await;
     assert_eq!(code, status::NOT_ACCEPTED, "{text}");
     assert!(listed(command(&mut v, cmd::REQUESTS, &[]).await).is_empty());
+    // The victim thinks again and accepts: the stranger is told, and writes.
+    let sk = stranger.public_key().to_hex();
+    v.send(&Datum::Acknowledge(Acknowledge { id: sk }))
+        .await
+        .unwrap();
+    assert_eq!(answer(&mut v).await.status, status::OK);
+    loop {
+        if let Datum::Connection(c) = s.datum().await.unwrap() {
+            assert!(c.pending.is_empty(), "{c:?}");
+            break;
+        }
+    }
+    assert_eq!(
+        write(&mut s, &stranger, &vk, "d-2").await.0,
+        status::RELAYED
+    );
 }
 
 #[tokio::test]

@@ -120,7 +120,7 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
             return Err(Status::new(status::NO_SUCH_USER, text));
         };
         let before = self.relay.accept(key, other).await?;
-        if matches!(before, Some(Tie::Pending { .. })) {
+        if matches!(before, Some(Tie::Pending { .. } | Tie::Declined)) {
             self.relay.accepted_notice(key, other);
         }
         let mutual = self.relay.contacts.contains(&(other, key))
