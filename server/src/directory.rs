@@ -61,16 +61,6 @@ impl Relay {
         }
     }
 
-    /// Whether `key` lets `viewer` see its presence: it accepted `viewer` (or is `viewer`).
-    async fn shows_presence_to(&self, key: PublicKey, viewer: PublicKey) -> bool {
-        key == viewer
-            || self.contacts.contains(&(key, viewer))
-            || matches!(
-                self.store.tie_of(key, viewer).await,
-                Ok(Some(Tie::Accepted))
-            )
-    }
-
     /// GETUSER: one user by key or alias, as `viewer` may see it.
     pub(crate) async fn get_user(&self, viewer: PublicKey, who: &str) -> Result<Datum, Status> {
         let not_found = || Status::new(status::NO_SUCH_USER, format!("no user {who:?}"));
@@ -81,7 +71,7 @@ impl Relay {
             .ok_or_else(not_found)?;
         match self.store.user(key).await {
             Ok(Some(record)) => {
-                let online = if self.shows_presence_to(key, viewer).await {
+                let online = if self.has_accepted(key, viewer).await {
                     Some(self.online(&[key]).await[0])
                 } else {
                     None
@@ -156,7 +146,7 @@ impl Relay {
         };
         let mut users: Vec<User> = Vec::with_capacity(found.len());
         for (k, r) in found {
-            let online = if self.shows_presence_to(k, viewer).await {
+            let online = if self.has_accepted(k, viewer).await {
                 Some(self.online(&[k]).await[0])
             } else {
                 None

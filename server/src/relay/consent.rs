@@ -132,6 +132,17 @@ impl Relay {
         Ok(ties)
     }
 
+    /// Whether `owner` accepted `other` (or is `other`): what lets `other` see `owner`'s
+    /// presence, and what makes a conversation mutual. A failed read says no.
+    pub(crate) async fn has_accepted(&self, owner: PublicKey, other: PublicKey) -> bool {
+        owner == other
+            || self.contacts.contains(&(owner, other))
+            || matches!(
+                self.store.tie_of(owner, other).await,
+                Ok(Some(Tie::Accepted))
+            )
+    }
+
     /// The users `key` accepted: the ones told of its presence. A failed read tells nobody
     /// (presence is best effort).
     pub(crate) async fn contacts_of(&self, key: PublicKey) -> Vec<PublicKey> {

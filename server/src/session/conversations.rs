@@ -123,11 +123,7 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
         if matches!(before, Some(Tie::Pending { .. } | Tie::Declined)) {
             self.relay.accepted_notice(key, other);
         }
-        let mutual = self.relay.contacts.contains(&(other, key))
-            || matches!(
-                self.relay.store.tie_of(other, key).await,
-                Ok(Some(Tie::Accepted))
-            );
+        let mutual = self.relay.has_accepted(other, key).await;
         let pending = if mutual { Vec::new() } else { vec![other] };
         let text = format!("accepted {other}");
         let c = self.relay.connection(key, other, pending);
