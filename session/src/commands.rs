@@ -61,15 +61,25 @@ impl Engine {
         command: Command,
         request: Request,
     ) -> Result<RequestId, EngineError> {
+        self.request_datum(&Datum::Command(command), request)
+    }
+
+    /// Sends a datum that gets one answer (a Command, a Request, an Acknowledge) and records
+    /// what its answer is for.
+    pub(crate) fn request_datum(
+        &mut self,
+        datum: &Datum,
+        request: Request,
+    ) -> Result<RequestId, EngineError> {
         if !self.is_ready() {
             return Err(EngineError::NotConnected);
         }
-        self.transmit(&Datum::Command(command))?;
+        self.transmit(datum)?;
         Ok(self.expect_answer(request))
     }
 
     /// Numbers a request whose datum was just queued and waits for its answer.
-    pub(crate) fn expect_answer(&mut self, request: Request) -> RequestId {
+    fn expect_answer(&mut self, request: Request) -> RequestId {
         let id = RequestId(self.next_request);
         self.next_request += 1;
         self.pending.push(id, request);

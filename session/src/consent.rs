@@ -91,15 +91,11 @@ impl Engine {
         action: Consent,
         who: &str,
     ) -> Result<RequestId, EngineError> {
-        if !self.is_ready() {
-            return Err(EngineError::NotConnected);
-        }
-        self.transmit(&datum)?;
         let request = Request::Consent {
             action,
             who: who.to_string(),
         };
-        Ok(self.expect_answer(request))
+        self.request_datum(&datum, request)
     }
 
     /// A Request from the server: a stranger asks to talk.
