@@ -278,6 +278,7 @@ impl Harness {
             date,
             msg,
             id,
+            ..Default::default()
         }));
     }
 

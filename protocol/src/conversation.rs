@@ -23,8 +23,58 @@ pub fn pair_id(a: &PublicKey, b: &PublicKey) -> String {
     hex(&digest[..16])
 }
 
+/// A room's id (docs/PROTOCOL.md §16.1): 16 bytes the creator chose at random, written as 32
+/// lower-case hex digits. The same bytes are the room's MLS group id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(pub [u8; 16]);
+
+impl RoomId {
+    /// Reads 32 hex digits (any case); `None` for anything else.
+    pub fn parse(s: &str) -> Option<RoomId> {
+        if s.len() != 32 {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (i, pair) in s.as_bytes().chunks(2).enumerate() {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            out[i] = (hi * 16 + lo) as u8;
+        }
+        Some(RoomId(out))
+    }
+
+    /// The id as 32 lower-case hex digits.
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+}
+
+impl std::fmt::Display for RoomId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// Whether a `to` names a conversation rather than a user: exactly 32 hex digits. Aliases of
+/// that form are refused by REGISTER (§7.3), so the two never meet.
+pub fn is_conversation_id(to: &str) -> bool {
+    RoomId::parse(to).is_some()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn room_ids_read_32_hex_digits_only() {
+        let id = RoomId::parse("00112233445566778899AABBCCDDEEFF").unwrap();
+        assert_eq!(id.to_hex(), "00112233445566778899aabbccddeeff");
+        assert_eq!(RoomId::parse(&id.to_hex()), Some(id));
+        assert!(RoomId::parse("00112233445566778899aabbccddeef").is_none());
+        assert!(RoomId::parse("00112233445566778899aabbccddeefg").is_none());
+        assert!(RoomId::parse("+0112233445566778899aabbccddeeff").is_none());
+        assert!(is_conversation_id("abcdefabcdefabcdefabcdefabcdefab"));
+        assert!(!is_conversation_id("alice"));
+    }
+
     use super::*;
 
     /// The vector of docs/PROTOCOL.md §14.1.

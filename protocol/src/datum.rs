@@ -122,7 +122,7 @@ impl Command {
 }
 
 /// A message (type 3). The server reads only `to` and `from`; `msg` is an end-to-end box.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     /// The recipient: a key (64 hex digits) or a registered alias.
     pub to: String,
@@ -140,6 +140,17 @@ pub struct Message {
     /// the id, and recipients drop repeats of an id they already processed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Extension for a commit to a room (docs/PROTOCOL.md §16.4): the users (keys in hex) the
+    /// commit adds, so that the server knows whom to fan the room out to from now on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    /// Extension for a commit to a room: the users (keys in hex) the commit removes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+    /// Extension for a commit that adds users: the MLS Welcome for them, in base64, which the
+    /// server hands each of them in a Request (an invitation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub welcome: Option<String>,
 }
 
 /// A Message read the way a relay needs it: every field checked exactly as [`Message`] is
@@ -165,6 +176,15 @@ pub struct MessageRef<'a> {
     /// See [`Message::id`].
     #[serde(default, borrow)]
     pub id: Option<&'a str>,
+    /// See [`Message::add`].
+    #[serde(default, borrow)]
+    pub add: Vec<&'a str>,
+    /// See [`Message::remove`].
+    #[serde(default, borrow)]
+    pub remove: Vec<&'a str>,
+    /// See [`Message::welcome`].
+    #[serde(default, borrow)]
+    pub welcome: Option<&'a str>,
 }
 
 impl<'a> MessageRef<'a> {
@@ -337,38 +357,51 @@ impl Status {
     }
 }
 
-/// Members of a room (type 7, reserved).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Members of a room (type 7, docs/PROTOCOL.md §16): the answer to MEMBERS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomMemberList {
-    /// The room.
+    /// The room's id (32 hex digits).
     pub room: String,
-    /// Its members (keys or aliases).
+    /// Its members, keys in lower-case hex, in the order they joined.
     #[serde(default)]
     pub members: Vec<String>,
+    /// Extension: the members who may add and remove others (the creator, today).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admins: Vec<String>,
+    /// Extension: the room's MLS epoch as the server orders it (§16.4), so that a client can
+    /// tell whether it missed a commit.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
-/// A member joined a room (type 8, reserved).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A member joined a room (type 8): sent to the room's members when a commit adds one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomMemberJoin {
     /// The room.
     pub room: String,
-    /// Who joined.
+    /// Who joined (key in hex).
     pub member: String,
+    /// Extension: who added it (key in hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
-/// A member left a room (type 9, reserved).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A member left a room (type 9): sent to the room's members when one leaves or is removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomMemberPart {
     /// The room.
     pub room: String,
-    /// Who left.
+    /// Who left (key in hex).
     pub member: String,
+    /// Extension: who removed it (key in hex); the member itself when it left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// A request to talk (type 10, the v1 draft's, docs/PROTOCOL.md §14). From a client: "I want
 /// to talk to these users" (one key or alias in `to`). From the server: "`from` wants to talk
 /// to you", with the conversation's `id` to acknowledge.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// Who the request is for: keys (hex) or aliases. The draft's `user@host:port/resource`
     /// names a device; flexim names users (§14.6).
@@ -382,6 +415,10 @@ pub struct Request {
     /// extension key: the draft has no id in a Request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Extension, set by the server for an invitation to a room (§16.3): the MLS Welcome in
+    /// base64, and `id` is the room's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub welcome: Option<String>,
 }
 
 /// Accepts a request (type 11, the v1 draft's): the conversation id the Request carried, or
@@ -646,6 +683,7 @@ mod tests {
                 date: 3,
                 msg: "m".into(),
                 id: Some("m-1".into()),
+                ..Default::default()
             }
             .into(),
         );
@@ -671,6 +709,7 @@ mod tests {
             RoomMemberList {
                 room: "r".into(),
                 members: vec!["a".into()],
+                ..Default::default()
             }
             .into(),
         );
@@ -678,6 +717,7 @@ mod tests {
             RoomMemberJoin {
                 room: "r".into(),
                 member: "a".into(),
+                ..Default::default()
             }
             .into(),
         );
@@ -685,6 +725,7 @@ mod tests {
             RoomMemberPart {
                 room: "r".into(),
                 member: "a".into(),
+                ..Default::default()
             }
             .into(),
         );
@@ -694,6 +735,7 @@ mod tests {
                 from: "b@h:1/r".into(),
                 options: vec![],
                 id: Some("c".into()),
+                ..Default::default()
             }
             .into(),
         );
@@ -760,6 +802,7 @@ mod tests {
             date: -3,
             msg: "sealed body".into(),
             id: Some("m-1".into()),
+            ..Default::default()
         };
         let body = Datum::Message(m.clone()).encode_body();
         let r = MessageRef::decode(&body).unwrap();

@@ -109,6 +109,23 @@ pub const NOT_ACCEPTED: i8 = -25;
 /// The recipient blocked the sender (docs/PROTOCOL.md §14): nothing was forwarded or stored,
 /// and nothing from this sender will be until the recipient unblocks it.
 pub const BLOCKED: i8 = -26;
+/// The answer to KEYPACKAGE (docs/PROTOCOL.md §16.2): the payload is one of the user's
+/// KeyPackages in base64, which the server has now forgotten (each is handed out once).
+pub const KEY_PACKAGE: i8 = 11;
+/// The answer to KEYPACKAGES (§16.2): the payload is how many of this user's KeyPackages the
+/// server holds now, in decimal.
+pub const KEY_PACKAGES: i8 = 12;
+/// A commit for an epoch the room has left (§16.4): another commit came first. Nothing was
+/// forwarded; the sender processes the commit it lacks, then commits again if still wanted.
+pub const STALE_EPOCH: i8 = -27;
+/// A room limit (§16, `--max-room-members` or `--max-rooms`) would be exceeded: nothing
+/// changed.
+pub const ROOM_LIMIT: i8 = -28;
+/// The user has no KeyPackage left on the server (§16.2): it cannot be added to a room until
+/// it comes online and publishes more.
+pub const NO_KEY_PACKAGE: i8 = -29;
+/// Only a room's admins may add or remove others (§16.3): nothing changed.
+pub const NOT_ADMIN: i8 = -30;
 
 /// A short name for a code, for logs and command-line output.
 pub fn name(code: i8) -> &'static str {
@@ -149,6 +166,12 @@ pub fn name(code: i8) -> &'static str {
         NOT_KEPT => "not-kept",
         NOT_ACCEPTED => "not-accepted",
         BLOCKED => "blocked",
+        KEY_PACKAGE => "key-package",
+        KEY_PACKAGES => "key-packages",
+        STALE_EPOCH => "stale-epoch",
+        ROOM_LIMIT => "room-limit",
+        NO_KEY_PACKAGE => "no-key-package",
+        NOT_ADMIN => "not-admin",
         _ => "unknown",
     }
 }
@@ -209,6 +232,20 @@ pub mod cmd {
     pub const UNBLOCK: &str = "UNBLOCK";
     /// `["on"]` or `["off"]`: whether SEARCH finds this user (off until turned on).
     pub const DISCOVERABLE: &str = "DISCOVERABLE";
+    /// `[base64 KeyPackage, ...]`: keep these KeyPackages of this user for others to add it to
+    /// rooms (none: only count them). Answer: `12` with the count (§16.2).
+    pub const KEYPACKAGES: &str = "KEYPACKAGES";
+    /// `[key or alias]`: hand out (and forget) one KeyPackage of that user: `11`, or `-29`.
+    pub const KEYPACKAGE: &str = "KEYPACKAGE";
+    /// `[room id]`: create a room (32 hex digits) with this user as its one member and admin.
+    pub const CREATEROOM: &str = "CREATEROOM";
+    /// `[room id]`: the room's members, as a RoomMemberList.
+    pub const MEMBERS: &str = "MEMBERS";
+    /// `[room id]`: leave the room (or decline its invitation); its members get a
+    /// RoomMemberPart.
+    pub const LEAVE: &str = "LEAVE";
+    /// `[]`: the rooms this user is a member of, as a Status `1` whose payload lists their ids.
+    pub const ROOMS: &str = "ROOMS";
 }
 
 /// The longest message `id` the server accepts, in bytes.

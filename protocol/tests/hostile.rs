@@ -54,7 +54,7 @@ proptest! {
     /// reader sees the same fields.
     #[test]
     fn messages_round_trip(to in ".{0,80}", from in ".{0,80}", msg in ".{0,200}", date in any::<i64>(), id in proptest::option::of("[a-zA-Z0-9_-]{1,64}")) {
-        let m = Message { to, from, flags: vec![], date, msg, id };
+        let m = Message { to, from, flags: vec![], date, msg, id, ..Default::default() };
         let f = Datum::Message(m.clone()).to_frame().unwrap();
         let r = MessageRef::decode(&f[PREFIX_LEN..]).unwrap();
         prop_assert_eq!((r.to, r.from, r.date, r.id), (m.to.as_str(), m.from.as_str(), m.date, m.id.as_deref()));
@@ -115,6 +115,7 @@ fn nesting_deeper_than_the_limit_is_refused() {
         date: 0,
         msg: "m".into(),
         id: None,
+        ..Default::default()
     })
     .encode_body();
     for (levels, ok) in [

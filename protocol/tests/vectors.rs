@@ -367,6 +367,7 @@ fn compute() -> Vec<(&'static str, String)> {
         date: DATE,
         msg: msg_1,
         id: None,
+        ..Default::default()
     };
     v.push((
         "frame: Message 1",
@@ -415,6 +416,7 @@ fn compute() -> Vec<(&'static str, String)> {
         date: DATE,
         msg: msg_max,
         id: None,
+        ..Default::default()
     };
     let body = Datum::Message(largest).encode_body().len();
     assert!(body <= 48 * 1024);
@@ -440,6 +442,7 @@ fn compute() -> Vec<(&'static str, String)> {
         from: a.to_hex(),
         options: vec![],
         id: Some(id),
+        ..Default::default()
     };
     v.push((
         "frame: Request notice",

@@ -160,6 +160,7 @@ impl Engine {
             date,
             msg,
             id,
+            ..Default::default()
         })
     }
 

@@ -20,6 +20,7 @@ impl Engine {
             from: self.me.to_hex(),
             options: Vec::new(),
             id: None,
+            ..Default::default()
         });
         self.consent_datum(datum, Consent::Ask, who)
     }

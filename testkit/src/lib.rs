@@ -115,6 +115,7 @@ pub fn message(from: &PublicKey, to: &str, body: &str) -> Datum {
         date: 1_700_000_000,
         msg: body.to_string(),
         id: None,
+        ..Default::default()
     })
 }
 

@@ -179,6 +179,7 @@ async fn a_blocked_sender_is_refused_online_and_offline_and_unblock_undoes_it() 
         from: pest.public_key().to_hex(),
         options: vec![],
         id: None,
+        ..Default::default()
     }))
     .await
     .unwrap();
@@ -343,6 +344,7 @@ async fn a_request_asks_the_user_at_its_next_login_and_the_acceptance_comes_back
         from: ak.to_hex(),
         options: vec![],
         id: None,
+        ..Default::default()
     }))
     .await
     .unwrap();
@@ -358,6 +360,7 @@ async fn a_request_asks_the_user_at_its_next_login_and_the_acceptance_comes_back
         from: bk.to_hex(),
         options: vec![],
         id: None,
+        ..Default::default()
     };
     a.send(&Datum::Request(forged)).await.unwrap();
     assert_eq!(answer(&mut a).await.status, status::SPOOF);
@@ -366,6 +369,7 @@ async fn a_request_asks_the_user_at_its_next_login_and_the_acceptance_comes_back
         from: ak.to_hex(),
         options: vec![],
         id: None,
+        ..Default::default()
     };
     a.send(&Datum::Request(many)).await.unwrap();
     assert_eq!(answer(&mut a).await.status, status::UNSUPPORTED);

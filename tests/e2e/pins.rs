@@ -375,6 +375,7 @@ async fn listen_does_not_show_a_message_under_an_alias_pinned_to_another_key() {
         date,
         msg: e2e::seal(&key, &envelope, "it is me, bob", nonce).unwrap(),
         id: Some("00112233445566778899aabbccddeeff".into()),
+        ..Default::default()
     };
     conn.send(&Datum::Message(message)).await.unwrap();
     assert_eq!(conn.status().await.unwrap().status, status::STORED);

@@ -87,6 +87,7 @@ fn sealed(from: &SecretKey, to: &PublicKey, text: &str, date: i64, flags: &[&str
         date,
         msg: e2e::seal(&k, &env, text, nonce).unwrap(),
         id: None,
+        ..Default::default()
     }
 }
 

@@ -457,6 +457,7 @@ mod tests {
             date: 1_700_000_000,
             msg: "x".repeat(300),
             id: Some("0123456789abcdef0123456789abcdef".into()),
+            ..Default::default()
         }
     }
 

@@ -170,6 +170,7 @@ impl Relay {
             from: from.to_hex(),
             options: Vec::new(),
             id: Some(pair_id(&from, &to)),
+            ..Default::default()
         };
         self.receipt(to, frames::frame(notice));
     }

@@ -134,6 +134,7 @@ async fn handshake_routing_and_spoofing_without_sockets() {
         date: 0,
         msg: "sealed".into(),
         id: None,
+        ..Default::default()
     };
     let frame = Bytes::from(Datum::Message(to_self("ALICE")).to_frame().unwrap());
     send(&in_tx, &mut link, &frame);

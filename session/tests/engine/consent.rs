@@ -21,6 +21,7 @@ fn a_strangers_messages_are_requests_until_accepted() {
         from: sk.to_hex(),
         options: vec![],
         id: Some(id.clone()),
+        ..Default::default()
     }));
     let m = sealed(&stranger, &mk, "hi, it's me", 1_700_000_000, Some("s1"));
     e.handle_bytes(&frame_of(m));

@@ -249,6 +249,7 @@ pub(crate) fn sealed(
         date,
         msg: e2e::seal(&key, &env, text, nonce).unwrap(),
         id: id.map(str::to_string),
+        ..Default::default()
     }
 }
 
