@@ -80,6 +80,10 @@ test: setup build-web
     target/debug/flexim-bench idle --tcp 100 --ws 100 --chatter 2 --hold 2
     target/debug/flexim-bench handshakes --count 200
     target/debug/flexim-bench soak --secs 5 --kill-every 3
+    # Rooms: MLS group operations in-process (every commit, Welcome and message checked), and a room's
+    # fan-out through the server with real commits (fails if a copy or a receipt is missing).
+    target/debug/flexim-bench mls --sizes 3,5 --runs 3
+    target/debug/flexim-bench rooms --sizes 3,5 --messages 50
     {{just_executable()}} fuzz-smoke
 
 # Build the server and the load generator optimized and run a measurement, e.g.

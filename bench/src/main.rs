@@ -9,7 +9,9 @@ mod durable;
 mod forwarder;
 mod idle;
 mod load;
+mod mls;
 mod relay;
+mod rooms;
 mod server;
 mod soak;
 mod stats;
@@ -53,6 +55,16 @@ enum Mode {
     /// while others flood, stall, slowloris and reconnect-storm the server and it is killed
     /// (phase B); throughput and latency of both, and confirmed messages lost (must be 0).
     Soak(soak::Args),
+    /// MLS group operations, in this process, no server: for groups of 10, 100 and 1000
+    /// members, the CPU time of a commit that adds or removes one member (making it,
+    /// processing it, joining from its Welcome), of sealing and opening one message, and the
+    /// bytes on the wire against the server's datum limits.
+    Mls(mls::Args),
+    /// Room fan-out: one sender in rooms of 10, 100 and 1000 members formed through the
+    /// protocol (real commits and Welcomes), each member a TCP connection that acknowledges
+    /// its copies; copies per second and latency, against as many 1:1 deliveries through the
+    /// same server.
+    Rooms(rooms::Args),
 }
 
 /// Options of `cross`.
@@ -180,6 +192,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Mode::Idle(args) => idle::run_idle(args).await,
         Mode::Handshakes(args) => idle::run_handshakes(args).await,
         Mode::Soak(args) => soak::run(args).await,
+        // Synchronous and on this thread: nothing else runs while it measures.
+        Mode::Mls(args) => mls::run(args),
+        Mode::Rooms(args) => rooms::run(args).await,
         Mode::Cross(args) => {
             let redis = flexim_testkit::RedisServer::start_with(&args.redis_bin, &args.data);
             let store = ["--store", redis.url.as_str()];

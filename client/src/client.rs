@@ -13,6 +13,7 @@
 //! [`Event::Answer`].
 
 mod consent;
+mod rooms;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -78,6 +79,9 @@ pub struct ConnectOptions {
     /// Contacts' keys pinned earlier ([`Client::contact_pins`]), given to the engine before
     /// the login so that anything the server says during it is checked against them.
     pub contact_pins: ContactPins,
+    /// The rooms' state saved earlier ([`Client::take_saved_rooms`]), given to the engine
+    /// before the login so that the KeyPackages it publishes are its own.
+    pub rooms: Option<flexim_session::SavedRooms>,
 }
 
 /// The error a refused request becomes: a Status refusal is the server's error, anything else
@@ -117,6 +121,7 @@ impl Client {
             alias: alias.map(str::to_string),
             server_key: server_key.copied(),
             contact_pins: ContactPins::new(),
+            ..Default::default()
         };
         Client::connect_with(Endpoint::parse(server)?, identity, options).await
     }
@@ -132,9 +137,13 @@ impl Client {
             pinned: options.server_key,
             alias: options.alias,
             framing: Framing::Stream,
+            rooms: true,
         };
         let mut engine = Engine::new(identity.secret().clone(), config, os::random());
         engine.restore_contact_pins(options.contact_pins);
+        if let Some(rooms) = &options.rooms {
+            engine.restore_rooms(rooms)?;
+        }
         let name = endpoint.to_string();
         let strict = options.server_key.is_some();
         let connecting = Client::open(endpoint, identity.clone(), engine, strict);
@@ -235,6 +244,25 @@ impl Client {
                 }
             }
         }
+        // The KeyPackages every login counts (and publishes when the server holds few) are
+        // settled before `connect` returns, so that a short-lived program (one CLI command)
+        // still leaves others able to add this user to rooms. Their answers are not news.
+        while self.engine.key_packages_pending() {
+            self.read().await?;
+            if self.closed {
+                return Err(ClientError::Closed);
+            }
+        }
+        let counted = |e: &Event| {
+            matches!(
+                e,
+                Event::Answer {
+                    answer: Answer::KeyPackages(Ok(_)),
+                    ..
+                }
+            )
+        };
+        while self.engine.take_event(counted).is_some() {}
         Ok(())
     }
 

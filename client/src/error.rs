@@ -141,6 +141,9 @@ pub enum ClientError {
     /// An alias was to be sealed to before it was looked up.
     #[error("{0} has not been looked up yet")]
     UnknownContact(String),
+    /// A room operation failed on this side (its MLS state, or a room this user is not in).
+    #[error("room: {0}")]
+    Room(String),
 }
 
 impl ClientError {
@@ -218,6 +221,8 @@ impl From<EngineError> for ClientError {
             EngineError::Link(e) => ClientError::Link(e),
             EngineError::ContactKeyChanged(change) => ClientError::ContactKeyChanged(change),
             EngineError::UnknownContact(alias) => ClientError::UnknownContact(alias),
+            EngineError::Mls(why) => ClientError::Room(why),
+            EngineError::NoRoom(room) => ClientError::Room(format!("not in room {room}")),
         }
     }
 }

@@ -57,7 +57,7 @@ pub use transport::Transport;
 
 pub use flexim_session::{
     Answer, ContactPins, Delivery, Event, Incoming as Received, KeyChange, Outbox, Outgoing,
-    Refusal, Seen,
+    Refusal, RoomIncoming, SavedRooms, Seen,
 };
 
 /// The protocol crate, re-exported so that users of this crate name the same types.

@@ -83,6 +83,7 @@ impl Harness {
                 0 => Framing::Messages,
                 _ => Framing::Stream,
             },
+            rooms: false,
         };
         let mut n = 0u64;
         let random = Box::new(move |buf: &mut [u8]| {

@@ -15,7 +15,7 @@ const DOMAIN: &[u8] = b"FLEX room safety number v1";
 /// taken modulo 100000 (about 133 bits in all, short enough to read aloud).
 pub fn safety_number(members: &[(Identity, Vec<u8>)]) -> String {
     let mut sorted: Vec<&(Identity, Vec<u8>)> = members.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    sorted.sort_by_key(|m| m.0);
     let mut hash = Sha256::new().chain_update(DOMAIN);
     for (identity, signature_key) in sorted {
         let len = u16::try_from(signature_key.len()).unwrap_or(u16::MAX);

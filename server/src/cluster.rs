@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flexim_protocol::PublicKey;
+use flexim_protocol::conversation::RoomId;
 use futures_util::StreamExt;
 use redis::AsyncCommands as _;
 use redis::aio::ConnectionManager;
@@ -65,6 +66,9 @@ pub(crate) enum Signal {
     /// The subscription to Redis was re-established after a failure: signals may have been
     /// missed meanwhile, so every local session should look at the store again.
     Resync,
+    /// A room's members or epoch changed on some node: nodes forget the record they cached,
+    /// and read it again from the store at the room's next message.
+    Room(RoomId),
 }
 
 impl Signal {
@@ -96,6 +100,7 @@ impl Signal {
             }
             Signal::Untie(owner, other) => format!("untie {} {}", owner.to_hex(), other.to_hex()),
             Signal::Resync => "resync".to_string(),
+            Signal::Room(id) => format!("room {id}"),
         }
     }
 
@@ -104,6 +109,9 @@ impl Signal {
         let kind = parts.next()?;
         if kind == "resync" {
             return Some(Signal::Resync);
+        }
+        if kind == "room" {
+            return RoomId::parse(parts.next()?).map(Signal::Room);
         }
         let key = PublicKey::from_hex(parts.next()?)?;
         match kind {
@@ -392,10 +400,12 @@ mod tests {
             },
             Signal::Untie(key, PublicKey([3; 32])),
             Signal::Resync,
+            Signal::Room(RoomId([0xab; 16])),
         ] {
             assert_eq!(Signal::decode(&s.encode()), Some(s));
         }
         assert_eq!(Signal::decode("wake nothex"), None);
         assert_eq!(Signal::decode("bogus"), None);
+        assert_eq!(Signal::decode("room 12"), None);
     }
 }

@@ -209,6 +209,17 @@ pub struct Limits {
     /// Status -25 until the user answers (accepts, declines or blocks) one of them. With
     /// `request_messages` it bounds what strangers can put in front of one user.
     pub max_requests: u32,
+    /// Most members of one room (docs/PROTOCOL.md §16.3). A commit that would add beyond it
+    /// gets Status -28; it also keeps the Welcome, which carries the whole tree, within one
+    /// datum.
+    pub max_room_members: u32,
+    /// Most rooms one user is a member of: CREATEROOM beyond it, or a commit adding a user
+    /// who is in this many, gets Status -28. It bounds the room records one key can make the
+    /// server keep.
+    pub max_rooms: u32,
+    /// Most KeyPackages the server keeps for one user (the oldest; later ones are ignored):
+    /// they are public and small, but a user must not be able to fill the store with them.
+    pub key_packages: u32,
     /// How long a shutdown waits for the connections to send their goodbye (Status -17) and
     /// close before the server stops regardless.
     pub shutdown_grace: Duration,
@@ -259,6 +270,9 @@ impl Default for Limits {
             lookup_rate: Rate::new(2.0, 20.0),
             request_messages: 5,
             max_requests: 100,
+            max_room_members: 100,
+            max_rooms: 100,
+            key_packages: 64,
             shutdown_grace: Duration::from_secs(2),
         }
     }

@@ -30,6 +30,14 @@ impl Relay {
                 format!("invalid alias {alias:?}: {e}"),
             );
         }
+        // A `to` of 32 hex digits names a room (docs/PROTOCOL.md §16.1): no alias may look
+        // like one.
+        if flexim_protocol::conversation::is_conversation_id(alias) {
+            return Status::new(
+                status::BAD_ARGUMENT,
+                format!("invalid alias {alias:?}: 32 hex digits name a room"),
+            );
+        }
         match self
             .store
             .claim_alias(key, alias.to_string(), self.limits.max_aliases)

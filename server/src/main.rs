@@ -119,6 +119,15 @@ struct Cli {
     /// Strangers one user's requests box holds at once; a new one beyond it gets Status -25.
     #[arg(long, env = "FLEXIM_MAX_REQUESTS", default_value_t = Limits::default().max_requests)]
     max_requests: u32,
+    /// Members one room may have; a commit adding beyond it gets Status -28 (docs/PROTOCOL.md §16).
+    #[arg(long, env = "FLEXIM_MAX_ROOM_MEMBERS", default_value_t = Limits::default().max_room_members)]
+    max_room_members: u32,
+    /// Rooms one user may be a member of; beyond it CREATEROOM or an add gets Status -28.
+    #[arg(long, env = "FLEXIM_MAX_ROOMS", default_value_t = Limits::default().max_rooms)]
+    max_rooms: u32,
+    /// KeyPackages kept per user (the oldest; later ones are ignored).
+    #[arg(long, env = "FLEXIM_KEY_PACKAGES", default_value_t = Limits::default().key_packages)]
+    key_packages: u32,
     /// Largest datum body accepted, in bytes (a record of the link holds at most 65516).
     #[arg(long, env = "FLEXIM_MAX_BODY", default_value_t = Limits::default().max_body as u16)]
     max_body: u16,
@@ -295,6 +304,9 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         lookup_rate: cli.lookup_rate,
         request_messages: cli.request_messages,
         max_requests: cli.max_requests,
+        max_room_members: cli.max_room_members,
+        max_rooms: cli.max_rooms,
+        key_packages: cli.key_packages,
         retention: cli.retention.0,
         max_body: cli.max_body.into(),
         max_connections: cli.max_connections,

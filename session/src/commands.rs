@@ -279,6 +279,12 @@ impl Engine {
                 count,
                 result: status_of(answer),
             },
+            room => match self.on_room_answer(request_id, room, answer) {
+                Some((request, answer)) => {
+                    return self.emit(Event::Answer { request, answer });
+                }
+                None => return,
+            },
         };
         self.emit(Event::Answer {
             request: request_id,

@@ -32,6 +32,14 @@ pub fn message_key(sender: &PublicKey, date: i64, msg: &str) -> String {
     format!("{}:{date}:{prefix}", sender.to_hex())
 }
 
+/// The key of a room message: the room and the start of its MLS message, which differs for
+/// every message (its encrypted sender data and ciphertext are fresh), so a copy is recognised
+/// before it is opened (MLS opens each message once).
+pub fn room_message_key(room: &flexim_protocol::conversation::RoomId, msg: &str) -> String {
+    let tail: String = msg.chars().rev().take(BOX_PREFIX).collect();
+    format!("room:{room}:{tail}")
+}
+
 /// The key of a message with an id that did not open, so that it is reported once rather than
 /// at every redelivery. It is apart from [`message_key`]'s keys, so a forgery cannot suppress a
 /// real message; a forged id can at most hide another forgery.

@@ -43,6 +43,11 @@ pub struct Config {
     pub alias: Option<String>,
     /// How the transport delivers frames.
     pub framing: Framing,
+    /// Whether this client takes part in rooms (docs/PROTOCOL.md §16): it then counts its
+    /// KeyPackages on the server at every login and publishes more when few are left, so that
+    /// others can add it to rooms while it is away. A client that never joins rooms (a test's
+    /// raw connection, a load generator) leaves this off and sends no such command.
+    pub rooms: bool,
 }
 
 /// Why the engine could not do what it was asked.
@@ -69,6 +74,12 @@ pub enum EngineError {
     /// sealed to it until the user accepts the new key ([`Engine::accept_contact_key`]).
     #[error("refusing to encrypt: {0}")]
     ContactKeyChanged(KeyChange),
+    /// An MLS operation of a room failed (docs/PROTOCOL.md §16); the text says which and why.
+    #[error("room encryption: {0}")]
+    Mls(String),
+    /// This user is in no room of that id (or was removed from it).
+    #[error("not in room {0}")]
+    NoRoom(String),
 }
 
 /// Where the current connection stands.
@@ -153,6 +164,8 @@ pub struct Engine {
     /// Users who asked to talk and whom this user has not answered (`consent.rs`): their
     /// messages are reported as requests ([`crate::Incoming::request`]).
     pub(crate) strangers: HashSet<PublicKey>,
+    /// The rooms: MLS groups, invitations, commits waiting for a retry (`rooms/`).
+    pub(crate) rooms: crate::rooms::Rooms,
 }
 
 impl Engine {
@@ -184,6 +197,7 @@ impl Engine {
             events: VecDeque::new(),
             random,
             strangers: HashSet::new(),
+            rooms: crate::rooms::Rooms::default(),
         }
     }
 
@@ -581,7 +595,12 @@ impl Engine {
             // to the wrong one.
             (
                 Phase::Ready { .. },
-                Some(DatumKind::Status | DatumKind::User | DatumKind::Roster),
+                Some(
+                    DatumKind::Status
+                    | DatumKind::User
+                    | DatumKind::Roster
+                    | DatumKind::RoomMemberList,
+                ),
             ) => match self.pending.pop() {
                 Some((id, request)) => self.on_answer(id, request, Err(reason)),
                 None => self.notice(format!("the server sent a garbled datum: {reason}")),
@@ -645,6 +664,12 @@ impl Engine {
             me: me.clone(),
         };
         self.emit(Event::LoggedIn { me, server });
+        // Whether the server holds enough of this user's KeyPackages (others need one to add
+        // it to a room while it is away); a command, not a message, so it does not change the
+        // order of the messages resent next.
+        if self.config.rooms {
+            self.check_key_packages();
+        }
         self.resend_outbox();
         self.alias_request = None;
         if let Some(alias) = self.config.alias.clone() {
@@ -656,22 +681,34 @@ impl Engine {
     /// Logged in: messages, notices and answers.
     fn on_ready_datum(&mut self, datum: Datum) {
         match datum {
+            Datum::Message(message)
+                if let Some(room) = flexim_protocol::conversation::RoomId::parse(&message.to) =>
+            {
+                self.on_room_message(room, message)
+            }
             Datum::Message(message) => {
                 self.inbox.push_back(message);
                 self.drain_inbox();
             }
             Datum::Status(s) if status::is_notice(s.status) => self.on_notice(s),
-            Datum::Status(_) | Datum::User(_) | Datum::Roster(_) => match self.pending.pop() {
-                Some((id, request)) => self.on_answer(id, request, Ok(datum)),
-                None => self.notice(format!(
-                    "the server sent an answer to nothing: {}",
-                    match &datum {
-                        Datum::Status(s) => describe(s),
-                        other => other.kind().name().to_string(),
-                    }
-                )),
+            Datum::Status(_) | Datum::User(_) | Datum::Roster(_) | Datum::RoomMemberList(_) => {
+                match self.pending.pop() {
+                    Some((id, request)) => self.on_answer(id, request, Ok(datum)),
+                    None => self.notice(format!(
+                        "the server sent an answer to nothing: {}",
+                        match &datum {
+                            Datum::Status(s) => describe(s),
+                            other => other.kind().name().to_string(),
+                        }
+                    )),
+                }
+            }
+            Datum::Request(mut r) => match r.welcome.take() {
+                Some(welcome) => self.on_invitation(r, welcome),
+                None => self.on_request(r),
             },
-            Datum::Request(r) => self.on_request(r),
+            Datum::RoomMemberJoin(j) => self.on_room_join(j),
+            Datum::RoomMemberPart(p) => self.on_room_part(p),
             Datum::Connection(c) => self.on_connection(c),
             other => self.notice(format!("ignored a {} datum", other.kind().name())),
         }

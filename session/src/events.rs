@@ -134,6 +134,27 @@ pub enum Answer {
     },
     /// REQUESTS: the strangers waiting in this user's requests box.
     Requests(Result<Vec<User>, Refusal>),
+    /// A room request settled: CREATEROOM, an invitation (its KeyPackage claimed and its
+    /// commit ordered), a removal, the Acknowledge of an invitation, or LEAVE (§16). `-29`
+    /// means the invited user has no KeyPackage left, `-30` that only admins may do that.
+    Room {
+        /// The room.
+        room: flexim_protocol::conversation::RoomId,
+        /// What was asked.
+        action: crate::rooms::RoomAction,
+        /// The server's Status, or the refusal.
+        result: Result<Status, Refusal>,
+    },
+    /// KEYPACKAGES: how many of this user's KeyPackages the server holds now.
+    KeyPackages(Result<usize, Refusal>),
+    /// MEMBERS: the server's member list of a room (compare it with
+    /// [`crate::Engine::group_members`]).
+    RoomMembers {
+        /// The room.
+        room: flexim_protocol::conversation::RoomId,
+        /// The list, or why not.
+        result: Result<flexim_protocol::datum::RoomMemberList, Refusal>,
+    },
     /// The answer to a sent message: `3` RELAYED leaves it waiting for a receipt, `2` STORED
     /// confirms it and an error refuses it for good.
     Sent {
@@ -202,6 +223,49 @@ pub enum Event {
     },
     /// A conversation began or changed: this user asked, accepted, or was accepted.
     Conversation(Conversation),
+    /// A message of a room arrived and opened (copies are not reported again).
+    RoomMessage(RoomIncoming),
+    /// A room's membership changed by a commit (this user's, once the server ordered it, or
+    /// another member's): the group is at `epoch` now.
+    RoomChanged {
+        /// The room.
+        room: flexim_protocol::conversation::RoomId,
+        /// Who committed.
+        by: PublicKey,
+        /// Who was added.
+        added: Vec<PublicKey>,
+        /// Who was removed.
+        removed: Vec<PublicKey>,
+        /// The group's epoch now.
+        epoch: u64,
+    },
+    /// This user was invited to a room (and joined its group, to read it): shown as an
+    /// invitation until accepted ([`crate::Engine::accept_invitation`]) or declined
+    /// ([`crate::Engine::leave_room`]).
+    Invited {
+        /// The room.
+        room: flexim_protocol::conversation::RoomId,
+        /// Who invited.
+        from: PublicKey,
+    },
+    /// This user was removed from a room: nothing sent there from now on opens for it.
+    RemovedFromRoom {
+        /// The room.
+        room: flexim_protocol::conversation::RoomId,
+        /// Who removed it.
+        by: PublicKey,
+    },
+    /// The server says someone joined or left a room (RoomMemberJoin, RoomMemberPart).
+    RoomMember {
+        /// The room.
+        room: flexim_protocol::conversation::RoomId,
+        /// Who.
+        member: PublicKey,
+        /// True for a join, false for a part.
+        joined: bool,
+        /// Who added or removed it (itself when it left).
+        by: Option<PublicKey>,
+    },
     /// A user came online or went offline.
     Presence {
         /// The user.
@@ -246,6 +310,28 @@ pub enum Event {
     LinkBroken(flexim_protocol::LinkError),
     /// The connection ended ([`crate::Engine::disconnected`]).
     Closed,
+}
+
+/// A room message that arrived and opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomIncoming {
+    /// The room.
+    pub room: flexim_protocol::conversation::RoomId,
+    /// The member who sealed it, as MLS authenticated it (and as `from` named it).
+    pub from: PublicKey,
+    /// When the sender says it sent it (Unix seconds).
+    pub date: i64,
+    /// The plaintext.
+    pub text: String,
+    /// The sender's id, to acknowledge once processed ([`crate::Engine::acknowledge`]).
+    pub id: Option<String>,
+    /// Whether the room is an invitation this user has not accepted yet.
+    pub invited: bool,
+    /// The MLS message as it came (base64), for an application that keeps or exports the
+    /// ciphertext (and for tests that hand it to someone who should not be able to open it).
+    pub sealed: String,
+    /// The de-duplication key, as [`Incoming::key`].
+    pub key: String,
 }
 
 /// A conversation as the server describes it (a Connection datum).

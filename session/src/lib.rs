@@ -56,6 +56,7 @@ pub mod outbox;
 pub mod pinfile;
 mod pinning;
 pub mod requests;
+pub mod rooms;
 mod stream;
 pub mod text;
 
@@ -65,11 +66,12 @@ pub use dedupe::{DEDUP_WINDOW, Dedupe, Seen};
 pub use delivery::{Delivery, is_final};
 pub use engine::{ACK_BATCH, Config, Engine, EngineError, Framing, Random};
 pub use events::Conversation;
-pub use events::{Answer, Event, Incoming, Refusal};
+pub use events::{Answer, Event, Incoming, Refusal, RoomIncoming};
 pub use login::{LoginError, PinCheck};
 pub use outbox::{Outbox, Outgoing, SavedDelivery};
 pub use requests::Consent;
 pub use requests::{Lookup, RequestId};
+pub use rooms::{RoomAction, SavedRooms};
 
 /// The protocol crate, re-exported so that drivers name the same types.
 pub use flexim_protocol as protocol;

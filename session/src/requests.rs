@@ -82,6 +82,41 @@ pub(crate) enum Request {
         /// How many ids it carried.
         count: usize,
     },
+    /// CREATEROOM, LEAVE, or the Acknowledge of an invitation (docs/PROTOCOL.md §16).
+    Room {
+        /// The room.
+        room: flexim_protocol::conversation::RoomId,
+        /// Which.
+        action: crate::rooms::RoomAction,
+    },
+    /// KEYPACKAGE of a user to add to a room.
+    Claim {
+        /// The room.
+        room: flexim_protocol::conversation::RoomId,
+        /// The user.
+        who: flexim_protocol::PublicKey,
+    },
+    /// A commit sent to a room, merged once the server accepts it.
+    Commit {
+        /// The room.
+        room: flexim_protocol::conversation::RoomId,
+        /// What it changes (kept to make it again after a `-27`).
+        op: crate::rooms::Op,
+        /// The epoch it was made in.
+        epoch: u64,
+        /// The user's request whose answer this commit settles, if it is not the engine's own.
+        origin: Option<RequestId>,
+    },
+    /// MEMBERS.
+    Members {
+        /// The room.
+        room: flexim_protocol::conversation::RoomId,
+    },
+    /// KEYPACKAGES: counting this user's KeyPackages on the server, or publishing more.
+    KeyPackages {
+        /// How many it published (0: only counting).
+        published: usize,
+    },
 }
 
 /// The requests waiting for their answers, oldest first.

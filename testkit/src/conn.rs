@@ -232,6 +232,7 @@ impl Conn {
             pinned: None,
             alias: None,
             framing,
+            rooms: false,
         };
         Engine::new(key.clone(), config, Box::new(crate::random))
     }

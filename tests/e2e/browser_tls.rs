@@ -80,6 +80,7 @@ async fn scenario() {
         alias: Some("carl".into()),
         server_key: None,
         contact_pins: Default::default(),
+        ..Default::default()
     };
     let mut carl = Client::connect_with(endpoint, &carl_id, options)
         .await

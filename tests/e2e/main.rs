@@ -25,6 +25,8 @@ mod queues;
 mod rates;
 mod receipts;
 mod redis_store;
+mod rooms;
+mod rooms_server;
 mod routing;
 mod server_cli;
 mod tls;

@@ -6,8 +6,10 @@
 use std::time::{Duration, Instant};
 
 use flexim_protocol::PublicKey;
+use flexim_protocol::conversation::RoomId;
 use flexim_server::store::{
-    Claim, Counts, Entry, Full, QueueLimits, RedisStore, Store, StoreError, conformance,
+    Claim, Counts, Entry, Full, QueueLimits, RedisStore, RoomChange, RoomLimits, Store, StoreError,
+    conformance,
 };
 use flexim_tests::{RedisServer, WAIT};
 
@@ -62,6 +64,76 @@ async fn redis_store_conformance_aliases_are_unique_ignoring_case() {
 async fn redis_store_conformance_ties_follow_the_rule() {
     let (_redis, store) = fresh().await;
     conformance::ties_follow_the_rule(&store).await;
+}
+
+#[tokio::test]
+async fn redis_store_conformance_rooms_follow_the_rule() {
+    let (_redis, store) = fresh().await;
+    conformance::rooms_follow_the_rule(&store).await;
+}
+
+#[tokio::test]
+async fn redis_store_conformance_rooms_concurrent_commits_at_one_epoch_have_one_winner() {
+    let (_redis, store) = fresh().await;
+    conformance::concurrent_commits_at_one_epoch_have_one_winner(&store).await;
+}
+
+/// Two stores (two nodes) on one Redis committing at one epoch: one wins.
+#[tokio::test]
+async fn redis_store_rooms_two_nodes_committing_at_one_epoch_have_one_winner() {
+    let (redis, one) = fresh().await;
+    let two = RedisStore::connect(&redis.url)
+        .await
+        .expect("the second store connects");
+    let (alice, bob) = (PublicKey([1; 32]), PublicKey([2; 32]));
+    let room = RoomId([5; 16]);
+    let limits = RoomLimits {
+        members: 10,
+        rooms: 10,
+    };
+    let commit = |author, epoch| RoomChange::Commit {
+        author,
+        epoch,
+        add: Vec::new(),
+        remove: vec![PublicKey([99; 32])],
+        limits,
+    };
+    one.change_room(
+        room,
+        RoomChange::Create {
+            creator: alice,
+            limits,
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let add = RoomChange::Commit {
+        author: alice,
+        epoch: 0,
+        add: vec![bob],
+        remove: Vec::new(),
+        limits,
+    };
+    one.change_room(room, add).await.unwrap().unwrap();
+    for epoch in 1..6 {
+        let (a, b) = tokio::join!(
+            one.change_room(room, commit(alice, epoch)),
+            two.change_room(room, commit(bob, epoch))
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(
+            a.is_ok() != b.is_ok(),
+            "one winner at epoch {epoch}: {a:?} {b:?}"
+        );
+    }
+    assert_eq!(two.room(room).await.unwrap().unwrap().epoch, 6);
+}
+
+#[tokio::test]
+async fn redis_store_conformance_rooms_key_packages_are_kept_up_to_a_cap_and_claimed_once() {
+    let (_redis, store) = fresh().await;
+    conformance::key_packages_are_kept_up_to_a_cap_and_claimed_once(&store).await;
 }
 
 #[tokio::test]

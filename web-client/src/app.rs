@@ -473,6 +473,7 @@ pub(crate) fn new_engine(
         pinned,
         alias,
         framing: Framing::Messages,
+        rooms: true,
     };
     Engine::new(secret.clone(), config, os::random())
 }

@@ -231,6 +231,19 @@ impl Model {
             }
             // The socket's own close event drives reconnecting.
             Event::Closed => Vec::new(),
+            // Rooms (docs/PROTOCOL.md §16) run in this page's engine, but the page has no room
+            // view yet: it says what happened rather than dropping it silently.
+            Event::RoomMessage(m) => vec![Effect::Log(format!(
+                "a message in room {} arrived; rooms are not shown on this page yet",
+                m.room
+            ))],
+            Event::Invited { room, from } => vec![Effect::Log(format!(
+                "{} invited you to room {room}; rooms are not shown on this page yet",
+                from.fingerprint()
+            ))],
+            Event::RoomChanged { .. }
+            | Event::RemovedFromRoom { .. }
+            | Event::RoomMember { .. } => Vec::new(),
         }
     }
 
@@ -341,6 +354,7 @@ impl Model {
                 format!("Could not look up “{query}”: {r}")
             })],
             Answer::User { .. } => Vec::new(),
+            Answer::Room { .. } | Answer::RoomMembers { .. } | Answer::KeyPackages(_) => Vec::new(),
             Answer::Sent {
                 delivery: None,
                 result,

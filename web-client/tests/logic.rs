@@ -115,6 +115,8 @@ impl Page {
             pinned,
             alias: alias.map(str::to_string),
             framing: Framing::Messages,
+            // These tests script the server for the page's own requests; rooms are the engine's.
+            rooms: false,
         };
         let engine = Engine::new(me.clone(), config, counter());
         let model = Model::new(

@@ -23,7 +23,7 @@
 mod frames;
 mod histogram;
 
-pub use frames::{Template, message_fields, status_code};
+pub use frames::{ID_LEN, Template, ack_frame, message_fields, status_code};
 pub use histogram::Histogram;
 
 use std::future::poll_fn;
@@ -37,7 +37,7 @@ use flexim_client::protocol::status;
 use serde::Serialize;
 
 use crate::stats::Latency;
-use frames::{ACK_BATCH, ID_LEN, ack_frame, status_fields};
+use frames::{ACK_BATCH, status_fields};
 
 /// Type byte of a Message frame.
 const MESSAGE: u8 = 3;

@@ -13,8 +13,10 @@ mod consent;
 mod known;
 
 pub(crate) use consent::Admitted;
+pub(crate) use rooms::{Changes, RoomMessage};
 mod nodes;
 mod receipts;
+mod rooms;
 #[cfg(test)]
 mod tests;
 
@@ -150,6 +152,9 @@ pub(crate) struct Relay {
     /// Acceptances known (`consent.rs`): which users accepted which, so that a message between
     /// contacts costs no store read.
     pub(crate) contacts: consent::Contacts,
+    /// Rooms (`rooms.rs`): the records cached, and the lock that puts each room's messages
+    /// in one order.
+    rooms: rooms::Rooms,
 }
 
 impl Relay {
@@ -192,6 +197,7 @@ impl Relay {
             waking: Mutex::new(HashSet::new()),
             known: known::Known::new(usize::MAX),
             contacts: consent::Contacts::new(consent::CACHED),
+            rooms: rooms::Rooms::default(),
         }
     }
 
@@ -224,6 +230,7 @@ impl Relay {
         let queue = QueueLimits::queue(l.max_offline_messages, l.max_offline_bytes);
         match admit {
             Admit::Receipt => queue,
+            Admit::Room => QueueLimits::queue(u64::MAX, u64::MAX),
             Admit::Message | Admit::Held => QueueLimits {
                 share_messages: l.max_offline_per_sender,
                 share_bytes: l.max_offline_per_sender_bytes,
@@ -250,6 +257,7 @@ impl Relay {
             Admit::Message | Admit::Receipt => {
                 Pending::Whole(self.store.enqueue(w.to, w.entries, Some(limits)))
             }
+            Admit::Room => Pending::Whole(self.store.enqueue(w.to, w.entries, None)),
         };
         Started {
             to: w.to,
@@ -522,8 +530,20 @@ impl Relay {
         id: Option<Id>,
         frame: Bytes,
     ) -> Answer {
+        self.route_as(sender, to, id, frame, Admit::Message)
+    }
+
+    /// [`Relay::route`] with the store's bounds of `admit` (a room's commit is unbounded).
+    fn route_as(
+        self: &Arc<Self>,
+        sender: PublicKey,
+        to: PublicKey,
+        id: Option<Id>,
+        frame: Bytes,
+        admit: Admit,
+    ) -> Answer {
         let mut table = self.lock(&to);
-        match table.route(sender, to, id, frame) {
+        match table.route_as(sender, to, id, frame, admit) {
             Routed::Relayed(answer) => {
                 drop(table);
                 metrics::inc(&self.metrics.relayed);

@@ -141,7 +141,11 @@ impl Relay {
                     self.claim_waiting(&[key]).await;
                 }
             }
+            Signal::Room(id) => self.rooms.forget(&id),
             Signal::Resync => {
+                // Signals were missed: a room record cached here may be one another node
+                // changed meanwhile.
+                self.rooms.forget_all();
                 let mut woken = Vec::new();
                 self.each_shard(|table| woken.extend(table.resync()));
                 for peer in woken {

@@ -28,6 +28,12 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
                 Err(s) => self.reply(s).await,
             };
         }
+        if let Some(answer) = self.room_command(key, &c.cmd, &c.payload).await {
+            return match answer {
+                Ok(datum) => io_flow(self.out.feed(frame(datum)).await),
+                Err(s) => self.reply(s).await,
+            };
+        }
         let answer: Result<Datum, Status> = match (c.cmd.as_str(), arg) {
             (cmd::ROSTER, _) => self.relay.roster(key, Listing::Contacts).await,
             (cmd::SEARCH, Some(needle)) if !needle.is_empty() => {

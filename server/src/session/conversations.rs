@@ -33,6 +33,11 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
         if let Some(refusal) = self.command_refusal(key, name) {
             return self.reply(refusal).await;
         }
+        if let Datum::Acknowledge(a) = &datum
+            && let Some(joined) = self.relay.acknowledge_room(key, &a.id).await
+        {
+            return self.reply(joined).await;
+        }
         let answer = match datum {
             Datum::Request(r) => self.request(key, r).await,
             Datum::Acknowledge(a) => self.acknowledge(key, a).await,

@@ -7,6 +7,7 @@ use std::io;
 
 use bytes::Bytes;
 use flexim_protocol::PublicKey;
+use flexim_protocol::conversation::RoomId;
 use flexim_protocol::datum::{MessageRef, Status};
 use flexim_protocol::frame::PREFIX_LEN;
 use flexim_protocol::status;
@@ -91,6 +92,12 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
             );
             return Err(Status::new(status::SPOOF, text).with_id(named()));
         }
+        if let Some(room) = RoomId::parse(m.to) {
+            return self
+                .room_message(key, room, &m, id.clone(), frame)
+                .await
+                .map_err(|s| s.with_id(named()));
+        }
         let to = self.recipient(m.to).await.map_err(|s| s.with_id(named()))?;
         if let Err(refusal) = self.consent(key, to).await {
             return Err(refusal.with_id(named()));
@@ -135,7 +142,7 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
     /// Consent for a Message from `key` to `to` (docs/PROTOCOL.md §14.3): writing to `to`
     /// accepts its answers, and `to` must have accepted `key`, or have room in its requests
     /// box (whose first message is preceded by a Request notice). `Err` is the refusal.
-    async fn consent(&self, key: PublicKey, to: PublicKey) -> Result<(), Status> {
+    pub(super) async fn consent(&self, key: PublicKey, to: PublicKey) -> Result<(), Status> {
         self.relay.accept(key, to).await?;
         if let Admitted::Request { first: true } = self.relay.admit(key, to, true).await? {
             self.relay.request_notice(key, to);

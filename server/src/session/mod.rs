@@ -10,6 +10,7 @@ mod commands;
 mod conversations;
 mod messages;
 mod outbound;
+mod rooms;
 mod stored;
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@ pub mod conformance;
 mod embedded;
 mod entry;
 mod redis;
+pub mod rooms;
 pub mod ties;
 mod writes;
 
@@ -17,10 +18,12 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use flexim_protocol::PublicKey;
+use flexim_protocol::conversation::RoomId;
 use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedStore;
 pub use redis::{PREFIX as REDIS_PREFIX, RedisStore};
+pub use rooms::{Refused, Room, RoomChange, RoomChanged, RoomLimits, RoomMember, RoomOutcome};
 pub use ties::{Admission, RequestLimits, Tie, TieChange, TieChanged};
 
 /// A boxed future, so the trait stays usable as `dyn Store`.
@@ -294,6 +297,39 @@ pub trait Store: Send + Sync + 'static {
         key: PublicKey,
         on: bool,
     ) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// The record of room `id`, if there is such a room.
+    fn room(&self, id: RoomId) -> BoxFuture<'_, Result<Option<Room>, StoreError>>;
+
+    /// Applies `change` to room `id` by the rule of [`rooms::decide`], atomically with the
+    /// room's record and the users' counts of rooms it read (a compare-and-set: a commit at an
+    /// epoch the room has left is [`Refused::Stale`] however many nodes commit at once).
+    fn change_room(
+        &self,
+        id: RoomId,
+        change: RoomChange,
+    ) -> BoxFuture<'static, Result<RoomOutcome, StoreError>>;
+
+    /// How many rooms `key` is a member of.
+    fn rooms_of(&self, key: PublicKey) -> BoxFuture<'_, Result<u32, StoreError>>;
+
+    /// Keeps `packages` (already checked) for `owner`, after those it has, as long as it has
+    /// fewer than `max` (the rest are ignored); returns how many it holds now.
+    fn publish_key_packages(
+        &self,
+        owner: PublicKey,
+        packages: Vec<Vec<u8>>,
+        max: u32,
+    ) -> BoxFuture<'static, Result<u32, StoreError>>;
+
+    /// Removes and returns `owner`'s oldest KeyPackage: each is handed out once.
+    fn claim_key_package(
+        &self,
+        owner: PublicKey,
+    ) -> BoxFuture<'static, Result<Option<Vec<u8>>, StoreError>>;
+
+    /// How many KeyPackages `owner` has.
+    fn key_packages(&self, owner: PublicKey) -> BoxFuture<'_, Result<u32, StoreError>>;
 
     /// Writes and commits since start, for `/metrics`: their ratio is how many writes share
     /// one commit (one disk sync).

@@ -12,6 +12,7 @@ use flexim_protocol::PublicKey;
 use tokio::sync::{mpsc, oneshot};
 
 use super::bounds::Mode;
+use super::rooms::RoomSet;
 use super::ties::{Tie, TieChange, TieChanged};
 use super::{
     BoxFuture, Claim, Entry, Expired, Placed, QueueLimits, StoreError, StoreStats, UserRecord,
@@ -77,6 +78,22 @@ pub(crate) enum Op {
         /// Whether SEARCH finds it.
         on: bool,
     },
+    /// The compare-and-set of a room change ([`super::rooms::change`]).
+    RoomSet(RoomSet),
+    /// [`Store::publish_key_packages`](super::Store::publish_key_packages).
+    Publish {
+        /// Whose KeyPackages they are (checked by the caller).
+        owner: PublicKey,
+        /// The KeyPackages, in order.
+        packages: Vec<Vec<u8>>,
+        /// Most the owner may have.
+        max: u32,
+    },
+    /// [`Store::claim_key_package`](super::Store::claim_key_package).
+    ClaimPackage {
+        /// Whose oldest KeyPackage is handed out.
+        owner: PublicKey,
+    },
 }
 
 /// What a write produced.
@@ -97,6 +114,12 @@ pub(crate) enum Outcome {
     Tie(Option<Tie>, Option<Tie>),
     /// A write with nothing to report.
     Done,
+    /// Whether a compare-and-set found what it expected (and so wrote).
+    Set(bool),
+    /// How many KeyPackages the owner holds after a publish.
+    Count(u32),
+    /// The KeyPackage a claim took, if the owner had one.
+    Package(Option<Vec<u8>>),
 }
 
 /// A write and where its outcome goes once it is committed.
@@ -286,6 +309,45 @@ impl WriteQueue {
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         self.write(Op::Discoverable { key, on }, |o| match o {
             Outcome::Done => Some(()),
+            _ => None,
+        })
+    }
+}
+
+impl WriteQueue {
+    /// Submits [`Op::RoomSet`].
+    pub(crate) fn room_set(&self, set: RoomSet) -> BoxFuture<'static, Result<bool, StoreError>> {
+        self.write(Op::RoomSet(set), |o| match o {
+            Outcome::Set(done) => Some(done),
+            _ => None,
+        })
+    }
+
+    /// Submits [`Op::Publish`].
+    pub(crate) fn publish(
+        &self,
+        owner: PublicKey,
+        packages: Vec<Vec<u8>>,
+        max: u32,
+    ) -> BoxFuture<'static, Result<u32, StoreError>> {
+        let op = Op::Publish {
+            owner,
+            packages,
+            max,
+        };
+        self.write(op, |o| match o {
+            Outcome::Count(n) => Some(n),
+            _ => None,
+        })
+    }
+
+    /// Submits [`Op::ClaimPackage`].
+    pub(crate) fn claim_package(
+        &self,
+        owner: PublicKey,
+    ) -> BoxFuture<'static, Result<Option<Vec<u8>>, StoreError>> {
+        self.write(Op::ClaimPackage { owner }, |o| match o {
+            Outcome::Package(p) => Some(p),
             _ => None,
         })
     }

@@ -36,6 +36,11 @@ pub(crate) enum Admit {
     /// and bounded by the messages that recipient sent, so neither the share (the server is
     /// their sender) nor the store's budget holds them back.
     Receipt,
+    /// A copy of a room's commit, or a room's notice (an invitation, a join or a part): no
+    /// bound at all, because a member that misses a commit can never read the room again
+    /// (docs/PROTOCOL.md §16.4). Rooms are bounded instead (`--max-room-members`, and one
+    /// commit per epoch).
+    Room,
 }
 
 /// What follows a store write.

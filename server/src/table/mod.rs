@@ -24,6 +24,7 @@ mod fake;
 #[cfg(test)]
 mod model;
 mod nodes;
+mod rooms;
 #[cfg(test)]
 mod tests;
 
@@ -330,12 +331,26 @@ impl<O: Outlet> Table<O> {
     /// Decides where a Message frame from `sender` to `to` goes: straight into the queue of
     /// `to`'s primary if it is live and keeps up, otherwise into the store, behind everything
     /// held for `to` already. A message with an id is remembered until it is acknowledged.
+    #[cfg(test)]
     pub(crate) fn route(
         &mut self,
         sender: PublicKey,
         to: PublicKey,
         id: Option<Id>,
         frame: Bytes,
+    ) -> Routed<O> {
+        self.route_as(sender, to, id, frame, Admit::Message)
+    }
+
+    /// [`Table::route`], with the store write (if there is one) held to the bounds of
+    /// `admit`: a room's commit is [`Admit::Room`], everything else [`Admit::Message`].
+    pub(crate) fn route_as(
+        &mut self,
+        sender: PublicKey,
+        to: PublicKey,
+        id: Option<Id>,
+        frame: Bytes,
+        admit: Admit,
     ) -> Routed<O> {
         let mut demoted = None;
         let mut close = None;
@@ -398,7 +413,7 @@ impl<O: Outlet> Table<O> {
                 frame,
                 at: 0,
             }],
-            Admit::Message,
+            admit,
             Then::Answer(id),
         );
         Routed::Store(Box::new(ToStore {

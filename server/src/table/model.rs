@@ -13,6 +13,8 @@
 //! - **per-sender order**: the first copies of one sender's messages with ids reach the
 //!   recipient in the order they were sent, across stored and live delivery, sessions and
 //!   GHOST; and each session is given each sender's messages (with ids or without) in order;
+//! - **one order per key**: each session is given its key's messages, whoever sent them, in
+//!   the order they were routed (what a room's fan-out relies on);
 //! - and at the end, once every write has completed and every session has caught up, read
 //!   and acknowledged, that every message for a key with a session was acknowledged.
 //!
@@ -147,6 +149,9 @@ struct World {
     first: HashMap<(PublicKey, PublicKey), usize>,
     /// Per (session, sender): the last message the session was given.
     in_session: HashMap<(usize, PublicKey), usize>,
+    /// The latest message each session was given, of any sender: routing order is one order
+    /// per key.
+    routed_order: HashMap<usize, usize>,
     /// Messages delivered at least once.
     delivered: HashSet<usize>,
 }
@@ -176,6 +181,7 @@ impl World {
             acked: HashSet::new(),
             first: HashMap::new(),
             in_session: HashMap::new(),
+            routed_order: HashMap::new(),
             delivered: HashSet::new(),
         }
     }
@@ -345,6 +351,15 @@ impl World {
         {
             return Err(format!(
                 "session {s} was given message {n} after message {last}"
+            ));
+        }
+        // Whoever sent them: a room's fan-out relies on each key getting its messages in the
+        // order they were routed (docs/PROTOCOL.md §16.4, "one order").
+        if let Some(last) = self.routed_order.insert(s, n)
+            && last > n
+        {
+            return Err(format!(
+                "session {s} was given message {n} after message {last}, routed later"
             ));
         }
         if self.delivered.insert(n)

@@ -82,6 +82,9 @@ pub(crate) struct Client {
     pub(crate) engine: Engine,
     /// The pretend server's end of the link, once a login brought it up.
     link: Option<Link>,
+    /// What the engine sent during the login, opened, for the test to read: [`login`] answers
+    /// the engine's KeyPackage count itself and keeps the rest here.
+    held: std::collections::VecDeque<Vec<u8>>,
 }
 
 impl Deref for Client {
@@ -100,7 +103,11 @@ impl DerefMut for Client {
 impl Client {
     /// Wraps an engine that has no connection yet.
     pub(crate) fn new(engine: Engine) -> Client {
-        Client { engine, link: None }
+        Client {
+            engine,
+            link: None,
+            held: Default::default(),
+        }
     }
 
     /// Feeds what the server sends: clear bytes before the link, and each whole frame in
@@ -129,6 +136,9 @@ impl Client {
 
     /// The next thing the engine sends, opened if the link is up.
     pub(crate) fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        if let Some(held) = self.held.pop_front() {
+            return Some(held);
+        }
         let bytes = self.engine.poll_transmit()?;
         Some(match &mut self.link {
             Some(link) => link.open(&bytes).expect("the engine's records open"),
@@ -164,6 +174,7 @@ pub(crate) fn engine_with(
         pinned,
         alias: alias.map(str::to_string),
         framing: Framing::Messages,
+        rooms: true,
     };
     Client::new(Engine::new(me.clone(), config, counter()))
 }
@@ -208,7 +219,30 @@ pub(crate) fn login(e: &mut Client, server: &SecretKey) -> Vec<Event> {
     assert_eq!(client, *e.me());
     e.link = Some(link);
     e.handle_bytes(&frame_of(user(&client, &[], true)));
+    // The engine counts its KeyPackages first at every login (docs/PROTOCOL.md §16.2): the
+    // pretend server holds plenty, and the tests see everything else the engine sent.
+    let mut counted = false;
+    let out: Vec<Vec<u8>> = std::iter::from_fn(|| e.poll_transmit()).collect();
+    for bytes in out {
+        match decode(&bytes) {
+            Datum::Command(c) if c.cmd == "KEYPACKAGES" && !counted => counted = true,
+            _ => e.held.push_back(bytes),
+        }
+    }
+    assert!(counted, "the engine counts its KeyPackages at login");
+    e.handle_bytes(&st(12, "64"));
     events(e)
+        .into_iter()
+        .filter(|ev| {
+            !matches!(
+                ev,
+                Event::Answer {
+                    answer: flexim_session::Answer::KeyPackages(_),
+                    ..
+                }
+            )
+        })
+        .collect()
 }
 
 /// An engine for `me`, logged in to `server`, its login events and transmits taken.

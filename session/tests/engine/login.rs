@@ -140,6 +140,7 @@ fn an_http_server_on_the_tcp_port_is_not_a_flexim_server() {
         pinned: None,
         alias: None,
         framing: Framing::Stream,
+        rooms: true,
     };
     let mut e = Client::new(Engine::new(key(2), config, counter()));
     e.connect();
@@ -167,6 +168,7 @@ fn the_login_survives_a_byte_stream_cut_anywhere() {
             pinned: None,
             alias: None,
             framing: Framing::Stream,
+            rooms: true,
         };
         let mut e = Client::new(Engine::new(me.clone(), config, counter()));
         e.connect();
@@ -186,6 +188,7 @@ fn the_login_survives_a_byte_stream_cut_anywhere() {
             pinned: None,
             alias: None,
             framing: Framing::Stream,
+            rooms: true,
         },
         counter(),
     ));

@@ -98,6 +98,7 @@ impl World {
             pinned: None,
             alias: None,
             framing: Framing::Messages,
+            rooms: true,
         };
         Client::new(Engine::new(
             key(seed),

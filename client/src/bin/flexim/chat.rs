@@ -241,6 +241,25 @@ impl Chat {
                     None => Ok(()),
                 }
             }
+            ("room" | "rooms", args) => {
+                let mut words: Vec<&str> = args.split_whitespace().collect();
+                if name == "rooms" {
+                    words = vec!["list"];
+                }
+                match crate::room::command(&mut self.client, &words).await {
+                    Ok(lines) => {
+                        for line in lines {
+                            println!("* {line}");
+                        }
+                        Ok(())
+                    }
+                    Err(e) if e.is_connection_lost() => Err(e),
+                    Err(e) => {
+                        println!("error: {e}");
+                        Ok(())
+                    }
+                }
+            }
             ("ghost", _) => self
                 .client
                 .ghost()
@@ -430,6 +449,22 @@ impl Chat {
                 println!("* warning: {text}");
             }
             Ok(Event::Answer { answer, .. }) => self.show_late_answer(answer),
+            Ok(
+                event @ (Event::RoomMessage(_)
+                | Event::Invited { .. }
+                | Event::RoomChanged { .. }
+                | Event::RemovedFromRoom { .. }
+                | Event::RoomMember { .. }),
+            ) => {
+                if let Some(line) = crate::room::event_line(&event) {
+                    println!("{line}");
+                }
+                if let Event::RoomMessage(m) = event
+                    && let Some(id) = m.id
+                {
+                    self.client.acknowledge(&id);
+                }
+            }
             Ok(Event::Closed) => {
                 bail!(
                     "connection to {} lost: the server closed the connection",

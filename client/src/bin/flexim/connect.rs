@@ -21,6 +21,7 @@ pub(crate) async fn connect(conn: &ConnArgs) -> anyhow::Result<(Client, Pins)> {
         alias: conn.alias.clone(),
         server_key: expected,
         contact_pins: pins.contacts_for(expected)?,
+        rooms: pins.load_rooms()?,
     };
     let mut client = Client::connect_with(endpoint(conn)?, &identity, options)
         .await

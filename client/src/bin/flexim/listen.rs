@@ -101,6 +101,33 @@ impl Listener {
                     }
                 }
             }
+            Ok(Event::RoomMessage(message)) => {
+                print_line(&if args.json {
+                    crate::room::json_line(&message)
+                } else {
+                    crate::room::plain_line(&message)
+                })?;
+                self.received += 1;
+                if let Some(id) = message.id {
+                    match client.ack(&[id]).await {
+                        Ok(_) => {}
+                        Err(e) if e.is_connection_lost() => return Err(lost(client, e)),
+                        Err(e) => self.ack_failed(&e.to_string()),
+                    }
+                }
+                self.pins.save_rooms(client);
+            }
+            Ok(
+                event @ (Event::Invited { .. }
+                | Event::RoomChanged { .. }
+                | Event::RemovedFromRoom { .. }
+                | Event::RoomMember { .. }),
+            ) => {
+                if let Some(line) = crate::room::event_line(&event) {
+                    eprintln!("flexim: {}", line.trim_start_matches("* "));
+                }
+                self.pins.save_rooms(client);
+            }
             Ok(Event::Undecryptable { from, reason, .. }) => {
                 eprintln!("flexim: a message from {from} could not be decrypted: {reason}");
             }

@@ -9,6 +9,7 @@ mod format;
 mod listen;
 mod pins;
 mod requests;
+mod room;
 mod send;
 mod trust;
 
@@ -123,6 +124,8 @@ commands:
   /accept WHO        accept WHO's request (an alias, a key or the request's id)
   /decline WHO       decline WHO's request
   /block WHO         refuse everything from WHO;  /unblock WHO  undoes it
+  /room ...          rooms: create, invite, remove, accept, leave, members, say (/room alone for help)
+  /rooms             your rooms and invitations
   /help              this list
   /quit              leave (so does end of input)
 any other line is sent to the current contact; start it with // to send a leading /";
@@ -167,7 +170,37 @@ enum Command {
     /// block; or ask someone to talk, or choose whether SEARCH finds you.
     #[command(after_help = REQUESTS_EXAMPLES)]
     Requests(RequestsArgs),
+    /// Rooms, encrypted with MLS: create one, invite, remove, accept an invitation, leave, list
+    /// the members with the room's safety number, send.
+    #[command(after_help = ROOM_EXAMPLES)]
+    Room(RoomArgs),
 }
+
+/// Options of `room`.
+#[derive(Args, Debug)]
+struct RoomArgs {
+    /// Server and key.
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// What to do: create | list | invite ROOM WHO | remove ROOM WHO | accept ROOM |
+    /// leave ROOM | members ROOM | say ROOM TEXT...
+    #[arg(value_name = "ACTION", num_args = 0.., trailing_var_arg = true)]
+    action: Vec<String>,
+}
+
+const ROOM_EXAMPLES: &str = "\
+examples:
+  ROOM=$(flexim room -k alice.key create)      create a room; its id is printed
+  flexim room -k alice.key invite $ROOM bob    add bob (he must have logged in once)
+  flexim room -k bob.key accept $ROOM          bob accepts the invitation
+  flexim room -k alice.key say $ROOM hello all
+  flexim room -k alice.key members $ROOM       members, fingerprints, safety number
+  flexim room -k alice.key remove $ROOM bob
+  flexim listen -k bob.key                     room messages are printed with #ROOM
+
+A room's secrets live in KEYFILE.rooms next to the key file (keep it as private as the key).
+ROOM may be the start of the id of one of your rooms. Compare the safety number of `members`
+with the other members out of band: equal numbers mean the same members with the same keys.";
 
 /// Options of `requests`.
 #[derive(Args, Debug)]
@@ -373,6 +406,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Chat(args) => chat::run(args).await,
         Command::Trust(args) => trust::run(args).await,
         Command::Requests(args) => requests::run(args).await,
+        Command::Room(args) => room::run(args).await,
     }
 }
 

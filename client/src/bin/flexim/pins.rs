@@ -5,12 +5,12 @@
 //! contacts' pins is the engine's; this module only loads the file into it before the login,
 //! saves it when the engine says the pins changed, and words the refusals.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use flexim_client::pins::{CONTACTS, ContactsFile, KNOWN_SERVERS, KnownServer, KnownServers};
 use flexim_client::protocol::PublicKey;
-use flexim_client::{Client, ContactPins, Endpoint, KeyChange};
+use flexim_client::{Client, ContactPins, Endpoint, KeyChange, SavedRooms};
 
 use crate::ConnArgs;
 
@@ -26,6 +26,8 @@ pub(crate) struct Pins {
     pub(crate) before: Option<KnownServer>,
     /// The server key whose contacts' pins the engine holds, once logged in.
     server: Option<PublicKey>,
+    /// The rooms' state: `KEYFILE.rooms` (one per identity, since it holds its groups' secrets).
+    rooms: PathBuf,
 }
 
 impl Pins {
@@ -47,6 +49,7 @@ impl Pins {
             contacts: ContactsFile::new(contacts),
             endpoint,
             server: None,
+            rooms: rooms_path(&conn.key),
         })
     }
 
@@ -110,6 +113,37 @@ impl Pins {
             && let Err(e) = self.contacts.save(&server, client.contact_pins())
         {
             eprintln!("flexim: warning: contacts' keys not saved: {e}");
+        }
+        self.save_rooms(client);
+    }
+
+    /// The rooms' state saved by an earlier run, if any.
+    pub(crate) fn load_rooms(&self) -> anyhow::Result<Option<SavedRooms>> {
+        match std::fs::read(&self.rooms) {
+            Ok(bytes) => Ok(Some(
+                SavedRooms::from_bytes(&bytes)
+                    .map_err(|e| anyhow!("{}: {e}", self.rooms.display()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow!("cannot read {}: {e}", self.rooms.display())),
+        }
+    }
+
+    /// Saves the rooms' state if it changed: written to a new file readable by its owner only,
+    /// then renamed over the old one, so that a crash leaves one whole state or the other.
+    /// Losing it loses the rooms' keys, so a failure is reported loudly.
+    pub(crate) fn save_rooms(&self, client: &mut Client) {
+        let Some(saved) = client.take_saved_rooms() else {
+            return;
+        };
+        let written = saved
+            .map_err(|e| e.to_string())
+            .and_then(|s| write_private(&self.rooms, &s.to_bytes()).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            eprintln!(
+                "flexim: warning: the rooms' keys were not saved to {}: {e}",
+                self.rooms.display()
+            );
         }
     }
 }
@@ -184,4 +218,27 @@ pub(crate) fn trust_command(change: &KeyChange, conn: &ConnArgs) -> String {
         change.alias
     ));
     line
+}
+
+/// Where the rooms' state of the key file `key` lives: `KEYFILE.rooms`.
+fn rooms_path(key: &Path) -> PathBuf {
+    let mut name = key.as_os_str().to_owned();
+    name.push(".rooms");
+    PathBuf::from(name)
+}
+
+/// Writes `bytes` to `path` through a temporary file of mode 0600, renamed into place.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }

@@ -19,10 +19,14 @@ use super::{
     BoxFuture, Claim, Counts, Entry, Expired, Placed, QueueLimits, Store, StoreError, StoreStats,
     Stored, Tie, TieChange, TieChanged, UserRecord,
 };
+use flexim_protocol::conversation::RoomId;
 use queues::{QUEUES, SHARES};
 use tokio::sync::mpsc;
 
+use super::rooms::{Room, RoomChange, RoomEngine, RoomOutcome, RoomSet, Snapshot};
+
 mod queues;
+mod rooms;
 mod ties;
 
 /// key (32 bytes) -> msgpack UserRecord
@@ -135,6 +139,9 @@ impl EmbeddedStore {
             txn.open_table(META).map_err(eng)?;
             txn.open_table(TIES).map_err(eng)?;
             txn.open_table(DISCOVERABLE).map_err(eng)?;
+            txn.open_table(rooms::ROOMS).map_err(eng)?;
+            txn.open_table(rooms::ROOMS_OF).map_err(eng)?;
+            txn.open_table(rooms::KEY_PACKAGES).map_err(eng)?;
         }
         let converted = migrate(&txn, now)?;
         let counted = queues::count_once(&txn)?;
@@ -228,6 +235,13 @@ fn commit(db: &Database, ops: Vec<Op>) -> Result<Vec<Result<Outcome, StoreError>
             Op::Discoverable { key, on } => {
                 ties::discoverable(&txn, key, on).map(|()| Outcome::Done)
             }
+            Op::RoomSet(set) => rooms::set(&txn, set).map(Outcome::Set),
+            Op::Publish {
+                owner,
+                packages,
+                max,
+            } => rooms::publish(&txn, owner, packages, max).map(Outcome::Count),
+            Op::ClaimPackage { owner } => rooms::claim(&txn, owner).map(Outcome::Package),
         };
         match outcome {
             Err(StoreError::Engine(e)) => return Err(StoreError::Engine(e)),
@@ -450,6 +464,61 @@ impl Store for EmbeddedStore {
 
     fn expire(&self, before: i64) -> BoxFuture<'static, Result<Vec<Expired>, StoreError>> {
         self.writer.queue.expire(before)
+    }
+
+    fn room(&self, id: RoomId) -> BoxFuture<'_, Result<Option<Room>, StoreError>> {
+        self.blocking(move |db| rooms::room(db, id))
+    }
+
+    fn change_room(
+        &self,
+        id: RoomId,
+        change: RoomChange,
+    ) -> BoxFuture<'static, Result<RoomOutcome, StoreError>> {
+        Box::pin(super::rooms::change(self.clone(), id, change))
+    }
+
+    fn rooms_of(&self, key: PublicKey) -> BoxFuture<'_, Result<u32, StoreError>> {
+        self.blocking(move |db| rooms::rooms_of(db, key))
+    }
+
+    fn publish_key_packages(
+        &self,
+        owner: PublicKey,
+        packages: Vec<Vec<u8>>,
+        max: u32,
+    ) -> BoxFuture<'static, Result<u32, StoreError>> {
+        self.writer.queue.publish(owner, packages, max)
+    }
+
+    fn claim_key_package(
+        &self,
+        owner: PublicKey,
+    ) -> BoxFuture<'static, Result<Option<Vec<u8>>, StoreError>> {
+        self.writer.queue.claim_package(owner)
+    }
+
+    fn key_packages(&self, owner: PublicKey) -> BoxFuture<'_, Result<u32, StoreError>> {
+        self.blocking(move |db| rooms::packages(db, owner))
+    }
+}
+
+impl RoomEngine for EmbeddedStore {
+    fn snapshot(
+        &self,
+        id: RoomId,
+        users: Vec<PublicKey>,
+    ) -> BoxFuture<'static, Result<Snapshot, StoreError>> {
+        let db = self.db.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || rooms::snapshot(&db, id, &users))
+                .await
+                .map_err(eng)?
+        })
+    }
+
+    fn set(&self, set: RoomSet) -> BoxFuture<'static, Result<bool, StoreError>> {
+        self.writer.queue.room_set(set)
     }
 }
 

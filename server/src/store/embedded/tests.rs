@@ -41,6 +41,24 @@ async fn conformance_ties_follow_the_rule() {
 }
 
 #[tokio::test]
+async fn conformance_rooms_follow_the_rule() {
+    let (store, _dir) = temp_store();
+    conformance::rooms_follow_the_rule(&store).await;
+}
+
+#[tokio::test]
+async fn conformance_rooms_concurrent_commits_at_one_epoch_have_one_winner() {
+    let (store, _dir) = temp_store();
+    conformance::concurrent_commits_at_one_epoch_have_one_winner(&store).await;
+}
+
+#[tokio::test]
+async fn conformance_rooms_key_packages_are_kept_up_to_a_cap_and_claimed_once() {
+    let (store, _dir) = temp_store();
+    conformance::key_packages_are_kept_up_to_a_cap_and_claimed_once(&store).await;
+}
+
+#[tokio::test]
 async fn conformance_queue_limits_are_all_or_nothing() {
     let (store, _dir) = temp_store();
     conformance::queue_limits_are_all_or_nothing(&store).await;

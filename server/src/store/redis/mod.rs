@@ -41,6 +41,10 @@
 //! - `flexim:ties:<owner>`: hash of other key -> the owner's tie with it (`p<n>`, `a`, `d`,
 //!   `b`: [`Tie::encode`](super::Tie::encode)).
 //! - `flexim:discoverable`: set of the keys SEARCH may find.
+//! - `flexim:room:<room id>`: a room's record ([`Room::encode`](super::Room::encode)), changed
+//!   only by the compare-and-set `ROOM_SET` (`store/rooms.rs` decides every change).
+//! - `flexim:roomsof:<key>`: set of the ids of the rooms the user is a member of.
+//! - `flexim:kp:<key>`: list of the KeyPackages the user published, oldest first.
 //!
 //! The scripts compute some key names from others (an expiry names its queue), which is fine
 //! on one Redis (or a primary with replicas) but not on Redis Cluster.
@@ -51,17 +55,21 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, RedisResult, Value};
 use flexim_protocol::PublicKey;
+use flexim_protocol::conversation::RoomId;
 use flexim_protocol::keys::alias_key;
 
+mod rooms;
 mod scripts;
 mod writer;
 
 use super::entry::decode_entry;
+use super::rooms::{Room, RoomChange, RoomOutcome};
 use super::writes::{Counters, WriteQueue};
 use super::{
     BoxFuture, Claim, Counts, Entry, Expired, Placed, QueueLimits, Store, StoreError, StoreStats,
     Stored, Tie, TieChange, TieChanged, UserRecord,
 };
+use rooms::{packages_key, room_key, rooms_of_prefix};
 
 /// The start of every key this engine uses, so that flexim can share a Redis with others.
 pub const PREFIX: &str = "flexim:";
@@ -653,6 +661,42 @@ impl Store for RedisStore {
 
     fn stats(&self) -> StoreStats {
         self.stats.stats()
+    }
+
+    fn room(&self, id: RoomId) -> BoxFuture<'_, Result<Option<Room>, StoreError>> {
+        Box::pin(rooms::room(self.conn.clone(), id))
+    }
+
+    fn change_room(
+        &self,
+        id: RoomId,
+        change: RoomChange,
+    ) -> BoxFuture<'static, Result<RoomOutcome, StoreError>> {
+        Box::pin(super::rooms::change(self.clone(), id, change))
+    }
+
+    fn rooms_of(&self, key: PublicKey) -> BoxFuture<'_, Result<u32, StoreError>> {
+        Box::pin(rooms::rooms_of(self.conn.clone(), key))
+    }
+
+    fn publish_key_packages(
+        &self,
+        owner: PublicKey,
+        packages: Vec<Vec<u8>>,
+        max: u32,
+    ) -> BoxFuture<'static, Result<u32, StoreError>> {
+        self.queue.publish(owner, packages, max)
+    }
+
+    fn claim_key_package(
+        &self,
+        owner: PublicKey,
+    ) -> BoxFuture<'static, Result<Option<Vec<u8>>, StoreError>> {
+        self.queue.claim_package(owner)
+    }
+
+    fn key_packages(&self, owner: PublicKey) -> BoxFuture<'_, Result<u32, StoreError>> {
+        Box::pin(rooms::key_packages(self.conn.clone(), owner))
     }
 }
 

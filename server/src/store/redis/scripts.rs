@@ -9,9 +9,30 @@ use super::super::entry::encode_entry;
 use super::super::ties::TieChange;
 use super::super::writes::Op;
 use super::{
-    aliases_key, bytes_prefix, discoverable_key, expiry_key, queue_prefix, seq_key, shares_prefix,
-    store_bytes_key, ties_key, user_key, users_key,
+    aliases_key, bytes_prefix, discoverable_key, expiry_key, packages_key, queue_prefix, room_key,
+    rooms_of_prefix, seq_key, shares_prefix, store_bytes_key, ties_key, user_key, users_key,
 };
+use crate::store::rooms::RoomSet;
+
+/// The arguments of [`ROOM_SET`] for `set`.
+fn room_set(inv: &mut ScriptInvocation<'_>, set: &RoomSet) {
+    inv.key(room_key(&set.id))
+        .arg(set.expected.as_deref().unwrap_or_default())
+        .arg(set.after.as_deref().unwrap_or_default())
+        .arg(set.id.to_hex())
+        .arg(rooms_of_prefix())
+        .arg(set.counts.len());
+    for (user, count) in &set.counts {
+        inv.arg(user.to_hex()).arg(*count);
+    }
+    inv.arg(set.joined.len());
+    for user in &set.joined {
+        inv.arg(user.to_hex());
+    }
+    for user in &set.parted {
+        inv.arg(user.to_hex());
+    }
+}
 
 // Each script reads (and so type-checks) every key it will write before it writes any:
 // Redis does not undo the writes a script made before it failed, so a script that could fail
@@ -98,6 +119,60 @@ const DISCOVERABLE: &str = r"
 if ARGV[2] == '1' then redis.call('SADD', KEYS[1], ARGV[1])
 else redis.call('SREM', KEYS[1], ARGV[1]) end
 return 1
+";
+
+/// The compare-and-set of a room change (`store/rooms.rs` decides it): KEYS the room's
+/// record; ARGV the record as read (empty: none), the record to write (empty: delete), the
+/// room id, the prefix of users' room sets, then the number of counted users and each with
+/// its count read, then the number of users who join and their keys, then the keys of those
+/// who part. Writes nothing and returns 0 if the record or a count changed since it was
+/// read; else returns 1. Every key it writes is read first (a key of the wrong type fails
+/// the script before any write).
+const ROOM_SET: &str = r"
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then return 0 end
+local prefix = ARGV[4]
+local i = 5
+local n = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, n do
+  if redis.call('SCARD', prefix .. ARGV[i]) ~= tonumber(ARGV[i + 1]) then return 0 end
+  i = i + 2
+end
+local joined = {}
+local j = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, j do
+  table.insert(joined, ARGV[i])
+  i = i + 1
+end
+local parted = {}
+for k = i, #ARGV do table.insert(parted, ARGV[k]) end
+for _, u in ipairs(joined) do redis.call('SCARD', prefix .. u) end
+for _, u in ipairs(parted) do redis.call('SCARD', prefix .. u) end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
+for _, u in ipairs(joined) do redis.call('SADD', prefix .. u, ARGV[3]) end
+for _, u in ipairs(parted) do redis.call('SREM', prefix .. u, ARGV[3]) end
+return 1
+";
+
+/// [`Store::publish_key_packages`]: KEYS the owner's list of KeyPackages; ARGV the most it
+/// may hold, then the KeyPackages. Appends while the list is shorter; returns its length.
+const PUBLISH: &str = r"
+local held = redis.call('LLEN', KEYS[1])
+local max = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  if held >= max then break end
+  redis.call('RPUSH', KEYS[1], ARGV[i])
+  held = held + 1
+end
+return held
+";
+
+/// [`Store::claim_key_package`]: KEYS the owner's list. Pops the oldest; an empty string
+/// when there is none (a KeyPackage is never empty).
+const CLAIM_PACKAGE: &str = r"
+return redis.call('LPOP', KEYS[1]) or ''
 ";
 
 /// The Lua helpers the queue scripts share: `count` reads a counter (absent is 0) and fails
@@ -342,6 +417,12 @@ pub(super) struct Scripts {
     tie: (Script, String),
     /// [`DISCOVERABLE`].
     discoverable: (Script, String),
+    /// [`ROOM_SET`].
+    room_set: (Script, String),
+    /// [`PUBLISH`].
+    publish: (Script, String),
+    /// [`CLAIM_PACKAGE`].
+    claim_package: (Script, String),
 }
 
 /// [`COUNT_ONCE`] with the helpers it uses, as one script.
@@ -361,6 +442,9 @@ impl Scripts {
             expire: queue(EXPIRE),
             tie: s(TIE.to_string()),
             discoverable: s(DISCOVERABLE.to_string()),
+            room_set: s(ROOM_SET.to_string()),
+            publish: s(PUBLISH.to_string()),
+            claim_package: s(CLAIM_PACKAGE.to_string()),
         }
     }
 
@@ -374,6 +458,9 @@ impl Scripts {
             Op::Expire { .. } => &self.expire,
             Op::Tie { .. } => &self.tie,
             Op::Discoverable { .. } => &self.discoverable,
+            Op::RoomSet(_) => &self.room_set,
+            Op::Publish { .. } => &self.publish,
+            Op::ClaimPackage { .. } => &self.claim_package,
         }
     }
 
@@ -382,6 +469,20 @@ impl Scripts {
         let (queues, bytes) = (queue_prefix(), bytes_prefix());
         let mut inv = self.of(op).0.prepare_invoke();
         match op {
+            Op::RoomSet(set) => room_set(&mut inv, set),
+            Op::Publish {
+                owner,
+                packages,
+                max,
+            } => {
+                inv.key(packages_key(owner)).arg(*max);
+                for p in packages {
+                    inv.arg(p.as_slice());
+                }
+            }
+            Op::ClaimPackage { owner } => {
+                inv.key(packages_key(owner));
+            }
             Op::Tie {
                 owner,
                 other,

@@ -131,6 +131,12 @@ fn outcome(op: Op, reply: Value) -> Result<Outcome, StoreError> {
             int_of(&reply)?;
             Outcome::Done
         }
+        Op::RoomSet(_) => Outcome::Set(int_of(&reply)? == 1),
+        Op::Publish { .. } => Outcome::Count(int_of(&reply)?.max(0) as u32),
+        Op::ClaimPackage { .. } => {
+            let package = bytes_of(&reply)?;
+            Outcome::Package((!package.is_empty()).then(|| package.to_vec()))
+        }
         Op::Tie { .. } => {
             let fields = array_of(reply)?;
             let [before, after] = fields.as_slice() else {

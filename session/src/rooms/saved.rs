@@ -1,0 +1,76 @@
+//! What of the rooms a driver saves: the MLS state (which holds the groups' secrets, so it is
+//! kept like the identity's secret key) and the invitations not yet answered.
+
+use flexim_mls::Member;
+use flexim_protocol::PublicKey;
+use flexim_protocol::conversation::RoomId;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::engine::{Engine, EngineError};
+
+/// The rooms' saved form (msgpack).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedRooms {
+    /// [`Member::snapshot`], or empty before the first use.
+    member: ByteBuf,
+    /// Invitations not yet answered: room id and inviter, both in hex.
+    invited: Vec<(String, String)>,
+}
+
+impl SavedRooms {
+    /// The saved form as bytes, to write to a file or storage.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        rmp_serde::to_vec_named(self).unwrap_or_default()
+    }
+
+    /// The MLS member's state in it ([`Member::snapshot`]; empty before the first use).
+    pub fn member_state(&self) -> &[u8] {
+        &self.member
+    }
+
+    /// Reads [`SavedRooms::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<SavedRooms, EngineError> {
+        rmp_serde::from_slice(bytes).map_err(|e| EngineError::Mls(format!("saved rooms: {e}")))
+    }
+}
+
+impl Engine {
+    /// The rooms' state to save (after [`Engine::take_rooms_changed`] says it changed).
+    pub fn saved_rooms(&self) -> Result<SavedRooms, EngineError> {
+        let member = match &self.rooms.member {
+            Some(m) => m.snapshot()?,
+            None => Vec::new(),
+        };
+        Ok(SavedRooms {
+            member: ByteBuf::from(member),
+            invited: self
+                .rooms
+                .invited
+                .iter()
+                .map(|(r, k)| (r.to_hex(), k.to_hex()))
+                .collect(),
+        })
+    }
+
+    /// Restores what [`Engine::saved_rooms`] gave, before the first login. The state must be
+    /// this identity's.
+    pub fn restore_rooms(&mut self, saved: &SavedRooms) -> Result<(), EngineError> {
+        if saved.member.is_empty() {
+            return Ok(());
+        }
+        let member = Member::restore(&saved.member)?;
+        if member.identity() != self.me.0 {
+            return Err(EngineError::Mls(
+                "the saved rooms are another identity's".into(),
+            ));
+        }
+        self.rooms.member = Some(member);
+        self.rooms.invited = saved
+            .invited
+            .iter()
+            .filter_map(|(r, k)| Some((RoomId::parse(r)?, PublicKey::from_hex(k)?)))
+            .collect();
+        Ok(())
+    }
+}
