@@ -162,9 +162,10 @@ impl Relay {
     /// Tells `to` that `from` asks to talk: a Request datum ahead of `from`'s first message.
     /// It goes the way receipts go (to `to`'s active session now, or into the store for its
     /// next login, outside the queue's bounds: it is small, and `--max-requests` bounds how
-    /// many a user can be sent), so that it takes no room from messages; since it is handed
-    /// over before the message, it is written or stored before it.
-    pub(crate) fn request_notice(self: &Arc<Self>, from: PublicKey, to: PublicKey) {
+    /// many a user can be sent), so that it takes no room from messages. It returns once the
+    /// notice is in `to`'s session or durable, so the answer that follows (and the message
+    /// that opened the request) comes after it.
+    pub(crate) async fn request_notice(self: &Arc<Self>, from: PublicKey, to: PublicKey) {
         let notice = Request {
             to: vec![to.to_hex()],
             from: from.to_hex(),
@@ -172,7 +173,12 @@ impl Relay {
             id: Some(pair_id(&from, &to)),
             ..Default::default()
         };
-        self.receipt(to, frames::frame(notice));
+        // The answer to the Request (or to the message that opened it) follows this, so the
+        // notice must be durable first: otherwise a crash between the two loses the request
+        // while its sender was told it was made.
+        if let Err(e) = self.durable_notice(to, frames::frame(notice)).await {
+            tracing::warn!(error = %e, "a request's notice was not kept for its recipient");
+        }
     }
 
     /// The Connection datum of the conversation of `a` and `b`, naming in `pending` those

@@ -296,6 +296,18 @@ impl Relay {
         });
     }
 
+    /// Awaits a started write of one whole notice here rather than in a task, for a caller
+    /// that must not answer before it is durable.
+    async fn finish_whole(self: &Arc<Self>, started: Started) -> Result<(), StoreError> {
+        let Started { to, write, .. } = started;
+        let result = match write {
+            Pending::Whole(write) => write.await.map(|_| ()),
+            Pending::Fitting { write, .. } => write.await.map(|_| ()),
+        };
+        self.store_finished(to);
+        result
+    }
+
     /// Does what follows a write of a routed message or a receipt.
     fn whole_written(
         &self,

@@ -96,20 +96,36 @@ impl Relay {
     /// Hands a receipt to the node holding `to`, or keeps it in the store when `to` is offline
     /// everywhere: only an offline sender's receipt is worth a store write.
     pub(super) fn receipt_elsewhere(self: &Arc<Self>, to: PublicKey, frame: bytes::Bytes) {
-        let Some(cluster) = self.cluster.clone() else {
+        if self.cluster.is_none() {
             self.store_receipt(to, frame);
             return;
-        };
+        }
         let relay = self.clone();
         tokio::spawn(async move {
-            match cluster.holders(&[to]).await {
-                Ok(h) if h[0].as_ref().is_some_and(|n| n != cluster.node()) => {
-                    let node = h[0].clone().expect("checked");
-                    cluster.send(Some(&node), Signal::Frame(to, frame.to_vec()));
-                }
-                _ => relay.store_receipt(to, frame),
+            if !relay.sent_elsewhere(to, &frame).await {
+                relay.store_receipt(to, frame);
             }
         });
+    }
+
+    /// Hands `frame` to `to`'s session on another node, if another node holds it; `false`
+    /// when none does (or the cluster cannot say), so the caller stores it.
+    pub(super) async fn sent_elsewhere(
+        self: &Arc<Self>,
+        to: PublicKey,
+        frame: &bytes::Bytes,
+    ) -> bool {
+        let Some(cluster) = self.cluster.clone() else {
+            return false;
+        };
+        match cluster.holders(&[to]).await {
+            Ok(h) if h[0].as_ref().is_some_and(|n| n != cluster.node()) => {
+                let node = h[0].clone().expect("checked");
+                cluster.send(Some(&node), Signal::Frame(to, frame.to_vec()));
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Acts on a signal from another node.

@@ -11,7 +11,7 @@ use flexim_protocol::{PublicKey, status};
 use super::Relay;
 use crate::clock;
 use crate::frames::{self, Id};
-use crate::store::{Full, Placed};
+use crate::store::{Full, Placed, StoreError};
 use crate::table::{ReceiptRoute, Receipts, Why};
 
 impl Relay {
@@ -109,6 +109,39 @@ impl Relay {
             }
         };
         self.carry(started, None);
+    }
+
+    /// Sends a notice that must not be lost (a Request's notice, §14.3) the way a receipt
+    /// goes, but returns only once it is in `to`'s session or durable in the store, so that
+    /// the answer that follows cannot overtake it: a server killed after the answer went out
+    /// still delivers the notice at `to`'s next login.
+    pub(super) async fn durable_notice(
+        self: &Arc<Self>,
+        to: PublicKey,
+        frame: Bytes,
+    ) -> Result<(), StoreError> {
+        // The write starts under the table's lock, as every write does, so that its place in
+        // `to`'s queue is the order the table decided.
+        let asked = {
+            let mut table = self.lock(&to);
+            match table.receipt(to, frame, self.cluster.is_some()) {
+                ReceiptRoute::Sent => return Ok(()),
+                ReceiptRoute::AskCluster(frame) => Err(frame),
+                ReceiptRoute::Store(write) => Ok(self.start(write)),
+            }
+        };
+        let started = match asked {
+            Ok(started) => started,
+            Err(frame) => {
+                if self.sent_elsewhere(to, &frame).await {
+                    return Ok(());
+                }
+                let mut table = self.lock(&to);
+                let write = table.store_receipt(to, frame);
+                self.start(write)
+            }
+        };
+        self.finish_whole(started).await
     }
 
     /// Keeps a receipt in the store for `to`'s next login (or its session catching up).

@@ -207,3 +207,23 @@ async fn a_sender_over_its_share_and_a_message_over_the_budget_are_refused_with_
     });
     assert_eq!(kept.await.expect("the receipt is stored"), receipt);
 }
+
+/// The answer to a Request follows its notice, so the notice must be durable when
+/// `request_notice` returns: a server killed right after the answer still has it for the
+/// recipient's next login. (The notice used to be written in a task of its own, like a
+/// receipt; this looked at the store before that task had run.)
+#[tokio::test]
+async fn a_request_notice_is_in_the_store_when_it_returns() {
+    let f = fixture("notice", Limits::default());
+    let (alice, bob) = (key(2), key(3));
+    f.relay.request_notice(alice, bob).await;
+    let stored = f.store.peek(bob, 0, 10).await.unwrap();
+    let [only] = stored.as_slice() else {
+        panic!("one notice stored, not {}", stored.len())
+    };
+    let (kind, body) = frame::split_exact(&only.entry.frame, frame::MAX_BODY).unwrap();
+    let Datum::Request(r) = Datum::decode(kind, body).unwrap() else {
+        panic!("the stored notice is a Request")
+    };
+    assert_eq!(r.from, alice.to_hex());
+}

@@ -94,7 +94,7 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
             Admitted::Contact => (format!("you and {who} are in a conversation"), Vec::new()),
             Admitted::Request { first } => {
                 if first {
-                    self.relay.request_notice(key, to);
+                    self.relay.request_notice(key, to).await;
                 }
                 (format!("asked {who}; they have not accepted yet"), vec![to])
             }

@@ -145,7 +145,7 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
     pub(super) async fn consent(&self, key: PublicKey, to: PublicKey) -> Result<(), Status> {
         self.relay.accept(key, to).await?;
         if let Admitted::Request { first: true } = self.relay.admit(key, to, true).await? {
-            self.relay.request_notice(key, to);
+            self.relay.request_notice(key, to).await;
         }
         Ok(())
     }
