@@ -5,7 +5,10 @@
 //! bytes between a socket and an [`Engine`], shows the [`Event`]s it reports and stores what
 //! it asks to be stored. This is the shape of quinn-proto under quinn: no I/O, no clock, no
 //! randomness of its own (time and a random source are passed in), so the whole protocol is
-//! tested here with bytes in and frames and events out.
+//! tested here with bytes in and frames and events out. The one exception is MLS (rooms,
+//! `rooms/`): OpenMLS's provider draws its keys from the operating system's (or the browser's)
+//! random source itself and takes none from outside, so room operations are not replayable
+//! from a seed; everything else is.
 //!
 //! # The loop a driver runs
 //!

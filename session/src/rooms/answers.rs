@@ -220,25 +220,16 @@ impl Engine {
                 Op::Add { who, .. } => members.contains(who),
                 Op::Remove { who } => !members.contains(who),
             };
-            if done {
-                if let Some(id) = w.origin {
-                    let result = Ok(Status::new(status::OK, "done by another member's commit"));
-                    let answer = Answer::Room {
-                        room,
-                        action: action_of(&w.op),
-                        result,
-                    };
-                    self.emit(Event::Answer {
-                        request: id,
-                        answer,
-                    });
+            let result = if done {
+                Ok(Status::new(status::OK, "done by another member's commit"))
+            } else {
+                match self.commit(room, w.op.clone(), w.origin) {
+                    // Its answer settles it.
+                    Ok(_) => continue,
+                    Err(e) => Err(Refusal::garbled(e.to_string())),
                 }
-                continue;
-            }
-            if let Err(e) = self.commit(room, w.op.clone(), w.origin)
-                && let Some(id) = w.origin
-            {
-                let result = Err(Refusal::garbled(e.to_string()));
+            };
+            if let Some(id) = w.origin {
                 let answer = Answer::Room {
                     room,
                     action: action_of(&w.op),

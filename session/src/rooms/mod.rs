@@ -220,12 +220,8 @@ impl Engine {
 
     /// The members of `room` as this user's MLS group has them: keys with their signing keys.
     pub fn group_members(&self, room: RoomId) -> Result<Vec<(PublicKey, Vec<u8>)>, EngineError> {
-        let member = self
-            .rooms
-            .member
-            .as_ref()
-            .ok_or_else(|| EngineError::NoRoom(room.to_hex()))?;
-        Ok(member
+        Ok(self
+            .member_of(room)?
             .members(room.0)?
             .into_iter()
             .map(|(k, s)| (PublicKey(k), s))
@@ -234,12 +230,15 @@ impl Engine {
 
     /// The safety number of `room` (§16.6), to compare out of band.
     pub fn safety_number(&self, room: RoomId) -> Result<String, EngineError> {
-        let member = self
-            .rooms
+        Ok(self.member_of(room)?.safety_number(room.0)?)
+    }
+
+    /// The MLS member, to read `room` of; none yet means no room at all.
+    fn member_of(&self, room: RoomId) -> Result<&Member, EngineError> {
+        self.rooms
             .member
             .as_ref()
-            .ok_or_else(|| EngineError::NoRoom(room.to_hex()))?;
-        Ok(member.safety_number(room.0)?)
+            .ok_or_else(|| EngineError::NoRoom(room.to_hex()))
     }
 
     /// The rooms this user is in (its MLS groups), and whether each is an invitation it has not

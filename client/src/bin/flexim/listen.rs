@@ -90,16 +90,7 @@ impl Listener {
                 } else {
                     plain_line(&message)
                 })?;
-                self.received += 1;
-                // Acknowledged only once printed: a message this run does not show stays on
-                // the server for the next one.
-                if let Some(id) = message.id {
-                    match client.ack(&[id]).await {
-                        Ok(_) => {}
-                        Err(e) if e.is_connection_lost() => return Err(lost(client, e)),
-                        Err(e) => self.ack_failed(&e.to_string()),
-                    }
-                }
+                self.printed(client, message.id).await?;
             }
             Ok(Event::RoomMessage(message)) => {
                 print_line(&if args.json {
@@ -107,14 +98,7 @@ impl Listener {
                 } else {
                     crate::room::plain_line(&message)
                 })?;
-                self.received += 1;
-                if let Some(id) = message.id {
-                    match client.ack(&[id]).await {
-                        Ok(_) => {}
-                        Err(e) if e.is_connection_lost() => return Err(lost(client, e)),
-                        Err(e) => self.ack_failed(&e.to_string()),
-                    }
-                }
+                self.printed(client, message.id).await?;
                 self.pins.save_rooms(client);
             }
             Ok(
@@ -169,6 +153,20 @@ impl Listener {
             Ok(_) => {}
             Err(e) if e.is_connection_lost() => return Err(lost(client, e)),
             Err(e) => eprintln!("flexim: {e}"),
+        }
+        Ok(())
+    }
+
+    /// Counts a message just printed and acknowledges it: only once printed, so that a message
+    /// this run does not show stays on the server for the next one.
+    async fn printed(&mut self, client: &mut Client, id: Option<String>) -> anyhow::Result<()> {
+        self.received += 1;
+        if let Some(id) = id {
+            match client.ack(&[id]).await {
+                Ok(_) => {}
+                Err(e) if e.is_connection_lost() => return Err(lost(client, e)),
+                Err(e) => self.ack_failed(&e.to_string()),
+            }
         }
         Ok(())
     }
