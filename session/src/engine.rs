@@ -165,7 +165,7 @@ pub struct Engine {
     /// messages are reported as requests ([`crate::Incoming::request`]).
     pub(crate) strangers: HashSet<PublicKey>,
     /// The rooms: MLS groups, invitations, commits waiting for a retry (`rooms/`).
-    pub(crate) rooms: crate::rooms::Rooms,
+    pub(crate) rooms: crate::rooms::state::Rooms,
 }
 
 impl Engine {
@@ -197,7 +197,7 @@ impl Engine {
             events: VecDeque::new(),
             random,
             strangers: HashSet::new(),
-            rooms: crate::rooms::Rooms::default(),
+            rooms: crate::rooms::state::Rooms::default(),
         }
     }
 

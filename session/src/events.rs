@@ -141,7 +141,7 @@ pub enum Answer {
         /// The room.
         room: flexim_protocol::conversation::RoomId,
         /// What was asked.
-        action: crate::rooms::RoomAction,
+        action: crate::requests::RoomAction,
         /// The server's Status, or the refusal.
         result: Result<Status, Refusal>,
     },

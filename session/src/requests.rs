@@ -8,6 +8,8 @@
 
 use std::collections::VecDeque;
 
+use flexim_protocol::PublicKey;
+
 /// Names one request, so that a driver that waits for an answer (the native client's
 /// `request(..).await`) can recognise it among the events. Numbers only grow, across
 /// connections.
@@ -87,7 +89,7 @@ pub(crate) enum Request {
         /// The room.
         room: flexim_protocol::conversation::RoomId,
         /// Which.
-        action: crate::rooms::RoomAction,
+        action: RoomAction,
     },
     /// KEYPACKAGE of a user to add to a room.
     Claim {
@@ -101,7 +103,7 @@ pub(crate) enum Request {
         /// The room.
         room: flexim_protocol::conversation::RoomId,
         /// What it changes (kept to make it again after a `-27`).
-        op: crate::rooms::Op,
+        op: Op,
         /// The epoch it was made in.
         epoch: u64,
         /// The user's request whose answer this commit settles, if it is not the engine's own.
@@ -182,4 +184,36 @@ impl Consent {
             Consent::Discoverable => flexim_protocol::status::cmd::DISCOVERABLE,
         }
     }
+}
+
+/// What a room request did, for its answer ([`crate::Answer::Room`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomAction {
+    /// CREATEROOM.
+    Create,
+    /// Adding a user: its KeyPackage claimed, then the commit.
+    Invite(PublicKey),
+    /// Removing a member: the commit.
+    Remove(PublicKey),
+    /// Accepting an invitation: the Acknowledge.
+    Join,
+    /// LEAVE (also declining an invitation).
+    Leave,
+}
+
+/// A change of membership this user committed or will commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Add `who`, with the KeyPackage the server handed out for it.
+    Add {
+        /// Who.
+        who: PublicKey,
+        /// Its KeyPackage (unused until a commit of it is accepted, so kept for a retry).
+        package: Vec<u8>,
+    },
+    /// Remove `who`.
+    Remove {
+        /// Who.
+        who: PublicKey,
+    },
 }

@@ -8,8 +8,7 @@
 mod answers;
 mod receive;
 mod saved;
-
-use std::collections::BTreeMap;
+pub(crate) mod state;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -24,76 +23,16 @@ use crate::engine::{Engine, EngineError};
 use crate::outbox::new_id;
 use crate::requests::{Request, RequestId};
 
+pub(crate) use crate::requests::Op;
+pub use crate::requests::RoomAction;
 pub use saved::SavedRooms;
+pub(crate) use state::Waiting;
 
 /// How many KeyPackages of its own the server should hold at least: below this, a login
 /// publishes [`KEY_PACKAGE_BATCH`] more (§16.2).
 pub const KEY_PACKAGE_LOW: usize = 8;
 /// How many KeyPackages a login publishes when the server holds too few.
 pub const KEY_PACKAGE_BATCH: usize = 16;
-
-/// What a room request did, for its answer ([`crate::Answer::Room`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoomAction {
-    /// CREATEROOM.
-    Create,
-    /// Adding a user: its KeyPackage claimed, then the commit.
-    Invite(PublicKey),
-    /// Removing a member: the commit.
-    Remove(PublicKey),
-    /// Accepting an invitation: the Acknowledge.
-    Join,
-    /// LEAVE (also declining an invitation).
-    Leave,
-}
-
-/// A change of membership this user committed or will commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Op {
-    /// Add `who`, with the KeyPackage the server handed out for it.
-    Add {
-        /// Who.
-        who: PublicKey,
-        /// Its KeyPackage (unused until a commit of it is accepted, so kept for a retry).
-        package: Vec<u8>,
-    },
-    /// Remove `who`.
-    Remove {
-        /// Who.
-        who: PublicKey,
-    },
-}
-
-/// A commit the server refused as stale, waiting for the room's epoch to move on.
-#[derive(Debug, Clone)]
-pub(crate) struct Waiting {
-    /// The room.
-    pub(crate) room: RoomId,
-    /// What to commit again.
-    pub(crate) op: Op,
-    /// The epoch the refused commit was made in: once the group is past it, commit again.
-    pub(crate) epoch: u64,
-    /// The request the user made, whose answer is still owed; `None` for the engine's own.
-    pub(crate) origin: Option<RequestId>,
-}
-
-/// The engine's rooms: the MLS member, the invitations not yet answered, the commits waiting
-/// for a retry.
-#[derive(Default)]
-pub(crate) struct Rooms {
-    /// The MLS state, made at first use (it draws a signing key).
-    pub(crate) member: Option<Member>,
-    /// Rooms this user was invited to and has not accepted, with who invited it: their
-    /// messages are reported as invitations ([`crate::RoomIncoming::invited`]).
-    pub(crate) invited: BTreeMap<RoomId, PublicKey>,
-    /// Commits to make again once their room's epoch moves.
-    pub(crate) waiting: Vec<Waiting>,
-    /// The latest date (Unix seconds) the driver gave, used for the commits the engine makes
-    /// on its own (it has no clock).
-    pub(crate) now: i64,
-    /// Whether the state changed since the driver last saved it.
-    pub(crate) changed: bool,
-}
 
 /// An MLS failure as the engine reports it.
 impl From<MlsError> for EngineError {

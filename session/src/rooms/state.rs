@@ -1,0 +1,41 @@
+//! The engine's room state, apart from the operations on it (`mod.rs`), so that the engine
+//! holds it without depending on them.
+
+use std::collections::BTreeMap;
+
+use flexim_mls::Member;
+use flexim_protocol::PublicKey;
+use flexim_protocol::conversation::RoomId;
+
+use crate::requests::{Op, RequestId};
+
+/// A commit the server refused as stale, waiting for the room's epoch to move on.
+#[derive(Debug, Clone)]
+pub(crate) struct Waiting {
+    /// The room.
+    pub(crate) room: RoomId,
+    /// What to commit again.
+    pub(crate) op: Op,
+    /// The epoch the refused commit was made in: once the group is past it, commit again.
+    pub(crate) epoch: u64,
+    /// The request the user made, whose answer is still owed; `None` for the engine's own.
+    pub(crate) origin: Option<RequestId>,
+}
+
+/// The engine's rooms: the MLS member, the invitations not yet answered, the commits waiting
+/// for a retry.
+#[derive(Default)]
+pub(crate) struct Rooms {
+    /// The MLS state, made at first use (it draws a signing key).
+    pub(crate) member: Option<Member>,
+    /// Rooms this user was invited to and has not accepted, with who invited it: their
+    /// messages are reported as invitations ([`crate::RoomIncoming::invited`]).
+    pub(crate) invited: BTreeMap<RoomId, PublicKey>,
+    /// Commits to make again once their room's epoch moves.
+    pub(crate) waiting: Vec<Waiting>,
+    /// The latest date (Unix seconds) the driver gave, used for the commits the engine makes
+    /// on its own (it has no clock).
+    pub(crate) now: i64,
+    /// Whether the state changed since the driver last saved it.
+    pub(crate) changed: bool,
+}
