@@ -194,6 +194,7 @@ impl Engine {
     /// acknowledged with the next [`Engine::flush_acks`], and the server forgets it then.
     pub fn acknowledge(&mut self, id: &str) {
         self.unacked.remove(id);
+        self.forget_opened(id);
         self.queue_ack(id.to_string());
     }
 

@@ -18,7 +18,7 @@ pub(crate) const UI_WAIT: Duration = Duration::from_secs(30);
 
 const ENTER: &str = "\u{E007}";
 
-async fn set_value(b: &Browser, css: &str, text: &str) {
+pub(crate) async fn set_value(b: &Browser, css: &str, text: &str) {
     b.js(
         "const el = document.querySelector(arguments[0]); el.value = arguments[1]; \
          el.dispatchEvent(new Event('input', {bubbles: true}));",

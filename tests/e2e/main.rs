@@ -5,6 +5,7 @@
 mod abuse;
 mod bad_input;
 mod browser;
+mod browser_rooms;
 mod browser_tls;
 mod chat;
 mod cli;

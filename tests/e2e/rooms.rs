@@ -277,6 +277,51 @@ async fn an_offline_member_catches_up_in_order_and_a_removed_one_reads_nothing_a
     );
 }
 
+/// A program that ends before acknowledging a room message it opened (a CLI run that only
+/// sent, a page closed too soon) gets the message again at its next login, and MLS cannot open
+/// a message twice: the engine keeps the plaintext, saved with the rooms, until it is
+/// acknowledged, and reports the copy from it.
+#[tokio::test]
+async fn a_room_message_opened_but_not_acknowledged_comes_again_after_a_restart() {
+    let server = TestServer::start();
+    let (mut alice, bob, carol, room) = three_members(&server).await;
+    drop(carol);
+    let bob_id = bob.id.clone();
+    let mut bob = bob;
+    alice.client.send_room(room, "read me twice").await.unwrap();
+    let first = loop {
+        let event = tokio::time::timeout(WAIT, bob.client.next_event())
+            .await
+            .expect("the message reaches Bob")
+            .unwrap();
+        if let Event::RoomMessage(m) = event {
+            break m;
+        }
+    };
+    assert_eq!(first.text, "read me twice");
+    // Not acknowledged: Bob's program ends with the group's state as it is now (the message's
+    // key used and deleted).
+    let saved = bob.client.saved_rooms().unwrap();
+    let _ = bob.client.close().await;
+    drop(bob);
+    let mut bob = User::login(&server.ws, bob_id.clone(), Some(saved)).await;
+    let again = bob.room_message().await;
+    assert_eq!(
+        again.text, "read me twice",
+        "the copy was reported from the kept text"
+    );
+    assert_eq!(again.from, alice.key());
+    assert_eq!(again.id, first.id);
+    // Acknowledged this time (room_message does): the kept text goes, and a later restart
+    // gets nothing more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let saved = bob.client.saved_rooms().unwrap();
+    let _ = bob.client.close().await;
+    drop(bob);
+    let mut bob = User::login(&server.ws, bob_id, Some(saved)).await;
+    assert!(bob.quiet_for(Duration::from_millis(500)).await.is_empty());
+}
+
 fn base64_decode(text: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD

@@ -281,6 +281,10 @@ impl App {
         self.model.dirty = true;
         // Anything waiting to be sent was sealed by the old key, and went with the old session.
         self.store.remove(storage::DELIVERY);
+        // The rooms' groups are the old key's leaves: the new identity is in none of them.
+        self.store.remove(storage::ROOMS_STATE);
+        self.store.remove(storage::ROOMS);
+        self.model.rooms = crate::room_state::Rooms::new();
         self.export_shown = false;
         self.ui.show_export(None);
         self.ui.set_me(self.engine.me());

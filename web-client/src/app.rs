@@ -56,6 +56,8 @@ const SUSPENDED: &str = "the page was left";
 pub(crate) struct App {
     /// The page's elements.
     pub(crate) ui: Ui,
+    /// The rooms' elements.
+    pub(crate) rooms_ui: crate::rooms_ui::RoomsUi,
     /// `localStorage`.
     pub(crate) store: Store,
     /// This user's secret key.
@@ -141,6 +143,7 @@ fn load_identity(store: &Store, notes: &mut Vec<String>) -> Result<SecretKey, St
 impl App {
     fn new() -> Result<App, String> {
         let ui = Ui::find()?;
+        let rooms_ui = crate::rooms_ui::RoomsUi::find()?;
         let store = Store::open();
         let mut notes = Vec::new();
         if !store.available() {
@@ -167,6 +170,7 @@ impl App {
         let me = *engine.me();
         let mut app = App {
             ui,
+            rooms_ui,
             store,
             secret,
             engine,
@@ -180,6 +184,7 @@ impl App {
         };
         app.restore_delivery(&mut notes);
         app.restore_contact_pins(&mut notes);
+        app.restore_rooms(&mut notes);
         for note in &notes {
             app.ui.log(note);
         }
@@ -252,7 +257,9 @@ impl App {
         let waiting: Vec<PublicKey> = m.requests.iter().map(|w| w.key).collect();
         self.ui.sync_contacts(&m.contacts, &waiting);
         self.ui.sync_conversation(&m.contacts);
-        self.ui.set_title(m.contacts.total_unread());
+        self.ui
+            .set_title(m.contacts.total_unread() + m.rooms.total_unread());
+        self.render_rooms();
         // The conversations first: a line saved without its outbox entry is reported as
         // unconfirmed after a crash, whereas an entry without its line would be sent unseen.
         if self.model.dirty {
@@ -273,6 +280,7 @@ impl App {
                 ));
             }
         }
+        self.save_rooms();
         if self.engine.take_storage_changed() {
             let json = self.engine.saved().to_json(self.engine.me());
             if let Err(e) = self.store.set(storage::DELIVERY, &json) {
@@ -484,7 +492,7 @@ fn on_socket(generation: u64, event: SocketEvent) {
 }
 
 /// Listens on the element with `id`, if the page has it.
-fn on_id(id: &str, event: &str, handler: impl FnMut(Event) + 'static) {
+pub(crate) fn on_id(id: &str, event: &str, handler: impl FnMut(Event) + 'static) {
     match dom::by_id::<EventTarget>(id) {
         Ok(target) => listen(&target, event, handler),
         Err(e) => dom::log_error(&e),
@@ -492,7 +500,7 @@ fn on_id(id: &str, event: &str, handler: impl FnMut(Event) + 'static) {
 }
 
 /// A form's submit, without the page reload a form would do by itself.
-fn on_submit(id: &str, action: fn(&mut App)) {
+pub(crate) fn on_submit(id: &str, action: fn(&mut App)) {
     on_id(id, "submit", move |e| {
         e.prevent_default();
         with_app(action);
@@ -526,6 +534,7 @@ fn bind() {
     on_submit("search-form", App::on_search);
     on_submit("composer-form", App::on_send);
     on_submit("import-form", App::on_import);
+    App::bind_rooms();
     on_id("composer", "keydown", |e| {
         let Some(k) = e.dyn_ref::<KeyboardEvent>() else {
             return;
@@ -571,7 +580,10 @@ fn bind() {
     });
     if let Some(document) = dom::document() {
         listen(&document, "visibilitychange", |_| {
-            with_app(|app| app.model.contacts.set_visible(!dom::page_hidden()))
+            with_app(|app| {
+                app.model.contacts.set_visible(!dom::page_hidden());
+                app.model.rooms.set_visible(!dom::page_hidden());
+            })
         });
     }
     if let Some(window) = dom::window() {

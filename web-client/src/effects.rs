@@ -14,7 +14,13 @@ impl App {
             Effect::AliasResult { text, ok } => self.ui.set_alias_result(&text, ok),
             Effect::ContactError(text) => self.ui.set_contact_error(&text),
             Effect::ClearContactInput => self.ui.contact_input.set_value(""),
+            Effect::FocusComposer if self.model.rooms.open_id().is_some() => {
+                self.rooms_ui.focus_composer()
+            }
             Effect::FocusComposer => self.ui.focus_composer(),
+            room @ (Effect::AskMembers(_) | Effect::Invite { .. } | Effect::RoomError(_)) => {
+                self.run_room_effect(room)
+            }
             Effect::StoreAlias(Some(alias)) => {
                 if let Err(e) = self.store.set(storage::ALIAS, &alias) {
                     self.ui

@@ -10,11 +10,14 @@
 //! crate only drives it. The modules split pure logic from the browser:
 //! - [`model`]: what the engine's events mean for the page: state in, effects out.
 //! - [`state`]: contacts, conversations and unread counts, and their saved form.
+//! - [`room_state`]: the rooms' lines, unread counts and invitations, and their saved form.
+//! - [`rooms`]: what the engine's room events and answers mean for the page.
 //! - [`policy`]: small rules of the page (reconnect backoff, identity import, when to notify).
-//! - `app`, `effects` and `actions` (browser only): the controller that ties the engine, the
+//! - `app`, `effects`, `actions` and `rooms_app` (browser only): the controller that ties the engine, the
 //!   model, the socket, the storage and the page together; the runner of the model's effects;
 //!   and the user's actions.
-//! - `ui`, `net`, `storage`, `dom`, `os` (browser only): the page, the WebSocket and timers,
+//! - `ui`, `rooms_ui`, `net`, `storage`, `dom`, `os` (browser only): the page (`rooms_ui`
+//!   its rooms), the WebSocket and timers,
 //!   `localStorage`, DOM helpers, and the clock and random source.
 //!
 //! The pure modules compile on every target, so their tests also run natively; the browser
@@ -23,6 +26,8 @@
 pub mod consent;
 pub mod model;
 pub mod policy;
+pub mod room_state;
+pub mod rooms;
 pub mod state;
 
 #[cfg(target_arch = "wasm32")]
@@ -41,6 +46,10 @@ mod net;
 mod os;
 #[cfg(target_arch = "wasm32")]
 mod requests_ui;
+#[cfg(target_arch = "wasm32")]
+mod rooms_app;
+#[cfg(target_arch = "wasm32")]
+mod rooms_ui;
 #[cfg(target_arch = "wasm32")]
 mod storage;
 #[cfg(target_arch = "wasm32")]

@@ -85,6 +85,17 @@ pub enum Effect {
     AskToTalk(PublicKey),
     /// Ask the server for the roster.
     AskRoster,
+    /// Ask the server for a room's member list (MEMBERS).
+    AskMembers(flexim_protocol::conversation::RoomId),
+    /// Invite this user into the room (claim a KeyPackage, then commit).
+    Invite {
+        /// The room.
+        room: flexim_protocol::conversation::RoomId,
+        /// Whom.
+        key: PublicKey,
+    },
+    /// A message under the room's invite form (empty: clear it).
+    RoomError(String),
     /// Look a user up.
     AskUser {
         /// The key or alias.
@@ -136,6 +147,12 @@ pub struct Model {
     pub paused: Option<String>,
     /// Whether the contacts changed since they were last saved.
     pub dirty: bool,
+    /// The rooms: their lines, unread counts and invitations (`rooms.rs`).
+    pub rooms: crate::room_state::Rooms,
+    /// Whether the rooms changed since they were last saved.
+    pub rooms_dirty: bool,
+    /// Invitations waiting for the lookup of the alias they name: (alias, room).
+    pub pending_invites: Vec<(String, flexim_protocol::conversation::RoomId)>,
 }
 
 impl Model {
@@ -161,12 +178,16 @@ impl Model {
             conn: Conn::Connecting,
             paused: None,
             dirty: false,
+            rooms: crate::room_state::Rooms::new(),
+            rooms_dirty: false,
+            pending_invites: Vec::new(),
         }
     }
 
     /// Brings a conversation in front of the user.
     pub fn open_conversation(&mut self, key: &PublicKey, now: i64) -> Effect {
         self.contacts.open(key, now);
+        self.rooms.close();
         self.dirty = true;
         Effect::FocusComposer
     }
@@ -231,19 +252,11 @@ impl Model {
             }
             // The socket's own close event drives reconnecting.
             Event::Closed => Vec::new(),
-            // Rooms (docs/PROTOCOL.md §16) run in this page's engine, but the page has no room
-            // view yet: it says what happened rather than dropping it silently.
-            Event::RoomMessage(m) => vec![Effect::Log(format!(
-                "a message in room {} arrived; rooms are not shown on this page yet",
-                m.room
-            ))],
-            Event::Invited { room, from } => vec![Effect::Log(format!(
-                "{} invited you to room {room}; rooms are not shown on this page yet",
-                from.fingerprint()
-            ))],
-            Event::RoomChanged { .. }
+            event @ (Event::RoomMessage(_)
+            | Event::Invited { .. }
+            | Event::RoomChanged { .. }
             | Event::RemovedFromRoom { .. }
-            | Event::RoomMember { .. } => Vec::new(),
+            | Event::RoomMember { .. }) => self.on_room_event(event, ctx),
         }
     }
 
@@ -310,20 +323,14 @@ impl Model {
                 purpose: Lookup::Refresh,
             });
         }
-        if policy::should_notify(&m.flags, ctx.page_hidden) {
-            effects.push(Effect::Notify {
-                from: m.from,
-                text: m.text,
-            });
-        }
-        // On the page and, once the page saves, in storage: processed.
-        if let Some(id) = m.id {
-            effects.push(Effect::Acknowledge(id));
-        }
+        effects.extend(after_shown(&m.flags, ctx, m.from, m.text, m.id));
         effects
     }
 
     fn on_answer(&mut self, answer: Answer, ctx: &Context) -> Vec<Effect> {
+        if let Some(effects) = self.invite_lookup(&answer) {
+            return effects;
+        }
         match answer {
             Answer::Register { alias, result } => self.on_register(alias, result),
             Answer::Roster(Ok(users)) => self.on_roster(users),
@@ -354,7 +361,9 @@ impl Model {
                 format!("Could not look up “{query}”: {r}")
             })],
             Answer::User { .. } => Vec::new(),
-            Answer::Room { .. } | Answer::RoomMembers { .. } | Answer::KeyPackages(_) => Vec::new(),
+            room @ (Answer::Room { .. } | Answer::RoomMembers { .. } | Answer::KeyPackages(_)) => {
+                self.on_room_answer(room, ctx)
+            }
             Answer::Sent {
                 delivery: None,
                 result,
@@ -547,8 +556,10 @@ impl Model {
 
     fn on_delivery(&mut self, id: &str, delivery: Delivery) -> Vec<Effect> {
         // Late or repeated answers that would move a line backward change nothing.
-        if self.contacts.set_delivery_by_id(id, delivery) {
+        if self.contacts.set_delivery_by_id(id, delivery.clone()) {
             self.dirty = true;
+        } else if self.rooms.set_delivery_by_id(id, delivery) {
+            self.rooms_dirty = true;
         }
         Vec::new()
     }
@@ -574,4 +585,24 @@ impl Model {
             self.my_aliases.push(alias.to_string());
         }
     }
+}
+
+/// What follows a message (of a conversation or a room) put on the page: a notification when
+/// the page is hidden and the flags allow one, and its acknowledgement, which goes out once
+/// the page has saved it: on the page and in storage, it is processed.
+pub(crate) fn after_shown(
+    flags: &[String],
+    ctx: &Context,
+    from: PublicKey,
+    text: String,
+    id: Option<String>,
+) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    if policy::should_notify(flags, ctx.page_hidden) {
+        effects.push(Effect::Notify { from, text });
+    }
+    if let Some(id) = id {
+        effects.push(Effect::Acknowledge(id));
+    }
+    effects
 }

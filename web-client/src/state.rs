@@ -245,6 +245,11 @@ impl Contacts {
         self.open = Some(*key);
     }
 
+    /// No conversation is in front of the user any more (a room is).
+    pub fn close(&mut self) {
+        self.open = None;
+    }
+
     /// The conversation in front of the user.
     pub fn open_key(&self) -> Option<&PublicKey> {
         self.open.as_ref()

@@ -23,6 +23,13 @@ pub(crate) const CONTACT_PINS: &str = "flexim.contactPins";
 /// Where unreadable contact pins are moved, so that the pins can still be recovered by hand
 /// instead of being overwritten by the ones learnt again.
 pub(crate) const CONTACT_PINS_BACKUP: &str = "flexim.contactPins.unreadable";
+/// The rooms' MLS state (the engine's [`flexim_session::SavedRooms`], base64): the group
+/// secrets of every room this user is in. Whoever reads it can read those rooms.
+pub(crate) const ROOMS_STATE: &str = "flexim.roomsState";
+/// Where unreadable rooms' state is moved, so that it is not overwritten.
+pub(crate) const ROOMS_STATE_BACKUP: &str = "flexim.roomsState.unreadable";
+/// The rooms' lines and invitations, as JSON (see [`crate::rooms::Rooms::to_json`]).
+pub(crate) const ROOMS: &str = "flexim.rooms";
 /// Where an unreadable identity is moved before a new one is made, so that a damaged value
 /// can still be recovered by hand instead of being overwritten.
 pub(crate) const IDENTITY_BACKUP: &str = "flexim.identity.unreadable";

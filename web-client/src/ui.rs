@@ -607,7 +607,7 @@ fn build_key_warning(pinned: &PublicKey, presented: &PublicKey) -> Option<Elemen
 
 /// Appends `child` to `parent`. Appending a fresh element cannot fail in practice, and a
 /// missing piece of text is no reason to stop rendering the rest.
-fn add(parent: &Element, child: &Element) {
+pub(crate) fn add(parent: &Element, child: &Element) {
     let _ = parent.append_child(child);
 }
 

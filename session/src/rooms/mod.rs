@@ -26,6 +26,7 @@ use crate::requests::{Request, RequestId};
 pub(crate) use crate::requests::Op;
 pub use crate::requests::RoomAction;
 pub use saved::SavedRooms;
+pub use state::MAX_OPENED;
 pub(crate) use state::Waiting;
 
 /// How many KeyPackages of its own the server should hold at least: below this, a login

@@ -27,6 +27,19 @@ impl Engine {
             return;
         }
         self.storage_changed = true;
+        if let Some(kept) = self.rooms.opened.iter().find(|m| m.key == key).cloned() {
+            // Opened by an earlier run that never acknowledged it: told again from the kept
+            // plaintext, under the id it came with this time.
+            if let Some(id) = &message.id {
+                self.unacked.insert(id.clone());
+            }
+            let invited = self.rooms.invited.contains_key(&room);
+            return self.emit(Event::RoomMessage(RoomIncoming {
+                id: message.id,
+                invited,
+                ..kept
+            }));
+        }
         let opened = match STANDARD.decode(message.msg.as_bytes()) {
             Err(_) => Err("its body is not base64".to_string()),
             Ok(bytes) => match self.rooms.member.as_mut() {
@@ -105,7 +118,7 @@ impl Engine {
             self.unacked.insert(id.clone());
         }
         let invited = self.rooms.invited.contains_key(&room);
-        self.emit(Event::RoomMessage(RoomIncoming {
+        let incoming = RoomIncoming {
             room,
             from: sender,
             date: message.date,
@@ -114,7 +127,14 @@ impl Engine {
             invited,
             sealed: message.msg,
             key,
-        }));
+        };
+        if incoming.id.is_some() {
+            if self.rooms.opened.len() >= super::state::MAX_OPENED {
+                self.rooms.opened.pop_front();
+            }
+            self.rooms.opened.push_back(incoming.clone());
+        }
+        self.emit(Event::RoomMessage(incoming));
     }
 
     /// This user was removed from `room` by `by`: the group is over for it.

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::engine::{Engine, EngineError};
+use crate::events::RoomIncoming;
 
 /// The rooms' saved form (msgpack).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -16,6 +17,28 @@ pub struct SavedRooms {
     member: ByteBuf,
     /// Invitations not yet answered: room id and inviter, both in hex.
     invited: Vec<(String, String)>,
+    /// Room messages opened and not acknowledged yet ([`crate::rooms::MAX_OPENED`]).
+    #[serde(default)]
+    opened: Vec<SavedOpened>,
+}
+
+/// An opened room message kept until acknowledged, as saved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedOpened {
+    /// The room, in hex.
+    room: String,
+    /// The sender MLS authenticated, in hex.
+    from: String,
+    /// The sender's date.
+    date: i64,
+    /// The plaintext.
+    text: String,
+    /// The id it came with.
+    id: Option<String>,
+    /// The MLS message (base64).
+    sealed: String,
+    /// The de-duplication key.
+    key: String,
 }
 
 impl SavedRooms {
@@ -50,7 +73,27 @@ impl Engine {
                 .iter()
                 .map(|(r, k)| (r.to_hex(), k.to_hex()))
                 .collect(),
+            opened: (self.rooms.opened.iter())
+                .map(|m| SavedOpened {
+                    room: m.room.to_hex(),
+                    from: m.from.to_hex(),
+                    date: m.date,
+                    text: m.text.clone(),
+                    id: m.id.clone(),
+                    sealed: m.sealed.clone(),
+                    key: m.key.clone(),
+                })
+                .collect(),
         })
+    }
+
+    /// The application processed the message `id`: its kept plaintext goes.
+    pub(crate) fn forget_opened(&mut self, id: &str) {
+        let before = self.rooms.opened.len();
+        (self.rooms.opened).retain(|m| m.id.as_deref() != Some(id));
+        if self.rooms.opened.len() != before {
+            self.rooms.changed = true;
+        }
     }
 
     /// Restores what [`Engine::saved_rooms`] gave, before the first login. The state must be
@@ -70,6 +113,20 @@ impl Engine {
             .invited
             .iter()
             .filter_map(|(r, k)| Some((RoomId::parse(r)?, PublicKey::from_hex(k)?)))
+            .collect();
+        self.rooms.opened = (saved.opened.iter())
+            .filter_map(|m| {
+                Some(RoomIncoming {
+                    room: RoomId::parse(&m.room)?,
+                    from: PublicKey::from_hex(&m.from)?,
+                    date: m.date,
+                    text: m.text.clone(),
+                    id: m.id.clone(),
+                    invited: false,
+                    sealed: m.sealed.clone(),
+                    key: m.key.clone(),
+                })
+            })
             .collect();
         Ok(())
     }

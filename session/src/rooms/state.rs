@@ -1,12 +1,13 @@
 //! The engine's room state, apart from the operations on it (`mod.rs`), so that the engine
 //! holds it without depending on them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use flexim_mls::Member;
 use flexim_protocol::PublicKey;
 use flexim_protocol::conversation::RoomId;
 
+use crate::events::RoomIncoming;
 use crate::requests::{Op, RequestId};
 
 /// A commit the server refused as stale, waiting for the room's epoch to move on.
@@ -38,4 +39,14 @@ pub(crate) struct Rooms {
     pub(crate) now: i64,
     /// Whether the state changed since the driver last saved it.
     pub(crate) changed: bool,
+    /// Room messages opened but not acknowledged yet, oldest first, at most [`MAX_OPENED`]:
+    /// MLS opens a message once (its key is deleted for forward secrecy), so a copy the server
+    /// delivers again because the application never acknowledged the first (a program that
+    /// ended first, a page closed) is reported from here instead of being lost. Saved with
+    /// the rooms, so kept like the groups' secrets.
+    pub(crate) opened: VecDeque<RoomIncoming>,
 }
+
+/// How many opened, unacknowledged room messages are kept ([`Rooms::opened`]); beyond it the
+/// oldest is dropped, and a copy of it delivered later is reported as not opening.
+pub const MAX_OPENED: usize = 1_000;
