@@ -177,9 +177,20 @@ impl Engine {
         let id = new_id(&mut *self.random);
         let message = self.seal(peer, text, flags, date, Some(id.clone()))?;
         let frame = Datum::Message(message).to_frame()?;
+        self.send_kept(id, crate::outbox::Addressee::User(*peer), frame)
+    }
+
+    /// Keeps a sealed message's `frame` in the outbox until it is confirmed, and sends it now
+    /// if logged in (else the next login does).
+    pub(crate) fn send_kept(
+        &mut self,
+        id: String,
+        to: crate::outbox::Addressee,
+        frame: Vec<u8>,
+    ) -> Result<Sending, EngineError> {
         self.outbox.push(Outgoing {
             id: id.clone(),
-            peer: *peer,
+            to,
             frame: frame.clone(),
         });
         self.storage_changed = true;

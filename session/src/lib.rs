@@ -71,7 +71,7 @@ pub use engine::{ACK_BATCH, Config, Engine, EngineError, Framing, Random};
 pub use events::Conversation;
 pub use events::{Answer, Event, Incoming, Refusal, RoomIncoming};
 pub use login::{LoginError, PinCheck};
-pub use outbox::{Outbox, Outgoing, SavedDelivery};
+pub use outbox::{Addressee, Outbox, Outgoing, SavedDelivery};
 pub use requests::Consent;
 pub use requests::{Lookup, RequestId};
 pub use rooms::{RoomAction, SavedRooms};

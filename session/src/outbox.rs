@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use flexim_protocol::conversation::RoomId;
 use flexim_protocol::keys::hex;
 use flexim_protocol::status::validate_id;
 use flexim_protocol::{Datum, FrameError, MAX_BODY, Message, PublicKey, frame};
@@ -34,13 +35,41 @@ pub fn new_id(random: &mut dyn FnMut(&mut [u8])) -> String {
     hex(&bytes)
 }
 
+/// Whom an outgoing message is for: a user, or every member of a room (docs/PROTOCOL.md §16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Addressee {
+    /// A user, by key.
+    User(PublicKey),
+    /// A room's members, by the room's id.
+    Room(RoomId),
+}
+
+impl Addressee {
+    /// The `to` of the Message: the key's 64 hex digits, or the room id's 32.
+    pub fn to_hex(&self) -> String {
+        match self {
+            Addressee::User(key) => key.to_hex(),
+            Addressee::Room(room) => room.to_hex(),
+        }
+    }
+
+    /// Reads a `to`: a key or a room id (the two differ in length).
+    pub fn parse(text: &str) -> Option<Addressee> {
+        PublicKey::from_hex(text)
+            .map(Addressee::User)
+            .or_else(|| RoomId::parse(text).map(Addressee::Room))
+    }
+}
+
 /// One message waiting for its confirmation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     /// The message's id, also in the frame.
     pub id: String,
-    /// The recipient.
-    pub peer: PublicKey,
+    /// The recipient: a user, or a room. A room message is kept as sealed, like any other:
+    /// sent again byte for byte, it still opens for members who moved on a few epochs since
+    /// ([`flexim_mls::PAST_EPOCHS`]), and members who had it already recognise the copy.
+    pub to: Addressee,
     /// The Message frame exactly as first sent. Sending these same bytes again keeps the id and
     /// the nonce, so a copy that arrives twice is recognised as one message.
     pub frame: Vec<u8>,
@@ -50,11 +79,11 @@ impl Outgoing {
     /// The entry for a sealed `message` addressed to a key: `None` if it has no id or its `to`
     /// is not a key; an error if it does not fit in a frame.
     pub fn from_message(message: &Message) -> Result<Option<Outgoing>, FrameError> {
-        let (Some(id), Some(peer)) = (message.id.clone(), PublicKey::from_hex(&message.to)) else {
+        let (Some(id), Some(to)) = (message.id.clone(), Addressee::parse(&message.to)) else {
             return Ok(None);
         };
         let frame = Datum::Message(message.clone()).to_frame()?;
-        Ok(Some(Outgoing { id, peer, frame }))
+        Ok(Some(Outgoing { id, to, frame }))
     }
 }
 
@@ -193,7 +222,7 @@ impl SavedDelivery {
                 .iter()
                 .map(|e| SavedOutgoing {
                     id: e.id.clone(),
-                    peer: e.peer.to_hex(),
+                    peer: e.to.to_hex(),
                     frame: hex(&e.frame),
                 })
                 .collect(),
@@ -237,18 +266,18 @@ impl SavedDelivery {
 /// the server would refuse it (or worse, deliver something nobody wrote).
 fn restore_entry(entry: &SavedOutgoing, me: &PublicKey) -> Option<Outgoing> {
     validate_id(&entry.id).ok()?;
-    let peer = PublicKey::from_hex(&entry.peer)?;
+    let to = Addressee::parse(&entry.peer)?;
     let bytes = unhex(&entry.frame)?;
     let (kind, body) = frame::split_exact(&bytes, MAX_BODY).ok()?;
     let Datum::Message(message) = Datum::decode(kind, body).ok()? else {
         return None;
     };
     let sound = message.from == me.to_hex()
-        && message.to == peer.to_hex()
+        && message.to == to.to_hex()
         && message.id.as_deref() == Some(entry.id.as_str());
     sound.then(|| Outgoing {
         id: entry.id.clone(),
-        peer,
+        to,
         frame: bytes,
     })
 }

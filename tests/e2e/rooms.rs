@@ -322,6 +322,48 @@ async fn a_room_message_opened_but_not_acknowledged_comes_again_after_a_restart(
     assert!(bob.quiet_for(Duration::from_millis(500)).await.is_empty());
 }
 
+/// A room message written while the connection is down waits in the outbox, sealed, and goes
+/// out at the next login before anything new; the members get it once. The room moved on an
+/// epoch meanwhile (a member left and another committed the removal): sealed at the older
+/// epoch, it still opens.
+#[tokio::test]
+async fn a_room_message_written_offline_goes_out_at_the_next_login() {
+    let server = TestServer::start();
+    let (mut alice, mut bob, mut carol, room) = three_members(&server).await;
+    alice.client.close().await.unwrap();
+    let offline = alice.client.send_room(room, "written offline").await;
+    assert!(matches!(offline, Err(ClientError::Closed)), "{offline:?}");
+    assert_eq!(alice.client.outbox().len(), 1, "kept for the next login");
+    carol.client.leave_room(room).await.unwrap();
+    let removed = bob
+        .wait("Carol's removal", |e| match e {
+            Event::RoomChanged { removed, .. } if !removed.is_empty() => Some(removed),
+            _ => None,
+        })
+        .await;
+    assert_eq!(removed, vec![carol.key()]);
+    alice.client.reconnect().await.unwrap();
+    let m = bob.room_message().await;
+    assert_eq!((m.text.as_str(), m.from), ("written offline", alice.key()));
+    // Bob's acknowledgement goes out while he reads on (and nothing comes twice); its receipt
+    // confirms Alice's message, which leaves her outbox.
+    assert!(
+        bob.quiet_for(Duration::from_millis(300)).await.is_empty(),
+        "a copy was shown twice"
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !alice.client.outbox().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never confirmed");
+        let _ = tokio::time::timeout(Duration::from_millis(100), alice.client.next_event()).await;
+    }
+    alice.client.send_room(room, "after").await.unwrap();
+    assert_eq!(bob.room_message().await.text, "after");
+    assert!(
+        bob.quiet_for(Duration::from_millis(300)).await.is_empty(),
+        "a copy was shown twice"
+    );
+}
+
 fn base64_decode(text: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD

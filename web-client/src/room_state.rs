@@ -242,6 +242,22 @@ impl Rooms {
         forward
     }
 
+    /// After a reload: outgoing lines still waiting for their first answer whose message is not
+    /// among `waiting` (the restored outbox) can no longer be sent again, so they become
+    /// [`Delivery::Unconfirmed`]. Returns how many did.
+    pub fn settle_unsent(&mut self, waiting: &std::collections::HashSet<&str>) -> usize {
+        let mut settled = 0;
+        for line in self.list.iter_mut().flat_map(|r| r.lines.iter_mut()) {
+            let lost = line.delivery == Some(Delivery::Sending)
+                && (line.sent_id.as_deref()).is_none_or(|id| !waiting.contains(id));
+            if lost {
+                line.delivery = Some(Delivery::Unconfirmed);
+                settled += 1;
+            }
+        }
+        settled
+    }
+
     /// The total of the rooms' unread counts, for the page's title.
     pub fn total_unread(&self) -> u32 {
         self.list.iter().map(|r| r.unread).sum()

@@ -48,6 +48,9 @@ impl App {
         self.model.rooms.set_visible(!dom::page_hidden());
         let held = self.engine.rooms();
         self.model.rooms.sync_with(&held, crate::os::now_secs());
+        // Lines whose message has no saved copy to send again can only be reported as such.
+        let waiting: std::collections::HashSet<&str> = self.engine.outbox().ids().collect();
+        self.model.rooms_dirty |= self.model.rooms.settle_unsent(&waiting) > 0;
     }
 
     /// Saves the groups when the engine changed them, and the rooms' lines when they changed:
@@ -141,9 +144,8 @@ impl App {
         self.pump();
     }
 
-    /// `#room-composer-form`: seals the text for the room's members and sends it. Room
-    /// messages are sent only while connected (the engine's outbox does not hold them yet),
-    /// so offline the line says it failed and the text is not lost from view.
+    /// `#room-composer-form`: seals the text for the room's members and sends it; offline, the
+    /// engine keeps it and sends it at the next login (the line shows "sending…" meanwhile).
     pub(crate) fn on_room_send(&mut self) {
         let text = self.rooms_ui.composer.value();
         let Some(room) = self.model.rooms.open_id() else {
@@ -156,7 +158,7 @@ impl App {
         let line = self.model.room_line_out(&room, &text, now);
         self.rooms_ui.composer.set_value("");
         let result = match self.engine.send_room(room, &text, now) {
-            Ok((id, _)) => Ok(id),
+            Ok(sending) => Ok(sending.id),
             Err(e) => Err(format!("not sent: {e}")),
         };
         self.model.room_sent(&room, line, result);

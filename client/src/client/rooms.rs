@@ -57,7 +57,9 @@ impl Client {
     /// Seals `text` for the members of `room` and sends it; the server's answer (`3` relayed
     /// to every member, `2` stored for some).
     pub async fn send_room(&mut self, room: RoomId, text: &str) -> Result<Status, ClientError> {
-        let (_, request) = self.engine.send_room(room, text, os::now())?;
+        let sending = self.engine.send_room(room, text, os::now())?;
+        // Offline, it waits in the outbox for the next login.
+        let request = sending.request.ok_or(ClientError::Closed)?;
         self.sent_status(request).await
     }
 

@@ -127,17 +127,18 @@ impl Engine {
         )
     }
 
-    /// Seals `text` for the members of `room` and sends it; the answer is
-    /// [`crate::Answer::Sent`] with the returned id, the receipts one per member.
+    /// Seals `text` for the members of `room`, keeps its frame in the outbox until it is
+    /// confirmed, and sends it now if logged in (else at the next login, like
+    /// [`Engine::send_text`]); the answer is [`crate::Answer::Sent`] with the returned id, the
+    /// receipts one per member. The entry leaves the outbox at the first final answer or
+    /// receipt (a `2` means every member's copy is durable; after a `3`, the first member's
+    /// receipt settles it).
     pub fn send_room(
         &mut self,
         room: RoomId,
         text: &str,
         date: i64,
-    ) -> Result<(String, RequestId), EngineError> {
-        if !self.is_ready() {
-            return Err(EngineError::NotConnected);
-        }
+    ) -> Result<crate::Sending, EngineError> {
         self.rooms.now = date;
         if text.is_empty() || text.len() > MAX_PLAINTEXT {
             return Err(EngineError::Seal(E2eError::Length(text.len())));
@@ -153,9 +154,8 @@ impl Engine {
             id: Some(id.clone()),
             ..Default::default()
         };
-        let request = Request::Message { id: id.clone() };
-        let sent = self.request_datum(&Datum::Message(message), request)?;
-        Ok((id, sent))
+        let frame = Datum::Message(message).to_frame()?;
+        self.send_kept(id, crate::outbox::Addressee::Room(room), frame)
     }
 
     /// The members of `room` as this user's MLS group has them: keys with their signing keys.
