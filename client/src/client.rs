@@ -13,16 +13,17 @@
 //! [`Event::Answer`].
 
 mod consent;
+mod messages;
 mod rooms;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use flexim_protocol::status;
-use flexim_protocol::{Message, PublicKey, Status, User};
+use flexim_protocol::{PublicKey, Status, User};
 use flexim_session::{
-    Answer, Config, ContactPins, Engine, EngineError, Event, Framing, LoginError, Lookup, Outbox,
-    PinCheck, Refusal, RequestId, Seen,
+    Answer, Config, ContactPins, Engine, EngineError, Event, Framing, LoginError, Lookup, PinCheck,
+    Refusal, RequestId, Seen,
 };
 
 use crate::endpoint::Endpoint;
@@ -561,6 +562,14 @@ impl Client {
         }
     }
 
+    /// The answer to a sent message as a Status (an error Status as [`ClientError::Server`]).
+    async fn sent_status(&mut self, request: RequestId) -> Result<Status, ClientError> {
+        match self.answer(request).await? {
+            Answer::Sent { result, .. } => result.map_err(refusal_error),
+            other => Err(ClientError::BadAnswer(format!("{other:?}"))),
+        }
+    }
+
     /// REGISTER: claims `alias` for this key.
     pub async fn register(&mut self, alias: &str) -> Result<Status, ClientError> {
         let request = self.engine.register(alias)?;
@@ -581,92 +590,6 @@ impl Client {
         self.status(request).await
     }
 
-    /// Builds the Message carrying `text` sealed for `to`, dated now, from this user's key,
-    /// with a fresh random id. Sending it is up to the caller; [`Client::send_text`] does both.
-    pub fn seal_message(
-        &mut self,
-        to: &PublicKey,
-        text: &str,
-        flags: &[String],
-    ) -> Result<Message, ClientError> {
-        let id = self.engine.new_message_id();
-        Ok(self.engine.seal(to, text, flags, os::now(), Some(id))?)
-    }
-
-    /// Encrypts `text` for `to` (a key or an alias) and sends it. Returns the server's positive
-    /// Status ([`status::STORED`] or [`status::RELAYED`]), carrying the message's id; an error
-    /// Status becomes [`ClientError::Server`].
-    ///
-    /// The message is in the engine's outbox before it is sent and stays there until it is
-    /// confirmed: at once by STORED, or later by a receipt ([`Event::Receipt`]) after RELAYED.
-    /// If the connection is lost first, it is still there for [`Client::take_outbox`] or
-    /// [`Client::reconnect`].
-    pub async fn send_text(
-        &mut self,
-        to: &str,
-        text: &str,
-        flags: &[String],
-    ) -> Result<Status, ClientError> {
-        self.resolve(to).await?;
-        let sending = self.engine.send_text_to(to, text, flags, os::now())?;
-        let request = sending.request.ok_or(ClientError::Closed)?;
-        self.sent_status(request).await
-    }
-
-    /// The answer to a sent message as a Status (an error Status as [`ClientError::Server`]).
-    async fn sent_status(&mut self, request: RequestId) -> Result<Status, ClientError> {
-        match self.answer(request).await? {
-            Answer::Sent { result, .. } => result.map_err(refusal_error),
-            other => Err(ClientError::BadAnswer(format!("{other:?}"))),
-        }
-    }
-
-    /// Seals `text` for the key `to` and queues it without waiting for the answer, which comes
-    /// out of [`Client::next_event`] as [`Answer::Sent`]. For programs that pipeline many
-    /// messages (the load generator). Returns the message's id.
-    pub async fn queue_text(
-        &mut self,
-        to: &PublicKey,
-        text: &str,
-        flags: &[String],
-    ) -> Result<String, ClientError> {
-        let sending = self.engine.send_text(to, text, flags, os::now())?;
-        self.flush().await?;
-        Ok(sending.id)
-    }
-
-    /// Sends every message of `outbox` again, byte for byte (same id, same nonce) and in the
-    /// original order. Call it right after connecting and before sending anything new, so that
-    /// the recipient gets the messages in the order they were written. The messages join this
-    /// client's outbox first, so a connection lost during the resend loses none of them.
-    ///
-    /// Returns the server's answers, one per message, in order; each carries its message's id,
-    /// and an error answer (for instance [`status::QUEUE_FULL`]) is returned as a Status like
-    /// the others, because the remaining messages are sent all the same. `Err` means the
-    /// connection failed.
-    pub async fn resend(&mut self, outbox: Outbox) -> Result<Vec<Status>, ClientError> {
-        let sent = self.engine.resend(outbox);
-        if !self.engine.is_ready() {
-            return Err(ClientError::Closed);
-        }
-        let mut answers = Vec::with_capacity(sent.len());
-        for (id, request) in sent {
-            let status = match self.answer(request).await? {
-                Answer::Sent { result: Ok(s), .. } => s,
-                Answer::Sent {
-                    result: Err(refusal),
-                    ..
-                } if refusal.status != 0 => Status::new(refusal.status, refusal.reason),
-                other => return Err(ClientError::BadAnswer(format!("{other:?}"))),
-            };
-            answers.push(Status {
-                id: status.id.clone().or(Some(id)),
-                ..status
-            });
-        }
-        Ok(answers)
-    }
-
     /// ACK: tells the server that the messages with these ids were received and processed, so
     /// that it forgets them and sends their senders `7` DELIVERED. Call it after handling an
     /// [`flexim_session::Incoming`] whose `id` is set. Acknowledgements the engine owes the
@@ -685,18 +608,6 @@ impl Client {
             last = self.status(request).await?;
         }
         Ok(last)
-    }
-
-    /// The messages sent (or handed to [`Client::resend`]) that are not confirmed yet, oldest
-    /// first.
-    pub fn outbox(&self) -> &Outbox {
-        self.engine.outbox()
-    }
-
-    /// Takes the unconfirmed messages out of this client, typically after its connection was
-    /// lost, to pass them to [`Client::resend`] on a new connection.
-    pub fn take_outbox(&mut self) -> Outbox {
-        self.engine.take_outbox()
     }
 
     /// Takes what this client remembers about the messages it reported, for the next

@@ -60,6 +60,7 @@ pub mod pinfile;
 mod pinning;
 pub mod requests;
 pub mod rooms;
+mod saved;
 mod stream;
 pub mod text;
 

@@ -53,22 +53,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, RedisResult, Value};
+use ::redis::{Client, RedisResult};
 use flexim_protocol::PublicKey;
 use flexim_protocol::conversation::RoomId;
 use flexim_protocol::keys::alias_key;
 
+mod replies;
 mod rooms;
 mod scripts;
 mod writer;
 
-use super::entry::decode_entry;
 use super::rooms::{Room, RoomChange, RoomOutcome};
 use super::writes::{Counters, WriteQueue};
 use super::{
     BoxFuture, Claim, Counts, Entry, Expired, Placed, QueueLimits, Store, StoreError, StoreStats,
     Stored, Tie, TieChange, TieChanged, UserRecord,
 };
+use replies::{parse_key, record_from_hmget, stored_of, tie_of};
 use rooms::{packages_key, room_key, rooms_of_prefix};
 
 /// The start of every key this engine uses, so that flexim can share a Redis with others.
@@ -114,27 +115,17 @@ fn user_key(key: &PublicKey) -> String {
     format!("{PREFIX}user:{}", key.to_hex())
 }
 
-/// Every user by `last_seen`.
+/// A user's ties (section 14.2 of docs/PROTOCOL.md): whom it accepted, declined or blocked.
 fn ties_key(owner: &PublicKey) -> String {
     format!("{PREFIX}ties:{}", owner.to_hex())
 }
 
+/// The users who chose to be found by SEARCH.
 fn discoverable_key() -> String {
     format!("{PREFIX}discoverable")
 }
 
-/// A tie as a script answered it: empty for none.
-fn tie_of(bytes: &[u8]) -> Result<Option<Tie>, StoreError> {
-    if bytes.is_empty() {
-        return Ok(None);
-    }
-    std::str::from_utf8(bytes)
-        .ok()
-        .and_then(Tie::decode)
-        .map(Some)
-        .ok_or_else(|| StoreError::Engine("a damaged tie".into()))
-}
-
+/// Every user by `last_seen`.
 fn users_key() -> String {
     format!("{PREFIX}users")
 }
@@ -177,82 +168,6 @@ fn expiry_key() -> String {
 /// The one sequence counter.
 fn seq_key() -> String {
     format!("{PREFIX}seq")
-}
-
-/// A key as stored (hex); anything else means the data is damaged.
-fn parse_key(hex: &[u8]) -> Result<PublicKey, StoreError> {
-    std::str::from_utf8(hex)
-        .ok()
-        .and_then(PublicKey::from_hex)
-        .ok_or_else(|| StoreError::Engine("a stored key is not 64 hex digits".into()))
-}
-
-/// The bytes of a string reply.
-fn bytes_of(v: &Value) -> Result<&[u8], StoreError> {
-    match v {
-        Value::BulkString(b) => Ok(b),
-        Value::SimpleString(s) => Ok(s.as_bytes()),
-        other => Err(StoreError::Engine(format!(
-            "Redis answered {other:?} where a string was expected"
-        ))),
-    }
-}
-
-/// An integer reply.
-fn int_of(v: &Value) -> Result<i64, StoreError> {
-    match v {
-        Value::Int(i) => Ok(*i),
-        other => Err(StoreError::Engine(format!(
-            "Redis answered {other:?} where an integer was expected"
-        ))),
-    }
-}
-
-/// The items of an array reply.
-fn array_of(v: Value) -> Result<Vec<Value>, StoreError> {
-    match v {
-        Value::Array(items) => Ok(items),
-        other => Err(StoreError::Engine(format!(
-            "Redis answered {other:?} where an array was expected"
-        ))),
-    }
-}
-
-/// A user record from its hash fields (`last_seen`, `aliases`); empty or absent fields are
-/// the defaults. `None` if the user was never seen (no `last_seen`).
-fn record_of(last_seen: Option<&[u8]>, aliases: Option<&[u8]>) -> Result<UserRecord, StoreError> {
-    let last_seen = match last_seen {
-        None | Some(b"") => 0,
-        Some(b) => std::str::from_utf8(b)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| StoreError::Engine("a stored last_seen is not a number".into()))?,
-    };
-    let aliases = match aliases {
-        None | Some(b"") => Vec::new(),
-        Some(b) => rmp_serde::from_slice(b).map_err(eng)?,
-    };
-    Ok(UserRecord { aliases, last_seen })
-}
-
-/// The reply to `HMGET user last_seen aliases` as a record, `None` for an unknown user.
-fn record_from_hmget(fields: Vec<Option<Vec<u8>>>) -> Result<Option<UserRecord>, StoreError> {
-    match fields.as_slice() {
-        [None, _] => Ok(None),
-        [last_seen, aliases] => record_of(last_seen.as_deref(), aliases.as_deref()).map(Some),
-        _ => Err(StoreError::Engine("HMGET answered the wrong count".into())),
-    }
-}
-
-/// A queue member (sequence number, 8 bytes big-endian, then the entry) as a [`Stored`].
-fn stored_of(member: &[u8]) -> Result<Stored, StoreError> {
-    let (seq, entry) = member
-        .split_at_checked(8)
-        .ok_or_else(|| StoreError::Engine("stored entry is damaged".into()))?;
-    Ok(Stored {
-        seq: u64::from_be_bytes(seq.try_into().expect("8 bytes")),
-        entry: decode_entry(entry)?,
-    })
 }
 
 /// `needle` as a Redis glob that matches it anywhere, with glob characters taken literally.

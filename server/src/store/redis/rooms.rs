@@ -6,7 +6,8 @@ use ::redis::aio::ConnectionManager;
 use flexim_protocol::PublicKey;
 use flexim_protocol::conversation::RoomId;
 
-use super::{PREFIX, RedisStore, bytes_of, eng, int_of};
+use super::replies::{bytes_of, int_of};
+use super::{PREFIX, RedisStore, eng};
 use crate::store::rooms::{Room, RoomEngine, RoomSet, Snapshot};
 use crate::store::{BoxFuture, StoreError};
 

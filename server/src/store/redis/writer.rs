@@ -7,11 +7,9 @@ use ::redis::aio::ConnectionManager;
 use ::redis::{RedisResult, Value};
 use tokio::sync::mpsc;
 
+use super::replies::{array_of, bytes_of, int_of, parse_key, record_of, stored_of, tie_of};
 use super::scripts::{self, Scripts};
-use super::{
-    array_of, bytes_of, counted_key, eng, expiry_key, int_of, parse_key, queue_prefix, record_of,
-    shares_prefix, store_bytes_key, stored_of, tie_of,
-};
+use super::{counted_key, eng, expiry_key, queue_prefix, shares_prefix, store_bytes_key};
 use crate::store::bounds::Mode;
 use crate::store::writes::{Counters, Job, Op, Outcome, answer, take_waiting};
 use crate::store::{Claim, Expired, Full, StoreError};
