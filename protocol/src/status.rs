@@ -244,8 +244,6 @@ pub mod cmd {
     /// `[room id]`: leave the room (or decline its invitation); its members get a
     /// RoomMemberPart.
     pub const LEAVE: &str = "LEAVE";
-    /// `[]`: the rooms this user is a member of, as a Status `1` whose payload lists their ids.
-    pub const ROOMS: &str = "ROOMS";
 }
 
 /// The longest message `id` the server accepts, in bytes.

@@ -2,7 +2,8 @@
 //! consent first, then an MLS-encrypted room across WebSocket (the pages) and TCP (the CLI)
 //! that all three see in one order with one safety number, a page that reloads and catches up
 //! from the groups it saved, an offline CLI member catching up, a removal after which the
-//! removed member gets nothing, and a member leaving.
+//! removed member gets nothing, a member leaving, and a stranger's invitation declined with a
+//! block.
 
 use std::time::{Duration, Instant};
 
@@ -258,6 +259,36 @@ async fn scenario() {
     bob.click("#room-leave").await.unwrap();
     wait_gone(&bob, &pick).await;
     wait_gone(&alice, &format!("#room-members li[data-key='{bk}']")).await;
+
+    // A stranger's invitation (Carol is no contact of Bob's) is declined with a block: the
+    // room goes, and nothing of Carol's reaches Bob from then on.
+    let (code, out, err) = cli(&["room", "create"], &tcp, &carol);
+    assert_eq!(code, 0, "{err}");
+    let other = out.trim().to_string();
+    let (code, out, err) = cli(&["room", "invite", &other, &bk], &tcp, &carol);
+    assert_eq!(code, 0, "{out}{err}");
+    let stranger = format!("#rooms li.room[data-room='{other}'][data-invited='true']");
+    bob.wait_for(&stranger, UI_WAIT).await.unwrap();
+    bob.click(&stranger).await.unwrap();
+    bob.wait_for("#room-invitation:not([hidden])", UI_WAIT)
+        .await
+        .unwrap();
+    bob.click("#room-block").await.unwrap();
+    wait_gone(&bob, &stranger).await;
+    let deadline = Instant::now() + UI_WAIT;
+    loop {
+        let args = ["send", "--to", &bk, "let me in"];
+        let (code, out, err) = cli(&args, &tcp, &carol);
+        if code != 0 && err.contains("blocked") {
+            break;
+        }
+        // The block is a request of its own: a send that overtook it may still pass.
+        assert!(
+            Instant::now() < deadline,
+            "Carol is not blocked: {out}{err}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(
         alice
             .console()

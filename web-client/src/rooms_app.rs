@@ -176,6 +176,31 @@ impl App {
         }
     }
 
+    /// `#room-block`: declines the invitation of the open room and blocks whoever sent it, so
+    /// that nothing more of theirs (messages, invitations) reaches this user.
+    pub(crate) fn on_room_block(&mut self) {
+        let Some(room) = self.model.rooms.open_id() else {
+            return;
+        };
+        let inviter = (self.model.rooms.get(&room))
+            .and_then(|r| r.invited_by.as_deref())
+            .and_then(PublicKey::from_hex);
+        if let Some(who) = inviter {
+            match self.engine.block(&who.to_hex()) {
+                Ok(_) => {
+                    for e in self.model.answer_request(&who) {
+                        self.run(e);
+                    }
+                }
+                Err(e) => {
+                    self.rooms_ui.set_error(&format!("Could not block: {e}"));
+                    return;
+                }
+            }
+        }
+        self.on_room_leave();
+    }
+
     /// `#room-accept`: accepts the invitation of the open room.
     pub(crate) fn on_room_accept(&mut self) {
         if let Some(room) = self.model.rooms.open_id() {
@@ -275,6 +300,7 @@ impl App {
         on_click("room-create", App::on_room_create);
         on_click("room-leave", App::on_room_leave);
         on_click("room-decline", App::on_room_leave);
+        on_click("room-block", App::on_room_block);
         on_click("room-accept", App::on_room_accept);
         on_submit("room-invite-form", App::on_room_invite);
         on_submit("room-composer-form", App::on_room_send);
