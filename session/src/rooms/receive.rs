@@ -185,34 +185,42 @@ impl Engine {
 
     /// RoomMemberJoin: someone was added to a room.
     pub(crate) fn on_room_join(&mut self, j: RoomMemberJoin) {
-        let (Some(room), Some(member)) = (RoomId::parse(&j.room), PublicKey::from_hex(&j.member))
-        else {
-            return self.notice(format!("ignored a garbled RoomMemberJoin for {:?}", j.room));
+        let _ = self.member_notice("RoomMemberJoin", &j.room, &j.member, j.by.as_deref(), true);
+    }
+
+    /// Reads a RoomMemberJoin or RoomMemberPart (`what` names it) and reports it as
+    /// [`Event::RoomMember`]: its room, member and `by`, or `None` (and a notice) if garbled.
+    fn member_notice(
+        &mut self,
+        what: &str,
+        room: &str,
+        member: &str,
+        by: Option<&str>,
+        joined: bool,
+    ) -> Option<(RoomId, PublicKey, Option<PublicKey>)> {
+        let (Some(id), Some(key)) = (RoomId::parse(room), PublicKey::from_hex(member)) else {
+            self.notice(format!("ignored a garbled {what} for {room:?}"));
+            return None;
         };
-        let by = j.by.as_deref().and_then(PublicKey::from_hex);
+        let by = by.and_then(PublicKey::from_hex);
         self.emit(Event::RoomMember {
-            room,
-            member,
-            joined: true,
+            room: id,
+            member: key,
+            joined,
             by,
         });
+        Some((id, key, by))
     }
 
     /// RoomMemberPart: someone left a room or was removed. A member that left on its own is
     /// still a leaf of the group until someone commits its removal: this client does, so that
     /// the leaver's keys stop opening the room (any member may, §16.3; a race costs one `-27`).
     pub(crate) fn on_room_part(&mut self, p: RoomMemberPart) {
-        let (Some(room), Some(member)) = (RoomId::parse(&p.room), PublicKey::from_hex(&p.member))
-        else {
-            return self.notice(format!("ignored a garbled RoomMemberPart for {:?}", p.room));
+        let notice =
+            self.member_notice("RoomMemberPart", &p.room, &p.member, p.by.as_deref(), false);
+        let Some((room, member, by)) = notice else {
+            return;
         };
-        let by = p.by.as_deref().and_then(PublicKey::from_hex);
-        self.emit(Event::RoomMember {
-            room,
-            member,
-            joined: false,
-            by,
-        });
         let left = by == Some(member) && member != self.me;
         let still_leaf = self
             .group_members(room)
