@@ -61,6 +61,8 @@ pub enum Received {
         sender: Identity,
         /// The plaintext.
         plaintext: Vec<u8>,
+        /// The authenticated data it was sealed with ([`Member::seal_with`]); empty for most.
+        aad: Vec<u8>,
     },
     /// A commit by a member, now merged.
     Commit {
@@ -189,6 +191,19 @@ impl Member {
         Ok(())
     }
 
+    /// The group of `room` to change, with the provider and the signing key a change needs
+    /// (borrowed apart, as the group is borrowed mutably).
+    fn group_mut(
+        &mut self,
+        room: &Room,
+    ) -> Result<(&mut MlsGroup, &OpenMlsRustCrypto, &SignatureKeyPair), MlsError> {
+        let group = self
+            .groups
+            .get_mut(room)
+            .ok_or_else(|| MlsError::NoGroup(hex(room)))?;
+        Ok((group, &self.provider, &self.signer))
+    }
+
     /// The group of `room`.
     fn group(&self, room: &Room) -> Result<&MlsGroup, MlsError> {
         self.groups
@@ -220,11 +235,7 @@ impl Member {
             }
             checked.push(package);
         }
-        let (provider, signer) = (&self.provider, &self.signer);
-        let group = self
-            .groups
-            .get_mut(&room)
-            .ok_or_else(|| MlsError::NoGroup(hex(&room)))?;
+        let (group, provider, signer) = self.group_mut(&room)?;
         let epoch = group.epoch().as_u64();
         let (commit, welcome, _) = group
             .add_members(provider, signer, &checked)
@@ -246,11 +257,7 @@ impl Member {
 
     /// A commit removing the members `who`.
     pub fn remove(&mut self, room: Room, who: &[Identity]) -> Result<Commit, MlsError> {
-        let (provider, signer) = (&self.provider, &self.signer);
-        let group = self
-            .groups
-            .get_mut(&room)
-            .ok_or_else(|| MlsError::NoGroup(hex(&room)))?;
+        let (group, provider, signer) = self.group_mut(&room)?;
         let leaves = who
             .iter()
             .map(|id| leaf_of(group, id))
@@ -274,13 +281,34 @@ impl Member {
         })
     }
 
+    /// A commit that changes nobody but renews this member's own leaf (an empty commit with an
+    /// update path): once merged, what an attacker learned of this member's earlier keys opens
+    /// nothing sent after it (post-compromise security, §16.9).
+    pub fn update(&mut self, room: Room) -> Result<Commit, MlsError> {
+        let (group, provider, signer) = self.group_mut(&room)?;
+        let epoch = group.epoch().as_u64();
+        let bundle = group
+            .self_update(
+                provider,
+                signer,
+                openmls::prelude::LeafNodeParameters::default(),
+            )
+            .map_err(|e| MlsError::refused("update", e))?;
+        Ok(Commit {
+            message: bundle
+                .commit()
+                .to_bytes()
+                .map_err(|e| MlsError::refused("update", e))?,
+            welcome: None,
+            added: Vec::new(),
+            removed: Vec::new(),
+            epoch,
+        })
+    }
+
     /// The server accepted this member's commit: the group moves to the next epoch.
     pub fn confirm(&mut self, room: Room) -> Result<u64, MlsError> {
-        let provider = &self.provider;
-        let group = self
-            .groups
-            .get_mut(&room)
-            .ok_or_else(|| MlsError::NoGroup(hex(&room)))?;
+        let (group, provider, _) = self.group_mut(&room)?;
         group
             .merge_pending_commit(provider)
             .map_err(|e| MlsError::refused("merge commit", e))?;
@@ -289,11 +317,8 @@ impl Member {
 
     /// The server refused this member's commit (another came first): forget it.
     pub fn abandon(&mut self, room: Room) -> Result<(), MlsError> {
-        let storage = self.provider.storage();
-        let group = self
-            .groups
-            .get_mut(&room)
-            .ok_or_else(|| MlsError::NoGroup(hex(&room)))?;
+        let (group, provider, _) = self.group_mut(&room)?;
+        let storage = provider.storage();
         group
             .clear_pending_commit(storage)
             .map_err(|e| MlsError::refused("clear commit", e))
@@ -311,32 +336,69 @@ impl Member {
         let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
             return Err(malformed("another kind of MLS message".into()));
         };
-        let group = StagedWelcome::new_from_welcome(&self.provider, &join_config(), welcome, None)
-            .map_err(|e| MlsError::refused("welcome", e))?
-            .into_group(&self.provider)
+        let builder = StagedWelcome::build_from_welcome(&self.provider, &join_config(), welcome)
             .map_err(|e| MlsError::refused("welcome", e))?;
-        let room: Room = group
+        // A group of this member alone under the Welcome's id (its half of a pair room, begun
+        // while the other user made it first, §16.9) gives way; any other group of that id is
+        // kept, and OpenMLS refuses the Welcome, so that no Welcome takes a room from under
+        // its members.
+        let named: Option<Room> = builder
+            .processed_welcome()
+            .unverified_group_info()
+            .group_id()
+            .as_slice()
+            .try_into()
+            .ok();
+        let alone = named.is_some_and(|r| {
+            self.groups
+                .get(&r)
+                .is_some_and(|g| g.members().count() == 1)
+        });
+        let builder = if alone {
+            builder.replace_old_group()
+        } else {
+            builder
+        };
+        let staged = builder
+            .build()
+            .map_err(|e| MlsError::refused("welcome", e))?;
+        let room: Room = staged
+            .group_context()
             .group_id()
             .as_slice()
             .try_into()
             .map_err(|_| malformed("a group id that is not a room id".into()))?;
-        for member in group.members() {
+        for member in staged.members() {
             identity_of(&member.credential)?;
         }
-        if let Some(mut old) = self.groups.insert(room, group) {
-            // Joined again (re-added after a removal): the old state is of no use.
+        // The group this one replaces is deleted before the new one is stored, as both are
+        // stored under the same group id.
+        if let Some(mut old) = self.groups.remove(&room) {
             let _ = old.delete(self.provider.storage());
         }
+        let group = staged
+            .into_group(&self.provider)
+            .map_err(|e| MlsError::refused("welcome", e))?;
+        self.groups.insert(room, group);
         Ok(room)
     }
 
     /// Seals `plaintext` for the members of `room`, as an `MLSMessage`.
     pub fn seal(&mut self, room: Room, plaintext: &[u8]) -> Result<Vec<u8>, MlsError> {
-        let (provider, signer) = (&self.provider, &self.signer);
-        let group = self
-            .groups
-            .get_mut(&room)
-            .ok_or_else(|| MlsError::NoGroup(hex(&room)))?;
+        self.seal_with(room, plaintext, &[])
+    }
+
+    /// [`Member::seal`] with `aad` as the message's authenticated data (RFC 9420 §6.3.1): sent
+    /// in the clear, and bound to the message by its signature and AEAD, so that what a
+    /// client says next to the ciphertext (a pair room's flags) cannot be changed on the way.
+    pub fn seal_with(
+        &mut self,
+        room: Room,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>, MlsError> {
+        let (group, provider, signer) = self.group_mut(&room)?;
+        group.set_aad(aad.to_vec());
         group
             .create_message(provider, signer, plaintext)
             .map_err(|e| MlsError::refused("seal", e))?
@@ -360,11 +422,7 @@ impl Member {
         if protocol.group_id().as_slice() != room {
             return Err(malformed("it belongs to another group".into()));
         }
-        let provider = &self.provider;
-        let group = self
-            .groups
-            .get_mut(&room)
-            .ok_or_else(|| MlsError::NoGroup(hex(&room)))?;
+        let (group, provider, _) = self.group_mut(&room)?;
         if protocol.is_handshake_message() && group.pending_commit().is_some() {
             group
                 .clear_pending_commit(provider.storage())
@@ -374,10 +432,12 @@ impl Member {
             .process_message(provider, protocol)
             .map_err(|e| MlsError::refused("open", e))?;
         let sender = identity_of(processed.credential())?;
+        let aad = processed.aad().to_vec();
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(m) => Ok(Received::Application {
                 sender,
                 plaintext: m.into_bytes(),
+                aad,
             }),
             ProcessedMessageContent::StagedCommitMessage(staged) => {
                 let added = staged

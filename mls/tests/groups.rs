@@ -34,7 +34,8 @@ fn members_talk_and_agree_on_the_safety_number() {
         bob.open(ROOM, &sealed).unwrap(),
         Received::Application {
             sender: [1; 32],
-            plaintext: b"hello room".to_vec()
+            plaintext: b"hello room".to_vec(),
+            aad: Vec::new(),
         }
     );
     assert_eq!(
@@ -148,4 +149,56 @@ fn safety_number_vector() {
         safety_number(&members),
         "97401 25219 60462 17174 79440 52979 10767 13041"
     );
+}
+
+/// A member that made a group under an id itself (both users of a pair room writing first at
+/// once, §16.9) and then joins another's group of that id from its Welcome keeps a working
+/// group, also after a snapshot: the old group's state is deleted before the new one is
+/// stored under the same id, not after.
+#[test]
+fn joining_a_group_whose_id_one_made_too_replaces_it_for_good() {
+    let mut alice = member(1);
+    let mut bob = member(2);
+    bob.create(ROOM).unwrap();
+    alice.create(ROOM).unwrap();
+    let package = bob.key_packages(1).unwrap().remove(0);
+    let commit = alice.add(ROOM, &[([2; 32], package)]).unwrap();
+    alice.confirm(ROOM).unwrap();
+    assert_eq!(bob.join(&commit.welcome.unwrap()).unwrap(), ROOM);
+    let mut bob = Member::restore(&bob.snapshot().unwrap()).unwrap();
+    assert_eq!(bob.members(ROOM).unwrap().len(), 2);
+    let update = alice.update(ROOM).unwrap();
+    alice.confirm(ROOM).unwrap();
+    assert!(matches!(
+        bob.open(ROOM, &update.message).unwrap(),
+        Received::Commit { .. }
+    ));
+    let sealed = alice.seal(ROOM, b"after the join").unwrap();
+    assert!(matches!(
+        bob.open(ROOM, &sealed).unwrap(),
+        Received::Application { .. }
+    ));
+    let back = bob.seal(ROOM, b"and back").unwrap();
+    assert!(matches!(
+        alice.open(ROOM, &back).unwrap(),
+        Received::Application { .. }
+    ));
+}
+
+/// A Welcome under the id of a group this member shares with others is refused, and the group
+/// goes on: nobody who holds one of a member's KeyPackages can take a room from under it.
+#[test]
+fn a_welcome_for_a_room_one_shares_is_refused_and_the_room_goes_on() {
+    let (mut alice, mut bob) = alice_and_bob();
+    let mut mallory = member(3);
+    mallory.create(ROOM).unwrap();
+    let package = bob.key_packages(1).unwrap().remove(0);
+    let commit = mallory.add(ROOM, &[([2; 32], package)]).unwrap();
+    mallory.confirm(ROOM).unwrap();
+    assert!(bob.join(&commit.welcome.unwrap()).is_err());
+    let sealed = alice.seal(ROOM, b"still ours").unwrap();
+    assert!(matches!(
+        bob.open(ROOM, &sealed).unwrap(),
+        Received::Application { sender, .. } if sender == [1; 32]
+    ));
 }

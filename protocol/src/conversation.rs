@@ -23,8 +23,23 @@ pub fn pair_id(a: &PublicKey, b: &PublicKey) -> String {
     hex(&digest[..16])
 }
 
-/// A room's id (docs/PROTOCOL.md §16.1): 16 bytes the creator chose at random, written as 32
-/// lower-case hex digits. The same bytes are the room's MLS group id.
+/// The id of the pair room of `a` and `b` (docs/PROTOCOL.md §16.9): the MLS group that carries
+/// their conversation of two. It is the bytes of [`pair_id`] with the top bit of the first
+/// byte set. Ordinary rooms have that bit clear (CREATEROOM refuses an id with it set unless
+/// it names the pair room of the sender and a peer), so no third user can create a room under
+/// the id a pair will need: the two kinds of ids never meet.
+pub fn pair_room(a: &PublicKey, b: &PublicKey) -> RoomId {
+    let mut id = RoomId::parse(&pair_id(a, b)).expect("a pair id is 32 hex digits");
+    id.0[0] |= PAIR_BIT;
+    id
+}
+
+/// The bit of a room id's first byte that marks a pair room.
+const PAIR_BIT: u8 = 0x80;
+
+/// A room's id (docs/PROTOCOL.md §16.1): 16 bytes the creator chose at random (with the top
+/// bit of the first byte clear, [`RoomId::is_pair`]), written as 32 lower-case hex digits. The
+/// same bytes are the room's MLS group id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RoomId(pub [u8; 16]);
 
@@ -41,6 +56,18 @@ impl RoomId {
             out[i] = (hi * 16 + lo) as u8;
         }
         Some(RoomId(out))
+    }
+
+    /// Whether the id is of the kind pair rooms have ([`pair_room`]): the top bit of its first
+    /// byte set.
+    pub fn is_pair(&self) -> bool {
+        self.0[0] & PAIR_BIT != 0
+    }
+
+    /// A random ordinary room id from 16 random bytes: the pair bit is cleared.
+    pub fn ordinary(mut bytes: [u8; 16]) -> RoomId {
+        bytes[0] &= !PAIR_BIT;
+        RoomId(bytes)
     }
 
     /// The id as 32 lower-case hex digits.
@@ -87,5 +114,21 @@ mod tests {
         assert_eq!(id.len(), 32);
         assert_eq!(id, "44a6117da827d351823974b5d11a04e2");
         assert_ne!(id, pair_id(&a, &PublicKey([0x33; 32])));
+    }
+
+    /// The vector of docs/PROTOCOL.md §16.9: the pair room is the conversation id with the
+    /// top bit set, so it is never an ordinary room's id.
+    #[test]
+    fn pair_rooms_match_the_spec_and_are_apart_from_ordinary_rooms() {
+        let a = PublicKey([0x11; 32]);
+        let b = PublicKey([0x22; 32]);
+        let room = pair_room(&a, &b);
+        assert_eq!(room, pair_room(&b, &a));
+        assert_eq!(room.to_hex(), "c4a6117da827d351823974b5d11a04e2");
+        assert!(room.is_pair());
+        let ordinary = RoomId::ordinary([0xff; 16]);
+        assert!(!ordinary.is_pair());
+        assert_eq!(ordinary.0[0], 0x7f);
+        assert_eq!(ordinary.0[1..], [0xff; 15]);
     }
 }

@@ -437,6 +437,13 @@ fn compute() -> Vec<(&'static str, String)> {
     assert_eq!(id, by_hand);
     assert_eq!(id, flexim_protocol::conversation::pair_id(&b, &a));
     v.push(("conversation of alice and bob", id.clone()));
+    // Their pair room (section 16.9): the same bytes with the top bit of the first set.
+    let room = flexim_protocol::conversation::pair_room(&a, &b);
+    let mut by_hand_room = room.0;
+    by_hand_room[0] &= 0x7f;
+    assert_eq!(hex(&by_hand_room), id);
+    assert!(room.is_pair());
+    v.push(("pair room of alice and bob", room.to_hex()));
     let notice = flexim_protocol::datum::Request {
         to: vec![b.to_hex()],
         from: a.to_hex(),
@@ -677,6 +684,10 @@ const EXPECTED: &[(&str, &str)] = &[
     (
         "conversation of alice and bob",
         "182e7ed28370399e409f7170c254c109",
+    ),
+    (
+        "pair room of alice and bob",
+        "982e7ed28370399e409f7170c254c109",
     ),
     (
         "frame: Request notice",

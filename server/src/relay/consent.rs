@@ -71,6 +71,9 @@ impl Relay {
                 Ok(Admitted::Contact)
             }
             Admission::Request { first, .. } => Ok(Admitted::Request { first }),
+            // A Request (or what stands for one) while the request is open already: nothing to
+            // count, and nothing refused.
+            Admission::BoxFull { .. } if !message => Ok(Admitted::Request { first: false }),
             Admission::BoxFull { messages } => refused(format!(
                 "{to} has not accepted you yet, and {messages} of your messages are waiting \
                  in their requests box (at most {}); nothing was sent",

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use flexim_protocol::conversation::RoomId;
+use flexim_protocol::conversation::{RoomId, pair_room};
 use flexim_protocol::datum::{Request, RoomMemberJoin, RoomMemberPart, Status};
 use flexim_protocol::frame::PREFIX_LEN;
 use flexim_protocol::{Datum, PublicKey, status};
@@ -165,7 +165,9 @@ pub(crate) fn refusal(room: RoomId, refused: Refused) -> Status {
         Refused::Stale { epoch } => return Status::new(status::STALE_EPOCH, epoch.to_string()),
         Refused::NotAdmin => status::NOT_ADMIN,
         Refused::Bad(_) => status::BAD_ARGUMENT,
-        Refused::RoomFull { .. } | Refused::TooManyRooms { .. } => status::ROOM_LIMIT,
+        Refused::RoomFull { .. } | Refused::TooManyRooms { .. } | Refused::Pair(_) => {
+            status::ROOM_LIMIT
+        }
     };
     Status::new(code, refused.to_string())
 }
@@ -275,10 +277,38 @@ impl Relay {
         }
     }
 
-    /// CREATEROOM.
-    pub(crate) async fn create_room(&self, key: PublicKey, id: RoomId) -> Status {
+    /// CREATEROOM, of an ordinary room or (with `peer`) of the pair room of `key` and `peer`
+    /// (§16.9): the id must be of the kind asked for, so that nobody can take a pair's id.
+    pub(crate) async fn create_room(
+        &self,
+        key: PublicKey,
+        id: RoomId,
+        peer: Option<PublicKey>,
+    ) -> Status {
+        match peer {
+            Some(peer) if pair_room(&key, &peer) != id => {
+                let text = format!(
+                    "{id} is not the pair room of you and {peer}: it is {}; nothing was created",
+                    pair_room(&key, &peer)
+                );
+                return Status::new(status::BAD_ARGUMENT, text);
+            }
+            Some(peer) if peer == key => {
+                return Status::new(
+                    status::BAD_ARGUMENT,
+                    "a conversation of two needs another user; nothing was created",
+                );
+            }
+            None if id.is_pair() => {
+                let text = "a room id with the top bit set is a pair room's: send \
+                            CREATEROOM ID PEER for one, or clear the bit; nothing was created";
+                return Status::new(status::BAD_ARGUMENT, text);
+            }
+            _ => {}
+        }
         let change = RoomChange::Create {
             creator: key,
+            peer,
             limits: self.room_limits(),
         };
         let slot = self.rooms.slot(id);
@@ -337,9 +367,15 @@ impl Relay {
     /// The invitation of `to` into a room by `adder`, admitted as a Message from `adder`
     /// would be (§14.3): `-26` if `to` blocked the adder, `-25` if its box is full; from a
     /// stranger it counts as one of its messages in the box.
-    async fn admit_invitation(&self, adder: PublicKey, to: PublicKey) -> Result<(), Status> {
+    /// A pair room's invitation (§16.9) is the Request of the pair: it counts no message.
+    async fn admit_invitation(
+        &self,
+        adder: PublicKey,
+        to: PublicKey,
+        pair: bool,
+    ) -> Result<(), Status> {
         self.accept(adder, to).await?;
-        self.admit(adder, to, true).await.map(|_| ())
+        self.admit(adder, to, !pair).await.map(|_| ())
     }
 
     /// A room message from `sender`, checked by the session (§16.4 steps 2 and 3): the rest of
@@ -392,7 +428,7 @@ impl Relay {
         let zeros = vec![0; changes.add.len()];
         crate::store::rooms::decide(Some(room), &change, &zeros).map_err(|r| refusal(id, r))?;
         for to in &changes.add {
-            self.admit_invitation(sender, *to).await?;
+            self.admit_invitation(sender, *to, room.is_pair()).await?;
         }
         let changed = match self.store.change_room(id, change).await {
             Ok(Ok(changed)) => changed,

@@ -42,10 +42,7 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
         let answer = match name {
             cmd::KEYPACKAGES => self.publish(key, payload).await.map(Datum::Status),
             cmd::KEYPACKAGE => self.claim(key, arg).await.map(Datum::Status),
-            cmd::CREATEROOM => match room_arg(name, arg) {
-                Ok(room) => Ok(Datum::Status(self.relay.create_room(key, room).await)),
-                Err(s) => Err(s),
-            },
+            cmd::CREATEROOM => self.create_room(key, payload).await.map(Datum::Status),
             cmd::MEMBERS => self.members(key, arg).await,
             cmd::LEAVE => match room_arg(name, arg) {
                 Ok(room) => Ok(Datum::Status(self.relay.leave_room(key, room).await)),
@@ -54,6 +51,22 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
             _ => return None,
         };
         Some(answer)
+    }
+
+    /// CREATEROOM ID, or CREATEROOM ID PEER for a pair room (§16.9; the peer must have logged
+    /// in, as for a Message to it).
+    async fn create_room(&self, key: PublicKey, payload: &[String]) -> Result<Status, Status> {
+        let room = room_arg(cmd::CREATEROOM, payload.first().map(String::as_str))?;
+        let peer = match payload.get(1) {
+            Some(who) if PublicKey::from_hex(who).is_none() => {
+                return Err(bad(format!(
+                    "CREATEROOM's PEER {who:?} is not a key (64 hex digits)"
+                )));
+            }
+            Some(who) => Some(self.recipient(who).await?),
+            None => None,
+        };
+        Ok(self.relay.create_room(key, room, peer).await)
     }
 
     /// KEYPACKAGES: every KeyPackage checked (its owner must be `key`), then kept up to the cap.
@@ -80,20 +93,29 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
         Ok(Status::new(status::KEY_PACKAGES, held.to_string()))
     }
 
-    /// KEYPACKAGE: the claim is admitted as a Message from `key` to that user would be, then
-    /// the user's oldest KeyPackage is handed out, once.
+    /// KEYPACKAGE: the claim is admitted as a Message from `key` to that user would be (so a
+    /// stranger cannot drain anyone's KeyPackages), then the user's oldest KeyPackage is
+    /// handed out, once. A user with none left is answered `-29` before the admission, so a
+    /// stranger's claim that gets nothing does not use up one of its requests-box messages
+    /// (it then writes with the box, which counts).
     async fn claim(&self, key: PublicKey, arg: Option<&str>) -> Result<Status, Status> {
         let who = arg
             .filter(|w| !w.is_empty())
             .ok_or_else(|| bad("KEYPACKAGE needs a key or an alias"))?;
         let to = self.recipient(who).await?;
+        let none_left = || {
+            Status::new(
+                status::NO_KEY_PACKAGE,
+                format!("{who} has no KeyPackage left; add them later"),
+            )
+        };
+        if matches!(self.relay.store.key_packages(to).await, Ok(0)) {
+            return Err(none_left());
+        }
         self.consent(key, to).await?;
         match self.relay.store.claim_key_package(to).await {
             Ok(Some(package)) => Ok(Status::new(status::KEY_PACKAGE, BASE64.encode(package))),
-            Ok(None) => Err(Status::new(
-                status::NO_KEY_PACKAGE,
-                format!("{who} has no KeyPackage left; add them later"),
-            )),
+            Ok(None) => Err(none_left()),
             Err(e) => {
                 tracing::error!(error = %e, "could not claim a KeyPackage");
                 Err(Status::new(
@@ -126,7 +148,7 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
         id: Option<Id>,
         frame: &Bytes,
     ) -> Result<Answer, Status> {
-        self.relay.room_of_member(key, room).await?;
+        let record = self.relay.room_of_member(key, room).await?;
         let bytes = BASE64
             .decode(m.msg)
             .map_err(|e| bad(format!("msg is not base64 ({e}); nothing was forwarded")))?;
@@ -153,6 +175,17 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
             }
             Kind::Commit => Some(self.changes(m).await?),
         };
+        // A pair room's messages are admitted as Messages to the other user (§16.9), but for
+        // the commit that adds it, whose invitation is the pair's Request.
+        if record.is_pair() && commit.as_ref().is_none_or(|c| c.add.is_empty()) {
+            let peer = record.peer_of(&key).expect("a pair room has two users");
+            if !record.has(&peer) {
+                let text =
+                    format!("{peer} is not in this conversation (yet); nothing was forwarded");
+                return Err(Status::new(status::NO_SUCH_USER, text));
+            }
+            self.consent(key, peer).await?;
+        }
         let m = RoomMessage {
             room,
             epoch: header.epoch,

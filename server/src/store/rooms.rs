@@ -40,12 +40,28 @@ pub struct Room {
     pub admins: Vec<PublicKey>,
     /// The MLS epoch the room is at: a commit must be made in it, and moves it on by one.
     pub epoch: u64,
+    /// For a pair room (§16.9), its two users, creator first: nobody else can ever be added,
+    /// neither removes the other, and it counts in nobody's `--max-rooms` (a user has one per
+    /// contact). Empty for an ordinary room; left out of the record then, so that the records
+    /// written before pair rooms existed read and compare the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pair: Vec<PublicKey>,
 }
 
 impl Room {
     /// Whether `key` is a member.
     pub fn has(&self, key: &PublicKey) -> bool {
         self.members.iter().any(|m| m.key == *key)
+    }
+
+    /// Whether this is a pair room (§16.9).
+    pub fn is_pair(&self) -> bool {
+        !self.pair.is_empty()
+    }
+
+    /// For a pair room, the user of the two who is not `key`.
+    pub fn peer_of(&self, key: &PublicKey) -> Option<PublicKey> {
+        self.pair.iter().copied().find(|k| k != key)
     }
 
     /// Whether `key` is an admin.
@@ -89,11 +105,14 @@ pub struct RoomLimits {
 /// A change to a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomChange {
-    /// CREATEROOM: a new room with `creator` as its one member and admin, at epoch 0.
+    /// CREATEROOM: a new room with `creator` as its one member and admin, at epoch 0; with
+    /// `peer`, the pair room of the two (§16.9), whose admins both are.
     Create {
         /// Who creates it.
         creator: PublicKey,
-        /// The bounds (only `rooms` applies).
+        /// The other user of a pair room (the relay checked the id is theirs).
+        peer: Option<PublicKey>,
+        /// The bounds (only `rooms` applies, and not to a pair room).
         limits: RoomLimits,
     },
     /// A commit accepted at `epoch`, adding and removing members.
@@ -120,6 +139,7 @@ impl RoomChange {
     /// The users whose count of rooms the rule reads: those who would join.
     pub fn counted(&self) -> Vec<PublicKey> {
         match self {
+            RoomChange::Create { peer: Some(_), .. } => Vec::new(),
             RoomChange::Create { creator, .. } => vec![*creator],
             RoomChange::Commit { add, .. } => add.clone(),
             RoomChange::Leave { .. } => Vec::new(),
@@ -149,6 +169,9 @@ pub enum Refused {
     /// removal of the author itself.
     #[error("{0}")]
     Bad(String),
+    /// A commit of a pair room adds someone else than its peer, or removes a member.
+    #[error("{0}")]
+    Pair(String),
     /// The room would have more members than it may.
     #[error("the room would have {members} members; it may have {max}")]
     RoomFull {
@@ -196,24 +219,45 @@ pub fn decide(
             })
     };
     match change {
-        RoomChange::Create { creator, limits } => {
+        RoomChange::Create {
+            creator,
+            peer,
+            limits,
+        } => {
             if before.is_some() {
                 return Err(Refused::Exists);
             }
-            if let Some(refused) = too_many(limits, &[*creator]) {
+            let pair = match peer {
+                Some(p) => vec![*creator, *p],
+                None => Vec::new(),
+            };
+            if pair.is_empty()
+                && let Some(refused) = too_many(limits, &[*creator])
+            {
                 return Err(refused);
             }
+            // A pair room is in nobody's index of rooms: it counts against no limit.
+            let joined = if pair.is_empty() {
+                vec![*creator]
+            } else {
+                Vec::new()
+            };
             let room = Room {
                 members: vec![RoomMember {
                     key: *creator,
                     by: *creator,
                 }],
-                admins: vec![*creator],
+                admins: if pair.is_empty() {
+                    vec![*creator]
+                } else {
+                    pair.clone()
+                },
                 epoch: 0,
+                pair,
             };
             Ok(Decided {
                 after: Some(room),
-                joined: vec![*creator],
+                joined,
                 parted: Vec::new(),
             })
         }
@@ -221,10 +265,18 @@ pub fn decide(
             let room = before.filter(|r| r.has(member)).ok_or(Refused::NotMember)?;
             let mut after = room.clone();
             after.drop_member(member);
+            if room.is_pair() {
+                // Both stay admins of a pair room: either may add the other back.
+                after.admins = room.pair.clone();
+            }
             Ok(Decided {
                 after: (!after.members.is_empty()).then_some(after),
                 joined: Vec::new(),
-                parted: vec![*member],
+                parted: if room.is_pair() {
+                    Vec::new()
+                } else {
+                    vec![*member]
+                },
             })
         }
         RoomChange::Commit {
@@ -238,9 +290,60 @@ pub fn decide(
             if *epoch != room.epoch {
                 return Err(Refused::Stale { epoch: room.epoch });
             }
+            if room.is_pair() {
+                return pair_commit(room, *author, add, remove);
+            }
             commit(room, *author, add, remove, limits, too_many(limits, add))
         }
     }
+}
+
+/// The membership rules of a pair room's commit (§16.9): it may add the peer (once), and
+/// remove only a key that is no longer a member (a leaf left behind); it counts against no
+/// limit, and changes nobody's index of rooms.
+fn pair_commit(
+    room: &Room,
+    author: PublicKey,
+    add: &[PublicKey],
+    remove: &[PublicKey],
+) -> Result<Decided, Refused> {
+    for key in add {
+        if !room.pair.contains(key) {
+            return Err(Refused::Pair(format!(
+                "{key} is not of this conversation of two; nobody else can be added"
+            )));
+        }
+        if room.has(key) {
+            return Err(Refused::Bad(format!("{key} is a member already")));
+        }
+    }
+    if add.len() > 1 {
+        return Err(Refused::Bad("a key is named twice".into()));
+    }
+    if let Some(key) = remove.iter().find(|k| room.has(k) || **k == author) {
+        return Err(Refused::Pair(format!(
+            "{key} cannot be removed from a conversation of two: decline or block instead"
+        )));
+    }
+    Ok(Decided {
+        after: Some(moved_on(room, author, add, &[])),
+        joined: Vec::new(),
+        parted: Vec::new(),
+    })
+}
+
+/// `room` after a commit by `author` that adds `add` and takes out `parted`: at the next epoch.
+fn moved_on(room: &Room, author: PublicKey, add: &[PublicKey], parted: &[PublicKey]) -> Room {
+    let mut after = room.clone();
+    for key in parted {
+        after.drop_member(key);
+    }
+    after.members.extend(add.iter().map(|key| RoomMember {
+        key: *key,
+        by: author,
+    }));
+    after.epoch += 1;
+    after
 }
 
 /// The membership rules of a commit (§16.3), once the author is a member at the room's epoch.
@@ -292,17 +395,8 @@ fn commit(
     if let Some(refused) = too_many {
         return Err(refused);
     }
-    let mut after = room.clone();
-    for key in &parted {
-        after.drop_member(key);
-    }
-    after.members.extend(add.iter().map(|key| RoomMember {
-        key: *key,
-        by: author,
-    }));
-    after.epoch += 1;
     Ok(Decided {
-        after: Some(after),
+        after: Some(moved_on(room, author, add, &parted)),
         joined: add.to_vec(),
         parted,
     })

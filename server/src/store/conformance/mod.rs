@@ -23,7 +23,8 @@ pub use bounds::{
 };
 pub use rooms::{
     concurrent_commits_at_one_epoch_have_one_winner,
-    key_packages_are_kept_up_to_a_cap_and_claimed_once, rooms_follow_the_rule,
+    key_packages_are_kept_up_to_a_cap_and_claimed_once, pair_rooms_hold_their_two_users_only,
+    rooms_follow_the_rule,
 };
 
 /// The sender of every entry these checks write.

@@ -25,6 +25,7 @@ fn commit(author: PublicKey, epoch: u64, add: &[PublicKey], remove: &[PublicKey]
 fn create(creator: PublicKey) -> RoomChange {
     RoomChange::Create {
         creator,
+        peer: None,
         limits: LIMITS,
     }
 }
@@ -193,4 +194,60 @@ pub async fn key_packages_are_kept_up_to_a_cap_and_claimed_once(store: &dyn Stor
         ]
     );
     assert_eq!(store.key_packages(alice).await.unwrap(), 0);
+}
+
+/// A pair room (§16.9): its record keeps the two users, both admins; it takes the peer and
+/// nobody else, removes neither, and counts in neither user's rooms.
+pub async fn pair_rooms_hold_their_two_users_only(store: &dyn Store) {
+    let (alice, bob, carol) = (PublicKey([1; 32]), PublicKey([2; 32]), PublicKey([3; 32]));
+    let room = flexim_protocol::conversation::pair_room(&alice, &bob);
+    let create = RoomChange::Create {
+        creator: alice,
+        peer: Some(bob),
+        limits: LIMITS,
+    };
+    store.change_room(room, create).await.unwrap().unwrap();
+    let made = store
+        .room(room)
+        .await
+        .unwrap()
+        .expect("the pair room is kept");
+    assert_eq!(made.pair, vec![alice, bob]);
+    assert_eq!(made.admins, vec![alice, bob]);
+    assert_eq!(store.rooms_of(alice).await.unwrap(), 0);
+    assert!(matches!(
+        store
+            .change_room(room, commit(alice, 0, &[carol], &[]))
+            .await
+            .unwrap(),
+        Err(Refused::Pair(_))
+    ));
+    let added = store
+        .change_room(room, commit(alice, 0, &[bob], &[]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(added.after.as_ref().map(|r| r.members.len()), Some(2));
+    assert_eq!(store.rooms_of(bob).await.unwrap(), 0);
+    assert!(matches!(
+        store
+            .change_room(room, commit(bob, 1, &[], &[alice]))
+            .await
+            .unwrap(),
+        Err(Refused::Pair(_))
+    ));
+    // An empty commit (an update of one's own leaf) moves the epoch on.
+    let updated = store
+        .change_room(room, commit(bob, 1, &[], &[]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.after.map(|r| r.epoch), Some(2));
+    // Bob leaves; Alice may add him back, as both stay admins.
+    let left = store
+        .change_room(room, RoomChange::Leave { member: bob })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(left.after.map(|r| r.admins), Some(vec![alice, bob]));
 }

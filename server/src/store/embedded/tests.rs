@@ -47,6 +47,12 @@ async fn conformance_rooms_follow_the_rule() {
 }
 
 #[tokio::test]
+async fn conformance_pair_rooms_hold_their_two_users_only() {
+    let (store, _dir) = temp_store();
+    conformance::pair_rooms_hold_their_two_users_only(&store).await;
+}
+
+#[tokio::test]
 async fn conformance_rooms_concurrent_commits_at_one_epoch_have_one_winner() {
     let (store, _dir) = temp_store();
     conformance::concurrent_commits_at_one_epoch_have_one_winner(&store).await;

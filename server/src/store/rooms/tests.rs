@@ -14,6 +14,7 @@ fn key(n: u8) -> PublicKey {
 fn created(by: PublicKey) -> Room {
     let create = RoomChange::Create {
         creator: by,
+        peer: None,
         limits: LIMITS,
     };
     decide(None, &create, &[0]).unwrap().after.unwrap()
@@ -36,6 +37,7 @@ fn a_room_is_created_once_and_within_the_creators_rooms() {
     assert_eq!(room.epoch, 0);
     let create = RoomChange::Create {
         creator: key(2),
+        peer: None,
         limits: LIMITS,
     };
     assert_eq!(decide(Some(&room), &create, &[0]), Err(Refused::Exists));
