@@ -83,6 +83,12 @@ pub struct ConnectOptions {
     /// The rooms' state saved earlier ([`Client::take_saved_rooms`]), given to the engine
     /// before the login so that the KeyPackages it publishes are its own.
     pub rooms: Option<flexim_session::SavedRooms>,
+    /// Whether 1:1 messages go through the pair room of the two users, on MLS (forward
+    /// secrecy and post-compromise security, docs/PROTOCOL.md §16.9), rather than the
+    /// static-key box. The `flexim` command sets it. Off by default for library users that
+    /// keep no rooms' state between runs (the load generator, tests of the box): a pair group
+    /// not saved is lost with the process.
+    pub pairs: bool,
 }
 
 /// The error a refused request becomes: a Status refusal is the server's error, anything else
@@ -139,6 +145,7 @@ impl Client {
             alias: options.alias,
             framing: Framing::Stream,
             rooms: true,
+            pairs: options.pairs,
         };
         let mut engine = Engine::new(identity.secret().clone(), config, os::random());
         engine.restore_contact_pins(options.contact_pins);
@@ -452,6 +459,22 @@ impl Client {
     /// the end of the connection, [`Event::Closed`] every time.
     pub async fn next_event(&mut self) -> Result<Event, ClientError> {
         loop {
+            // What the engine queued while making the events (held messages sealed once their
+            // pair room exists, commits) goes out before the program gets them, so that a
+            // program that stops asking for events has sent it all. Written before an event is
+            // taken, so that a caller that drops this call while it writes loses no event.
+            if self.engine.has_events() && !self.closed {
+                self.queue_transmits();
+                if self.transport.has_queued()
+                    && let Err(e) = self.transport.flush().await
+                {
+                    // Gone: the events already made are still the program's, then Closed.
+                    if !e.is_connection_lost() {
+                        return Err(e);
+                    }
+                    self.ended();
+                }
+            }
             while let Some(event) = self.engine.poll_event() {
                 if let Event::Answer {
                     request,

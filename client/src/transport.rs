@@ -114,6 +114,14 @@ impl Transport {
         }
     }
 
+    /// Whether bytes are queued and not written yet.
+    pub fn has_queued(&self) -> bool {
+        match &self.inner {
+            Inner::Tcp { wbuf, .. } => wbuf.has_remaining(),
+            Inner::Ws { outbox, .. } | Inner::Wss { outbox, .. } => !outbox.is_empty(),
+        }
+    }
+
     /// Writes everything queued. Cancel-safe: what was not written stays queued.
     pub async fn flush(&mut self) -> Result<(), ClientError> {
         match &mut self.inner {

@@ -84,6 +84,7 @@ impl Harness {
                 _ => Framing::Stream,
             },
             rooms: false,
+            pairs: false,
         };
         let mut n = 0u64;
         let random = Box::new(move |buf: &mut [u8]| {

@@ -174,6 +174,9 @@ impl Engine {
         flags: &[String],
         date: i64,
     ) -> Result<Sending, EngineError> {
+        if self.pairs_with(peer) {
+            return self.send_pair(*peer, text, flags, date);
+        }
         let id = new_id(&mut *self.random);
         let message = self.seal(peer, text, flags, date, Some(id.clone()))?;
         let frame = Datum::Message(message).to_frame()?;
@@ -297,10 +300,9 @@ impl Engine {
                 None => return,
             },
         };
-        self.emit(Event::Answer {
-            request: request_id,
-            answer,
-        });
+        // A held 1:1 message's answer is the one its driver waits for (`rooms/pairs.rs`).
+        let request = self.stood_in(request_id);
+        self.emit(Event::Answer { request, answer });
     }
 
     /// Learns the users of a Roster answer, and returns them as the engine reports them.

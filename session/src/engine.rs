@@ -49,6 +49,11 @@ pub struct Config {
     /// others can add it to rooms while it is away. A client that never joins rooms (a test's
     /// raw connection, a load generator) leaves this off and sends no such command.
     pub rooms: bool,
+    /// Whether 1:1 conversations run on MLS (docs/PROTOCOL.md §16.9): a message to a user goes
+    /// through the pair room of the two, made at the first message. Needs `rooms`. Off, every
+    /// 1:1 message is sealed with the static-key box of section 9 (no forward secrecy): for
+    /// connections that take no part in rooms.
+    pub pairs: bool,
 }
 
 /// Why the engine could not do what it was asked.
@@ -167,6 +172,9 @@ pub struct Engine {
     pub(crate) strangers: HashSet<PublicKey>,
     /// The rooms: MLS groups, invitations, commits waiting for a retry (`rooms/`).
     pub(crate) rooms: crate::rooms::state::Rooms,
+    /// The pair rooms' messages held until their group exists, and what decides their updates
+    /// (`rooms/pairs.rs`).
+    pub(crate) pairs: crate::rooms::state::Pairs,
 }
 
 impl Engine {
@@ -199,6 +207,7 @@ impl Engine {
             random,
             strangers: HashSet::new(),
             rooms: crate::rooms::state::Rooms::default(),
+            pairs: crate::rooms::state::Pairs::default(),
         }
     }
 
@@ -594,6 +603,10 @@ impl Engine {
             self.check_key_packages();
         }
         self.resend_outbox();
+        // Held 1:1 messages after the unconfirmed ones, which were written before them.
+        if self.config.pairs {
+            self.drive_pairs();
+        }
         self.alias_request = None;
         if let Some(alias) = self.config.alias.clone() {
             self.alias_request = self.register(&alias).ok();

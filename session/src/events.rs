@@ -39,6 +39,10 @@ pub struct Incoming {
     /// copy, so an application may keep it with the message (its history) and hand it back to
     /// [`crate::Engine::remember_seen`] after a restart.
     pub key: String,
+    /// Whether it came through the pair room of the two (MLS, §16.9), so that a key stolen
+    /// later opens nothing of it; false for the static-key box of section 9, which a client
+    /// shows as not forward secret.
+    pub forward_secret: bool,
 }
 
 /// Why a request did not get the answer it wanted.
@@ -332,6 +336,9 @@ pub struct RoomIncoming {
     pub sealed: String,
     /// The de-duplication key, as [`Incoming::key`].
     pub key: String,
+    /// The flags it came with: a pair room's, bound to the message as its MLS authenticated
+    /// data (§16.9); always empty for a room's.
+    pub flags: Vec<String>,
 }
 
 /// A conversation as the server describes it (a Connection datum).

@@ -131,7 +131,15 @@ impl Engine {
         }
         let name = self.sender_name(&sender, &message.from);
         let request = self.strangers.contains(&sender);
+        if self.config.pairs && self.has_pair(&sender) {
+            // A server that withholds KeyPackages could force the weaker scheme: it is seen.
+            self.notice(format!(
+                "a message from {sender} came sealed with the static-key box, although you share \
+                 an MLS group: it is not forward secret"
+            ));
+        }
         self.emit(Event::Message(Incoming {
+            forward_secret: false,
             request,
             from: sender,
             name,

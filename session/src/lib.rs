@@ -75,7 +75,7 @@ pub use login::{LoginError, PinCheck};
 pub use outbox::{Addressee, Outbox, Outgoing, SavedDelivery};
 pub use requests::Consent;
 pub use requests::{Lookup, RequestId};
-pub use rooms::{RoomAction, SavedRooms};
+pub use rooms::{RoomAction, SavedRooms, UPDATE_AFTER_MESSAGES, UPDATE_AFTER_SECS};
 
 /// The protocol crate, re-exported so that drivers name the same types.
 pub use flexim_protocol as protocol;

@@ -199,6 +199,8 @@ pub enum RoomAction {
     Join,
     /// LEAVE (also declining an invitation).
     Leave,
+    /// A commit renewing this member's own leaf (the engine's own, in a pair room).
+    Update,
 }
 
 /// A change of membership this user committed or will commit.
@@ -216,4 +218,6 @@ pub(crate) enum Op {
         /// Who.
         who: PublicKey,
     },
+    /// Renew this member's own leaf: a commit that changes nobody (§16.9).
+    Update,
 }

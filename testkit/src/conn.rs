@@ -233,6 +233,7 @@ impl Conn {
             alias: None,
             framing,
             rooms: false,
+            pairs: false,
         };
         Engine::new(key.clone(), config, Box::new(crate::random))
     }

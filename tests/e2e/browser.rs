@@ -245,6 +245,14 @@ async fn scenario() {
         anna.attr(&unread, "hidden").await.unwrap().is_some(),
         "read messages are not unread"
     );
+    // Between two pages the conversation runs on MLS (their pair room): no line is marked.
+    assert!(
+        anna.find("#messages .message.in .weak")
+            .await
+            .unwrap()
+            .is_none(),
+        "a message in the pair room is forward secret"
+    );
 
     // Browser -> native, by key.
     open_conversation(&anna, &carl_key, &carl_key).await;
@@ -252,6 +260,7 @@ async fn scenario() {
     let m = next_message(&mut carl).await;
     assert_eq!(m.text, "hi carl, from a browser");
     assert_eq!(m.from.to_hex(), anna_key);
+    assert!(m.forward_secret, "the page writes in the pair room, on MLS");
     assert!(
         m.request,
         "Anna is a stranger to Carl: her message is a request"
@@ -297,6 +306,13 @@ async fn scenario() {
         .unwrap();
     ben.wait_text("#messages .message.in .text", UI_WAIT, |t| {
         t == "hi ben, from a terminal"
+    })
+    .await
+    .unwrap();
+    // Carl's client writes 1:1 with the static-key box: Ben's page says it is not forward
+    // secret.
+    ben.wait_text("#messages .message.in .weak", UI_WAIT, |t| {
+        t == "not forward secret"
     })
     .await
     .unwrap();

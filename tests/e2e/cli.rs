@@ -234,6 +234,11 @@ fn send_sends_again_after_a_restart_and_the_message_arrives_once() {
         }
     });
     assert_eq!(first.text, "across a restart");
+    assert!(first.forward_secret, "the CLI writes on MLS");
+    // Bob's next program is the CLI: it gets the state of Bob's groups (the pair room the
+    // message came in, whose keys opened it once), as `flexim` itself would have saved it.
+    let saved = bob_client.saved_rooms().unwrap().to_bytes();
+    std::fs::write(format!("{bob}.rooms"), saved).unwrap();
 
     // The server goes away while `send` waits for bob's acknowledgement.
     let server = server.restart_on_same_ports();

@@ -20,6 +20,7 @@ mod limits;
 mod link;
 mod memory;
 mod offline;
+mod pairs;
 mod pins;
 mod privacy;
 mod queues;

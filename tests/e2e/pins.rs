@@ -395,7 +395,10 @@ async fn listen_does_not_show_a_message_under_an_alias_pinned_to_another_key() {
     // Shown with the key that sent it, not as bob (and as a request: alice never accepted that
     // key); the change is reported with both keys.
     assert!(
-        out.contains(&format!("] {} (request): it is me, bob", m.new.1.to_hex())),
+        out.contains(&format!(
+            "] {} (request) (not forward secret): it is me, bob",
+            m.new.1.to_hex()
+        )),
         "{out}"
     );
     assert!(!out.contains("] bob"), "{out}");

@@ -73,6 +73,12 @@ async fn redis_store_conformance_rooms_follow_the_rule() {
 }
 
 #[tokio::test]
+async fn redis_store_conformance_pair_rooms_hold_their_two_users_only() {
+    let (_redis, store) = fresh().await;
+    conformance::pair_rooms_hold_their_two_users_only(&store).await;
+}
+
+#[tokio::test]
 async fn redis_store_conformance_rooms_concurrent_commits_at_one_epoch_have_one_winner() {
     let (_redis, store) = fresh().await;
     conformance::concurrent_commits_at_one_epoch_have_one_winner(&store).await;
@@ -102,6 +108,7 @@ async fn redis_store_rooms_two_nodes_committing_at_one_epoch_have_one_winner() {
         room,
         RoomChange::Create {
             creator: alice,
+            peer: None,
             limits,
         },
     )

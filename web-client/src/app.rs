@@ -482,6 +482,7 @@ pub(crate) fn new_engine(
         alias,
         framing: Framing::Messages,
         rooms: true,
+        pairs: true,
     };
     Engine::new(secret.clone(), config, os::random())
 }

@@ -311,7 +311,10 @@ impl Model {
     fn on_message(&mut self, m: Incoming, ctx: &Context) -> Vec<Effect> {
         let mut effects = Vec::new();
         let known = self.contacts.get(&m.from).is_some();
-        self.contacts.receive(&m.from, &m.text, m.date, m.key);
+        let line = self.contacts.receive(&m.from, &m.text, m.date, m.key);
+        if !m.forward_secret {
+            self.contacts.set_not_forward_secret(&m.from, line);
+        }
         self.dirty = true;
         if m.request {
             effects.extend(self.add_request(m.from));

@@ -274,6 +274,8 @@ impl Model {
                 vec![Effect::Log("you left the room".into())]
             }
             (RoomAction::Leave, Err(r)) => failed("Leaving", r),
+            // The engine's own renewal of its leaf in a pair room: reported to nobody.
+            (RoomAction::Update, _) => Vec::new(),
         }
     }
 

@@ -55,6 +55,11 @@ pub struct Line {
     /// receipts carry; saved so that receipts arriving after a reload still find their line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_id: Option<String>,
+    /// For incoming lines, whether the message came sealed with the static-key box rather
+    /// than in the pair room of the two (MLS, docs/PROTOCOL.md §16.9): it is not forward
+    /// secret, and the line says so, so that a server forcing the weaker scheme is seen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_forward_secret: bool,
 }
 
 /// Someone the user talks to.
@@ -313,6 +318,7 @@ impl Contacts {
             delivery: None,
             msg_id,
             sent_id: None,
+            not_forward_secret: false,
         });
         id
     }
@@ -328,6 +334,7 @@ impl Contacts {
             delivery: Some(Delivery::Sending),
             msg_id: None,
             sent_id: None,
+            not_forward_secret: false,
         });
         id
     }
@@ -340,6 +347,13 @@ impl Contacts {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Marks a received line as not forward secret (it came with the static-key box).
+    pub fn set_not_forward_secret(&mut self, from: &PublicKey, line: u64) {
+        if let Some(l) = self.line_mut(from, line) {
+            l.not_forward_secret = true;
         }
     }
 

@@ -516,6 +516,16 @@ fn build_line(line: &Line) -> Option<LineItem> {
         &meta,
         &text_element("time", "", &dom::format_time(line.date))?,
     );
+    if line.not_forward_secret {
+        let weak = text_element("span", "weak", "not forward secret")?;
+        weak.set_attribute(
+            "title",
+            "sealed with the sender's long-term key, not in your MLS conversation: \
+             whoever later steals either key can read it",
+        )
+        .ok()?;
+        add(&meta, &weak);
+    }
     let delivery = match line.dir {
         Direction::Out => {
             let d = element("span", "delivery")?;

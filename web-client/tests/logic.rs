@@ -117,6 +117,7 @@ impl Page {
             framing: Framing::Messages,
             // These tests script the server for the page's own requests; rooms are the engine's.
             rooms: false,
+            pairs: false,
         };
         let engine = Engine::new(me.clone(), config, counter());
         let model = Model::new(

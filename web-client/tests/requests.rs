@@ -35,6 +35,7 @@ fn message(from: PublicKey, request: bool) -> Incoming {
         id: Some("m1".into()),
         key: "k1".into(),
         request,
+        forward_secret: true,
     }
 }
 

@@ -40,6 +40,7 @@ fn said(from: PublicKey, text: &str, id: &str) -> Event {
         invited: false,
         sealed: String::new(),
         key: format!("k-{id}"),
+        flags: vec![],
     })
 }
 

@@ -155,6 +155,8 @@ impl Admin {
         let member = Member::new(key.public_key().0)?;
         let mut room = [0u8; 16];
         flexim_testkit::random(&mut room);
+        // The pair bit clear: an ordinary room's id (docs/PROTOCOL.md §16.9).
+        room[0] &= 0x7f;
         Ok(Admin {
             key,
             conn,

@@ -13,7 +13,7 @@ use crate::events::{Answer, Event, Refusal};
 use crate::requests::{Request, RequestId};
 
 /// A Status answer, or why not.
-fn status_of(answer: Result<Datum, String>) -> Result<Status, Refusal> {
+pub(crate) fn status_of(answer: Result<Datum, String>) -> Result<Status, Refusal> {
     match answer {
         Ok(Datum::Status(s)) if !status::is_error(s.status) => Ok(s),
         Ok(Datum::Status(s)) => Err(Refusal::of(&s)),
@@ -30,6 +30,19 @@ fn action_of(op: &Op) -> RoomAction {
     match op {
         Op::Add { who, .. } => RoomAction::Invite(*who),
         Op::Remove { who } => RoomAction::Remove(*who),
+        Op::Update => RoomAction::Update,
+    }
+}
+
+/// The KeyPackage a KEYPACKAGE answer hands out, or why not (`-29`: none left).
+pub(crate) fn package_of(answer: Result<Datum, String>) -> Result<Vec<u8>, Refusal> {
+    match answer {
+        Ok(Datum::Status(s)) if s.status == status::KEY_PACKAGE => STANDARD
+            .decode(s.payload.as_bytes())
+            .map_err(|_| Refusal::garbled("a KeyPackage that is not base64")),
+        other => Err(status_of(other)
+            .err()
+            .unwrap_or_else(|| Refusal::garbled("an answer to KEYPACKAGE without a KeyPackage"))),
     }
 }
 
@@ -42,6 +55,15 @@ impl Engine {
         request: Request,
         answer: Result<Datum, String>,
     ) -> Option<(RequestId, Answer)> {
+        // A pair room is the engine's own business: the conversation is what is reported.
+        if let Request::Room { room, .. }
+        | Request::Claim { room, .. }
+        | Request::Commit { room, .. } = &request
+            && room.is_pair()
+        {
+            self.on_pair_answer(request, answer);
+            return None;
+        }
         match request {
             Request::Room { room, action } => {
                 let result = status_of(answer);
@@ -109,15 +131,7 @@ impl Engine {
         answer: Result<Datum, String>,
     ) -> Option<(RequestId, Answer)> {
         let action = RoomAction::Invite(who);
-        let package = match answer {
-            Ok(Datum::Status(s)) if s.status == status::KEY_PACKAGE => STANDARD
-                .decode(s.payload.as_bytes())
-                .map_err(|_| Refusal::garbled("a KeyPackage that is not base64")),
-            other => Err(status_of(other).err().unwrap_or_else(|| {
-                Refusal::garbled("an answer to KEYPACKAGE without a KeyPackage")
-            })),
-        };
-        let result = package.and_then(|package| {
+        let result = package_of(answer).and_then(|package| {
             self.commit(room, Op::Add { who, package }, Some(id))
                 .map_err(|e| Refusal::garbled(e.to_string()))
         });
@@ -154,6 +168,7 @@ impl Engine {
                     let (added, removed) = match &op {
                         Op::Add { who, .. } => (vec![*who], vec![]),
                         Op::Remove { who } => (vec![], vec![*who]),
+                        Op::Update => (vec![], vec![]),
                     };
                     let by = self.me;
                     self.emit(Event::RoomChanged {
@@ -219,6 +234,7 @@ impl Engine {
             let done = match &w.op {
                 Op::Add { who, .. } => members.contains(who),
                 Op::Remove { who } => !members.contains(who),
+                Op::Update => false,
             };
             let result = if done {
                 Ok(Status::new(status::OK, "done by another member's commit"))

@@ -6,6 +6,7 @@
 //! answers in `answers.rs`, what is saved in `saved.rs`.
 
 mod answers;
+mod pairs;
 mod receive;
 mod saved;
 pub(crate) mod state;
@@ -25,9 +26,10 @@ use crate::requests::{Request, RequestId};
 
 pub(crate) use crate::requests::Op;
 pub use crate::requests::RoomAction;
+pub use pairs::{UPDATE_AFTER_MESSAGES, UPDATE_AFTER_SECS};
 pub use saved::SavedRooms;
 pub use state::MAX_OPENED;
-pub(crate) use state::Waiting;
+pub(crate) use state::{Freshness, Held, Waiting};
 
 /// How many KeyPackages of its own the server should hold at least: below this, a login
 /// publishes [`KEY_PACKAGE_BATCH`] more (§16.2).
@@ -60,7 +62,8 @@ impl Engine {
         }
         let mut id = [0u8; 16];
         (self.random)(&mut id);
-        let room = RoomId(id);
+        // The pair bit clear: ids with it are pair rooms' (§16.9).
+        let room = RoomId::ordinary(id);
         self.member()?.create(room.0)?;
         self.rooms.changed = true;
         let request = Request::Room {
@@ -144,14 +147,28 @@ impl Engine {
             return Err(EngineError::Seal(E2eError::Length(text.len())));
         }
         let sealed = self.member()?.seal(room.0, text.as_bytes())?;
-        self.rooms.changed = true;
         let id = new_id(&mut *self.random);
+        self.send_sealed(room, id, date, sealed, Vec::new())
+    }
+
+    /// Sends `sealed`, an MLS message of `room`, as the Message `id`, kept (as every message)
+    /// until its answer or a receipt.
+    pub(crate) fn send_sealed(
+        &mut self,
+        room: RoomId,
+        id: String,
+        date: i64,
+        sealed: Vec<u8>,
+        flags: Vec<String>,
+    ) -> Result<crate::Sending, EngineError> {
+        self.rooms.changed = true;
         let message = Message {
             to: room.to_hex(),
             from: self.me.to_hex(),
             date,
             msg: STANDARD.encode(sealed),
             id: Some(id.clone()),
+            flags,
             ..Default::default()
         };
         let frame = Datum::Message(message).to_frame()?;
@@ -182,14 +199,14 @@ impl Engine {
     }
 
     /// The rooms this user is in (its MLS groups), and whether each is an invitation it has not
-    /// accepted.
+    /// accepted. Pair rooms are not listed: they are conversations of two (§16.9).
     pub fn rooms(&self) -> Vec<(RoomId, bool)> {
         let Some(member) = &self.rooms.member else {
             return Vec::new();
         };
         member
             .rooms()
-            .filter(|r| member.is_in(*r))
+            .filter(|r| member.is_in(*r) && !RoomId(*r).is_pair())
             .map(|r| (RoomId(r), self.rooms.invited.contains_key(&RoomId(r))))
             .collect()
     }
@@ -207,6 +224,7 @@ impl Engine {
         let commit = match &op {
             Op::Add { who, package } => self.member()?.add(room.0, &[(who.0, package.clone())])?,
             Op::Remove { who } => self.member()?.remove(room.0, &[who.0])?,
+            Op::Update => self.member()?.update(room.0)?,
         };
         self.rooms.changed = true;
         let message = self.commit_message(room, &commit);

@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use flexim_mls::Received;
-use flexim_protocol::conversation::RoomId;
+use flexim_protocol::conversation::{RoomId, pair_room};
 use flexim_protocol::datum::{RoomMemberJoin, RoomMemberPart};
 use flexim_protocol::{Message, PublicKey, Request as RequestDatum};
 
@@ -34,11 +34,11 @@ impl Engine {
                 self.unacked.insert(id.clone());
             }
             let invited = self.rooms.invited.contains_key(&room);
-            return self.emit(Event::RoomMessage(RoomIncoming {
+            return self.report_room_text(RoomIncoming {
                 id: message.id,
                 invited,
                 ..kept
-            }));
+            });
         }
         let opened = match STANDARD.decode(message.msg.as_bytes()) {
             Err(_) => Err("its body is not base64".to_string()),
@@ -51,9 +51,11 @@ impl Engine {
         };
         self.rooms.changed = true;
         match opened {
-            Ok(Received::Application { sender, plaintext }) => {
-                self.room_text(room, message, PublicKey(sender), plaintext, key)
-            }
+            Ok(Received::Application {
+                sender,
+                plaintext,
+                aad,
+            }) => self.room_text(room, message, (PublicKey(sender), plaintext, aad), key),
             Ok(Received::Commit {
                 by,
                 added,
@@ -63,6 +65,10 @@ impl Engine {
             }) => {
                 if let Some(id) = message.id {
                     self.queue_ack(id);
+                }
+                if room.is_pair() {
+                    // The peer renewed its leaf (or, once, added this user): nothing to show.
+                    return;
                 }
                 self.emit(Event::RoomChanged {
                     room,
@@ -97,13 +103,19 @@ impl Engine {
         &mut self,
         room: RoomId,
         message: Message,
-        sender: PublicKey,
-        plaintext: Vec<u8>,
+        (sender, plaintext, aad): (PublicKey, Vec<u8>, Vec<u8>),
         key: String,
     ) {
         let claimed = PublicKey::from_hex(&message.from);
         let text = String::from_utf8(plaintext);
-        if claimed.is_some_and(|c| c != sender) || text.is_err() {
+        // A pair room's flags are bound as the authenticated data; a room's carry none.
+        let flags = if room.is_pair() {
+            message.flags.clone()
+        } else {
+            Vec::new()
+        };
+        let bound = !room.is_pair() || aad == super::pairs::flags_aad(&flags);
+        if claimed.is_some_and(|c| c != sender) || text.is_err() || !bound {
             if let Some(id) = message.id {
                 self.queue_ack(id);
             }
@@ -111,7 +123,7 @@ impl Engine {
                 sender: Some(sender),
                 from: message.from,
                 date: message.date,
-                reason: format!("a message of room {room} names another sender than it was sealed by, or is not text"),
+                reason: format!("a message of room {room} names another sender than it was sealed by, carries other flags than it was sealed with, or is not text"),
             });
         }
         if let Some(id) = &message.id {
@@ -127,6 +139,7 @@ impl Engine {
             invited,
             sealed: message.msg,
             key,
+            flags,
         };
         if incoming.id.is_some() {
             if self.rooms.opened.len() >= super::state::MAX_OPENED {
@@ -134,7 +147,16 @@ impl Engine {
             }
             self.rooms.opened.push_back(incoming.clone());
         }
-        self.emit(Event::RoomMessage(incoming));
+        self.report_room_text(incoming);
+    }
+
+    /// Reports a room message that opened: a pair room's as a message of the conversation.
+    fn report_room_text(&mut self, incoming: RoomIncoming) {
+        if incoming.room.is_pair() {
+            self.pair_text(incoming);
+        } else {
+            self.emit(Event::RoomMessage(incoming));
+        }
     }
 
     /// This user was removed from `room` by `by`: the group is over for it.
@@ -164,7 +186,12 @@ impl Engine {
             });
         self.rooms.changed = true;
         match (joined, from, named) {
-            (Ok(room), Some(from), Some(named)) if room == named.0 => {
+            (Ok(room), Some(from), Some(named))
+                if room == named.0 && named == pair_room(&self.me, &from) =>
+            {
+                self.joined_pair(from);
+            }
+            (Ok(room), Some(from), Some(named)) if room == named.0 && !named.is_pair() => {
                 let room = RoomId(room);
                 self.rooms.invited.insert(room, from);
                 self.emit(Event::Invited { room, from });
@@ -202,6 +229,10 @@ impl Engine {
             self.notice(format!("ignored a garbled {what} for {room:?}"));
             return None;
         };
+        if id.is_pair() {
+            // A pair room's members are the conversation's two: nothing to show.
+            return None;
+        }
         let by = by.and_then(PublicKey::from_hex);
         self.emit(Event::RoomMember {
             room: id,

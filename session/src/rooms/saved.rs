@@ -20,6 +20,12 @@ pub struct SavedRooms {
     /// Room messages opened and not acknowledged yet ([`crate::rooms::MAX_OPENED`]).
     #[serde(default)]
     opened: Vec<SavedOpened>,
+    /// 1:1 messages held until their pair group exists (§16.9), oldest first.
+    #[serde(default)]
+    held: Vec<super::Held>,
+    /// When each pair room's next update of this member's leaf is due.
+    #[serde(default)]
+    fresh: Vec<(String, super::Freshness)>,
 }
 
 /// An opened room message kept until acknowledged, as saved.
@@ -39,6 +45,9 @@ struct SavedOpened {
     sealed: String,
     /// The de-duplication key.
     key: String,
+    /// The flags (a pair room's).
+    #[serde(default)]
+    flags: Vec<String>,
 }
 
 impl SavedRooms {
@@ -82,7 +91,12 @@ impl Engine {
                     id: m.id.clone(),
                     sealed: m.sealed.clone(),
                     key: m.key.clone(),
+                    flags: m.flags.clone(),
                 })
+                .collect(),
+            held: self.pairs.held.clone(),
+            fresh: (self.pairs.fresh.iter())
+                .map(|(r, f)| (r.to_hex(), *f))
                 .collect(),
         })
     }
@@ -125,8 +139,13 @@ impl Engine {
                     invited: false,
                     sealed: m.sealed.clone(),
                     key: m.key.clone(),
+                    flags: m.flags.clone(),
                 })
             })
+            .collect();
+        self.pairs.held = saved.held.clone();
+        self.pairs.fresh = (saved.fresh.iter())
+            .filter_map(|(r, f)| Some((RoomId::parse(r)?, *f)))
             .collect();
         Ok(())
     }

@@ -1,11 +1,12 @@
-//! The engine's room state, apart from the operations on it (`mod.rs`), so that the engine
-//! holds it without depending on them.
+//! The engine's room state, apart from the operations on it (`mod.rs`, `pairs.rs`), so that
+//! the engine holds it without depending on them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use flexim_mls::Member;
 use flexim_protocol::PublicKey;
 use flexim_protocol::conversation::RoomId;
+use serde::{Deserialize, Serialize};
 
 use crate::events::RoomIncoming;
 use crate::requests::{Op, RequestId};
@@ -50,3 +51,46 @@ pub(crate) struct Rooms {
 /// How many opened, unacknowledged room messages are kept ([`Rooms::opened`]); beyond it the
 /// oldest is dropped, and a copy of it delivered later is reported as not opening.
 pub const MAX_OPENED: usize = 1_000;
+
+/// A message written to a peer before the pair group with it exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Held {
+    /// The message's id, handed to the driver when it was written.
+    pub(crate) id: String,
+    /// The peer.
+    pub(crate) peer: PublicKey,
+    /// The plaintext, sealed once the group exists.
+    pub(crate) text: String,
+    /// The date it was written.
+    pub(crate) date: i64,
+    /// Its flags (such as `NOTIFY`).
+    #[serde(default)]
+    pub(crate) flags: Vec<String>,
+    /// The request handed to the driver for its answer (none when written offline, or after a
+    /// restart, as the driver that waited for it is gone).
+    #[serde(skip)]
+    pub(crate) request: Option<RequestId>,
+}
+
+/// Per pair room, what decides its next update of this member's leaf.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Freshness {
+    /// Messages sent since the last update (or since joining).
+    pub(crate) sent: u32,
+    /// When the last update (or joining) was (Unix seconds); 0 before the first message.
+    pub(crate) since: i64,
+}
+
+/// The engine's state of its pair rooms, apart from the groups themselves.
+#[derive(Debug, Default)]
+pub(crate) struct Pairs {
+    /// Messages waiting for their pair group, oldest first.
+    pub(crate) held: Vec<Held>,
+    /// Peers the server had no KeyPackage for on this run: written to with the box.
+    pub(crate) boxed: BTreeSet<PublicKey>,
+    /// For a held message finally sent, the request its answer comes as (the one sent) and the
+    /// one the driver was handed.
+    pub(crate) stand_ins: Vec<(RequestId, RequestId)>,
+    /// When each pair room's next update is due.
+    pub(crate) fresh: BTreeMap<RoomId, Freshness>,
+}

@@ -175,6 +175,7 @@ pub(crate) fn engine_with(
         alias: alias.map(str::to_string),
         framing: Framing::Messages,
         rooms: true,
+        pairs: false,
     };
     Client::new(Engine::new(me.clone(), config, counter()))
 }

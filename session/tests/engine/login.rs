@@ -141,6 +141,7 @@ fn an_http_server_on_the_tcp_port_is_not_a_flexim_server() {
         alias: None,
         framing: Framing::Stream,
         rooms: true,
+        pairs: false,
     };
     let mut e = Client::new(Engine::new(key(2), config, counter()));
     e.connect();
@@ -169,6 +170,7 @@ fn the_login_survives_a_byte_stream_cut_anywhere() {
             alias: None,
             framing: Framing::Stream,
             rooms: true,
+            pairs: false,
         };
         let mut e = Client::new(Engine::new(me.clone(), config, counter()));
         e.connect();
@@ -189,6 +191,7 @@ fn the_login_survives_a_byte_stream_cut_anywhere() {
             alias: None,
             framing: Framing::Stream,
             rooms: true,
+            pairs: false,
         },
         counter(),
     ));

@@ -99,6 +99,7 @@ impl World {
             alias: None,
             framing: Framing::Messages,
             rooms: true,
+            pairs: false,
         };
         Client::new(Engine::new(
             key(seed),

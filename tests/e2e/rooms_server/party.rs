@@ -36,7 +36,7 @@ fn is_ack_answer(s: &Status) -> bool {
 pub(super) fn room_id() -> RoomId {
     let mut b = [0u8; 16];
     random(&mut b);
-    RoomId(b)
+    RoomId::ordinary(b)
 }
 
 /// A fresh message id.

@@ -22,6 +22,8 @@ pub(crate) async fn connect(conn: &ConnArgs) -> anyhow::Result<(Client, Pins)> {
         server_key: expected,
         contact_pins: pins.contacts_for(expected)?,
         rooms: pins.load_rooms()?,
+        // 1:1 conversations on MLS: the rooms file keeps the pair groups between runs.
+        pairs: true,
     };
     let mut client = Client::connect_with(endpoint(conn)?, &identity, options)
         .await

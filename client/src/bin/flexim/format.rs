@@ -43,7 +43,14 @@ pub(crate) fn plain_line(m: &Received) -> String {
     };
     // A stranger's message (from the requests box, docs/PROTOCOL.md §14) says so.
     let request = if m.request { " (request)" } else { "" };
-    format!("[{}] {from}{request}: {}", format_utc(m.date), m.text)
+    // A message sealed with the static-key box rather than in the pair room (docs/PROTOCOL.md
+    // §16.9) says so: whoever later steals either key can read it.
+    let weak = if m.forward_secret {
+        ""
+    } else {
+        " (not forward secret)"
+    };
+    format!("[{}] {from}{request}{weak}: {}", format_utc(m.date), m.text)
 }
 
 /// The JSON form of a received message, one object per line (see [`json_line`]).
@@ -66,11 +73,16 @@ struct JsonLine<'a> {
     /// otherwise.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     request: bool,
+    /// True when it came through the pair room of the two (MLS, forward secret); false for
+    /// the static-key box (docs/PROTOCOL.md §16.9), and then left out.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    forward_secret: bool,
 }
 
 /// The message as one line of JSON, without the newline:
-/// `{"from":"<key hex>","to":"...","date":N,"flags":[...],"msg":"<plaintext>","id":"..."}`,
-/// where `id` is present only when the sender set one.
+/// `{"from":"<key hex>","to":"...","date":N,"flags":[...],"msg":"<plaintext>","id":"...",
+/// "forward_secret":true}`, where `id` is present only when the sender set one and
+/// `forward_secret` only when the message came on MLS.
 pub(crate) fn json_line(m: &Received) -> String {
     let line = JsonLine {
         from: m.from.to_hex(),
@@ -80,6 +92,7 @@ pub(crate) fn json_line(m: &Received) -> String {
         msg: &m.text,
         id: m.id.as_deref(),
         request: m.request,
+        forward_secret: m.forward_secret,
     };
     // A struct of strings and integers always serializes; there is no map with non-string
     // keys and no custom Serialize impl that could fail.
@@ -217,6 +230,7 @@ mod tests {
             id: id.map(str::to_string),
             key: "k".into(),
             request: false,
+            forward_secret: true,
         }
     }
 
@@ -274,12 +288,25 @@ mod tests {
             format!("[1970-01-01T00:00:00Z] {}: hi", "ab".repeat(32))
         );
         // A stranger's message says it comes from the requests box, in both forms.
-        let request = Received { request: true, ..m };
+        let request = Received {
+            request: true,
+            ..m.clone()
+        };
         assert_eq!(
             plain_line(&request),
             "[1970-01-01T00:00:00Z] alice (request): hi"
         );
-        assert!(json_line(&request).ends_with(r#""request":true}"#));
+        assert!(json_line(&request).ends_with(r#""request":true,"forward_secret":true}"#));
+        // One sealed with the static-key box says it is not forward secret, in both forms.
+        let boxed = Received {
+            forward_secret: false,
+            ..m
+        };
+        assert_eq!(
+            plain_line(&boxed),
+            "[1970-01-01T00:00:00Z] alice (not forward secret): hi"
+        );
+        assert!(!json_line(&boxed).contains("forward_secret"));
     }
 
     #[test]
@@ -290,14 +317,17 @@ mod tests {
         assert_eq!(
             line,
             format!(
-                r#"{{"from":"{}","to":"bob","date":1700000000,"flags":["NOTIFY"],"msg":"hi \"there\"\nline two ✓"}}"#,
+                r#"{{"from":"{}","to":"bob","date":1700000000,"flags":["NOTIFY"],"msg":"hi \"there\"\nline two ✓","forward_secret":true}}"#,
                 "ab".repeat(32)
             )
         );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["msg"], "hi \"there\"\nline two ✓");
-        // The id comes last, and only when the sender set one.
+        // The id comes after the text, and only when the sender set one.
         let line = json_line(&received("x", Some("0123abcd")));
-        assert!(line.ends_with(r#","id":"0123abcd"}"#), "{line}");
+        assert!(
+            line.ends_with(r#","id":"0123abcd","forward_secret":true}"#),
+            "{line}"
+        );
     }
 }
