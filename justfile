@@ -27,7 +27,7 @@ build-web: setup-wasm
     cargo build --profile wasm-release -p flexim-web --target wasm32-unknown-unknown
     cargo run --quiet -p flexim-wasm-tools --bin flexim-bindgen -- {{wasm}} static/pkg
     gzip -9 --keep --force static/pkg/flexim_web_bg.wasm static/pkg/flexim_web.js
-    @echo "browser client: static/pkg/ ($(du -k static/pkg/flexim_web_bg.wasm | cut -f1) KiB of wasm, $(gzip -c static/pkg/flexim_web_bg.wasm | wc -c | awk '{print int($1/1024)}') KiB gzipped)"
+    @echo "browser client: static/pkg/ ($(du -k static/pkg/flexim_web_bg.wasm | cut -f1) KiB of wasm, $(( $(wc -c < static/pkg/flexim_web_bg.wasm.gz) / 1024 )) KiB gzipped, as served)"
 
 # The wasm32 target, for the browser client, the protocol crate and the client engine.
 setup-wasm:
