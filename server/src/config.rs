@@ -225,6 +225,112 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
+/// The limits that change while the server runs ([`crate::Server::reloader`], SIGHUP for
+/// `flexim-server`): those checked where they are enforced, at each use, so that a new value
+/// holds from the next message, claim or commit on. The others (addresses, buffers, timeouts,
+/// rates) are fixed when connections or tasks are made, and change with a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Live {
+    /// [`Limits::max_offline_messages`].
+    pub max_offline_messages: u64,
+    /// [`Limits::max_offline_bytes`].
+    pub max_offline_bytes: u64,
+    /// [`Limits::max_offline_per_sender`].
+    pub max_offline_per_sender: u64,
+    /// [`Limits::max_offline_per_sender_bytes`].
+    pub max_offline_per_sender_bytes: u64,
+    /// [`Limits::max_store_bytes`].
+    pub max_store_bytes: Option<u64>,
+    /// [`Limits::request_messages`].
+    pub request_messages: u32,
+    /// [`Limits::max_requests`].
+    pub max_requests: u32,
+    /// [`Limits::max_room_members`].
+    pub max_room_members: u32,
+    /// [`Limits::max_rooms`].
+    pub max_rooms: u32,
+    /// [`Limits::key_packages`].
+    pub key_packages: u32,
+}
+
+impl Limits {
+    /// The limits of these that can change while the server runs.
+    pub fn live(&self) -> Live {
+        Live {
+            max_offline_messages: self.max_offline_messages,
+            max_offline_bytes: self.max_offline_bytes,
+            max_offline_per_sender: self.max_offline_per_sender,
+            max_offline_per_sender_bytes: self.max_offline_per_sender_bytes,
+            max_store_bytes: self.max_store_bytes,
+            request_messages: self.request_messages,
+            max_requests: self.max_requests,
+            max_room_members: self.max_room_members,
+            max_rooms: self.max_rooms,
+            key_packages: self.key_packages,
+        }
+    }
+}
+
+impl Live {
+    /// What differs from `before`, as `flag: old -> new` (the flags' names), for the log.
+    pub fn changes_from(&self, before: &Live) -> Vec<String> {
+        let store = |b: Option<u64>| b.unwrap_or(0);
+        let pairs: [(&str, u64, u64); 10] = [
+            (
+                "max-offline-messages",
+                before.max_offline_messages,
+                self.max_offline_messages,
+            ),
+            (
+                "max-offline-bytes",
+                before.max_offline_bytes,
+                self.max_offline_bytes,
+            ),
+            (
+                "max-offline-per-sender",
+                before.max_offline_per_sender,
+                self.max_offline_per_sender,
+            ),
+            (
+                "max-offline-per-sender-bytes",
+                before.max_offline_per_sender_bytes,
+                self.max_offline_per_sender_bytes,
+            ),
+            (
+                "max-store-bytes",
+                store(before.max_store_bytes),
+                store(self.max_store_bytes),
+            ),
+            (
+                "request-messages",
+                before.request_messages.into(),
+                self.request_messages.into(),
+            ),
+            (
+                "max-requests",
+                before.max_requests.into(),
+                self.max_requests.into(),
+            ),
+            (
+                "max-room-members",
+                before.max_room_members.into(),
+                self.max_room_members.into(),
+            ),
+            ("max-rooms", before.max_rooms.into(), self.max_rooms.into()),
+            (
+                "key-packages",
+                before.key_packages.into(),
+                self.key_packages.into(),
+            ),
+        ];
+        pairs
+            .iter()
+            .filter(|(_, old, new)| old != new)
+            .map(|(name, old, new)| format!("{name}: {old} -> {new}"))
+            .collect()
+    }
+}
+
 /// The largest frame body the transports accept: any record the framing can express. A
 /// record must be read whole even when the datum inside is over [`Limits::max_body`]: skipping
 /// it would leave the two sides' nonces apart, so the datum is refused with TOO_LARGE after

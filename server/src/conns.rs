@@ -165,6 +165,11 @@ impl Connections {
         }
     }
 
+    /// Connection tasks running now.
+    pub(crate) fn len(&self) -> usize {
+        self.tracker.len()
+    }
+
     /// Waits, at most `grace`, until every connection task has ended (no new ones may start
     /// then). Returns whether they all did.
     pub(crate) async fn wait(&self, grace: Duration) -> bool {

@@ -1,8 +1,10 @@
-//! The HTTP side: `/ws`, the browser client's static files, `/healthz` and `/metrics`, with
-//! the security headers on every answer. The same router serves plain http and https.
+//! The HTTP side: `/ws`, the browser client's static files, `/healthz`, `/readyz` and
+//! `/metrics`, with the security headers on every answer. The same router serves plain http
+//! and https.
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
@@ -11,6 +13,8 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::services::ServeDir;
+
+use flexim_protocol::PublicKey;
 
 use crate::edge;
 use crate::state::AppState;
@@ -29,6 +33,7 @@ pub(crate) fn app(state: AppState, static_dir: &Path) -> Router {
     Router::new()
         .route("/ws", ws)
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", metrics)
         // `just build-web` writes a gzipped copy beside the bundle; browsers that accept gzip
         // get it (the wasm is about a quarter of its size) without the server compressing.
@@ -45,7 +50,9 @@ pub(crate) fn app(state: AppState, static_dir: &Path) -> Router {
 pub(crate) fn admin_app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/admin/backup", axum::routing::post(crate::admin::backup))
         .layer(from_fn_with_state(
             state.edge.clone(),
             edge::security_headers,
@@ -58,13 +65,43 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// How long `/readyz` waits for the store.
+const READY_PROBE: Duration = Duration::from_secs(1);
+
+/// Whether the server takes users now (for orchestrators and load balancers): 200 while it
+/// accepts connections and its store answers a read within [`READY_PROBE`]; 503 with the
+/// reason otherwise (shutting down, the store failing or not answering). `/healthz` says
+/// only that the process runs.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if *state.shutdown.borrow() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n",
+        )
+            .into_response();
+    }
+    let probe = state.relay.store.user(PublicKey([0; 32]));
+    let why = match tokio::time::timeout(READY_PROBE, probe).await {
+        Ok(Ok(_)) => return "ready\n".into_response(),
+        Ok(Err(e)) => format!("not ready: the store failed: {e}\n"),
+        Err(_) => format!("not ready: the store did not answer within {READY_PROBE:?}\n"),
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
+}
+
 /// `/metrics` on the HTTP listener: for a peer on this machine only, since the listener may
 /// face everyone and the counters tell how busy the server is.
 async fn loopback_metrics(
     state: State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
-    if !peer.ip().to_canonical().is_loopback() {
+    // A reverse proxy on this machine connects from loopback for everyone it serves: a
+    // request it forwarded (it says so in these headers) is not this machine's own.
+    let proxied = ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|h| headers.contains_key(*h));
+    if !peer.ip().to_canonical().is_loopback() || proxied {
         let why =
             "/metrics is served to this machine only; set --admin ADDR to serve it elsewhere\n";
         return (StatusCode::FORBIDDEN, why).into_response();

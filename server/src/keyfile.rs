@@ -24,6 +24,13 @@ pub enum KeyFileError {
 /// Loads the key at `path`, or makes one with fresh randomness and writes it there (mode 0600)
 /// if the file does not exist. Returns the key and whether it was new.
 pub fn load_or_create(path: &Path) -> Result<(SecretKey, bool), KeyFileError> {
+    secret_file(path).map(|(bytes, new)| (SecretKey::from_bytes(bytes), new))
+}
+
+/// The 32 secret bytes in the file at `path` (64 hex digits), made with fresh randomness and
+/// written there (mode 0600) if it does not exist: the server key, and the admin token.
+/// Returns them and whether they were new.
+pub fn secret_file(path: &Path) -> Result<([u8; 32], bool), KeyFileError> {
     let shown = path.display().to_string();
     let io = |source| KeyFileError::Io {
         path: shown.clone(),
@@ -31,7 +38,7 @@ pub fn load_or_create(path: &Path) -> Result<(SecretKey, bool), KeyFileError> {
     };
     match std::fs::read_to_string(path) {
         Ok(text) => SecretKey::from_hex(text.trim())
-            .map(|k| (k, false))
+            .map(|k| (k.to_bytes(), false))
             .ok_or_else(|| KeyFileError::Format(shown.clone())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 32];
@@ -47,7 +54,7 @@ pub fn load_or_create(path: &Path) -> Result<(SecretKey, bool), KeyFileError> {
             let mut file = options.open(path).map_err(io)?;
             writeln!(file, "{}", key.to_hex()).map_err(io)?;
             file.sync_all().map_err(io)?;
-            Ok((key, true))
+            Ok((bytes, true))
         }
         Err(e) => Err(io(e)),
     }

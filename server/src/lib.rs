@@ -3,6 +3,7 @@
 //! `main` and the tests use the same two calls: [`Server::bind`] then [`Server::run`].
 //! See `ARCHITECTURE.md` for the map and the invariants.
 
+pub mod admin;
 mod clock;
 pub mod cluster;
 pub mod config;
@@ -96,12 +97,35 @@ pub struct Server {
     static_dir: std::path::PathBuf,
     /// Whether the server key was made by this start (a fresh data directory).
     pub new_key: bool,
+    /// The admin listener's token (`admin.token` in the data directory), with it.
+    admin_token: Option<admin::Token>,
     /// Signals from the other nodes, when several share one Redis.
     signals: Option<mpsc::Receiver<cluster::Signal>>,
     /// This node's id among several; `None` for a single node.
     pub node: Option<String>,
     /// Why "stored" may not be durable with this store's settings (shown at start-up).
     pub warnings: Vec<String>,
+}
+
+/// What a shutdown did ([`Server::run`]'s result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Connections open when it began, each told the server stops (Status -17).
+    pub connections: usize,
+    /// Those still open after the grace period (`Limits::shutdown_grace`), dropped.
+    pub left: usize,
+}
+
+/// Changes the limits that can change while the server runs ([`Server::reloader`]).
+#[derive(Clone)]
+pub struct Reloader(Arc<Relay>);
+
+impl Reloader {
+    /// Takes the [`config::Live`] limits of `limits` (the others are ignored: they change
+    /// with a restart) and returns what changed, as `flag: old -> new`.
+    pub fn reload(&self, limits: &Limits) -> Vec<String> {
+        self.0.reload(limits.live())
+    }
 }
 
 /// Deletes expired stored messages now and then, for as long as the server runs.
@@ -149,6 +173,12 @@ impl Server {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
+        let admin_token = match admin {
+            Some(_) => Some(admin::Token(
+                keyfile::secret_file(&config.data.join(admin::TOKEN_FILE))?.0,
+            )),
+            None => None,
+        };
         let edge = Edge::new(
             tls.is_some(),
             admin.is_some(),
@@ -171,6 +201,7 @@ impl Server {
             relay: Arc::new(relay),
             static_dir: config.static_dir,
             new_key,
+            admin_token,
             signals,
             node,
             warnings,
@@ -199,6 +230,11 @@ impl Server {
         self.tls.is_some()
     }
 
+    /// A handle that changes the limits of [`config::Live`] while the server runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.relay.clone())
+    }
+
     /// The server's public key.
     pub fn public_key(&self) -> PublicKey {
         self.relay.server_key.public_key()
@@ -207,7 +243,7 @@ impl Server {
     /// Serves both transports (and the admin listener) until `shutdown` completes, then tells
     /// every session, waits (at most `Limits::shutdown_grace`) for every connection's task to
     /// end, and returns.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> std::io::Result<Drained> {
         let cluster_tasks = self
             .signals
             .take()
@@ -226,6 +262,7 @@ impl Server {
             shutdown: stop_rx.clone(),
             conns: conns.clone(),
             edge: self.edge.clone(),
+            admin_token: self.admin_token,
         };
         let timeout = limits.http_timeout;
         let admin = self.admin.map(|listener| HttpListener {
@@ -253,12 +290,32 @@ impl Server {
         for t in cluster_tasks.into_iter().flatten() {
             t.abort();
         }
+        let connections = conns.len();
         let _ = stop_tx.send(true);
         let _ = tcp.await;
         // Sessions send SHUTTING_DOWN and close; wait for their tasks (not a counter), so that
         // every logout has run when this returns.
-        if !conns.wait(limits.shutdown_grace).await {
-            tracing::warn!("some connections did not close in time");
+        tracing::info!(
+            "telling {connections} connections the server stops (Status -17); waiting up to {:?}",
+            limits.shutdown_grace
+        );
+        let began = std::time::Instant::now();
+        let left = match conns.wait(limits.shutdown_grace).await {
+            true => 0,
+            false => conns.len(),
+        };
+        let drained = Drained { connections, left };
+        match left {
+            0 => tracing::info!(
+                "drained: {connections} connections closed in {} ms",
+                began.elapsed().as_millis()
+            ),
+            _ => tracing::warn!(
+                "drained: {} of {connections} connections closed; {left} did not within {:?} \
+                 and are dropped",
+                connections - left.min(connections),
+                limits.shutdown_grace
+            ),
         }
         // HTTP connections finish the request they are answering and close; one that does
         // not within the grace period is left behind rather than holding up the shutdown.
@@ -266,7 +323,7 @@ impl Server {
         if let Some(admin) = admin {
             let _ = tokio::time::timeout(limits.shutdown_grace, admin).await;
         }
-        Ok(())
+        Ok(drained)
     }
 
     /// The tasks of one node among several: signals from the others, and claims of keys whose

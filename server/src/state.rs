@@ -19,4 +19,7 @@ pub(crate) struct AppState {
     pub(crate) conns: Arc<Connections>,
     /// TLS or not, the admin listener, and the origins `/ws` admits.
     pub(crate) edge: Arc<Edge>,
+    /// The token the admin listener's actions need (`admin.token` in the data directory);
+    /// `None` without an admin listener.
+    pub(crate) admin_token: Option<crate::admin::Token>,
 }

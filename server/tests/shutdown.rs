@@ -54,7 +54,7 @@ async fn run_returns_only_once_every_connection_is_closed() {
     stop.send(()).unwrap();
     let returned = tokio::time::timeout(Duration::from_secs(5), run).await;
     assert!(
-        matches!(returned, Ok(Ok(Ok(())))),
+        matches!(returned, Ok(Ok(Ok(d))) if d.connections == 2 && d.left == 0),
         "run returns: {returned:?}"
     );
     // Both are closed already when `run` has returned: no read waits.

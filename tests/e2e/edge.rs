@@ -243,6 +243,14 @@ async fn metrics_are_for_loopback_peers_or_the_admin_listener_only() {
     let base = format!("http://127.0.0.1:{port}/");
     let loopback = http_request(&base, "/metrics", &[], None).await.unwrap();
     assert_eq!(loopback.status, 200, "{loopback:?}");
+    // Through a reverse proxy on the same machine (loopback too, but it says whom it forwards
+    // for), /metrics is not served: the proxy's clients are not this machine.
+    for header in ["X-Forwarded-For", "X-Real-IP", "Forwarded"] {
+        let proxied = http_request(&base, "/metrics", &[(header, "203.0.113.7")], None)
+            .await
+            .unwrap();
+        assert_eq!(proxied.status, 403, "{header}: {proxied:?}");
+    }
     assert!(
         loopback.body.contains("flexim_connections_total"),
         "{}",

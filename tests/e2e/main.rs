@@ -3,6 +3,7 @@
 //! cryptography.
 
 mod abuse;
+mod backup;
 mod bad_input;
 mod browser;
 mod browser_rooms;
@@ -10,6 +11,7 @@ mod browser_tls;
 mod chat;
 mod cli;
 mod cluster;
+mod config_file;
 mod consent;
 mod crash;
 mod deadlines;

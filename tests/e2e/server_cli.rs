@@ -70,8 +70,18 @@ fn addresses_can_come_from_the_environment() {
 #[test]
 fn sigterm_stops_the_server_cleanly() {
     let mut server = TestServer::start();
+    let _a = std::net::TcpStream::connect(server.tcp).unwrap();
+    let _b = std::net::TcpStream::connect(server.tcp).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
     assert!(server.stop(), "exit status 0 after SIGTERM");
-    assert!(server.logs().contains("shutting down"));
+    let logs = server.logs();
+    assert!(logs.contains("shutting down"), "{logs}");
+    // It says what it did: two connections told, and closed.
+    assert!(
+        logs.contains("telling 2 connections the server stops"),
+        "{logs}"
+    );
+    assert!(logs.contains("drained: 2 connections closed in"), "{logs}");
 }
 
 #[test]
@@ -82,11 +92,15 @@ fn a_port_in_use_is_a_clear_error() {
     let out = Command::new(bin_dir().join("flexim-server"))
         .args(["--tcp", &addr, "--http", "127.0.0.1:0", "--data"])
         .arg(dir.0.join("d"))
+        // As developer machines often have it: still one line, no backtrace.
+        .env("RUST_BACKTRACE", "full")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.contains(" INFO ")).collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
 }
 
 #[tokio::test]
@@ -179,4 +193,38 @@ fn bad_store_and_retention_values_are_clear_errors() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot open the store"), "{err}");
+}
+
+/// `/readyz` says whether the server takes users: ready while its store answers, 503 with the
+/// reason when the store (here Redis) is gone, and ready again once it is back; `/healthz`
+/// says only that the process runs.
+#[tokio::test]
+async fn readyz_follows_the_store() {
+    let mut redis = flexim_tests::RedisServer::start();
+    let server = TestServer::start_with(&["--store", &redis.url]);
+    let get = |path: &'static str| {
+        let http = server.http.clone();
+        async move { flexim_tests::http_get(&http, path).await.unwrap() }
+    };
+    let (status, body) = get("/readyz").await;
+    assert!(
+        status.contains("200") && body == "ready\n",
+        "{status} {body}"
+    );
+    redis.kill();
+    let (status, body) = get("/readyz").await;
+    assert!(status.contains("503"), "{status} {body}");
+    assert!(body.starts_with("not ready: the store"), "{body}");
+    let (status, _) = get("/healthz").await;
+    assert!(status.contains("200"), "{status}");
+    redis.start_again();
+    let mut ready = false;
+    for _ in 0..100 {
+        if get("/readyz").await.0.contains("200") {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "ready again once the store is back");
 }

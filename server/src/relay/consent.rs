@@ -41,8 +41,8 @@ impl Relay {
     /// The requests box's bounds, from the limits.
     fn request_limits(&self) -> RequestLimits {
         RequestLimits {
-            messages: self.limits.request_messages,
-            pending: self.limits.max_requests,
+            messages: self.live().request_messages,
+            pending: self.live().max_requests,
         }
     }
 

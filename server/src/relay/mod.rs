@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 
 use crate::clock;
 use crate::cluster::{Claimed, Cluster, Signal};
-use crate::config::Limits;
+use crate::config::{Limits, Live};
 use crate::frames::{self, Id};
 use crate::metrics::{self, Metrics};
 use crate::peer::{self, Mailbox, Peer};
@@ -123,8 +123,11 @@ impl Rates {
 
 /// The shared relay state. One per server, shared by every connection of every transport.
 pub(crate) struct Relay {
-    /// The limits every session enforces.
+    /// The limits every session enforces, as the server started with them; those that
+    /// change while it runs are read from `live` instead.
     pub(crate) limits: Limits,
+    /// The limits that change while the server runs ([`Relay::live`], [`Relay::reload`]).
+    live: std::sync::RwLock<Live>,
     /// Durable users, aliases and offline queues.
     pub(crate) store: Arc<dyn Store>,
     /// The server's X25519 key: it seals AUTH challenges.
@@ -183,6 +186,7 @@ impl Relay {
         ));
         Relay {
             rates: Rates::new(&limits),
+            live: std::sync::RwLock::new(limits.live()),
             limits,
             store,
             server_key,
@@ -223,10 +227,24 @@ impl Relay {
         }
     }
 
+    /// The limits that change while the server runs, as they are now.
+    pub(crate) fn live(&self) -> Live {
+        *self.live.read().expect("live limits lock")
+    }
+
+    /// Replaces the limits that change while the server runs; returns what changed, as
+    /// `flag: old -> new`.
+    pub(crate) fn reload(&self, new: Live) -> Vec<String> {
+        let mut live = self.live.write().expect("live limits lock");
+        let changes = new.changes_from(&live);
+        *live = new;
+        changes
+    }
+
     /// The bounds a write is held to: for messages every limit (the recipient's queue, the
     /// sender's share, the store's budget); for receipts the queue only ([`Admit::Receipt`]).
     fn bounds(&self, admit: Admit) -> QueueLimits {
-        let l = &self.limits;
+        let l = &self.live();
         let queue = QueueLimits::queue(l.max_offline_messages, l.max_offline_bytes);
         match admit {
             Admit::Receipt => queue,
@@ -360,7 +378,7 @@ impl Relay {
             }
         };
         metrics::inc(&self.metrics.errors);
-        let l = &self.limits;
+        let l = &self.live();
         match full {
             Full::Share { messages, bytes } => Status::new(
                 status::SHARE_FULL,

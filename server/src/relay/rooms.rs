@@ -213,8 +213,8 @@ impl Relay {
     /// The limits of rooms.
     fn room_limits(&self) -> RoomLimits {
         RoomLimits {
-            members: self.limits.max_room_members,
-            rooms: self.limits.max_rooms,
+            members: self.live().max_room_members,
+            rooms: self.live().max_rooms,
         }
     }
 

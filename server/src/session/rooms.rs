@@ -80,7 +80,7 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
                 .map_err(|e| bad(format!("KeyPackage {i}: {e}; none was kept")))?;
             packages.push(bytes);
         }
-        let max = self.relay.limits.key_packages;
+        let max = self.relay.live().key_packages;
         let held = self
             .relay
             .store

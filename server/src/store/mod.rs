@@ -21,7 +21,7 @@ use flexim_protocol::PublicKey;
 use flexim_protocol::conversation::RoomId;
 use serde::{Deserialize, Serialize};
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{Backup, EmbeddedStore, inspect as inspect_backup, restore as restore_backup};
 pub use redis::{PREFIX as REDIS_PREFIX, RedisStore};
 pub use rooms::{Refused, Room, RoomChange, RoomChanged, RoomLimits, RoomMember, RoomOutcome};
 pub use ties::{Admission, RequestLimits, Tie, TieChange, TieChanged};
@@ -334,4 +334,17 @@ pub trait Store: Send + Sync + 'static {
     /// Writes and commits since start, for `/metrics`: their ratio is how many writes share
     /// one commit (one disk sync).
     fn stats(&self) -> StoreStats;
+
+    /// A consistent copy of the store in a new file at `to`, made while the server runs.
+    /// Only the embedded store makes one; Redis is backed up with its own tools.
+    fn backup(&self, to: std::path::PathBuf) -> BoxFuture<'_, Result<Backup, StoreError>> {
+        let _ = to;
+        Box::pin(async {
+            Err(StoreError::Engine(
+                "this store is Redis: back it up with Redis (BGSAVE, or a copy of its \
+                 append-only file), as docs/DEPLOY.md says"
+                    .into(),
+            ))
+        })
+    }
 }

@@ -25,9 +25,12 @@ use tokio::sync::mpsc;
 
 use super::rooms::{Room, RoomChange, RoomEngine, RoomOutcome, RoomSet, Snapshot};
 
+mod backup;
 mod queues;
 mod rooms;
 mod ties;
+
+pub use backup::{Backup, inspect, restore};
 
 /// key (32 bytes) -> msgpack UserRecord
 const USERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("users");
@@ -431,6 +434,10 @@ impl Store for EmbeddedStore {
 
     fn stats(&self) -> StoreStats {
         self.writer.stats.stats()
+    }
+
+    fn backup(&self, to: std::path::PathBuf) -> BoxFuture<'_, Result<Backup, StoreError>> {
+        Box::pin(self.backup_to(to))
     }
 
     fn tie(

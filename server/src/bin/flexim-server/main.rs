@@ -1,20 +1,29 @@
-//! `flexim-server`: parses flags, binds, prints where it listens, runs until SIGINT/SIGTERM.
+//! `flexim-server`: parses flags (over the configuration file, `config_file.rs`), binds, prints
+//! where it listens, runs until SIGINT/SIGTERM.
 
+mod backup;
+mod config_file;
+
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use flexim_server::rates::Rate;
-use flexim_server::{Config, EdgeConfig, Limits, Server, StoreChoice, TlsFiles, WebOrigin};
+use flexim_server::{
+    Config, EdgeConfig, Limits, Reloader, Server, StoreChoice, TlsFiles, WebOrigin,
+};
 
 /// The flexim relay: FLEX over TCP and WebSocket, end-to-end encrypted, with offline delivery.
 ///
 /// Every flag can also be set by the environment variable shown. The server prints the
 /// addresses it bound and its key fingerprint; clients compare that fingerprint to pin the
-/// server. Stop it with Ctrl-C (SIGINT) or SIGTERM.
+/// server. Stop it with Ctrl-C (SIGINT) or SIGTERM. SIGHUP reads the settings again and
+/// applies the limits that can change while it runs: --max-offline-*, --max-store-bytes,
+/// --request-messages, --max-requests, --max-room-members, --max-rooms and --key-packages.
 #[derive(Parser, Debug)]
 #[command(
     version,
@@ -22,6 +31,18 @@ use flexim_server::{Config, EdgeConfig, Limits, Server, StoreChoice, TlsFiles, W
         flexim-server --http 0.0.0.0:443 --tls-cert fullchain.pem --tls-key privkey.pem --admin 127.0.0.1:9100"
 )]
 struct Cli {
+    /// A configuration file (TOML) whose keys are these flags' names, e.g. `max-rooms = 50`
+    /// (`--print-config` writes one with every setting). The environment variables, and then
+    /// the flags, override what it says.
+    #[arg(long, env = "FLEXIM_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Write a configuration file with every setting, its help and its default (commented
+    /// out) to stdout, and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// What to do instead of serving: back up or restore the store.
+    #[command(subcommand)]
+    action: Option<Action>,
     /// Address for raw FLEX over TCP (port 0 picks a free port).
     #[arg(long, env = "FLEXIM_TCP", default_value = "127.0.0.1:4321")]
     tcp: SocketAddr,
@@ -195,6 +216,31 @@ struct Cli {
     allowed_origins: Vec<WebOrigin>,
 }
 
+/// What `flexim-server` does besides serving. Both take the settings as the server does
+/// (the same `--config`, `--data`, `--admin`, given before the action's name).
+#[derive(clap::Subcommand, Debug)]
+enum Action {
+    /// Make a consistent copy of the embedded store while the server runs, through its admin
+    /// listener (`--admin ADDR`, with the token in `--data`'s admin.token). Writes go on
+    /// meanwhile; the file appears whole once done.
+    #[command(
+        after_help = "Example:\n  flexim-server --data /var/lib/flexim --admin 127.0.0.1:9100 \
+        backup --to /var/backups/flexim-$(date +%F).redb"
+    )]
+    Backup {
+        /// The backup file to write, on the server's machine (it must not exist).
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
+    /// Put a backup back as the store of `--data`. The server must be stopped: start it
+    /// afterwards, and it delivers what the backup held.
+    Restore {
+        /// The backup file (from `backup --to`).
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+    },
+}
+
 /// Parses a positive number of seconds, fractions allowed.
 fn parse_secs(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
@@ -264,9 +310,90 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match serve(Cli::parse()).await {
+/// Why the settings could not be read.
+enum Unparsed {
+    /// The command line (or `--help`, `--version`): clap says it, and exits as it does.
+    Clap(clap::Error),
+    /// The configuration file: one line.
+    File(String),
+}
+
+/// The command line of this process, under the configuration file if it names one (and as
+/// the file says now: SIGHUP reads it again).
+fn parse_cli() -> Result<Cli, Unparsed> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cmd = Cli::command();
+    let matches = cmd
+        .clone()
+        .try_get_matches_from(&args)
+        .map_err(Unparsed::Clap)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(Unparsed::Clap)?;
+    let Some(path) = &cli.config else {
+        return Ok(cli);
+    };
+    let args = config_file::layered(&cmd, &matches, path, args).map_err(|e| Unparsed::File(e.0))?;
+    Cli::try_parse_from(args).map_err(Unparsed::Clap)
+}
+
+/// On every SIGHUP: the settings read again (the configuration file as it is now, the
+/// environment and the flags), and the limits that can change while the server runs
+/// ([`flexim_server::config::Live`]) replaced; the others need a restart. A file that no
+/// longer parses changes nothing. Each reload is logged.
+fn reload_on_hangup(reloader: Reloader) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let cli = match parse_cli() {
+                Ok(cli) => cli,
+                Err(Unparsed::File(line)) => {
+                    tracing::error!("reload on SIGHUP failed, the limits are unchanged: {line}");
+                    continue;
+                }
+                Err(Unparsed::Clap(e)) => {
+                    let text = e.render().to_string();
+                    let first = text.lines().next().unwrap_or_default().to_string();
+                    tracing::error!("reload on SIGHUP failed, the limits are unchanged: {first}");
+                    continue;
+                }
+            };
+            let changes = reloader.reload(&limits_of(&cli));
+            if changes.is_empty() {
+                tracing::info!("reloaded on SIGHUP: no limit changed");
+            } else {
+                tracing::info!("reloaded on SIGHUP: {}", changes.join(", "));
+            }
+        }
+    });
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(Unparsed::Clap(e)) => e.exit(),
+        Err(Unparsed::File(line)) => {
+            eprintln!("flexim-server: {line}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.print_config {
+        print!("{}", config_file::print(&Cli::command()));
+        return ExitCode::SUCCESS;
+    }
+    match &cli.action {
+        Some(Action::Backup { to }) => return one_line(backup::run(&cli, to)),
+        Some(Action::Restore { from }) => return one_line(backup::restore(&cli, from)),
+        None => {}
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("flexim-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line with every cause, so that a log shows the whole reason where it failed.
@@ -276,14 +403,9 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Starts the server as `cli` says and runs it until a signal.
-async fn serve(cli: Cli) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_max_level(cli.log)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
-    let limits = Limits {
+/// The limits `cli` sets.
+fn limits_of(cli: &Cli) -> Limits {
+    Limits {
         max_offline_messages: cli.max_offline_messages,
         max_offline_bytes: cli.max_offline_bytes,
         max_offline_per_sender: quarter(cli.max_offline_per_sender, cli.max_offline_messages),
@@ -317,7 +439,31 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         tcp_keepalive: Duration::from_secs_f64(cli.tcp_keepalive),
         tcp_user_timeout: Duration::from_secs_f64(cli.tcp_user_timeout),
         ..Limits::default()
-    };
+    }
+}
+
+/// An action's outcome: what it says on stdout, or one line on stderr and exit code 1.
+fn one_line(done: anyhow::Result<String>) -> ExitCode {
+    match done {
+        Ok(said) => {
+            println!("{said}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("flexim-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts the server as `cli` says and runs it until a signal.
+async fn serve(cli: Cli) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_max_level(cli.log)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let limits = limits_of(&cli);
     let tls = match (cli.tls_cert, cli.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         _ => None,
@@ -340,6 +486,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     let server = Server::bind(config)
         .await
         .context("flexim-server cannot start")?;
+    reload_on_hangup(server.reloader()).context("cannot install the SIGHUP handler")?;
     let key = server.public_key();
     // One "name: value" per line on stdout, so people and scripts (the tests) can read it.
     println!("flexim-server {}", env!("CARGO_PKG_VERSION"));
@@ -374,7 +521,11 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         );
     }
     println!("ready");
-    server.run(stop).await?;
-    println!("stopped");
+    let drained = server.run(stop).await?;
+    println!(
+        "stopped: {} connections closed, {} dropped after the grace period",
+        drained.connections - drained.left.min(drained.connections),
+        drained.left
+    );
     Ok(())
 }
