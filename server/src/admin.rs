@@ -3,9 +3,18 @@
 //! with an admin listener, mode 0600, so that only who can read the data directory acts).
 //! `/metrics`, `/healthz` and `/readyz` there need no token: they change nothing.
 //!
-//! `POST /admin/backup` with an absolute path as its body makes a consistent copy of the
-//! embedded store at that path (a new file, on the server's machine) while the server runs.
-//! Every action is logged.
+//! - `POST /admin/backup` with an absolute path as its body: a consistent copy of the
+//!   embedded store at that path (a new file, on the server's machine) while the server runs.
+//! - `GET /admin/sessions`: the sessions logged in (key, aliases, transport, address, since),
+//!   as JSON.
+//! - `GET /admin/user/WHO` (a key or an alias): the user's record, its queue's size and its
+//!   sessions, as JSON. Never a message: the server holds none it could read.
+//! - `POST /admin/purge/KEY`: every message stored for that user deleted (their senders get
+//!   no receipt); the count is answered.
+//! - `GET /admin/stats`: sessions, connections, queued bytes and the store's writes, as JSON.
+//! - `POST /admin/stop`: the server stops as on SIGTERM (it drains, then exits).
+//!
+//! Every action is logged, with what it touched.
 
 use std::path::PathBuf;
 
@@ -100,4 +109,145 @@ pub(crate) async fn backup(
                 .into_response()
         }
     }
+}
+
+/// `GET /admin/sessions`.
+pub(crate) async fn sessions(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !allowed(&state, &headers) {
+        return refused();
+    }
+    let list = state.relay.sessions.list();
+    tracing::info!(sessions = list.len(), "admin: sessions listed");
+    json(&list)
+}
+
+/// `GET /admin/stats`.
+pub(crate) async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !allowed(&state, &headers) {
+        return refused();
+    }
+    let relay = &state.relay;
+    let store = relay.store.stats();
+    let live = relay.live();
+    let stats = serde_json::json!({
+        "sessions": relay.sessions.list().len(),
+        "connections": state.conns.len(),
+        "queued_bytes": relay.queued.bytes(),
+        "store_writes": store.writes,
+        "store_commits": store.commits,
+        "limits": {
+            "max-offline-messages": live.max_offline_messages,
+            "request-messages": live.request_messages,
+            "max-room-members": live.max_room_members,
+            "max-rooms": live.max_rooms,
+        },
+    });
+    tracing::info!("admin: stats read");
+    json(&stats)
+}
+
+/// `GET /admin/user/WHO`.
+pub(crate) async fn user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(who): axum::extract::Path<String>,
+) -> Response {
+    if !allowed(&state, &headers) {
+        return refused();
+    }
+    let relay = &state.relay;
+    let key = match relay.resolve(&who).await {
+        Ok(Some(key)) => key,
+        Ok(None) => return (StatusCode::NOT_FOUND, format!("no user {who:?}\n")).into_response(),
+        Err(e) => return store_failed(e),
+    };
+    let (record, counts) = match (
+        relay.store.user(key).await,
+        relay.store.counts(key, key).await,
+    ) {
+        (Ok(Some(record)), Ok(counts)) => (record, counts),
+        (Ok(None), _) => {
+            return (StatusCode::NOT_FOUND, format!("no user {who:?}\n")).into_response();
+        }
+        (Err(e), _) | (_, Err(e)) => return store_failed(e),
+    };
+    let hex = key.to_hex();
+    let sessions: Vec<_> = relay
+        .sessions
+        .list()
+        .into_iter()
+        .filter(|s| s.key == hex)
+        .collect();
+    tracing::info!(key = %key, "admin: user looked up");
+    json(&serde_json::json!({
+        "key": hex,
+        "fingerprint": key.fingerprint(),
+        "aliases": record.aliases,
+        "last_seen": record.last_seen,
+        "stored": counts.messages,
+        "stored_bytes": counts.bytes,
+        "sessions": sessions,
+    }))
+}
+
+/// `POST /admin/purge/KEY`.
+pub(crate) async fn purge(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(who): axum::extract::Path<String>,
+) -> Response {
+    if !allowed(&state, &headers) {
+        return refused();
+    }
+    let Some(key) = flexim_protocol::PublicKey::from_hex(&who) else {
+        let why = format!("{who:?} is not a key (64 hex digits): purge names a user by key\n");
+        return (StatusCode::BAD_REQUEST, why).into_response();
+    };
+    let mut purged = 0u64;
+    loop {
+        let batch = match state.relay.store.peek(key, 0, 1024).await {
+            Ok(batch) => batch,
+            Err(e) => return store_failed(e),
+        };
+        if batch.is_empty() {
+            break;
+        }
+        let seqs: Vec<u64> = batch.iter().map(|s| s.seq).collect();
+        purged += seqs.len() as u64;
+        if let Err(e) = state.relay.store.remove(key, seqs).await {
+            return store_failed(e);
+        }
+    }
+    tracing::warn!(key = %key, purged, "admin: queue purged");
+    format!("purged {purged} stored messages of {key}\n").into_response()
+}
+
+/// `POST /admin/stop`.
+pub(crate) async fn stop(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !allowed(&state, &headers) {
+        return refused();
+    }
+    tracing::warn!("admin: stop asked");
+    state.stop.notify_one();
+    "stopping: the connections are told and drained, then the server exits\n".into_response()
+}
+
+/// A JSON answer.
+fn json(value: &impl serde::Serialize) -> Response {
+    let body = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into()) + "\n";
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// The answer when the store failed.
+fn store_failed(e: crate::store::StoreError) -> Response {
+    tracing::error!(error = %e, "admin: the store failed");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("the store failed: {e}\n"),
+    )
+        .into_response()
 }

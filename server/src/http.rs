@@ -53,6 +53,14 @@ pub(crate) fn admin_app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/backup", axum::routing::post(crate::admin::backup))
+        .route("/admin/sessions", get(crate::admin::sessions))
+        .route("/admin/stats", get(crate::admin::stats))
+        .route("/admin/user/{who}", get(crate::admin::user))
+        .route(
+            "/admin/purge/{key}",
+            axum::routing::post(crate::admin::purge),
+        )
+        .route("/admin/stop", axum::routing::post(crate::admin::stop))
         .layer(from_fn_with_state(
             state.edge.clone(),
             edge::security_headers,

@@ -251,6 +251,7 @@ impl Server {
         let limits = self.relay.limits.clone();
         let conns = Arc::new(Connections::new(&limits));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_asked = Arc::new(tokio::sync::Notify::new());
         let tcp = tokio::spawn(tcp::serve(
             self.tcp,
             self.relay.clone(),
@@ -263,6 +264,7 @@ impl Server {
             conns: conns.clone(),
             edge: self.edge.clone(),
             admin_token: self.admin_token,
+            stop: stop_asked.clone(),
         };
         let timeout = limits.http_timeout;
         let admin = self.admin.map(|listener| HttpListener {
@@ -282,7 +284,10 @@ impl Server {
         let sweeper = limits
             .retention
             .map(|retention| tokio::spawn(sweep(self.relay.clone(), retention)));
-        shutdown.await;
+        tokio::select! {
+            _ = shutdown => {}
+            _ = stop_asked.notified() => {}
+        }
         tracing::info!("shutting down");
         if let Some(s) = sweeper {
             s.abort();

@@ -123,7 +123,7 @@ async fn handle(
     let (read, write) = stream.into_split();
     let mut inbound = Box::pin(frames(FrameReader::new(read, crate::config::RECORD_BODY)));
     let outbound = Writer::new(write);
-    Some(session::run(relay, peer, &mut inbound, outbound, shutdown).await)
+    Some(session::run(relay, (peer, "tcp"), &mut inbound, outbound, shutdown).await)
 }
 
 /// Keepalive and the user timeout on a FLEX connection ([`crate::config::Limits`]): a peer

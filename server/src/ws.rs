@@ -135,7 +135,7 @@ async fn serve(
     let outbound = sink
         .sink_map_err(io::Error::other)
         .with(|b: Bytes| std::future::ready(Ok::<_, io::Error>(Message::Binary(b))));
-    session::run(relay, peer, &mut inbound, outbound, shutdown).await
+    session::run(relay, (peer, "ws"), &mut inbound, outbound, shutdown).await
 }
 
 /// A close frame.

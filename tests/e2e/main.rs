@@ -3,6 +3,7 @@
 //! cryptography.
 
 mod abuse;
+mod admin;
 mod backup;
 mod bad_input;
 mod browser;

@@ -16,6 +16,7 @@ pub(crate) use consent::Admitted;
 pub(crate) use rooms::{Changes, RoomMessage};
 mod nodes;
 mod receipts;
+mod registry;
 mod rooms;
 #[cfg(test)]
 mod tests;
@@ -158,6 +159,8 @@ pub(crate) struct Relay {
     /// Rooms (`rooms.rs`): the records cached, and the lock that puts each room's messages
     /// in one order.
     rooms: rooms::Rooms,
+    /// The sessions logged in now, for the admin listener (`registry.rs`).
+    pub(crate) sessions: registry::Registry,
 }
 
 impl Relay {
@@ -202,6 +205,7 @@ impl Relay {
             known: known::Known::new(usize::MAX),
             contacts: consent::Contacts::new(consent::CACHED),
             rooms: rooms::Rooms::default(),
+            sessions: registry::Registry::default(),
         }
     }
 

@@ -119,7 +119,7 @@ fn io_flow(r: io::Result<()>) -> Flow {
 /// until the client leaves, breaks a rule, is kicked, or the server shuts down.
 pub(crate) async fn run<St, Si>(
     relay: Arc<Relay>,
-    peer: IpAddr,
+    (peer, transport): (IpAddr, &'static str),
     inbound: &mut St,
     outbound: Si,
     mut shutdown: watch::Receiver<bool>,
@@ -136,6 +136,7 @@ where
         answers: VecDeque::new(),
         cursor: 0,
         peer,
+        transport,
         pause: None,
         out: Outbound::new(outbound, relay.limits.write_timeout, relay.clone()),
     };
@@ -149,6 +150,7 @@ where
         tracing::debug!(error = %e, "writing to the client failed");
     }
     if let Phase::Authed(a) = &session.phase {
+        relay.sessions.remove(a.id);
         relay.logout(a.key, a.id).await;
         tracing::debug!(key = %a.key, ?end, "session ended");
     }
@@ -174,6 +176,8 @@ struct Session<Si> {
     cursor: u64,
     /// The client's address, for the per-address limits (`Limits::new_key_rate`).
     peer: IpAddr,
+    /// `tcp` or `ws`, for the admin listener's list of sessions.
+    transport: &'static str,
     /// Until when the client's datums are left unread: its key is over
     /// `Limits::message_rate`. Frames for it are still written meanwhile.
     pause: Option<tokio::time::Instant>,
@@ -536,6 +540,15 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
             id: login.id,
             aliases: login.before.aliases.clone(),
         });
+        let aliases = login.before.aliases.clone();
+        (self.relay.sessions).add(
+            login.id,
+            key,
+            aliases,
+            self.transport,
+            self.peer,
+            login.primary,
+        );
         self.mailbox = Some(login.mailbox);
         let live = login.primary && self.first_look(key, login.id).await;
         let me = User {

@@ -55,7 +55,7 @@ fn drive(relay: Arc<Relay>) -> Driven {
         ));
         run(
             relay,
-            std::net::IpAddr::from([127, 0, 0, 1]),
+            (std::net::IpAddr::from([127, 0, 0, 1]), "test"),
             &mut inbound,
             outbound,
             stop_rx,

@@ -1,8 +1,8 @@
 //! `flexim-server`: parses flags (over the configuration file, `config_file.rs`), binds, prints
 //! where it listens, runs until SIGINT/SIGTERM.
 
-mod backup;
 mod config_file;
+mod operator;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -239,6 +239,34 @@ enum Action {
         #[arg(long, value_name = "FILE")]
         from: PathBuf,
     },
+    /// Look at and act on the running server through its admin listener (`--admin ADDR`,
+    /// with the token in `--data`'s admin.token). Every action is in the server's log.
+    Admin {
+        /// What to do.
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+/// The admin listener's actions.
+#[derive(clap::Subcommand, Debug)]
+enum AdminAction {
+    /// The sessions logged in: key, aliases, transport, address, since (JSON).
+    Sessions,
+    /// Sessions, connections, queued bytes, the store's writes and the live limits (JSON).
+    Stats,
+    /// One user by key or alias: aliases, last seen, stored messages and sessions (JSON).
+    User {
+        /// A key (64 hex digits) or an alias.
+        who: String,
+    },
+    /// Delete every message stored for a user (their senders get no receipt).
+    Purge {
+        /// The user's key (64 hex digits).
+        key: String,
+    },
+    /// Stop the server as SIGTERM does: connections told and drained, then it exits.
+    Stop,
 }
 
 /// Parses a positive number of seconds, fractions allowed.
@@ -382,8 +410,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     match &cli.action {
-        Some(Action::Backup { to }) => return one_line(backup::run(&cli, to)),
-        Some(Action::Restore { from }) => return one_line(backup::restore(&cli, from)),
+        Some(Action::Backup { to }) => return one_line(operator::backup(&cli, to)),
+        Some(Action::Restore { from }) => return one_line(operator::restore(&cli, from)),
+        Some(Action::Admin { action }) => return one_line(operator::admin(&cli, action)),
         None => {}
     }
     let runtime = match tokio::runtime::Runtime::new() {
