@@ -52,20 +52,26 @@ pub(crate) fn admin_app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/admin/backup", axum::routing::post(crate::admin::backup))
-        .route("/admin/sessions", get(crate::admin::sessions))
-        .route("/admin/stats", get(crate::admin::stats))
-        .route("/admin/user/{who}", get(crate::admin::user))
-        .route(
-            "/admin/purge/{key}",
-            axum::routing::post(crate::admin::purge),
-        )
-        .route("/admin/stop", axum::routing::post(crate::admin::stop))
+        .merge(admin_actions(state.clone()))
         .layer(from_fn_with_state(
             state.edge.clone(),
             edge::security_headers,
         ))
         .with_state(state)
+}
+
+/// The admin listener's actions (`admin/`), every one behind the token.
+fn admin_actions(state: AppState) -> Router<AppState> {
+    use crate::admin;
+    use axum::routing::post;
+    Router::new()
+        .route("/admin/backup", post(admin::backup))
+        .route("/admin/sessions", get(admin::sessions))
+        .route("/admin/stats", get(admin::stats))
+        .route("/admin/user/{who}", get(admin::user))
+        .route("/admin/purge/{key}", post(admin::purge))
+        .route("/admin/stop", post(admin::stop))
+        .route_layer(from_fn_with_state(state, admin::require_token))
 }
 
 /// Whether the server runs (for load balancers and supervisors).

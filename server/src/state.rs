@@ -21,7 +21,7 @@ pub(crate) struct AppState {
     pub(crate) edge: Arc<Edge>,
     /// The token the admin listener's actions need (`admin.token` in the data directory);
     /// `None` without an admin listener.
-    pub(crate) admin_token: Option<crate::admin::Token>,
+    pub(crate) admin_token: Option<crate::admin::token::Token>,
     /// Notified by the admin listener's stop action: the server then stops as on a signal.
     pub(crate) stop: Arc<tokio::sync::Notify>,
 }

@@ -18,35 +18,32 @@
 
 use std::path::PathBuf;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
 
 use crate::state::AppState;
 
-/// The admin token's file in the data directory.
-pub const TOKEN_FILE: &str = "admin.token";
+pub(crate) mod token;
 
-/// The token an admin action must carry as `Authorization: Bearer HEX`.
-#[derive(Clone, Copy)]
-pub(crate) struct Token(pub(crate) [u8; 32]);
+pub use token::TOKEN_FILE;
+pub(crate) use token::Token;
 
-impl Token {
-    /// Whether `headers` carry this token (compared in constant time).
-    fn admits(&self, headers: &HeaderMap) -> bool {
-        let given = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .and_then(|hex| flexim_protocol::SecretKey::from_hex(hex.trim()))
-            .map(|k| k.to_bytes());
-        given.is_some_and(|g| bool::from(g.ct_eq(&self.0)))
+/// Every admin action's gate (a layer over their routes): the request must carry the token,
+/// or it is answered 401 and logged.
+pub(crate) async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state
+        .admin_token
+        .is_some_and(|t| t.admits(request.headers()))
+    {
+        return next.run(request).await;
     }
-}
-
-/// The answer to an action without the token.
-fn refused() -> Response {
+    tracing::warn!(path = %request.uri().path(), "admin: refused, no valid token");
     let why = "this needs the admin token: Authorization: Bearer <the hex in DATA/admin.token>\n";
     (StatusCode::UNAUTHORIZED, why).into_response()
 }
@@ -57,22 +54,9 @@ struct BackupTo {
     to: PathBuf,
 }
 
-/// Whether `headers` carry the server's admin token.
-fn allowed(state: &AppState, headers: &HeaderMap) -> bool {
-    state.admin_token.is_some_and(|t| t.admits(headers))
-}
-
 /// `POST /admin/backup` with the path as body: a consistent copy of the store, made while
 /// it runs.
-pub(crate) async fn backup(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
-    if !allowed(&state, &headers) {
-        tracing::warn!("admin: backup refused: no valid token");
-        return refused();
-    }
+pub(crate) async fn backup(State(state): State<AppState>, body: String) -> Response {
     let q = BackupTo {
         to: PathBuf::from(body.trim()),
     };
@@ -112,20 +96,14 @@ pub(crate) async fn backup(
 }
 
 /// `GET /admin/sessions`.
-pub(crate) async fn sessions(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !allowed(&state, &headers) {
-        return refused();
-    }
+pub(crate) async fn sessions(State(state): State<AppState>) -> Response {
     let list = state.relay.sessions.list();
     tracing::info!(sessions = list.len(), "admin: sessions listed");
     json(&list)
 }
 
 /// `GET /admin/stats`.
-pub(crate) async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !allowed(&state, &headers) {
-        return refused();
-    }
+pub(crate) async fn stats(State(state): State<AppState>) -> Response {
     let relay = &state.relay;
     let store = relay.store.stats();
     let live = relay.live();
@@ -149,12 +127,8 @@ pub(crate) async fn stats(State(state): State<AppState>, headers: HeaderMap) -> 
 /// `GET /admin/user/WHO`.
 pub(crate) async fn user(
     State(state): State<AppState>,
-    headers: HeaderMap,
     axum::extract::Path(who): axum::extract::Path<String>,
 ) -> Response {
-    if !allowed(&state, &headers) {
-        return refused();
-    }
     let relay = &state.relay;
     let key = match relay.resolve(&who).await {
         Ok(Some(key)) => key,
@@ -193,12 +167,8 @@ pub(crate) async fn user(
 /// `POST /admin/purge/KEY`.
 pub(crate) async fn purge(
     State(state): State<AppState>,
-    headers: HeaderMap,
     axum::extract::Path(who): axum::extract::Path<String>,
 ) -> Response {
-    if !allowed(&state, &headers) {
-        return refused();
-    }
     let Some(key) = flexim_protocol::PublicKey::from_hex(&who) else {
         let why = format!("{who:?} is not a key (64 hex digits): purge names a user by key\n");
         return (StatusCode::BAD_REQUEST, why).into_response();
@@ -223,10 +193,7 @@ pub(crate) async fn purge(
 }
 
 /// `POST /admin/stop`.
-pub(crate) async fn stop(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !allowed(&state, &headers) {
-        return refused();
-    }
+pub(crate) async fn stop(State(state): State<AppState>) -> Response {
     tracing::warn!("admin: stop asked");
     state.stop.notify_one();
     "stopping: the connections are told and drained, then the server exits\n".into_response()
