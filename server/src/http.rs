@@ -126,7 +126,9 @@ async fn loopback_metrics(
 /// Counters in Prometheus' text format.
 async fn metrics(State(state): State<AppState>) -> String {
     let relay = &state.relay;
-    relay
+    let mut text = relay
         .metrics
-        .render(relay.store.stats(), relay.queued.bytes())
+        .render(relay.store.stats(), relay.queued.bytes());
+    text.push_str(&relay.sessions.gauge());
+    text
 }

@@ -109,6 +109,22 @@ async fn an_operator_lists_sessions_looks_up_a_user_purges_a_queue_and_stops_the
     assert!(nothing.await.is_err(), "a purged message was delivered");
     let stats = admin_json(&data, &addr, &["stats"]);
     assert!(stats["sessions"].as_u64().unwrap() >= 2, "{stats}");
+    // The same from the configuration file the server would run on.
+    let dir = TempDir::new("admin-config");
+    let config = dir.0.join("flexim.toml");
+    std::fs::write(&config, format!("data = {data:?}\nadmin = {addr:?}\n")).unwrap();
+    let out = Command::new(bin_dir().join("flexim-server"))
+        .arg("--config")
+        .arg(&config)
+        .args(["admin", "stats"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"sessions\""));
     let (code, _, err) = admin(&data, &addr, &["user", "nobody-here"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("no user"), "{err}");

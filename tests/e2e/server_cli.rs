@@ -124,6 +124,15 @@ async fn http_serves_the_page_health_and_metrics() {
         .await
         .unwrap();
     assert!(metrics.contains("flexim_logins_total 1"), "{metrics}");
+    // The gauge of sessions by transport.
+    assert!(
+        metrics.contains("flexim_sessions{transport=\"tcp\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("flexim_sessions{transport=\"ws\"} 0\n"),
+        "{metrics}"
+    );
 }
 
 /// The browser bundle goes out gzipped to browsers that accept it, from the copy
@@ -227,4 +236,36 @@ async fn readyz_follows_the_store() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(ready, "ready again once the store is back");
+}
+
+/// `--log-format json`: every log line is one JSON object, with the event's fields.
+#[tokio::test]
+async fn json_logs_are_one_object_a_line() {
+    let mut server = TestServer::start_with(&["--log-format", "json"]);
+    let key = flexim_tests::new_key();
+    drop(
+        flexim_tests::Conn::login_tcp(server.tcp, &key)
+            .await
+            .unwrap(),
+    );
+    assert!(server.stop());
+    let logs = server.logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.len() > 3, "{logs}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["fields"].is_object())
+    );
+    let hex = key.public_key().to_hex();
+    assert!(
+        lines.iter().any(
+            |l| l["fields"]["message"] == "authenticated" && l["fields"]["key"] == hex.as_str()
+        ),
+        "{logs}"
+    );
 }

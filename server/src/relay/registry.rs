@@ -59,6 +59,19 @@ impl Registry {
         self.0.lock().expect("registry lock").remove(&id);
     }
 
+    /// The `/metrics` gauge of the sessions logged in now, by transport.
+    pub(crate) fn gauge(&self) -> String {
+        let all = self.0.lock().expect("registry lock");
+        let count = |t: &str| all.values().filter(|s| s.transport == t).count();
+        let (tcp, ws) = (count("tcp"), count("ws"));
+        drop(all);
+        format!(
+            "# HELP flexim_sessions Sessions logged in now, by transport.\n\
+             flexim_sessions{{transport=\"tcp\"}} {tcp}\n\
+             flexim_sessions{{transport=\"ws\"}} {ws}\n"
+        )
+    }
+
     /// Every session, oldest first.
     pub(crate) fn list(&self) -> Vec<SessionInfo> {
         let mut all: Vec<SessionInfo> = self

@@ -66,6 +66,10 @@ struct Cli {
     /// Log level: error, warn, info, debug or trace. Message bodies are never logged.
     #[arg(long, env = "FLEXIM_LOG", default_value = "info")]
     log: tracing::Level,
+    /// Log lines as `text` (for people) or `json` (one JSON object a line, for a log
+    /// collector), on stderr either way.
+    #[arg(long, env = "FLEXIM_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
     /// Most messages stored for one recipient (waiting for it, or delivered and not yet
     /// acknowledged). Beyond it senders get Status -13 queue-full and nothing is stored.
     #[arg(long, env = "FLEXIM_MAX_OFFLINE", default_value_t = Limits::default().max_offline_messages)]
@@ -214,6 +218,15 @@ struct Cli {
         value_delimiter = ','
     )]
     allowed_origins: Vec<WebOrigin>,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    /// One line of text an event.
+    Text,
+    /// One JSON object an event: `timestamp`, `level`, `target`, `fields`.
+    Json,
 }
 
 /// What `flexim-server` does besides serving. Both take the settings as the server does
@@ -487,11 +500,14 @@ fn one_line(done: anyhow::Result<String>) -> ExitCode {
 
 /// Starts the server as `cli` says and runs it until a signal.
 async fn serve(cli: Cli) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_max_level(cli.log)
         .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let limits = limits_of(&cli);
     let tls = match (cli.tls_cert, cli.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
