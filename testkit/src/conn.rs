@@ -441,6 +441,18 @@ impl Conn {
         }
     }
 
+    /// The next Status that answers something (no notice), skipping every other datum on the
+    /// way (messages, Requests, Connections).
+    pub async fn answer(&mut self) -> Result<Status> {
+        loop {
+            if let Datum::Status(s) = self.datum().await?
+                && !flexim_protocol::status::is_notice(s.status)
+            {
+                return Ok(s);
+            }
+        }
+    }
+
     /// The next Status that is not a presence notice.
     pub async fn status(&mut self) -> Result<Status> {
         loop {

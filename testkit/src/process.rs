@@ -186,6 +186,16 @@ impl TestServer {
         })
     }
 
+    /// The admin listener's address (`HOST:PORT`), when the server has one (`--admin`).
+    pub fn admin_addr(&self) -> Option<String> {
+        let url = self.admin.as_deref()?;
+        Some(
+            url.trim_start_matches("http://")
+                .trim_end_matches("/metrics")
+                .to_string(),
+        )
+    }
+
     /// The server's process id (while it runs).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -35,23 +35,13 @@ async fn send(c: &mut Conn, from: &SecretKey, to: &SecretKey, id: &str) -> i8 {
         id,
     );
     c.send(&m).await.unwrap();
-    loop {
-        if let Datum::Status(s) = c.datum().await.unwrap()
-            && !status::is_notice(s.status)
-        {
-            return s.status;
-        }
-    }
+    c.answer().await.unwrap().status
 }
 
 #[tokio::test]
 async fn an_operator_lists_sessions_looks_up_a_user_purges_a_queue_and_stops_the_server() {
     let mut server = TestServer::start_with(&["--admin", "127.0.0.1:0"]);
-    let addr = server.admin.clone().unwrap();
-    let addr = addr
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_string();
+    let addr = server.admin_addr().unwrap();
     let data = server.data_dir().to_string_lossy().into_owned();
     let (alice, bob) = (new_key(), new_key());
     server.introduce(&[&alice, &bob]).await;

@@ -21,23 +21,13 @@ fn run(args: &[&str]) -> (Option<i32>, String, String) {
 async fn send(c: &mut Conn, from: &SecretKey, to: &SecretKey, id: &str) -> i8 {
     let m = message_with_id(&from.public_key(), &to.public_key().to_hex(), id, id);
     c.send(&m).await.unwrap();
-    loop {
-        if let Datum::Status(s) = c.datum().await.unwrap()
-            && !status::is_notice(s.status)
-        {
-            return s.status;
-        }
-    }
+    c.answer().await.unwrap().status
 }
 
 #[tokio::test]
 async fn a_backup_made_while_users_write_restores_what_was_stored_before_it() {
     let mut server = TestServer::start_with(&["--admin", "127.0.0.1:0"]);
-    let admin = server.admin.clone().unwrap();
-    let admin = admin
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_string();
+    let admin = server.admin_addr().unwrap();
     let data = server.data_dir().to_string_lossy().into_owned();
     let (alice, bob) = (new_key(), new_key());
     server.introduce(&[&alice, &bob]).await;

@@ -32,13 +32,7 @@ fn file(dir: &TempDir, name: &str, text: &str) -> String {
 async fn write(c: &mut Conn, from: &SecretKey, to: &SecretKey, id: &str) -> Status {
     let m = message_with_id(&from.public_key(), &to.public_key().to_hex(), "hi", id);
     c.send(&m).await.unwrap();
-    loop {
-        if let Datum::Status(s) = c.datum().await.unwrap()
-            && !status::is_notice(s.status)
-        {
-            return s;
-        }
-    }
+    c.answer().await.unwrap()
 }
 
 /// How many messages a stranger gets into a user's requests box on `server`.
