@@ -108,9 +108,9 @@ struct ServerArgs {
     /// Measure the server already running at this TCP address instead of starting one.
     #[arg(long)]
     server: Option<String>,
-    /// With --server: its HTTP address (HOST:PORT), to read /metrics.
+    /// With --server: its admin listener (HOST:PORT, the server's --admin), to read /metrics.
     #[arg(long, requires = "server")]
-    http: Option<String>,
+    admin: Option<String>,
     /// The flexim-server binary to start (default: the one next to this tool).
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -231,7 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Mode::Durable(args) => {
             let total = args.pairs as u64 * args.messages as u64;
             let target = match args.server.server.clone() {
-                Some(tcp) => server::Target::existing(tcp, args.server.http.clone()),
+                Some(tcp) => server::Target::existing(tcp, args.server.admin.clone()),
                 None => {
                     let flags = room_for(total.max(10_000));
                     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();

@@ -42,8 +42,8 @@ pub fn options(bin: Option<&Path>, data_parent: &Path, extra: &[&str]) -> Option
 pub struct Target {
     /// `HOST:PORT` of its FLEX-over-TCP listener.
     pub tcp: String,
-    /// `HOST:PORT` of its HTTP listener, for `/metrics`; `None` if unknown.
-    pub http: Option<String>,
+    /// `HOST:PORT` of its admin listener, for `/metrics`; `None` if unknown.
+    pub admin: Option<String>,
     /// Its WebSocket URL (`ws://HOST:PORT/ws`), when this tool started it.
     pub ws: Option<String>,
     /// The process, when this tool started it; killed (and its data removed) on drop.
@@ -51,11 +51,11 @@ pub struct Target {
 }
 
 impl Target {
-    /// A server already running at `tcp` (and `http`, if given).
-    pub fn existing(tcp: String, http: Option<String>) -> Target {
+    /// A server already running at `tcp` (with its admin listener at `admin`, if given).
+    pub fn existing(tcp: String, admin: Option<String>) -> Target {
         Target {
             tcp,
-            http,
+            admin,
             ws: None,
             process: None,
         }
@@ -69,7 +69,7 @@ impl Target {
         let process = TestServer::launch(options(bin, data_parent, &flags))?;
         Ok(Target {
             tcp: process.tcp.to_string(),
-            http: Some(process.http_addr()),
+            admin: process.admin_addr(),
             ws: Some(process.ws.clone()),
             process: Some(process),
         })
@@ -80,10 +80,10 @@ impl Target {
         self.process.as_ref().and_then(TestServer::pid)
     }
 
-    /// The server's counters from `/metrics`, by name; empty when there is no HTTP address.
+    /// The server's counters from `/metrics`, by name; empty when there is no admin address.
     pub async fn metrics(&self) -> anyhow::Result<HashMap<String, u64>> {
-        match &self.http {
-            Some(http) => metrics_at(http).await,
+        match &self.admin {
+            Some(admin) => metrics_at(admin).await,
             None => Ok(HashMap::new()),
         }
     }

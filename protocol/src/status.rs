@@ -126,6 +126,10 @@ pub const ROOM_LIMIT: i8 = -28;
 pub const NO_KEY_PACKAGE: i8 = -29;
 /// Only a room's admins may add or remove others (§16.3): nothing changed.
 pub const NOT_ADMIN: i8 = -30;
+/// The server's operator blocked this key (`flexim-server admin block`): sent instead of the
+/// User datum at login, or to a session of the key when it is blocked, and the connection is
+/// closed. Final until the operator unblocks the key.
+pub const BANNED: i8 = -31;
 
 /// A short name for a code, for logs and command-line output.
 pub fn name(code: i8) -> &'static str {
@@ -172,6 +176,7 @@ pub fn name(code: i8) -> &'static str {
         ROOM_LIMIT => "room-limit",
         NO_KEY_PACKAGE => "no-key-package",
         NOT_ADMIN => "not-admin",
+        BANNED => "banned",
         _ => "unknown",
     }
 }
@@ -198,6 +203,7 @@ pub fn is_notice(code: i8) -> bool {
             | TOO_SLOW
             | SERVER_FULL
             | ADDRESS_FULL
+            | BANNED
             | NOT_KEPT
     )
 }

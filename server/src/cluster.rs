@@ -46,6 +46,9 @@ pub(crate) enum Signal {
     Wake(PublicKey),
     /// Another node took this key over (GHOST): close the session here.
     Kick(PublicKey),
+    /// The operator ended every session of this key (it blocked the key or changed its
+    /// aliases): close them here too, with this Status code (`relay/operator.rs` words it).
+    End(PublicKey, i8),
     /// A frame for the key's active session on the receiving node: a receipt, which is best
     /// effort and so need not go through the store when its recipient is online.
     Frame(PublicKey, Vec<u8>),
@@ -76,6 +79,7 @@ impl Signal {
         match self {
             Signal::Wake(k) => format!("wake {}", k.to_hex()),
             Signal::Kick(k) => format!("kick {}", k.to_hex()),
+            Signal::End(k, code) => format!("end {} {code}", k.to_hex()),
             Signal::Frame(k, f) => {
                 let hex: String = f.iter().map(|b| format!("{b:02x}")).collect();
                 format!("frame {} {hex}", k.to_hex())
@@ -117,6 +121,7 @@ impl Signal {
         match kind {
             "wake" => Some(Signal::Wake(key)),
             "kick" => Some(Signal::Kick(key)),
+            "end" => Some(Signal::End(key, parts.next()?.parse().ok()?)),
             "frame" => {
                 let hex = parts.next()?;
                 if hex.len() % 2 != 0 {
@@ -385,6 +390,7 @@ mod tests {
         for s in [
             Signal::Wake(key),
             Signal::Kick(key),
+            Signal::End(key, -31),
             Signal::Frame(key, vec![6, 0, 1, 0x80, 0xff]),
             Signal::Presence {
                 key,

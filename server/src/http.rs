@@ -68,8 +68,15 @@ fn admin_actions(state: AppState) -> Router<AppState> {
         .route("/admin/backup", post(admin::backup))
         .route("/admin/sessions", get(admin::sessions))
         .route("/admin/stats", get(admin::stats))
+        .route("/admin/users", get(admin::users))
         .route("/admin/user/{who}", get(admin::user))
+        .route("/admin/block/{who}", post(admin::block))
+        .route("/admin/unblock/{who}", post(admin::unblock))
+        .route("/admin/revoke/{alias}", post(admin::revoke))
+        .route("/admin/reassign/{alias}", post(admin::reassign))
         .route("/admin/purge/{key}", post(admin::purge))
+        .route("/admin/drain", post(admin::drain))
+        .route("/admin/resume", post(admin::resume))
         .route("/admin/stop", post(admin::stop))
         .route_layer(from_fn_with_state(state, admin::require_token))
 }
@@ -93,6 +100,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
             "not ready: shutting down\n",
         )
             .into_response();
+    }
+    if state.relay.draining() {
+        let why = "not ready: draining (admin drain): no new sessions\n";
+        return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
     }
     let probe = state.relay.store.user(PublicKey([0; 32]));
     let why = match tokio::time::timeout(READY_PROBE, probe).await {
@@ -126,9 +137,21 @@ async fn loopback_metrics(
 /// Counters in Prometheus' text format.
 async fn metrics(State(state): State<AppState>) -> String {
     let relay = &state.relay;
-    let mut text = relay
-        .metrics
-        .render(relay.store.stats(), relay.queued.bytes());
+    // The store's byte count is kept with its bounds: a read of one counter. A store that
+    // fails to answer leaves it out; /readyz says why.
+    let nobody = PublicKey([0; 32]);
+    let stored_bytes = relay
+        .store
+        .counts(nobody, nobody)
+        .await
+        .ok()
+        .map(|c| c.store_bytes);
+    let queue = crate::metrics::Queue {
+        bytes: relay.queued.bytes(),
+        frames: relay.queued.frames(),
+        stored_bytes,
+    };
+    let mut text = relay.metrics.render(relay.store.stats(), queue);
     text.push_str(&relay.sessions.gauge());
     text
 }

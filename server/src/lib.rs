@@ -11,6 +11,7 @@ mod conns;
 mod directory;
 mod edge;
 mod frames;
+pub mod histogram;
 mod http;
 pub mod keyfile;
 mod listener;
@@ -35,7 +36,6 @@ use std::time::Duration;
 use flexim_protocol::PublicKey;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_rustls::TlsAcceptor;
 
 pub use config::{Config, EdgeConfig, Limits, StoreChoice};
 use conns::Connections;
@@ -44,7 +44,7 @@ use listener::HttpListener;
 pub use origin::WebOrigin;
 use relay::Relay;
 use store::{EmbeddedStore, RedisStore, Store};
-pub use tls::{TlsError, TlsFiles};
+pub use tls::{TlsError, TlsFiles, TlsSlot};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -87,8 +87,8 @@ pub struct Server {
     http: TcpListener,
     /// The admin listener (`/metrics`), when configured.
     admin: Option<TcpListener>,
-    /// TLS for the HTTP listener, when configured.
-    tls: Option<TlsAcceptor>,
+    /// TLS for the HTTP listener, when configured; replaced by a reload.
+    tls: Option<Arc<TlsSlot>>,
     /// What the HTTP side's handlers need to know of the configuration.
     edge: Arc<Edge>,
     /// The shared core.
@@ -116,15 +116,26 @@ pub struct Drained {
     pub left: usize,
 }
 
-/// Changes the limits that can change while the server runs ([`Server::reloader`]).
+/// Changes what can change while the server runs ([`Server::reloader`]): the limits of
+/// [`config::Live`] and the TLS certificate.
 #[derive(Clone)]
-pub struct Reloader(Arc<Relay>);
+pub struct Reloader {
+    /// Where the live limits are.
+    relay: Arc<Relay>,
+    /// The HTTP listener's TLS, when it has some.
+    tls: Option<Arc<TlsSlot>>,
+}
 
 impl Reloader {
     /// Takes the [`config::Live`] limits of `limits` (the others are ignored: they change
     /// with a restart) and returns what changed, as `flag: old -> new`.
     pub fn reload(&self, limits: &Limits) -> Vec<String> {
-        self.0.reload(limits.live())
+        self.relay.reload(limits.live())
+    }
+
+    /// The listener's TLS, to read its files again ([`TlsSlot::reload`]); `None` without TLS.
+    pub fn tls(&self) -> Option<&TlsSlot> {
+        self.tls.as_deref()
     }
 }
 
@@ -143,7 +154,7 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, StartError> {
         // First, so that a wrong file is reported before anything is created or opened.
         let tls = match &config.edge.tls {
-            Some(files) => Some(TlsAcceptor::from(tls::server_config(files)?)),
+            Some(files) => Some(Arc::new(TlsSlot::load(files)?)),
             None => None,
         };
         std::fs::create_dir_all(&config.data).map_err(|source| StartError::DataDir {
@@ -232,7 +243,10 @@ impl Server {
 
     /// A handle that changes the limits of [`config::Live`] while the server runs.
     pub fn reloader(&self) -> Reloader {
-        Reloader(self.relay.clone())
+        Reloader {
+            relay: self.relay.clone(),
+            tls: self.tls.clone(),
+        }
     }
 
     /// The server's public key.

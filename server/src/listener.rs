@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -24,6 +25,8 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::task::TaskTracker;
+
+use crate::tls::TlsSlot;
 use tower_service::Service as _;
 
 /// One HTTP listener: where it accepts, what it serves, with TLS or without.
@@ -32,8 +35,8 @@ pub(crate) struct HttpListener {
     pub(crate) listener: TcpListener,
     /// The router every connection gets.
     pub(crate) router: Router,
-    /// TLS, when the listener speaks https.
-    pub(crate) tls: Option<TlsAcceptor>,
+    /// TLS, when the listener speaks https: its configuration now (a reload replaces it).
+    pub(crate) tls: Option<Arc<TlsSlot>>,
     /// The deadline for the TLS handshake and for each request head.
     pub(crate) timeout: Duration,
 }
@@ -66,6 +69,7 @@ impl HttpListener {
                 match tls {
                     None => serve_connection(tcp, peer, router, timeout, stop).await,
                     Some(tls) => {
+                        let tls = tls.acceptor();
                         if let Some(stream) =
                             accept_tls(&tls, tcp, peer, timeout, stop.clone()).await
                         {

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::histogram::Histogram;
 use crate::store::StoreStats;
 
 /// The server's counters since start.
@@ -38,6 +39,13 @@ pub(crate) struct Metrics {
     /// Status name covers several (`address-full` is two limits) or none is sent (a sender
     /// slowed by the message rate is not told).
     limits: [AtomicU64; Limit::ALL.len()],
+    /// How long frames wait in a session's queue, from the relay handing them over to the
+    /// session taking them to write: the server's part of a message's delivery to an online
+    /// user (a slow reader's queue backs up, and shows here).
+    pub(crate) delivery_time: Histogram,
+    /// From AUTH to logged in: the client's round trip, the Noise handshake and the login's
+    /// store write.
+    pub(crate) handshake_time: Histogram,
 }
 
 /// The limits `/metrics` counts by name (`flexim_limit_hits_total{limit="..."}`), each a
@@ -158,9 +166,9 @@ impl Metrics {
         inc(&self.disconnects[why as usize]);
     }
 
-    /// The counters, the bytes queued for sessions and the store's figures in Prometheus'
-    /// text format.
-    pub(crate) fn render(&self, store: StoreStats, queued_bytes: usize) -> String {
+    /// The counters, what is queued for sessions, the store's figures and the histograms in
+    /// Prometheus' text format.
+    pub(crate) fn render(&self, store: StoreStats, queued: Queue) -> String {
         let mut out = String::new();
         for (name, help, value) in [
             (
@@ -244,7 +252,12 @@ impl Metrics {
             (
                 "flexim_queued_bytes",
                 "Bytes waiting in the sessions' outbound queues now.",
-                queued_bytes as u64,
+                queued.bytes as u64,
+            ),
+            (
+                "flexim_queued_frames",
+                "Frames waiting in the sessions' outbound queues now.",
+                queued.frames as u64,
             ),
             (
                 "flexim_store_writes_total",
@@ -259,6 +272,42 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n{name} {value}");
         }
+        // Absent, rather than a false 0, when the store did not answer.
+        if let Some(bytes) = queued.stored_bytes {
+            let _ = writeln!(
+                out,
+                "# HELP flexim_stored_bytes Bytes of the messages in the offline store now.\n\
+                 flexim_stored_bytes {bytes}"
+            );
+        }
+        self.delivery_time.snapshot().render(
+            &mut out,
+            "flexim_delivery_seconds",
+            "How long frames for online users wait in their session's queue before it writes \
+             them.",
+        );
+        self.handshake_time.snapshot().render(
+            &mut out,
+            "flexim_handshake_seconds",
+            "From AUTH to logged in: the client's round trip, the handshake and the login's \
+             store write.",
+        );
+        store.commit_time.render(
+            &mut out,
+            "flexim_store_commit_seconds",
+            "How long each store commit (one sync for many writes) took.",
+        );
         out
     }
+}
+
+/// What waits now, for [`Metrics::render`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Queue {
+    /// Bytes in the sessions' outbound queues.
+    pub(crate) bytes: usize,
+    /// Frames in them.
+    pub(crate) frames: usize,
+    /// Bytes of stored messages in the offline store; `None` if the store did not answer.
+    pub(crate) stored_bytes: Option<u64>,
 }

@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use flexim_protocol::datum::Status;
@@ -26,6 +27,8 @@ use crate::table::{Outlet, Refused};
 pub(crate) struct Queued {
     /// Bytes queued now, all sessions together.
     bytes: AtomicUsize,
+    /// Frames queued now, all sessions together, for `/metrics` only.
+    frames: AtomicUsize,
     /// The budget (`Limits::queued_bytes_budget`).
     budget: usize,
     /// Bytes per session's queue (`Limits::outbound_bytes`).
@@ -41,6 +44,7 @@ impl Queued {
     pub(crate) fn new(budget: usize, per_session: usize, metrics: Arc<Metrics>) -> Self {
         Queued {
             bytes: AtomicUsize::new(0),
+            frames: AtomicUsize::new(0),
             budget,
             per_session,
             // A session that keeps up has at most a few frames waiting; one with a sixteenth
@@ -53,6 +57,11 @@ impl Queued {
     /// Bytes queued now, for `/metrics`.
     pub(crate) fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Frames queued now, for `/metrics`.
+    pub(crate) fn frames(&self) -> usize {
+        self.frames.load(Ordering::Relaxed)
     }
 
     /// Whether a session with `mine` bytes queued may queue `len` more; counts the limit
@@ -89,8 +98,9 @@ struct Signals {
 #[derive(Clone)]
 pub(crate) struct Peer {
     /// Frames for the session's writer; bounded by `Limits::outbound_queue` frames and by
-    /// `Limits::outbound_bytes`, never awaited: a full queue refuses the frame.
-    tx: mpsc::Sender<Bytes>,
+    /// `Limits::outbound_bytes`, never awaited: a full queue refuses the frame. Each frame
+    /// goes with when it was queued, for the delivery histogram.
+    tx: mpsc::Sender<(Bytes, Instant)>,
     /// Its signals.
     signals: Arc<Signals>,
     /// The server-wide count of queued bytes.
@@ -99,8 +109,8 @@ pub(crate) struct Peer {
 
 /// The session's end: what the relay sends it.
 pub(crate) struct Mailbox {
-    /// Frames to write (messages, presence, receipts).
-    rx: mpsc::Receiver<Bytes>,
+    /// Frames to write (messages, presence, receipts), with when each was queued.
+    rx: mpsc::Receiver<(Bytes, Instant)>,
     /// Its signals.
     signals: Arc<Signals>,
     /// The server-wide count of queued bytes, given back as frames leave the queue.
@@ -139,9 +149,11 @@ impl Outlet for Peer {
         // more than was added.
         mine.fetch_add(len, Ordering::Relaxed);
         self.queued.bytes.fetch_add(len, Ordering::Relaxed);
-        self.tx.try_send(frame).map_err(|e| {
+        self.queued.frames.fetch_add(1, Ordering::Relaxed);
+        self.tx.try_send((frame, Instant::now())).map_err(|e| {
             mine.fetch_sub(len, Ordering::Relaxed);
             self.queued.bytes.fetch_sub(len, Ordering::Relaxed);
+            self.queued.frames.fetch_sub(1, Ordering::Relaxed);
             match e {
                 mpsc::error::TrySendError::Full(_) => {
                     self.queued.metrics.hit(Limit::OutboundQueue);
@@ -202,13 +214,24 @@ impl Mailbox {
         Some(self.taken(frame))
     }
 
-    /// A frame left the queue: its bytes no longer count.
-    fn taken(&self, frame: Bytes) -> Bytes {
+    /// A frame left the queue to be written: its bytes no longer count, and how long it
+    /// waited is the delivery histogram's.
+    fn taken(&self, (frame, queued_at): (Bytes, Instant)) -> Bytes {
+        self.release(&frame);
+        self.queued
+            .metrics
+            .delivery_time
+            .observe(queued_at.elapsed());
+        frame
+    }
+
+    /// A frame left the queue (written or dropped): its bytes no longer count.
+    fn release(&self, frame: &Bytes) {
         self.signals
             .queued
             .fetch_sub(frame.len(), Ordering::Relaxed);
         self.queued.bytes.fetch_sub(frame.len(), Ordering::Relaxed);
-        frame
+        self.queued.frames.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Waits until the relay asks the session to close, and says why.
@@ -229,8 +252,8 @@ impl Drop for Mailbox {
     /// given back to the budget.
     fn drop(&mut self) {
         self.rx.close();
-        while let Ok(frame) = self.rx.try_recv() {
-            self.taken(frame);
+        while let Ok((frame, _)) = self.rx.try_recv() {
+            self.release(&frame);
         }
     }
 }

@@ -3,7 +3,7 @@
 //! rustls panic when it builds a configuration).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject as _;
@@ -56,6 +56,44 @@ pub enum TlsError {
         /// What rustls reported.
         reason: String,
     },
+}
+
+/// The HTTP listener's TLS configuration, which a reload replaces (a renewed certificate,
+/// on SIGHUP) while the server runs: each handshake takes the configuration that is current
+/// when it starts, so connections open keep theirs and the next ones get the new one.
+pub struct TlsSlot {
+    /// The files it was read from, read again by [`TlsSlot::reload`].
+    files: TlsFiles,
+    /// The configuration now.
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl TlsSlot {
+    /// Reads `files` ([`server_config`]).
+    pub(crate) fn load(files: &TlsFiles) -> Result<TlsSlot, TlsError> {
+        Ok(TlsSlot {
+            files: files.clone(),
+            current: RwLock::new(server_config(files)?),
+        })
+    }
+
+    /// An acceptor for one handshake, with the configuration now.
+    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.current.read().expect("tls lock").clone())
+    }
+
+    /// Reads the files again and, if they can be used, serves them from the next handshake
+    /// on; if not, the configuration stays as it was and the error says why.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = server_config(&self.files)?;
+        *self.current.write().expect("tls lock") = config;
+        Ok(())
+    }
+
+    /// The files it reads.
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
 }
 
 /// Reads `files` and builds the server's TLS configuration. HTTP/1.1 is the only protocol

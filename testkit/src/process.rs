@@ -158,6 +158,11 @@ impl TestServer {
             command.arg("--tls-cert").arg(&tls.cert);
             command.arg("--tls-key").arg(&tls.key);
         }
+        // Every test server has its admin listener (for /metrics and the admin actions) on a
+        // free port, unless the test chooses its own.
+        if !options.args.iter().any(|a| a.starts_with("--admin")) {
+            command.args(["--admin", "127.0.0.1:0"]);
+        }
         let mut child = command
             .args(&options.args)
             .envs(options.env.iter().map(|(k, v)| (k, v)))
@@ -201,6 +206,24 @@ impl TestServer {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Sends the server SIGHUP (read the settings and the TLS files again).
+    pub fn hang_up(&self) {
+        let pid = self.pid().expect("the server runs").to_string();
+        let sent = Command::new("kill").args(["-HUP", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -HUP {pid}");
+    }
+
+    /// Waits (up to 5 s) until the server's log holds `needle`; panics with the log if not.
+    pub async fn until_logged(&self, needle: &str) {
+        for _ in 0..100 {
+            if self.logs().contains(needle) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("never logged {needle:?}:\n{}", self.logs());
+    }
+
     /// The server's data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.0.join("data")
@@ -222,8 +245,12 @@ impl TestServer {
         self.options.tls.as_ref().map(|t| t.ca.as_path())
     }
 
-    /// The server's counters from `/metrics`, by name (over https with TLS on).
+    /// The server's counters from `/metrics` on its admin listener, by name (or, with
+    /// `--admin off`, on its HTTP listener, over https with TLS on).
     pub async fn metrics(&self) -> Result<HashMap<String, u64>> {
+        if let Some(admin) = self.admin_addr() {
+            return metrics_at(&admin).await;
+        }
         let response = http_request(&self.http, "/metrics", &[], self.ca()).await?;
         Ok(counters(&response.body))
     }
@@ -395,8 +422,8 @@ fn read_banner(child: &mut Child) -> Result<Vec<String>> {
     Ok(banner)
 }
 
-/// The counters of the server whose plain HTTP listener is `http` (`HOST:PORT`), from
-/// `/metrics`.
+/// The counters of the server whose admin listener (or, with `--admin off`, plain HTTP
+/// listener) is `http` (`HOST:PORT`), from `/metrics`.
 pub async fn metrics_at(http: &str) -> Result<HashMap<String, u64>> {
     let response = http_request(&format!("http://{http}/"), "/metrics", &[], None).await?;
     Ok(counters(&response.body))

@@ -9,7 +9,7 @@ use flexim_protocol::{Datum, SecretKey, status};
 use flexim_tests::{Conn, TempDir, TestServer, bin_dir, http_request, message_with_id, new_key};
 
 /// `flexim-server --data DATA --admin ADMIN admin ARGS`: exit code, stdout, stderr.
-fn admin(data: &str, addr: &str, args: &[&str]) -> (Option<i32>, String, String) {
+pub(crate) fn admin(data: &str, addr: &str, args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(bin_dir().join("flexim-server"))
         .args(["--data", data, "--admin", addr, "admin"])
         .args(args)
@@ -20,7 +20,7 @@ fn admin(data: &str, addr: &str, args: &[&str]) -> (Option<i32>, String, String)
 }
 
 /// `flexim-server admin ARGS` that must succeed, as JSON.
-fn admin_json(data: &str, addr: &str, args: &[&str]) -> serde_json::Value {
+pub(crate) fn admin_json(data: &str, addr: &str, args: &[&str]) -> serde_json::Value {
     let (code, out, err) = admin(data, addr, args);
     assert_eq!(code, Some(0), "{args:?}: {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
@@ -40,7 +40,7 @@ async fn send(c: &mut Conn, from: &SecretKey, to: &SecretKey, id: &str) -> i8 {
 
 #[tokio::test]
 async fn an_operator_lists_sessions_looks_up_a_user_purges_a_queue_and_stops_the_server() {
-    let mut server = TestServer::start_with(&["--admin", "127.0.0.1:0"]);
+    let mut server = TestServer::start();
     let addr = server.admin_addr().unwrap();
     let data = server.data_dir().to_string_lossy().into_owned();
     let (alice, bob) = (new_key(), new_key());

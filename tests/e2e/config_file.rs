@@ -205,44 +205,23 @@ fn a_bad_file_is_one_line_naming_the_key_and_nothing_starts() {
     assert!(!dir.0.join("data").exists(), "nothing was started");
 }
 
-/// Waits until the server's log has `needle`.
-async fn until_logged(server: &TestServer, needle: &str) {
-    for _ in 0..100 {
-        if server.logs().contains(needle) {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("never logged {needle:?}:\n{}", server.logs());
-}
-
 #[tokio::test]
 async fn sighup_applies_the_files_new_limits_and_a_bad_file_changes_nothing() {
     let dir = TempDir::new("config-reload");
     let config = file(&dir, "flexim.toml", "request-messages = 1\n");
     let server = launch(&config, &[], &[]);
     assert_eq!(box_size(&server).await, 1);
-    let hup = || {
-        let pid = server.pid().unwrap().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
     file(&dir, "flexim.toml", "request-messages = 3\nmax-rooms = 7\n");
-    hup();
-    until_logged(
-        &server,
-        "reloaded on SIGHUP: request-messages: 1 -> 3, max-rooms: 100 -> 7",
-    )
-    .await;
+    server.hang_up();
+    server
+        .until_logged("reloaded on SIGHUP: request-messages: 1 -> 3, max-rooms: 100 -> 7")
+        .await;
     assert_eq!(box_size(&server).await, 3);
     // A file that no longer parses: logged, and the limits stay.
     file(&dir, "flexim.toml", "request-messages = \"lots\"\n");
-    hup();
-    until_logged(&server, "reload on SIGHUP failed, the limits are unchanged").await;
+    server.hang_up();
+    server
+        .until_logged("reload on SIGHUP failed, the limits are unchanged")
+        .await;
     assert_eq!(box_size(&server).await, 3);
 }

@@ -228,11 +228,14 @@ fn non_loopback_ip() -> IpAddr {
 
 #[tokio::test]
 async fn metrics_are_for_loopback_peers_or_the_admin_listener_only() {
+    // With the admin listener off, /metrics is on the HTTP listener, for this machine only.
     let server = TestServer::launch(Options {
         http_ip: "0.0.0.0".parse().unwrap(),
+        args: vec!["--admin".into(), "off".into()],
         ..Options::default()
     })
     .unwrap();
+    assert_eq!(server.admin, None, "{:?}", server.banner);
     let port = server
         .http_addr()
         .rsplit_once(':')
@@ -261,8 +264,9 @@ async fn metrics_are_for_loopback_peers_or_the_admin_listener_only() {
     assert_eq!(outside.status, 403, "{outside:?}");
     assert!(outside.body.contains("--admin"), "{}", outside.body);
 
-    // With an admin listener, /metrics is served there and nowhere else, even to loopback.
-    let server = TestServer::start_with(&["--admin", "127.0.0.1:0"]);
+    // With an admin listener (every server has one unless it is off), /metrics is served
+    // there and nowhere else, even to loopback.
+    let server = TestServer::start();
     let _alice = Conn::login_tcp(server.tcp, &new_key()).await.unwrap();
     let admin = server
         .admin

@@ -76,13 +76,11 @@ async fn a_connection_over_the_limit_is_told_the_server_is_full_and_the_others_g
     assert_eq!(a.message().await.unwrap().msg, "me too");
 
     // Plain HTTP is not counted (only FLEX connections are), and says how many were refused.
-    let metrics = flexim_tests::http_get(&server.http, "/metrics")
-        .await
-        .unwrap()
-        .1;
-    assert!(
-        metrics.contains("flexim_connections_refused_total 2"),
-        "{metrics}"
+    let metrics = server.metrics().await.unwrap();
+    assert_eq!(
+        metrics.get("flexim_connections_refused_total"),
+        Some(&2),
+        "{metrics:?}"
     );
 
     // When a connection closes, its place is free for the next one.

@@ -4,6 +4,7 @@
 
 mod abuse;
 mod admin;
+mod admin_users;
 mod backup;
 mod bad_input;
 mod browser;

@@ -9,7 +9,7 @@ use flexim_client::{Client, ClientError, Identity};
 use flexim_protocol::e2e::{self, ConversationKey, Envelope};
 use flexim_protocol::status::{self, cmd};
 use flexim_protocol::{Command, Datum, Message, PublicKey};
-use flexim_tests::{Cli, Conn, TempDir, TestServer, flexim, metrics_at, new_key, random};
+use flexim_tests::{Cli, Conn, TempDir, TestServer, flexim, new_key, random};
 
 /// A new key file `NAME.key` in `dir`: its path and public key.
 fn keygen(dir: &TempDir, name: &str) -> (String, PublicKey) {
@@ -123,7 +123,7 @@ async fn the_cli_pins_the_server_key_and_refuses_a_changed_one_before_logging_in
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("presents key"), "{err}");
-    let counters = metrics_at(&server.http_addr()).await.unwrap();
+    let counters = server.metrics().await.unwrap();
     assert!(counters["flexim_connections_total"] >= 2, "{counters:?}");
     assert_eq!(counters["flexim_logins_total"], 0, "{counters:?}");
     assert_eq!(counters["flexim_auth_failures_total"], 0, "{counters:?}");
@@ -252,7 +252,7 @@ async fn a_contact_whose_alias_moved_is_refused_until_trusted() {
     ] {
         assert!(err.contains(&needle), "{needle:?} not in {err}");
     }
-    let counters = metrics_at(&m.server.http_addr()).await.unwrap();
+    let counters = m.server.metrics().await.unwrap();
     let sent = counters["flexim_messages_stored_total"] + counters["flexim_messages_relayed_total"];
     assert_eq!(sent, 0, "nothing was sealed to the new key: {counters:?}");
 

@@ -61,6 +61,18 @@ async fn redis_store_conformance_aliases_are_unique_ignoring_case() {
 }
 
 #[tokio::test]
+async fn redis_store_conformance_the_operator_assigns_and_revokes_aliases() {
+    let (_redis, store) = fresh().await;
+    conformance::the_operator_assigns_and_revokes_aliases(&store).await;
+}
+
+#[tokio::test]
+async fn redis_store_conformance_the_operator_blocks_and_unblocks_keys() {
+    let (_redis, store) = fresh().await;
+    conformance::the_operator_blocks_and_unblocks_keys(&store).await;
+}
+
+#[tokio::test]
 async fn redis_store_conformance_ties_follow_the_rule() {
     let (_redis, store) = fresh().await;
     conformance::ties_follow_the_rule(&store).await;

@@ -34,6 +34,8 @@ fn help_explains_flags_and_environment() {
         "FLEXIM_HTTP",
         "--data",
         "FLEXIM_DATA",
+        "--admin",
+        "[default: 127.0.0.1:9321]",
     ] {
         assert!(text.contains(needle), "--help lacks {needle}:\n{text}");
     }
@@ -45,6 +47,7 @@ fn addresses_can_come_from_the_environment() {
     let mut child = Command::new(bin_dir().join("flexim-server"))
         .env("FLEXIM_TCP", "127.0.0.1:0")
         .env("FLEXIM_HTTP", "127.0.0.1:0")
+        .env("FLEXIM_ADMIN", "127.0.0.1:0")
         .env("FLEXIM_DATA", dir.0.join("d"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -69,7 +72,7 @@ fn addresses_can_come_from_the_environment() {
 
 #[test]
 fn sigterm_stops_the_server_cleanly() {
-    let mut server = TestServer::start();
+    let mut server = TestServer::start_with(&["--shutdown-grace", "3.5"]);
     let _a = std::net::TcpStream::connect(server.tcp).unwrap();
     let _b = std::net::TcpStream::connect(server.tcp).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(100));
@@ -78,7 +81,7 @@ fn sigterm_stops_the_server_cleanly() {
     assert!(logs.contains("shutting down"), "{logs}");
     // It says what it did: two connections told, and closed.
     assert!(
-        logs.contains("telling 2 connections the server stops"),
+        logs.contains("telling 2 connections the server stops (Status -17); waiting up to 3.5s"),
         "{logs}"
     );
     assert!(logs.contains("drained: 2 connections closed in"), "{logs}");
@@ -120,9 +123,12 @@ async fn http_serves_the_page_health_and_metrics() {
     let _alice = flexim_tests::Conn::login_tcp(server.tcp, &flexim_tests::new_key())
         .await
         .unwrap();
-    let (_, metrics) = flexim_tests::http_get(&server.http, "/metrics")
-        .await
-        .unwrap();
+    // /metrics is on the admin listener.
+    let admin = format!(
+        "http://{}/",
+        server.admin_addr().expect("an admin listener")
+    );
+    let (_, metrics) = flexim_tests::http_get(&admin, "/metrics").await.unwrap();
     assert!(metrics.contains("flexim_logins_total 1"), "{metrics}");
     // The gauge of sessions by transport.
     assert!(
@@ -133,6 +139,47 @@ async fn http_serves_the_page_health_and_metrics() {
         metrics.contains("flexim_sessions{transport=\"ws\"} 0\n"),
         "{metrics}"
     );
+}
+
+/// `/metrics` has what an operator graphs: histograms of the handshake, of delivery to
+/// online users and of store commits, and gauges of what waits (frames and bytes queued for
+/// sessions, bytes in the offline store).
+#[tokio::test]
+async fn metrics_graph_latencies_and_what_waits() {
+    use flexim_tests::{Conn, message_with_id, new_key};
+    let server = TestServer::start();
+    let (alice, bob) = (new_key(), new_key());
+    server.introduce(&[&alice, &bob]).await;
+    let mut a = Conn::login_tcp(server.tcp, &alice).await.unwrap();
+    let mut b = Conn::login_ws(&server.ws, &bob).await.unwrap();
+    let to_bob =
+        |id: &str| message_with_id(&alice.public_key(), &bob.public_key().to_hex(), id, id);
+    a.send(&to_bob("m1")).await.unwrap();
+    assert_eq!(b.message().await.unwrap().msg, "m1");
+    drop(b);
+    server.until_offline(&bob.public_key()).await;
+    a.send(&to_bob("m2")).await.unwrap();
+    let m = server.metrics().await.unwrap();
+    let at_least = |name: &str, n: u64| {
+        let got = m.get(name).copied();
+        assert!(got.is_some_and(|v| v >= n), "{name}: {got:?} in {m:?}");
+    };
+    // introduce() logged each in once, and the kit's watcher: at least four handshakes.
+    at_least("flexim_handshake_seconds_count", 4);
+    at_least("flexim_handshake_seconds_bucket{le=\"+Inf\"}", 4);
+    at_least("flexim_delivery_seconds_count", 1);
+    at_least("flexim_store_commit_seconds_count", 1);
+    assert!(m.contains_key("flexim_queued_frames"), "{m:?}");
+    // m2 waits in the store: its bytes are counted there.
+    let mut stored = 0;
+    for _ in 0..100 {
+        stored = server.metrics().await.unwrap()["flexim_stored_bytes"];
+        if stored > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(stored > 41, "{stored}");
 }
 
 /// The browser bundle goes out gzipped to browsers that accept it, from the copy

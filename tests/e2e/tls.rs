@@ -368,3 +368,49 @@ async fn tls_origins_and_the_admin_listener_come_from_the_environment() {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
 }
+
+/// A renewed certificate, written over the files in place, is served from the next
+/// connection on after SIGHUP, with the server up all along and a connection made before it
+/// still served; a pair that cannot be used is logged and the certificate in use stays.
+#[tokio::test]
+async fn sighup_serves_a_renewed_certificate_and_keeps_the_old_one_if_the_new_is_unusable() {
+    let old = TestCerts::new();
+    let server = tls_server(&old, &[]);
+    let get = |ca: &std::path::Path| {
+        let (base, ca) = (server.http.clone(), ca.to_path_buf());
+        async move { http_request(&base, "/healthz", &[], Some(&ca)).await }
+    };
+    assert_eq!(get(&old.tls.ca).await.unwrap().status, 200);
+    let addr = server.http_addr();
+    let tcp = TcpStream::connect(&addr).await.unwrap();
+    let mut before = tls_connect(tcp, &addr, &old.tls.ca).await.unwrap();
+
+    // The renewal: another CA's certificate and key, over the same files.
+    let new = TestCerts::new();
+    std::fs::copy(&new.tls.cert, &old.tls.cert).unwrap();
+    std::fs::copy(&new.tls.key, &old.tls.key).unwrap();
+    server.hang_up();
+    server
+        .until_logged("reloaded the TLS certificate on SIGHUP")
+        .await;
+    assert_eq!(get(&new.tls.ca).await.unwrap().status, 200);
+    let refused = get(&old.tls.ca).await;
+    assert!(refused.is_err(), "the old CA still verifies: {refused:?}");
+
+    // A half-written renewal: a key that is not the certificate's. Logged; the certificate
+    // in use stays.
+    let stranger = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    std::fs::write(&old.tls.key, stranger).unwrap();
+    server.hang_up();
+    server
+        .until_logged("the TLS certificate was not reloaded, the one in use stays")
+        .await;
+    assert_eq!(get(&new.tls.ca).await.unwrap().status, 200);
+
+    // The connection made before the renewal is still served.
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    before.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    before.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

@@ -7,11 +7,20 @@
 //!   embedded store at that path (a new file, on the server's machine) while the server runs.
 //! - `GET /admin/sessions`: the sessions logged in (key, aliases, transport, address, since),
 //!   as JSON.
+//! - `GET /admin/users?limit=N`: the users the store knows, most recently seen first (at
+//!   most N, 1000 by default), as JSON.
 //! - `GET /admin/user/WHO` (a key or an alias): the user's record, its queue's size and its
 //!   sessions, as JSON. Never a message: the server holds none it could read.
+//! - `POST /admin/block/WHO`, `POST /admin/unblock/WHO`: the key may not log in (its
+//!   sessions end, with Status -31), or may again.
+//! - `POST /admin/revoke/ALIAS`; `POST /admin/reassign/ALIAS` with a key or an alias as
+//!   body: the alias is taken from its holder (and given to that user); the sessions of
+//!   both end, so that each logs in again with the aliases it has now.
 //! - `POST /admin/purge/KEY`: every message stored for that user deleted (their senders get
 //!   no receipt); the count is answered.
 //! - `GET /admin/stats`: sessions, connections, queued bytes and the store's writes, as JSON.
+//! - `POST /admin/drain`, `POST /admin/resume`: no new sessions (those open go on), or new
+//!   ones again.
 //! - `POST /admin/stop`: the server stops as on SIGTERM (it drains, then exits).
 //!
 //! Every action is logged, with what it touched.
@@ -26,9 +35,11 @@ use axum::response::{IntoResponse, Response};
 use crate::state::AppState;
 
 pub(crate) mod token;
+mod users;
 
 pub use token::TOKEN_FILE;
 pub(crate) use token::Token;
+pub(crate) use users::{block, purge, reassign, revoke, unblock, user, users};
 
 /// Every admin action's gate (a layer over their routes): the request must carry the token,
 /// or it is answered 401 and logged.
@@ -124,74 +135,6 @@ pub(crate) async fn stats(State(state): State<AppState>) -> Response {
     json(&stats)
 }
 
-/// `GET /admin/user/WHO`.
-pub(crate) async fn user(
-    State(state): State<AppState>,
-    axum::extract::Path(who): axum::extract::Path<String>,
-) -> Response {
-    let relay = &state.relay;
-    let key = match relay.resolve(&who).await {
-        Ok(Some(key)) => key,
-        Ok(None) => return (StatusCode::NOT_FOUND, format!("no user {who:?}\n")).into_response(),
-        Err(e) => return store_failed(e),
-    };
-    let (record, counts) = match (
-        relay.store.user(key).await,
-        relay.store.counts(key, key).await,
-    ) {
-        (Ok(Some(record)), Ok(counts)) => (record, counts),
-        (Ok(None), _) => {
-            return (StatusCode::NOT_FOUND, format!("no user {who:?}\n")).into_response();
-        }
-        (Err(e), _) | (_, Err(e)) => return store_failed(e),
-    };
-    let hex = key.to_hex();
-    let sessions: Vec<_> = relay
-        .sessions
-        .list()
-        .into_iter()
-        .filter(|s| s.key == hex)
-        .collect();
-    tracing::info!(key = %key, "admin: user looked up");
-    json(&serde_json::json!({
-        "key": hex,
-        "fingerprint": key.fingerprint(),
-        "aliases": record.aliases,
-        "last_seen": record.last_seen,
-        "stored": counts.messages,
-        "stored_bytes": counts.bytes,
-        "sessions": sessions,
-    }))
-}
-
-/// `POST /admin/purge/KEY`.
-pub(crate) async fn purge(
-    State(state): State<AppState>,
-    axum::extract::Path(who): axum::extract::Path<String>,
-) -> Response {
-    let Some(key) = flexim_protocol::PublicKey::from_hex(&who) else {
-        let why = format!("{who:?} is not a key (64 hex digits): purge names a user by key\n");
-        return (StatusCode::BAD_REQUEST, why).into_response();
-    };
-    let mut purged = 0u64;
-    loop {
-        let batch = match state.relay.store.peek(key, 0, 1024).await {
-            Ok(batch) => batch,
-            Err(e) => return store_failed(e),
-        };
-        if batch.is_empty() {
-            break;
-        }
-        let seqs: Vec<u64> = batch.iter().map(|s| s.seq).collect();
-        purged += seqs.len() as u64;
-        if let Err(e) = state.relay.store.remove(key, seqs).await {
-            return store_failed(e);
-        }
-    }
-    tracing::warn!(key = %key, purged, "admin: queue purged");
-    format!("purged {purged} stored messages of {key}\n").into_response()
-}
-
 /// `POST /admin/stop`.
 pub(crate) async fn stop(State(state): State<AppState>) -> Response {
     tracing::warn!("admin: stop asked");
@@ -199,8 +142,29 @@ pub(crate) async fn stop(State(state): State<AppState>) -> Response {
     "stopping: the connections are told and drained, then the server exits\n".into_response()
 }
 
+/// `POST /admin/drain`: no new sessions from now on (a login is answered Status -17), and
+/// `/readyz` answers 503, so that a load balancer sends users elsewhere; the sessions open
+/// go on until they end. `POST /admin/resume` takes sessions again.
+pub(crate) async fn drain(State(state): State<AppState>) -> Response {
+    state.relay.set_draining(true);
+    let open = state.relay.sessions.list().len();
+    tracing::warn!(sessions = open, "admin: draining: no new sessions");
+    format!(
+        "draining: no new sessions; {open} sessions open go on until they end \
+         (admin stop ends them; admin resume takes new ones again)\n"
+    )
+    .into_response()
+}
+
+/// `POST /admin/resume`: new sessions are taken again after a drain.
+pub(crate) async fn resume(State(state): State<AppState>) -> Response {
+    state.relay.set_draining(false);
+    tracing::warn!("admin: resumed: new sessions are taken");
+    "resumed: new sessions are taken again\n".into_response()
+}
+
 /// A JSON answer.
-fn json(value: &impl serde::Serialize) -> Response {
+pub(super) fn json(value: &impl serde::Serialize) -> Response {
     let body = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into()) + "\n";
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -210,7 +174,7 @@ fn json(value: &impl serde::Serialize) -> Response {
 }
 
 /// The answer when the store failed.
-fn store_failed(e: crate::store::StoreError) -> Response {
+pub(super) fn store_failed(e: crate::store::StoreError) -> Response {
     tracing::error!(error = %e, "admin: the store failed");
     (
         StatusCode::INTERNAL_SERVER_ERROR,

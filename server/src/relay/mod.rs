@@ -13,8 +13,10 @@ mod consent;
 mod known;
 
 pub(crate) use consent::Admitted;
+pub(crate) use operator::LoginError;
 pub(crate) use rooms::{Changes, RoomMessage};
 mod nodes;
+mod operator;
 mod receipts;
 mod registry;
 mod rooms;
@@ -22,7 +24,7 @@ mod rooms;
 mod tests;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -161,6 +163,9 @@ pub(crate) struct Relay {
     rooms: rooms::Rooms,
     /// The sessions logged in now, for the admin listener (`registry.rs`).
     pub(crate) sessions: registry::Registry,
+    /// Set by the operator (`admin drain`): no new sessions, so that users move to other
+    /// servers while the sessions here finish (`operator.rs`).
+    draining: AtomicBool,
 }
 
 impl Relay {
@@ -206,6 +211,7 @@ impl Relay {
             contacts: consent::Contacts::new(consent::CACHED),
             rooms: rooms::Rooms::default(),
             sessions: registry::Registry::default(),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -420,8 +426,16 @@ impl Relay {
 
     /// Registers an authenticated session for `key`. The first session of a key is the
     /// primary; a later one waits for GHOST. Tells everyone else when the key comes online.
-    pub(crate) async fn login(&self, key: PublicKey) -> Result<Login, StoreError> {
+    /// Refused while the server drains, and for a key the operator blocked (the store says
+    /// so in the same write that records the login).
+    pub(crate) async fn login(&self, key: PublicKey) -> Result<Login, LoginError> {
+        if self.draining() {
+            return Err(LoginError::Draining);
+        }
         let before = self.store.touch(key, clock::now()).await?;
+        if before.banned {
+            return Err(LoginError::Banned);
+        }
         self.known.insert(key);
         let (peer, mailbox) = peer::pair(self.limits.outbound_queue, self.queued.clone());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -432,7 +446,7 @@ impl Relay {
                 Ok(Claimed::Elsewhere(_)) => primary = false,
                 Err(e) => {
                     self.lock(&key).forget(key, id);
-                    return Err(StoreError::Engine(e.to_string()));
+                    return Err(StoreError::Engine(e.to_string()).into());
                 }
             }
         }

@@ -147,6 +147,9 @@ impl Relay {
                     self.carry(started, None);
                 }
             }
+            Signal::End(key, code) => {
+                self.end_here(key, code);
+            }
             Signal::Untie(owner, other) => self.contacts.remove(&(owner, other)),
             Signal::Presence {
                 key, online, to, ..

@@ -84,6 +84,8 @@ enum Phase {
     Challenged {
         /// The responder's handshake, consumed by the AuthResponse.
         pending: Box<ServerHandshake>,
+        /// When AUTH came, for the handshake histogram.
+        since: std::time::Instant,
     },
     /// Authenticated.
     Authed(Authed),
@@ -451,11 +453,11 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
                 self.phase = Phase::Authed(authed);
                 self.handle_authed(datum).await
             }
-            Phase::Challenged { pending } => match datum {
+            Phase::Challenged { pending, since } => match datum {
                 Datum::AuthResponse(resp) => match pending.finish(&resp) {
                     Ok((key, link)) => {
                         self.out.link(link);
-                        self.login(key).await
+                        self.login(key, since).await
                     }
                     Err(e) => self.auth_failed(&e.to_string()).await,
                 },
@@ -489,6 +491,7 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
                     Ok((pending, auth)) => {
                         self.phase = Phase::Challenged {
                             pending: Box::new(pending),
+                            since: std::time::Instant::now(),
                         };
                         io_flow(self.out.send(frame(auth)).await)
                     }
@@ -518,9 +521,10 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
         Flow::Stop(End::AuthFailed)
     }
 
-    /// The handshake succeeded: register with the relay, send the client its User datum (the
-    /// first record of the link), and deliver what was stored while it was away.
-    async fn login(&mut self, key: PublicKey) -> Flow {
+    /// The handshake (begun with AUTH at `since`) succeeded: register with the relay, send
+    /// the client its User datum (the first record of the link), and deliver what was stored
+    /// while it was away.
+    async fn login(&mut self, key: PublicKey, since: std::time::Instant) -> Flow {
         if let Some(refusal) = self.new_key_refusal(key).await {
             let _ = self.out.send(self.status(refusal)).await;
             return Flow::Stop(End::AuthFailed);
@@ -528,9 +532,13 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
         let login = match self.relay.login(key).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(error = %e, "login failed in the store");
-                let failure = status_frame(status::INTERNAL, "storage failure; try again");
-                let _ = self.out.send(failure).await;
+                match &e {
+                    crate::relay::LoginError::Store(e) => {
+                        tracing::error!(error = %e, "login failed in the store");
+                    }
+                    refusal => tracing::info!(key = %key, why = %refusal, "login refused"),
+                }
+                let _ = self.out.send(self.status(e.status())).await;
                 return Flow::Stop(End::AuthFailed);
             }
         };
@@ -560,6 +568,7 @@ impl<Si: Sink<Bytes, Error = io::Error> + Unpin> Session<Si> {
         if let Err(e) = self.out.send(frame(me)).await {
             return Flow::Stop(End::Io(e));
         }
+        self.relay.metrics.handshake_time.observe(since.elapsed());
         if !login.primary {
             let text =
                 "this key already has an active session; messages go there until you send GHOST";

@@ -36,6 +36,10 @@ pub struct UserRecord {
     pub aliases: Vec<String>,
     /// Last time the user logged in or out (Unix seconds).
     pub last_seen: i64,
+    /// Whether the server's operator blocked the key (`flexim-server admin block`): it
+    /// cannot log in until unblocked. Absent in records written before there were blocks.
+    #[serde(default)]
+    pub banned: bool,
 }
 
 /// A frame to append to a recipient's queue.
@@ -181,6 +185,8 @@ pub struct StoreStats {
     pub writes: u64,
     /// Transactions committed (each one disk sync).
     pub commits: u64,
+    /// How long the commits took.
+    pub commit_time: crate::histogram::Snapshot,
 }
 
 /// Durable storage. Every write is durable (synced) when its future completes.
@@ -203,6 +209,20 @@ pub trait Store: Send + Sync + 'static {
         alias: String,
         max_aliases: usize,
     ) -> BoxFuture<'_, Result<Claim, StoreError>>;
+
+    /// Gives `alias` (already validated) to `to`, or with `None` to nobody, whoever held it:
+    /// the operator's override (`flexim-server admin reassign` and `revoke`), so the most
+    /// aliases a key may hold does not apply. Returns who held it before. A user given an
+    /// alias before it ever logged in is created with `last_seen` 0, as by a claim.
+    fn assign_alias(
+        &self,
+        alias: String,
+        to: Option<PublicKey>,
+    ) -> BoxFuture<'static, Result<Option<PublicKey>, StoreError>>;
+
+    /// Sets [`UserRecord::banned`] of `key`, creating the user (with `last_seen` 0) if it was
+    /// never seen, so that a key can be blocked before it first logs in.
+    fn set_banned(&self, key: PublicKey, on: bool) -> BoxFuture<'static, Result<(), StoreError>>;
 
     /// The key that registered `alias` (any case), if any.
     fn resolve_alias(&self, alias: String) -> BoxFuture<'_, Result<Option<PublicKey>, StoreError>>;

@@ -40,6 +40,20 @@ pub(crate) enum Op {
         /// Most aliases one key may hold.
         max_aliases: usize,
     },
+    /// [`Store::assign_alias`](super::Store::assign_alias).
+    Assign {
+        /// The alias as the operator spelled it.
+        alias: String,
+        /// Who gets it; `None` revokes it.
+        to: Option<PublicKey>,
+    },
+    /// [`Store::set_banned`](super::Store::set_banned).
+    Ban {
+        /// The user.
+        key: PublicKey,
+        /// Whether it is blocked.
+        on: bool,
+    },
     /// [`Store::enqueue`](super::Store::enqueue) and
     /// [`Store::enqueue_fitting`](super::Store::enqueue_fitting).
     Enqueue {
@@ -102,6 +116,8 @@ pub(crate) enum Outcome {
     User(UserRecord),
     /// The outcome of an alias claim.
     Claim(Claim),
+    /// Who held an alias before it was assigned.
+    Owner(Option<PublicKey>),
     /// The sequence numbers of enqueued entries.
     Seqs(Vec<u64>),
     /// What became of each entry of an enqueue that takes what fits.
@@ -137,6 +153,9 @@ pub(crate) struct Counters {
     writes: AtomicU64,
     /// Commits.
     commits: AtomicU64,
+    /// How long each commit took, from the batch taken to its outcome known (a disk sync,
+    /// or a round trip to Redis and its sync).
+    commit_time: crate::histogram::Histogram,
 }
 
 impl Counters {
@@ -145,6 +164,7 @@ impl Counters {
         StoreStats {
             writes: self.writes.load(Relaxed),
             commits: self.commits.load(Relaxed),
+            commit_time: self.commit_time.snapshot(),
         }
     }
 }
@@ -225,6 +245,30 @@ impl WriteQueue {
         };
         self.write(op, |o| match o {
             Outcome::Claim(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    /// Submits [`Op::Assign`].
+    pub(crate) fn assign(
+        &self,
+        alias: String,
+        to: Option<PublicKey>,
+    ) -> BoxFuture<'static, Result<Option<PublicKey>, StoreError>> {
+        self.write(Op::Assign { alias, to }, |o| match o {
+            Outcome::Owner(k) => Some(k),
+            _ => None,
+        })
+    }
+
+    /// Submits [`Op::Ban`].
+    pub(crate) fn ban(
+        &self,
+        key: PublicKey,
+        on: bool,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.write(Op::Ban { key, on }, |o| match o {
+            Outcome::Done => Some(()),
             _ => None,
         })
     }
@@ -371,7 +415,9 @@ pub(crate) fn answer(
     replies: Vec<oneshot::Sender<Result<Outcome, StoreError>>>,
     committed: Result<Vec<Result<Outcome, StoreError>>, StoreError>,
     counters: &Counters,
+    began: std::time::Instant,
 ) {
+    counters.commit_time.observe(began.elapsed());
     match committed {
         Ok(outcomes) => {
             counters.commits.fetch_add(1, Relaxed);

@@ -535,6 +535,15 @@ impl<O: Outlet> Table<O> {
             .map(|k| k.primary.outlet.clone())
     }
 
+    /// The queues of every session of `key` here, to close them all (the operator blocked
+    /// the key or changed its aliases).
+    pub(crate) fn outlets(&self, key: &PublicKey) -> Vec<O> {
+        self.keys
+            .get(key)
+            .map(|k| k.sessions().map(|s| s.outlet.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Offers `frame` to every session of `key` (presence notices, best effort: a full queue
     /// misses the notice rather than slowing the relay).
     pub(crate) fn notify(&self, key: &PublicKey, frame: &Bytes) {

@@ -22,13 +22,14 @@ use flexim_server::{
 /// Every flag can also be set by the environment variable shown. The server prints the
 /// addresses it bound and its key fingerprint; clients compare that fingerprint to pin the
 /// server. Stop it with Ctrl-C (SIGINT) or SIGTERM. SIGHUP reads the settings again and
-/// applies the limits that can change while it runs: --max-offline-*, --max-store-bytes,
-/// --request-messages, --max-requests, --max-room-members, --max-rooms and --key-packages.
+/// applies the limits that can change while it runs (--max-offline-*, --max-store-bytes,
+/// --request-messages, --max-requests, --max-room-members, --max-rooms and --key-packages),
+/// and reads the TLS certificate and key files again (a renewal).
 #[derive(Parser, Debug)]
 #[command(
     version,
     after_help = "Examples:\n  flexim-server --tcp 0.0.0.0:4321 --http 0.0.0.0:8080 --data /var/lib/flexim\n  \
-        flexim-server --http 0.0.0.0:443 --tls-cert fullchain.pem --tls-key privkey.pem --admin 127.0.0.1:9100"
+        flexim-server --http 0.0.0.0:443 --tls-cert fullchain.pem --tls-key privkey.pem --admin 127.0.0.1:9321"
 )]
 struct Cli {
     /// A configuration file (TOML) whose keys are these flags' names, e.g. `max-rooms = 50`
@@ -193,6 +194,11 @@ struct Cli {
     #[arg(long, env = "FLEXIM_WRITE_TIMEOUT", value_name = "SECS", value_parser = parse_secs,
           default_value_t = Limits::default().write_timeout.as_secs_f64())]
     write_timeout: f64,
+    /// Seconds a shutdown (SIGTERM, Ctrl-C, `admin stop`) waits for the connections, each told
+    /// -17, to finish their writes and close, before it drops those left.
+    #[arg(long, env = "FLEXIM_SHUTDOWN_GRACE", value_name = "SECS", value_parser = parse_secs,
+          default_value_t = Limits::default().shutdown_grace.as_secs_f64())]
+    shutdown_grace: f64,
     /// Seconds a FLEX connection may be idle before TCP keepalive probes it (and between
     /// probes), so that a peer that vanished is found.
     #[arg(long, env = "FLEXIM_TCP_KEEPALIVE", value_name = "SECS", value_parser = parse_secs,
@@ -203,10 +209,13 @@ struct Cli {
     #[arg(long, env = "FLEXIM_TCP_USER_TIMEOUT", value_name = "SECS", value_parser = parse_secs,
           default_value_t = Limits::default().tcp_user_timeout.as_secs_f64())]
     tcp_user_timeout: f64,
-    /// A plain HTTP listener for operators that serves /metrics (to anyone reaching it) and
-    /// /healthz. Without it, /metrics is on the HTTP listener for loopback peers only.
-    #[arg(long, env = "FLEXIM_ADMIN", value_name = "ADDR")]
-    admin: Option<SocketAddr>,
+    /// The admin listener, a plain HTTP listener for operators: /metrics, /healthz, /readyz
+    /// for anyone reaching it, and `flexim-server admin ...` and `backup` (with the token in
+    /// DATA/admin.token). Keep it on loopback or an internal address. `off` for none: then
+    /// /metrics is on the HTTP listener, for loopback peers only.
+    #[arg(long, env = "FLEXIM_ADMIN", value_name = "ADDR|off", default_value = "127.0.0.1:9321",
+          value_parser = parse_admin)]
+    admin: AdminAddr,
     /// Another origin whose pages may open /ws, e.g. https://chat.example.org behind a proxy
     /// that terminates TLS (repeatable; the environment variable takes a comma-separated
     /// list). The server's own origin is always allowed, and so are clients that send no
@@ -237,7 +246,7 @@ enum Action {
     /// listener (`--admin ADDR`, with the token in `--data`'s admin.token). Writes go on
     /// meanwhile; the file appears whole once done.
     #[command(
-        after_help = "Example:\n  flexim-server --data /var/lib/flexim --admin 127.0.0.1:9100 \
+        after_help = "Example:\n  flexim-server --data /var/lib/flexim --admin 127.0.0.1:9321 \
         backup --to /var/backups/flexim-$(date +%F).redb"
     )]
     Backup {
@@ -257,29 +266,8 @@ enum Action {
     Admin {
         /// What to do.
         #[command(subcommand)]
-        action: AdminAction,
+        action: operator::AdminAction,
     },
-}
-
-/// The admin listener's actions.
-#[derive(clap::Subcommand, Debug)]
-enum AdminAction {
-    /// The sessions logged in: key, aliases, transport, address, since (JSON).
-    Sessions,
-    /// Sessions, connections, queued bytes, the store's writes and the live limits (JSON).
-    Stats,
-    /// One user by key or alias: aliases, last seen, stored messages and sessions (JSON).
-    User {
-        /// A key (64 hex digits) or an alias.
-        who: String,
-    },
-    /// Delete every message stored for a user (their senders get no receipt).
-    Purge {
-        /// The user's key (64 hex digits).
-        key: String,
-    },
-    /// Stop the server as SIGTERM does: connections told and drained, then it exits.
-    Stop,
 }
 
 /// Parses a positive number of seconds, fractions allowed.
@@ -294,6 +282,20 @@ fn parse_secs(s: &str) -> Result<f64, String> {
 /// that a queue of one still takes one).
 fn quarter(given: Option<u64>, of_queue: u64) -> u64 {
     given.unwrap_or(of_queue.div_ceil(4))
+}
+
+/// Where the admin listener is (`--admin`): an address, or none (`off`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AdminAddr(Option<SocketAddr>);
+
+/// Parses `--admin`: `HOST:PORT` or `off`.
+fn parse_admin(s: &str) -> Result<AdminAddr, String> {
+    match s.trim() {
+        "off" | "none" => Ok(AdminAddr(None)),
+        addr => addr.parse().map(|a| AdminAddr(Some(a))).map_err(|_| {
+            format!("{s:?} is not an address (HOST:PORT, e.g. 127.0.0.1:9321) or `off`")
+        }),
+    }
 }
 
 /// Parses `embedded` or a `redis://` URL.
@@ -404,6 +406,19 @@ fn reload_on_hangup(reloader: Reloader) -> std::io::Result<()> {
             } else {
                 tracing::info!("reloaded on SIGHUP: {}", changes.join(", "));
             }
+            // The certificate's files are read again (a renewal writes new ones in place);
+            // which files is set at start.
+            if let Some(tls) = reloader.tls() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!(
+                        cert = %tls.files().cert.display(),
+                        "reloaded the TLS certificate on SIGHUP: new connections get it"
+                    ),
+                    Err(e) => tracing::error!(
+                        "the TLS certificate was not reloaded, the one in use stays: {e}"
+                    ),
+                }
+            }
         }
     });
     Ok(())
@@ -478,6 +493,7 @@ fn limits_of(cli: &Cli) -> Limits {
         header_timeout: Duration::from_secs_f64(cli.header_timeout),
         auth_timeout: Duration::from_secs_f64(cli.auth_timeout),
         write_timeout: Duration::from_secs_f64(cli.write_timeout),
+        shutdown_grace: Duration::from_secs_f64(cli.shutdown_grace),
         tcp_keepalive: Duration::from_secs_f64(cli.tcp_keepalive),
         tcp_user_timeout: Duration::from_secs_f64(cli.tcp_user_timeout),
         ..Limits::default()
@@ -523,7 +539,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         limits,
         edge: EdgeConfig {
             tls,
-            admin: cli.admin,
+            admin: cli.admin.0,
             allowed_origins: cli.allowed_origins,
         },
     };

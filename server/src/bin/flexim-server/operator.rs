@@ -12,7 +12,66 @@ use anyhow::{Context, bail};
 use flexim_server::StoreChoice;
 use flexim_server::admin::TOKEN_FILE;
 
-use super::{AdminAction, Cli};
+use super::Cli;
+
+/// The admin listener's actions.
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum AdminAction {
+    /// The sessions logged in: key, aliases, transport, address, since (JSON).
+    Sessions,
+    /// The users the store knows, most recently seen first: key, aliases, last seen, whether
+    /// online and whether blocked (JSON).
+    Users {
+        /// Most users listed.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// One user by key or alias: aliases, last seen, stored messages and sessions (JSON).
+    User {
+        /// A key (64 hex digits) or an alias.
+        who: String,
+    },
+    /// Block a key server-wide: its sessions end (Status -31) and it cannot log in. Messages
+    /// already stored for it stay (purge deletes them).
+    Block {
+        /// A key (64 hex digits; it may never have logged in) or an alias.
+        who: String,
+    },
+    /// Let a blocked key log in again.
+    Unblock {
+        /// A key (64 hex digits) or an alias.
+        who: String,
+    },
+    /// Take an alias from the user who holds it; anyone may register it afterwards. That
+    /// user's sessions end, so that they log in again without it.
+    Revoke {
+        /// The alias.
+        alias: String,
+    },
+    /// Give an alias to another user (created if never seen), whoever holds it and however
+    /// many aliases that user has. The sessions of both end, so that each logs in again
+    /// with the aliases it has now.
+    Reassign {
+        /// The alias.
+        alias: String,
+        /// Its new holder: a key (64 hex digits) or another alias of that user.
+        to: String,
+    },
+    /// Delete every message stored for a user (their senders get no receipt).
+    Purge {
+        /// The user's key (64 hex digits).
+        key: String,
+    },
+    /// Sessions, connections, queued bytes, the store's writes and the live limits (JSON).
+    Stats,
+    /// Take no new sessions (a login is told -17 and /readyz answers 503) while those open
+    /// go on: before taking the server out of a load balancer's rotation.
+    Drain,
+    /// Take new sessions again after a drain.
+    Resume,
+    /// Stop the server as SIGTERM does: connections told and drained, then it exits.
+    Stop,
+}
 
 /// How long an action (a backup, mostly) may take before this gives up waiting (the server
 /// finishes it anyway).
@@ -27,19 +86,27 @@ pub(crate) fn backup(cli: &Cli, to: &Path) -> anyhow::Result<String> {
 
 /// Runs an admin action on the server at `cli.admin`; returns what it said.
 pub(crate) fn admin(cli: &Cli, action: &AdminAction) -> anyhow::Result<String> {
+    let post = |path: String, body: &str| request(cli, "POST", &path, body);
     match action {
         AdminAction::Sessions => request(cli, "GET", "/admin/sessions", ""),
-        AdminAction::Stats => request(cli, "GET", "/admin/stats", ""),
+        AdminAction::Users { limit } => {
+            request(cli, "GET", &format!("/admin/users?limit={limit}"), "")
+        }
         AdminAction::User { who } => {
             request(cli, "GET", &format!("/admin/user/{}", path_part(who)?), "")
         }
-        AdminAction::Purge { key } => request(
-            cli,
-            "POST",
-            &format!("/admin/purge/{}", path_part(key)?),
-            "",
+        AdminAction::Block { who } => post(format!("/admin/block/{}", path_part(who)?), ""),
+        AdminAction::Unblock { who } => post(format!("/admin/unblock/{}", path_part(who)?), ""),
+        AdminAction::Revoke { alias } => post(format!("/admin/revoke/{}", path_part(alias)?), ""),
+        AdminAction::Reassign { alias, to } => post(
+            format!("/admin/reassign/{}", path_part(alias)?),
+            path_part(to)?,
         ),
-        AdminAction::Stop => request(cli, "POST", "/admin/stop", ""),
+        AdminAction::Purge { key } => post(format!("/admin/purge/{}", path_part(key)?), ""),
+        AdminAction::Stats => request(cli, "GET", "/admin/stats", ""),
+        AdminAction::Drain => post("/admin/drain".into(), ""),
+        AdminAction::Resume => post("/admin/resume".into(), ""),
+        AdminAction::Stop => post("/admin/stop".into(), ""),
     }
 }
 
@@ -58,10 +125,10 @@ fn path_part(who: &str) -> anyhow::Result<&str> {
 /// One HTTP request to the admin listener with the token; the body of a 200 answer, or an
 /// error with the server's words.
 fn request(cli: &Cli, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
-    let Some(admin) = cli.admin else {
+    let Some(admin) = cli.admin.0 else {
         bail!(
-            "this goes through the running server's admin listener: give --admin ADDR as the \
-             server has it (and --data, for its token)"
+            "this goes through the running server's admin listener, and --admin is off: give \
+             --admin ADDR as the server has it (and --data, for its token)"
         );
     };
     let token_file = cli.data.join(TOKEN_FILE);

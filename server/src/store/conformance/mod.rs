@@ -15,11 +15,15 @@ use flexim_protocol::PublicKey;
 use super::{Claim, Entry, Expired, Full, QueueLimits, Store, StoreError};
 
 mod bounds;
+mod operator;
 mod rooms;
 
 pub use bounds::{
     bounds_are_exact_under_concurrent_writes, each_sender_has_a_share_of_a_queue,
     enqueue_fitting_keeps_what_fits_in_order, the_store_budget_counts_every_queue,
+};
+pub use operator::{
+    the_operator_assigns_and_revokes_aliases, the_operator_blocks_and_unblocks_keys,
 };
 pub use rooms::{
     concurrent_commits_at_one_epoch_have_one_winner,

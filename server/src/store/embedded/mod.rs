@@ -29,6 +29,7 @@ mod backup;
 mod queues;
 mod rooms;
 mod ties;
+mod users;
 
 pub use backup::{Backup, inspect, restore};
 
@@ -210,7 +211,8 @@ fn writer(db: &Database, mut jobs: mpsc::UnboundedReceiver<Job>, counters: &Coun
     while let Some(first) = jobs.blocking_recv() {
         let batch = take_waiting(first, &mut jobs);
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|j| (j.op, j.reply)).unzip();
-        answer(replies, commit(db, ops), counters);
+        let began = std::time::Instant::now();
+        answer(replies, commit(db, ops), counters, began);
     }
 }
 
@@ -221,12 +223,14 @@ fn commit(db: &Database, ops: Vec<Op>) -> Result<Vec<Result<Outcome, StoreError>
     let mut outcomes = Vec::with_capacity(ops.len());
     for op in ops {
         let outcome = match op {
-            Op::Touch { key, now } => touch(&txn, key, now).map(Outcome::User),
+            Op::Touch { key, now } => users::touch(&txn, key, now).map(Outcome::User),
             Op::Claim {
                 key,
                 alias,
                 max_aliases,
-            } => claim(&txn, key, alias, max_aliases).map(Outcome::Claim),
+            } => users::claim(&txn, key, alias, max_aliases).map(Outcome::Claim),
+            Op::Assign { alias, to } => users::assign(&txn, alias, to).map(Outcome::Owner),
+            Op::Ban { key, on } => users::ban(&txn, key, on).map(|()| Outcome::Done),
             Op::Enqueue { to, entries, mode } => queues::enqueue(&txn, to, entries, mode),
             Op::Remove { to, seqs } => queues::remove(&txn, to, seqs).map(|()| Outcome::Removed),
             Op::Expire { before } => queues::expire(&txn, before).map(Outcome::Expired),
@@ -255,60 +259,6 @@ fn commit(db: &Database, ops: Vec<Op>) -> Result<Vec<Result<Outcome, StoreError>
     Ok(outcomes)
 }
 
-fn touch(txn: &WriteTransaction, key: PublicKey, now: i64) -> Result<UserRecord, StoreError> {
-    let mut table = txn.open_table(USERS).map_err(eng)?;
-    let before = match table.get(key.as_bytes().as_slice()).map_err(eng)? {
-        Some(v) => decode_user(v.value())?,
-        None => UserRecord::default(),
-    };
-    let after = UserRecord {
-        last_seen: now,
-        ..before.clone()
-    };
-    table
-        .insert(key.as_bytes().as_slice(), encode_user(&after).as_slice())
-        .map_err(eng)?;
-    Ok(before)
-}
-
-fn claim(
-    txn: &WriteTransaction,
-    key: PublicKey,
-    alias: String,
-    max_aliases: usize,
-) -> Result<Claim, StoreError> {
-    let folded = alias_key(&alias);
-    let mut aliases = txn.open_table(ALIASES).map_err(eng)?;
-    let owner = aliases
-        .get(folded.as_str())
-        .map_err(eng)?
-        .map(|v| key_of(v.value()))
-        .transpose()?;
-    Ok(match owner {
-        Some(owner) if owner == key => Claim::AlreadyYours,
-        Some(_) => Claim::Taken,
-        None => {
-            let mut users = txn.open_table(USERS).map_err(eng)?;
-            let mut record = match users.get(key.as_bytes().as_slice()).map_err(eng)? {
-                Some(v) => decode_user(v.value())?,
-                None => UserRecord::default(),
-            };
-            if record.aliases.len() >= max_aliases {
-                Claim::TooMany
-            } else {
-                record.aliases.push(alias);
-                users
-                    .insert(key.as_bytes().as_slice(), encode_user(&record).as_slice())
-                    .map_err(eng)?;
-                aliases
-                    .insert(folded.as_str(), key.as_bytes().as_slice())
-                    .map_err(eng)?;
-                Claim::Registered
-            }
-        }
-    })
-}
-
 impl Store for EmbeddedStore {
     fn user(&self, key: PublicKey) -> BoxFuture<'_, Result<Option<UserRecord>, StoreError>> {
         self.blocking(move |db| {
@@ -330,6 +280,18 @@ impl Store for EmbeddedStore {
         max_aliases: usize,
     ) -> BoxFuture<'_, Result<Claim, StoreError>> {
         self.writer.queue.claim(key, alias, max_aliases)
+    }
+
+    fn assign_alias(
+        &self,
+        alias: String,
+        to: Option<PublicKey>,
+    ) -> BoxFuture<'static, Result<Option<PublicKey>, StoreError>> {
+        self.writer.queue.assign(alias, to)
+    }
+
+    fn set_banned(&self, key: PublicKey, on: bool) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.writer.queue.ban(key, on)
     }
 
     fn resolve_alias(&self, alias: String) -> BoxFuture<'_, Result<Option<PublicKey>, StoreError>> {

@@ -89,6 +89,18 @@ async fn conformance_aliases_are_unique_ignoring_case() {
 }
 
 #[tokio::test]
+async fn conformance_the_operator_assigns_and_revokes_aliases() {
+    let (store, _dir) = temp_store();
+    conformance::the_operator_assigns_and_revokes_aliases(&store).await;
+}
+
+#[tokio::test]
+async fn conformance_the_operator_blocks_and_unblocks_keys() {
+    let (store, _dir) = temp_store();
+    conformance::the_operator_blocks_and_unblocks_keys(&store).await;
+}
+
+#[tokio::test]
 async fn conformance_users_touch_and_search() {
     let (store, _dir) = temp_store();
     conformance::users_touch_and_search(&store).await;
@@ -255,7 +267,8 @@ async fn everything_survives_reopening_the_file() {
         store.user(alice).await.unwrap(),
         Some(UserRecord {
             aliases: vec!["Alice".into()],
-            last_seen: 42
+            last_seen: 42,
+            banned: false,
         })
     );
     assert_eq!(

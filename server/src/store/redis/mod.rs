@@ -14,8 +14,9 @@
 //!
 //! Data model (every key starts with [`PREFIX`], keys are 64 lower-case hex digits):
 //!
-//! - `flexim:user:<key>`: hash; `last_seen` (Unix seconds) and, once the user has one,
-//!   `aliases` (a msgpack array of the aliases as spelled, in order of registration).
+//! - `flexim:user:<key>`: hash; `last_seen` (Unix seconds), once the user has one,
+//!   `aliases` (a msgpack array of the aliases as spelled, in order of registration), and
+//!   `banned` (`1`) while the operator blocks the key.
 //! - `flexim:users`: sorted set of every user's key scored by `last_seen`, for
 //!   [`Store::users`] (most recently seen first without a scan).
 //! - `flexim:aliases`: hash of lower-cased alias -> key. One hash rather than a key per alias
@@ -112,7 +113,12 @@ fn redacted(url: &str) -> String {
 
 /// A user's hash.
 fn user_key(key: &PublicKey) -> String {
-    format!("{PREFIX}user:{}", key.to_hex())
+    format!("{}{}", user_prefix(), key.to_hex())
+}
+
+/// The start of every user's hash (a script that finds a user by alias names its hash).
+fn user_prefix() -> String {
+    format!("{PREFIX}user:")
 }
 
 /// A user's ties (section 14.2 of docs/PROTOCOL.md): whom it accepted, declined or blocked.
@@ -311,7 +317,8 @@ impl RedisStore {
             pipe.cmd("HMGET")
                 .arg([PREFIX.as_bytes(), b"user:", hex].concat())
                 .arg("last_seen")
-                .arg("aliases");
+                .arg("aliases")
+                .arg("banned");
         }
         let mut conn = self.conn.clone();
         let rows: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut conn).await.map_err(eng)?;
@@ -333,6 +340,7 @@ impl Store for RedisStore {
                 .arg(user_key(&key))
                 .arg("last_seen")
                 .arg("aliases")
+                .arg("banned")
                 .query_async(&mut conn)
                 .await
                 .map_err(eng)?;
@@ -351,6 +359,18 @@ impl Store for RedisStore {
         max_aliases: usize,
     ) -> BoxFuture<'_, Result<Claim, StoreError>> {
         self.queue.claim(key, alias, max_aliases)
+    }
+
+    fn assign_alias(
+        &self,
+        alias: String,
+        to: Option<PublicKey>,
+    ) -> BoxFuture<'static, Result<Option<PublicKey>, StoreError>> {
+        self.queue.assign(alias, to)
+    }
+
+    fn set_banned(&self, key: PublicKey, on: bool) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.queue.ban(key, on)
     }
 
     fn resolve_alias(&self, alias: String) -> BoxFuture<'_, Result<Option<PublicKey>, StoreError>> {

@@ -48,11 +48,12 @@ pub(super) fn array_of(v: Value) -> Result<Vec<Value>, StoreError> {
     }
 }
 
-/// A user record from its hash fields (`last_seen`, `aliases`); empty or absent fields are
-/// the defaults. `None` if the user was never seen (no `last_seen`).
+/// A user record from its hash fields (`last_seen`, `aliases`, `banned`); empty or absent
+/// fields are the defaults.
 pub(super) fn record_of(
     last_seen: Option<&[u8]>,
     aliases: Option<&[u8]>,
+    banned: Option<&[u8]>,
 ) -> Result<UserRecord, StoreError> {
     let last_seen = match last_seen {
         None | Some(b"") => 0,
@@ -65,16 +66,24 @@ pub(super) fn record_of(
         None | Some(b"") => Vec::new(),
         Some(b) => rmp_serde::from_slice(b).map_err(eng)?,
     };
-    Ok(UserRecord { aliases, last_seen })
+    let banned = matches!(banned, Some(b"1"));
+    Ok(UserRecord {
+        aliases,
+        last_seen,
+        banned,
+    })
 }
 
-/// The reply to `HMGET user last_seen aliases` as a record, `None` for an unknown user.
+/// The reply to `HMGET user last_seen aliases banned` as a record, `None` for an unknown
+/// user (no `last_seen`).
 pub(super) fn record_from_hmget(
     fields: Vec<Option<Vec<u8>>>,
 ) -> Result<Option<UserRecord>, StoreError> {
     match fields.as_slice() {
-        [None, _] => Ok(None),
-        [last_seen, aliases] => record_of(last_seen.as_deref(), aliases.as_deref()).map(Some),
+        [None, _, _] => Ok(None),
+        [last_seen, aliases, banned] => {
+            record_of(last_seen.as_deref(), aliases.as_deref(), banned.as_deref()).map(Some)
+        }
         _ => Err(StoreError::Engine("HMGET answered the wrong count".into())),
     }
 }

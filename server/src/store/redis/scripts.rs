@@ -10,7 +10,8 @@ use super::super::ties::TieChange;
 use super::super::writes::Op;
 use super::{
     aliases_key, bytes_prefix, discoverable_key, expiry_key, packages_key, queue_prefix, room_key,
-    rooms_of_prefix, seq_key, shares_prefix, store_bytes_key, ties_key, user_key, users_key,
+    rooms_of_prefix, seq_key, shares_prefix, store_bytes_key, ties_key, user_key, user_prefix,
+    users_key,
 };
 use crate::store::rooms::RoomSet;
 
@@ -41,13 +42,13 @@ fn room_set(inv: &mut ScriptInvocation<'_>, set: &RoomSet) {
 // nothing.
 
 /// [`Store::touch`]: KEYS user hash, users set; ARGV key, now. Returns the record before
-/// (`last_seen` and packed aliases, empty strings when absent).
+/// (`last_seen`, packed aliases and `banned`, empty strings when absent).
 const TOUCH: &str = r"
-local before = redis.call('HMGET', KEYS[1], 'last_seen', 'aliases')
+local before = redis.call('HMGET', KEYS[1], 'last_seen', 'aliases', 'banned')
 redis.call('ZSCORE', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'last_seen', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-return {before[1] or '', before[2] or ''}
+return {before[1] or '', before[2] or '', before[3] or ''}
 ";
 
 /// [`Store::claim_alias`]: KEYS aliases hash, user hash, users set; ARGV key, alias as spelled,
@@ -74,6 +75,66 @@ if not user[2] then
 end
 redis.call('HSET', KEYS[1], ARGV[3], ARGV[1])
 return 0
+";
+
+/// [`Store::assign_alias`]: KEYS aliases hash, users set; ARGV alias lower-cased, alias as
+/// spelled, the new holder's key (empty: nobody), the prefix of user hashes. Returns the
+/// holder before (empty: nobody). The user hashes are named from the alias's holder, read
+/// first like every key written.
+const ASSIGN: &str = r"
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+local new = ARGV[3]
+if (old or '') == new then return new end
+local function aliases_of(hash)
+  local packed = redis.call('HGET', hash, 'aliases')
+  local list = {}
+  if packed then list = cmsgpack.unpack(packed) end
+  if type(list) ~= 'table' then error('damaged aliases in ' .. hash) end
+  return list
+end
+local old_list, new_list, new_seen
+if old then old_list = aliases_of(ARGV[4] .. old) end
+if new ~= '' then
+  new_list = aliases_of(ARGV[4] .. new)
+  new_seen = redis.call('HGET', ARGV[4] .. new, 'last_seen')
+  redis.call('ZSCORE', KEYS[2], new)
+end
+if old then
+  local kept = {}
+  for _, a in ipairs(old_list) do
+    if string.lower(a) ~= ARGV[1] then table.insert(kept, a) end
+  end
+  if #kept == 0 then redis.call('HDEL', ARGV[4] .. old, 'aliases')
+  else redis.call('HSET', ARGV[4] .. old, 'aliases', cmsgpack.pack(kept)) end
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+if new ~= '' then
+  table.insert(new_list, ARGV[2])
+  redis.call('HSET', ARGV[4] .. new, 'aliases', cmsgpack.pack(new_list))
+  if not new_seen then
+    redis.call('HSET', ARGV[4] .. new, 'last_seen', '0')
+    redis.call('ZADD', KEYS[2], 'NX', '0', new)
+  end
+  redis.call('HSET', KEYS[1], ARGV[1], new)
+end
+return old or ''
+";
+
+/// [`Store::set_banned`]: KEYS user hash, users set; ARGV key, `1` or `0`. A key never seen
+/// is created (`last_seen` 0) when it is blocked.
+const BAN: &str = r"
+local seen = redis.call('HGET', KEYS[1], 'last_seen')
+redis.call('ZSCORE', KEYS[2], ARGV[1])
+if ARGV[2] == '1' then
+  redis.call('HSET', KEYS[1], 'banned', '1')
+  if not seen then
+    redis.call('HSET', KEYS[1], 'last_seen', '0')
+    redis.call('ZADD', KEYS[2], 'NX', '0', ARGV[1])
+  end
+else
+  redis.call('HDEL', KEYS[1], 'banned')
+end
+return 1
 ";
 
 /// [`Store::tie`]: KEYS the owner's ties hash; ARGV the other's key, the change (`accept`,
@@ -407,6 +468,10 @@ pub(super) struct Scripts {
     touch: (Script, String),
     /// [`CLAIM`].
     claim: (Script, String),
+    /// [`ASSIGN`].
+    assign: (Script, String),
+    /// [`BAN`].
+    ban: (Script, String),
     /// [`ENQUEUE`].
     enqueue: (Script, String),
     /// [`REMOVE`].
@@ -437,6 +502,8 @@ impl Scripts {
         Scripts {
             touch: s(TOUCH.to_string()),
             claim: s(CLAIM.to_string()),
+            assign: s(ASSIGN.to_string()),
+            ban: s(BAN.to_string()),
             enqueue: queue(ENQUEUE),
             remove: queue(REMOVE),
             expire: queue(EXPIRE),
@@ -453,6 +520,8 @@ impl Scripts {
         match op {
             Op::Touch { .. } => &self.touch,
             Op::Claim { .. } => &self.claim,
+            Op::Assign { .. } => &self.assign,
+            Op::Ban { .. } => &self.ban,
             Op::Enqueue { .. } => &self.enqueue,
             Op::Remove { .. } => &self.remove,
             Op::Expire { .. } => &self.expire,
@@ -524,6 +593,20 @@ impl Scripts {
                     .arg(alias.as_str())
                     .arg(alias_key(alias))
                     .arg(*max_aliases);
+            }
+            Op::Assign { alias, to } => {
+                inv.key(aliases_key())
+                    .key(users_key())
+                    .arg(alias_key(alias))
+                    .arg(alias.as_str())
+                    .arg(to.map(|k| k.to_hex()).unwrap_or_default())
+                    .arg(user_prefix());
+            }
+            Op::Ban { key, on } => {
+                inv.key(user_key(key))
+                    .key(users_key())
+                    .arg(key.to_hex())
+                    .arg(if *on { "1" } else { "0" });
             }
             Op::Enqueue { to, entries, mode } => {
                 let hex = to.to_hex();

@@ -46,8 +46,9 @@ pub(super) async fn writer(
     while let Some(first) = jobs.recv().await {
         let batch = take_waiting(first, &mut jobs);
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|j| (j.op, j.reply)).unzip();
+        let began = std::time::Instant::now();
         let committed = commit(&mut conn, &scripts, ops).await;
-        answer(replies, committed, &counters);
+        answer(replies, committed, &counters, began);
     }
 }
 
@@ -101,13 +102,26 @@ fn outcome(op: Op, reply: Value) -> Result<Outcome, StoreError> {
     Ok(match op {
         Op::Touch { .. } => {
             let fields = array_of(reply)?;
-            let [last_seen, aliases] = fields.as_slice() else {
+            let [last_seen, aliases, banned] = fields.as_slice() else {
                 return Err(StoreError::Engine("touch answered the wrong count".into()));
             };
             Outcome::User(record_of(
                 Some(bytes_of(last_seen)?),
                 Some(bytes_of(aliases)?),
+                Some(bytes_of(banned)?),
             )?)
+        }
+        Op::Assign { .. } => {
+            let before = bytes_of(&reply)?;
+            Outcome::Owner(if before.is_empty() {
+                None
+            } else {
+                Some(parse_key(before)?)
+            })
+        }
+        Op::Ban { .. } => {
+            int_of(&reply)?;
+            Outcome::Done
         }
         Op::Claim { .. } => Outcome::Claim(match int_of(&reply)? {
             0 => Claim::Registered,
