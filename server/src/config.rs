@@ -272,61 +272,34 @@ impl Limits {
 }
 
 impl Live {
-    /// What differs from `before`, as `flag: old -> new` (the flags' names), for the log.
-    pub fn changes_from(&self, before: &Live) -> Vec<String> {
-        let store = |b: Option<u64>| b.unwrap_or(0);
-        let pairs: [(&str, u64, u64); 10] = [
-            (
-                "max-offline-messages",
-                before.max_offline_messages,
-                self.max_offline_messages,
-            ),
-            (
-                "max-offline-bytes",
-                before.max_offline_bytes,
-                self.max_offline_bytes,
-            ),
-            (
-                "max-offline-per-sender",
-                before.max_offline_per_sender,
-                self.max_offline_per_sender,
-            ),
+    /// Each limit by its flag's name, as a number (no store budget is 0): for the log of a
+    /// reload and for `admin stats`.
+    pub fn named(&self) -> [(&'static str, u64); 10] {
+        [
+            ("max-offline-messages", self.max_offline_messages),
+            ("max-offline-bytes", self.max_offline_bytes),
+            ("max-offline-per-sender", self.max_offline_per_sender),
             (
                 "max-offline-per-sender-bytes",
-                before.max_offline_per_sender_bytes,
                 self.max_offline_per_sender_bytes,
             ),
-            (
-                "max-store-bytes",
-                store(before.max_store_bytes),
-                store(self.max_store_bytes),
-            ),
-            (
-                "request-messages",
-                before.request_messages.into(),
-                self.request_messages.into(),
-            ),
-            (
-                "max-requests",
-                before.max_requests.into(),
-                self.max_requests.into(),
-            ),
-            (
-                "max-room-members",
-                before.max_room_members.into(),
-                self.max_room_members.into(),
-            ),
-            ("max-rooms", before.max_rooms.into(), self.max_rooms.into()),
-            (
-                "key-packages",
-                before.key_packages.into(),
-                self.key_packages.into(),
-            ),
-        ];
-        pairs
-            .iter()
-            .filter(|(_, old, new)| old != new)
-            .map(|(name, old, new)| format!("{name}: {old} -> {new}"))
+            ("max-store-bytes", self.max_store_bytes.unwrap_or(0)),
+            ("request-messages", self.request_messages.into()),
+            ("max-requests", self.max_requests.into()),
+            ("max-room-members", self.max_room_members.into()),
+            ("max-rooms", self.max_rooms.into()),
+            ("key-packages", self.key_packages.into()),
+        ]
+    }
+
+    /// What differs from `before`, as `flag: old -> new` (the flags' names), for the log.
+    pub fn changes_from(&self, before: &Live) -> Vec<String> {
+        before
+            .named()
+            .into_iter()
+            .zip(self.named())
+            .filter(|((_, old), (_, new))| old != new)
+            .map(|((name, old), (_, new))| format!("{name}: {old} -> {new}"))
             .collect()
     }
 }

@@ -116,6 +116,29 @@ pub struct Drained {
     pub left: usize,
 }
 
+impl Drained {
+    /// The connections that closed within the grace period.
+    pub fn closed(&self) -> usize {
+        self.connections - self.left.min(self.connections)
+    }
+
+    /// Logs what the shutdown did, `took` after it began, with `grace` allowed.
+    fn log(&self, took: Duration, grace: Duration) {
+        let (connections, left) = (self.connections, self.left);
+        match left {
+            0 => tracing::info!(
+                "drained: {connections} connections closed in {} ms",
+                took.as_millis()
+            ),
+            _ => tracing::warn!(
+                "drained: {} of {connections} connections closed; {left} did not within {grace:?} \
+                 and are dropped",
+                self.closed()
+            ),
+        }
+    }
+}
+
 /// Changes what can change while the server runs ([`Server::reloader`]): the limits of
 /// [`config::Live`] and the TLS certificate.
 #[derive(Clone)]
@@ -324,18 +347,7 @@ impl Server {
             false => conns.len(),
         };
         let drained = Drained { connections, left };
-        match left {
-            0 => tracing::info!(
-                "drained: {connections} connections closed in {} ms",
-                began.elapsed().as_millis()
-            ),
-            _ => tracing::warn!(
-                "drained: {} of {connections} connections closed; {left} did not within {:?} \
-                 and are dropped",
-                connections - left.min(connections),
-                limits.shutdown_grace
-            ),
-        }
+        drained.log(began.elapsed(), limits.shutdown_grace);
         // HTTP connections finish the request they are answering and close; one that does
         // not within the grace period is left behind rather than holding up the shutdown.
         let _ = tokio::time::timeout(limits.shutdown_grace, http).await;

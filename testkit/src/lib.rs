@@ -7,6 +7,7 @@ mod cli;
 mod conn;
 mod http;
 mod onpath;
+mod ports;
 mod process;
 mod redis;
 

@@ -1,4 +1,4 @@
-//! A real `flexim-server` process on ports the OS chose, with its own data directory: what the
+//! A real `flexim-server` process on free ports, with its own data directory: what the
 //! end-to-end tests and the load generator run against.
 
 use std::collections::HashMap;
@@ -13,6 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use flexim_protocol::status::cmd;
 use flexim_protocol::{Command as FlexCommand, Datum, PublicKey, SecretKey};
 
+use crate::ports::free_port;
 use crate::{Conn, TempDir, bin_dir, http_request};
 
 /// How to start a server.
@@ -115,15 +116,31 @@ impl TestServer {
         Self::launch(options).expect("server starts")
     }
 
-    /// Starts a server as `options` say, on free ports, with a new data directory.
+    /// Starts a server as `options` say, on free ports, with a new data directory. The TCP
+    /// and HTTP ports come from below the ephemeral range (`ports.rs`), so that a restart on
+    /// the same ports finds them free; if another test took one meanwhile, it tries others.
     pub fn launch(options: Options) -> Result<TestServer> {
         let parent = options
             .data_parent
             .clone()
             .unwrap_or_else(std::env::temp_dir);
-        let dir = TempDir::new_in(&parent, "server");
-        let http = SocketAddr::new(options.http_ip, 0).to_string();
-        Self::spawn(dir, "127.0.0.1:0", &http, options)
+        let mut attempt = 0;
+        loop {
+            let dir = TempDir::new_in(&parent, "server");
+            let tcp = SocketAddr::new(
+                Ipv4Addr::LOCALHOST.into(),
+                free_port(Ipv4Addr::LOCALHOST.into()),
+            );
+            let http = SocketAddr::new(options.http_ip, free_port(options.http_ip));
+            match Self::spawn(dir, &tcp.to_string(), &http.to_string(), options.clone()) {
+                Err(e) if attempt < 4 && format!("{e:#}").contains("cannot listen on") => {
+                    attempt += 1;
+                }
+                started => {
+                    return started.map_err(|e| e.context(format!("tcp {tcp}, http {http}")));
+                }
+            }
+        }
     }
 
     fn spawn(dir: TempDir, tcp: &str, http: &str, options: Options) -> Result<TestServer> {
@@ -171,7 +188,14 @@ impl TestServer {
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let banner = read_banner(&mut child)?;
+        let banner = read_banner(&mut child).map_err(|e| {
+            // What the server said is why it did not start: in the error, since the
+            // directory (and its log) goes with the error.
+            let log = std::fs::read_to_string(dir.0.join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            e.context(tail.join("\n"))
+        })?;
         let field = |name: &str| {
             banner
                 .iter()
@@ -349,8 +373,12 @@ impl TestServer {
         assert!(self.stop(), "server exits cleanly on SIGTERM");
         let dir = TempDir(std::mem::take(&mut self.dir.0));
         let options = self.options.clone();
-        let http = SocketAddr::new(options.http_ip, 0).to_string();
-        Self::spawn(dir, "127.0.0.1:0", &http, options).expect("server restarts")
+        let tcp = SocketAddr::new(
+            Ipv4Addr::LOCALHOST.into(),
+            free_port(Ipv4Addr::LOCALHOST.into()),
+        );
+        let http = SocketAddr::new(options.http_ip, free_port(options.http_ip));
+        Self::spawn(dir, &tcp.to_string(), &http.to_string(), options).expect("server restarts")
     }
 
     /// Stops the server and starts it again on the same data directory and the same ports, so

@@ -124,12 +124,9 @@ pub(crate) async fn stats(State(state): State<AppState>) -> Response {
         "queued_bytes": relay.queued.bytes(),
         "store_writes": store.writes,
         "store_commits": store.commits,
-        "limits": {
-            "max-offline-messages": live.max_offline_messages,
-            "request-messages": live.request_messages,
-            "max-room-members": live.max_room_members,
-            "max-rooms": live.max_rooms,
-        },
+        "limits": serde_json::Map::from_iter(
+            live.named().map(|(name, value)| (name.to_string(), value.into()))
+        ),
     });
     tracing::info!("admin: stats read");
     json(&stats)

@@ -585,7 +585,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     let drained = server.run(stop).await?;
     println!(
         "stopped: {} connections closed, {} dropped after the grace period",
-        drained.connections - drained.left.min(drained.connections),
+        drained.closed(),
         drained.left
     );
     Ok(())
