@@ -166,6 +166,12 @@ pub(crate) struct Relay {
     /// Set by the operator (`admin drain`): no new sessions, so that users move to other
     /// servers while the sessions here finish (`operator.rs`).
     draining: AtomicBool,
+    /// Held shared by every login from its store write until it has joined the table, and
+    /// exclusively by the operator's ending of a key's sessions (`operator.rs`): so a login
+    /// that read the user before a block either joins before the sessions are ended (and is
+    /// ended with them) or reads the block. A writer waits for the logins under way, not for
+    /// sessions.
+    login_gate: tokio::sync::RwLock<()>,
 }
 
 impl Relay {
@@ -212,6 +218,7 @@ impl Relay {
             rooms: rooms::Rooms::default(),
             sessions: registry::Registry::default(),
             draining: AtomicBool::new(false),
+            login_gate: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -432,6 +439,7 @@ impl Relay {
         if self.draining() {
             return Err(LoginError::Draining);
         }
+        let gate = self.login_gate.read().await;
         let before = self.store.touch(key, clock::now()).await?;
         if before.banned {
             return Err(LoginError::Banned);
@@ -440,6 +448,8 @@ impl Relay {
         let (peer, mailbox) = peer::pair(self.limits.outbound_queue, self.queued.clone());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut primary = self.lock(&key).join(key, id, peer, self.cluster.is_some());
+        // In the table now: an ending of the key's sessions from here on finds this one.
+        drop(gate);
         if primary && let Some(cluster) = &self.cluster {
             match cluster.claim(&key, false).await {
                 Ok(Claimed::Here) => primary = self.lock(&key).claimed(key, id),

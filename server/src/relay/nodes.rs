@@ -148,7 +148,7 @@ impl Relay {
                 }
             }
             Signal::End(key, code) => {
-                self.end_here(key, code);
+                self.end_here(key, code).await;
             }
             Signal::Untie(owner, other) => self.contacts.remove(&(owner, other)),
             Signal::Presence {

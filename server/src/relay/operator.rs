@@ -73,7 +73,7 @@ impl Relay {
     pub(crate) async fn ban(&self, key: PublicKey, on: bool) -> Result<usize, StoreError> {
         self.store.set_banned(key, on).await?;
         Ok(if on {
-            self.end_sessions(key, status::BANNED)
+            self.end_sessions(key, status::BANNED).await
         } else {
             0
         })
@@ -90,23 +90,27 @@ impl Relay {
         let before = self.store.assign_alias(alias.to_string(), to).await?;
         if before != to {
             for key in [before, to].into_iter().flatten() {
-                self.end_sessions(key, status::SHUTTING_DOWN);
+                self.end_sessions(key, status::SHUTTING_DOWN).await;
             }
         }
         Ok(before)
     }
 
     /// Closes every session of `key` with `code` (and [`end_text`]), here and, with several
-    /// nodes, on the others. Returns how many were closed here.
-    fn end_sessions(&self, key: PublicKey, code: i8) -> usize {
+    /// nodes, on the others. Returns how many were closed here. Called once the store has the
+    /// decision, so that a login from then on reads it.
+    async fn end_sessions(&self, key: PublicKey, code: i8) -> usize {
         if let Some(cluster) = &self.cluster {
             cluster.send(None, Signal::End(key, code));
         }
-        self.end_here(key, code)
+        self.end_here(key, code).await
     }
 
-    /// Closes the sessions of `key` on this node ([`Signal::End`] from another node).
-    pub(crate) fn end_here(&self, key: PublicKey, code: i8) -> usize {
+    /// Closes the sessions of `key` on this node ([`Signal::End`] from another node), after
+    /// the logins under way have joined (the login gate): one that read the user before the
+    /// decision is among them.
+    pub(crate) async fn end_here(&self, key: PublicKey, code: i8) -> usize {
+        let _all = self.login_gate.write().await;
         let outlets = self.lock(&key).outlets(&key);
         for outlet in &outlets {
             outlet.close(code, end_text(code));

@@ -227,3 +227,33 @@ async fn a_request_notice_is_in_the_store_when_it_returns() {
     };
     assert_eq!(r.from, alice.to_hex());
 }
+
+/// A block made while logins of the key are under way leaves none of them logged in: each is
+/// refused, or ended with -31 (`operator.rs`). Without the login gate, a login whose store
+/// write came before the block's but that joined the table after the block had ended the
+/// key's sessions stayed logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_login_outlives_a_block_made_while_it_ran() {
+    let f = fixture("ban-race", Limits::default());
+    let mut outlived = 0;
+    for n in 0..400u32 {
+        let mut bytes = [9u8; 32];
+        bytes[..4].copy_from_slice(&n.to_le_bytes());
+        let k = PublicKey(bytes);
+        let relay = f.relay.clone();
+        let login = tokio::spawn(async move { relay.login(k).await });
+        f.relay.ban(k, true).await.unwrap();
+        match login.await.unwrap() {
+            Err(super::LoginError::Banned) => {}
+            Ok(l) => {
+                let closed = tokio::time::timeout(Duration::from_millis(200), l.mailbox.closed());
+                match closed.await {
+                    Ok(s) => assert_eq!(s.status, status::BANNED, "{s:?}"),
+                    Err(_) => outlived += 1,
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(outlived, 0, "sessions that outlived a block");
+}
