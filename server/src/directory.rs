@@ -10,6 +10,17 @@ use flexim_protocol::{Datum, PublicKey, status};
 use crate::relay::Relay;
 use crate::store::{Claim, StoreError, Tie, UserRecord};
 
+/// Whether `alias` may be given to a user (REGISTER, or the operator's reassign), or why
+/// not: the alias rules (docs/PROTOCOL.md §7.3), and no 32 hex digits, since a `to` of that
+/// shape names a room (§16.1).
+pub(crate) fn alias_to_give(alias: &str) -> Result<(), String> {
+    validate_alias(alias).map_err(|e| e.to_string())?;
+    if flexim_protocol::conversation::is_conversation_id(alias) {
+        return Err("32 hex digits name a room".into());
+    }
+    Ok(())
+}
+
 impl Relay {
     /// Resolves a `to` field: a hex key, or a registered alias.
     pub(crate) async fn resolve(&self, who: &str) -> Result<Option<PublicKey>, StoreError> {
@@ -24,18 +35,10 @@ impl Relay {
 
     /// Claims an alias for `key`.
     pub(crate) async fn register(&self, key: PublicKey, alias: &str) -> Status {
-        if let Err(e) = validate_alias(alias) {
+        if let Err(why) = alias_to_give(alias) {
             return Status::new(
                 status::BAD_ARGUMENT,
-                format!("invalid alias {alias:?}: {e}"),
-            );
-        }
-        // A `to` of 32 hex digits names a room (docs/PROTOCOL.md §16.1): no alias may look
-        // like one.
-        if flexim_protocol::conversation::is_conversation_id(alias) {
-            return Status::new(
-                status::BAD_ARGUMENT,
-                format!("invalid alias {alias:?}: 32 hex digits name a room"),
+                format!("invalid alias {alias:?}: {why}"),
             );
         }
         match self

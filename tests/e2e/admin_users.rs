@@ -274,6 +274,16 @@ async fn a_block_on_one_node_ends_the_keys_sessions_on_every_node() {
         let refused = Conn::login_ws(url, &mallory).await.err().unwrap();
         assert!(format!("{refused:#}").contains("blocked"), "{refused:#}");
     }
+    // Node A lists Bob, logged in at node B, as online.
+    let users = op.json(&["users"]);
+    let bob_row = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["key"] == bob.public_key().to_hex())
+        .cloned()
+        .unwrap();
+    assert_eq!(bob_row["online"], true, "{users}");
     // Bob, on the same node, is not touched.
     bee.send(&message(
         &bob.public_key(),

@@ -42,20 +42,16 @@ pub(crate) async fn users(State(state): State<AppState>, RawQuery(query): RawQue
         Ok(found) => found,
         Err(e) => return store_failed(e),
     };
-    let online: std::collections::HashSet<String> = state
-        .relay
-        .sessions
-        .list()
-        .into_iter()
-        .map(|s| s.key)
-        .collect();
+    // Online here or, with several nodes, on any of them.
+    let keys: Vec<PublicKey> = found.iter().map(|(k, _)| *k).collect();
+    let online = state.relay.online(&keys).await;
     let list: Vec<_> = found
         .into_iter()
-        .map(|(key, record)| {
-            let hex = key.to_hex();
+        .zip(online)
+        .map(|((key, record), online)| {
             serde_json::json!({
-                "online": online.contains(&hex),
-                "key": hex,
+                "online": online,
+                "key": key.to_hex(),
                 "aliases": record.aliases,
                 "last_seen": record.last_seen,
                 "blocked": record.banned,
@@ -69,10 +65,9 @@ pub(crate) async fn users(State(state): State<AppState>, RawQuery(query): RawQue
 /// `GET /admin/user/WHO`.
 pub(crate) async fn user(State(state): State<AppState>, Path(who): Path<String>) -> Response {
     let relay = &state.relay;
-    let key = match relay.resolve(&who).await {
-        Ok(Some(key)) => key,
-        Ok(None) => return (StatusCode::NOT_FOUND, format!("no user {who:?}\n")).into_response(),
-        Err(e) => return store_failed(e),
+    let key = match key_of(&state, &who).await {
+        Ok(key) => key,
+        Err(answer) => return answer,
     };
     let (record, counts) = match (
         relay.store.user(key).await,
@@ -192,14 +187,9 @@ pub(crate) async fn reassign(
     Path(alias): Path<String>,
     body: String,
 ) -> Response {
-    let bad = |why: String| (StatusCode::BAD_REQUEST, why).into_response();
-    if let Err(e) = validate_alias(&alias) {
-        return bad(format!("{alias:?} is not an alias: {e}\n"));
-    }
-    if flexim_protocol::conversation::is_conversation_id(&alias) {
-        return bad(format!(
-            "{alias:?} is not an alias: 32 hex digits name a room\n"
-        ));
+    if let Err(why) = crate::directory::alias_to_give(&alias) {
+        let why = format!("{alias:?} is not an alias: {why}\n");
+        return (StatusCode::BAD_REQUEST, why).into_response();
     }
     let to = match key_of(&state, body.trim()).await {
         Ok(key) => key,
